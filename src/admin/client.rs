@@ -1,0 +1,92 @@
+//! The CLI's side of the admin socket, with the fallback to the store itself when no
+//! daemon is running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::{ops, Request, Response};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the daemon is not running (nothing answers on {0})")]
+    NotRunning(String),
+    #[error("cannot reach the daemon on {path}: {message}")]
+    Unreachable { path: String, message: String },
+    #[error("the daemon is not running and {0}")]
+    Store(StoreError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends one request to the running daemon.
+pub fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
+    let path = config.gateway.admin_socket.display().to_string();
+    let mut stream = match UnixStream::connect(&config.gateway.admin_socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(AdminError::NotRunning(path));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(AdminError::Unreachable {
+                path,
+                message: "permission denied; run as root or as the daemon's user".into(),
+            });
+        }
+        Err(e) => {
+            return Err(AdminError::Unreachable {
+                path,
+                message: e.to_string(),
+            })
+        }
+    };
+    let io = |e: std::io::Error| AdminError::Unreachable {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| AdminError::Failed(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| AdminError::Unreachable {
+        path: path.clone(),
+        message: format!("unreadable answer: {e}"),
+    })
+}
+
+/// Runs `req` through the daemon when it runs, else directly on the store.
+pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
+    let resp = match call(config, req) {
+        Ok(r) => r,
+        Err(AdminError::NotRunning(path)) => {
+            let store = Store::open(&config.gateway.state_dir).map_err(|e| match e {
+                StoreError::Locked { .. } => AdminError::Failed(format!(
+                    "the store in {} is locked by another process, but no daemon answers on {path}; is the gateway running with another adminSocket or config?",
+                    config.gateway.state_dir.display()
+                )),
+                other => AdminError::Store(other),
+            })?;
+            ops::execute(&store, config, req).0
+        }
+        Err(e) => return Err(e),
+    };
+    if resp.ok {
+        Ok(resp.data)
+    } else {
+        Err(AdminError::Failed(
+            resp.error
+                .unwrap_or_else(|| "the daemon reported an error".into()),
+        ))
+    }
+}

@@ -1,0 +1,58 @@
+//! The admin interface: operations on pairing requests and approved senders, reached
+//! by the CLI through the running daemon's Unix socket, or on the store directly when
+//! no daemon runs.
+
+pub mod client;
+pub mod ops;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// One request line on the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    Ping,
+    PairingList,
+    PairingApprove {
+        code: String,
+    },
+    PairingReject {
+        code: String,
+    },
+    SendersList {
+        account: Option<String>,
+    },
+    SendersRevoke {
+        account: Option<String>,
+        number: String,
+    },
+}
+
+/// One response line: `data` on success, `error` (a sentence for the operator) on failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            data,
+            error: None,
+        }
+    }
+
+    pub fn err(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            data: serde_json::Value::Null,
+            error: Some(message.into()),
+        }
+    }
+}

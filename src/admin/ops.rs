@@ -1,0 +1,141 @@
+//! The admin operations themselves, on a store and a config. The daemon runs them
+//! behind its socket; the CLI runs them directly when no daemon is running.
+
+use serde_json::{json, Value};
+
+use super::{Request, Response};
+use crate::config::Config;
+use crate::inbound::APPROVED_TEXT;
+use crate::phone::E164;
+use crate::store::{now_ms, Store};
+
+/// RFC 3339 UTC time for a millisecond timestamp.
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What happened, for the daemon to act on (e.g. wake the sender).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub queued_sms: bool,
+}
+
+pub fn execute(store: &Store, config: &Config, req: &Request) -> (Response, Outcome) {
+    let mut outcome = Outcome::default();
+    let resp = match run(store, config, req, &mut outcome) {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e),
+    };
+    (resp, outcome)
+}
+
+fn run(
+    store: &Store,
+    config: &Config,
+    req: &Request,
+    outcome: &mut Outcome,
+) -> Result<Value, String> {
+    let now = now_ms();
+    let store_err = |e: crate::store::StoreError| e.to_string();
+    match req {
+        Request::Ping => Ok(json!({"pong": true})),
+        Request::PairingList => {
+            let list = store.pending_pairings(now).map_err(store_err)?;
+            Ok(Value::Array(
+                list.iter()
+                    .map(|r| {
+                        json!({
+                            "code": r.code,
+                            "sender": r.sender.as_str(),
+                            "account": r.account,
+                            "createdAt": rfc3339(r.created_at_ms),
+                            "expiresAt": rfc3339(r.expires_at_ms),
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        Request::PairingApprove { code } => {
+            let opted_out_before = |r: &crate::access::PairingRequest| {
+                store.is_opted_out(&r.account, &r.sender).unwrap_or(false)
+            };
+            match store.approve_pairing(code, now, APPROVED_TEXT).map_err(store_err)? {
+                Some(r) => {
+                    store.flush().map_err(store_err)?;
+                    let texted = !opted_out_before(&r);
+                    outcome.queued_sms = texted;
+                    tracing::info!(account = %r.account, sender = %r.sender.redacted(), code = %r.code, "pairing approved");
+                    Ok(json!({"code": r.code, "sender": r.sender.as_str(), "account": r.account, "texted": texted}))
+                }
+                None => Err(format!("no pending pairing request with code {:?} (codes expire after 1 hour; see `smsgate pairing list`)", code.trim())),
+            }
+        }
+        Request::PairingReject { code } => {
+            match store.reject_pairing(code, now).map_err(store_err)? {
+                Some(r) => {
+                    store.flush().map_err(store_err)?;
+                    tracing::info!(account = %r.account, sender = %r.sender.redacted(), code = %r.code, "pairing rejected");
+                    Ok(json!({"code": r.code, "sender": r.sender.as_str(), "account": r.account}))
+                }
+                None => Err(format!(
+                    "no pending pairing request with code {:?} (see `smsgate pairing list`)",
+                    code.trim()
+                )),
+            }
+        }
+        Request::SendersList { account } => {
+            if let Some(a) = account {
+                known_account(config, a)?;
+            }
+            let list = store
+                .approved_senders(account.as_deref())
+                .map_err(store_err)?;
+            Ok(Value::Array(
+                list.iter()
+                    .map(|s| json!({"sender": s.number.as_str(), "account": s.account, "approvedAt": rfc3339(s.approved_at_ms)}))
+                    .collect(),
+            ))
+        }
+        Request::SendersRevoke { account, number } => {
+            let number = E164::parse(number).map_err(|e| e.to_string())?;
+            let account = match account {
+                Some(a) => {
+                    known_account(config, a)?;
+                    a.clone()
+                }
+                None => config
+                    .sms
+                    .default_account
+                    .clone()
+                    .ok_or("no account is configured")?,
+            };
+            if store.revoke_sender(&account, &number).map_err(store_err)? {
+                store.flush().map_err(store_err)?;
+                tracing::info!(%account, sender = %number.redacted(), "approval revoked");
+                Ok(json!({"sender": number.as_str(), "account": account, "revoked": true}))
+            } else {
+                Err(format!("{number} is not an approved sender of account {account:?} (see `smsgate senders list`)"))
+            }
+        }
+    }
+}
+
+fn known_account(config: &Config, id: &str) -> Result<(), String> {
+    let known = config
+        .sms
+        .accounts
+        .iter()
+        .map(|a| a.id.as_str())
+        .chain(config.sms.inactive.iter().map(|a| a.id.as_str()));
+    if known.clone().any(|k| k == id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "no account {id:?}; configured accounts: {}",
+            known.collect::<Vec<_>>().join(", ")
+        ))
+    }
+}

@@ -1,0 +1,109 @@
+//! The admin socket: a Unix stream socket (mode 0600), one JSON request line and one
+//! JSON response line per connection. Only root and the daemon's own user get in,
+//! checked with the peer's credentials, whatever the file mode.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{ops, Request, Response};
+use crate::daemon::{App, Shutdown};
+
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Binds a Unix socket, replacing a stale file only when nothing answers on it.
+pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by a running process (another smsgate?)",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+    let me = rustix::process::geteuid().as_raw();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("admin socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => return,
+        };
+        let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let result = match allowed {
+                Ok(true) => serve(stream, &app).await,
+                Ok(false) => {
+                    tracing::warn!(
+                        "admin socket: refused a client that is neither root nor the daemon's user"
+                    );
+                    reply(
+                        stream,
+                        &Response::err("permission denied: run as root or as the daemon's user"),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::debug!("admin connection: {e}");
+            }
+        });
+    }
+}
+
+async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let n = (&mut reader)
+        .take(MAX_REQUEST as u64)
+        .read_line(&mut line)
+        .await?;
+    let stream = reader.into_inner();
+    if n == 0 {
+        return Ok(());
+    }
+    let resp = match serde_json::from_str::<Request>(line.trim()) {
+        Err(e) => Response::err(format!("invalid admin request: {e}")),
+        Ok(req) => {
+            let _guard = app.access_lock.lock().await;
+            let (resp, outcome) = ops::execute(&app.store, &app.config(), &req);
+            if outcome.queued_sms {
+                app.wake_outbound.notify_one();
+            }
+            resp
+        }
+    };
+    reply(stream, &resp).await
+}
+
+async fn reply(mut stream: UnixStream, resp: &Response) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).await?;
+    stream.shutdown().await
+}
+
+use tokio::io::AsyncReadExt as _;

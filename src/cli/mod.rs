@@ -1,0 +1,214 @@
+//! The command-line edge: turns parsed arguments into actions, prints results, and maps
+//! failures to exit codes (1; clap itself exits 2 on a command line that does not parse).
+
+pub mod args;
+mod config_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+pub use args::Cli;
+use args::{Command, PairingCmd, SendersCmd};
+
+use crate::admin::{client, Request};
+use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config path and whether the operator named it.
+fn config_path(cli_path: &Option<PathBuf>) -> (PathBuf, bool) {
+    match cli_path {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    }
+}
+
+/// Loads the config; without --config and without the default file, the environment
+/// alone configures the gateway (handy in containers).
+pub fn load_config(cli_path: &Option<PathBuf>) -> Result<Config> {
+    let (path, named) = config_path(cli_path);
+    if !named && !path.exists() {
+        return config::validate::validate_value(&Value::Object(Default::default()), &config::Env::from_process())
+            .map_err(|e| anyhow!("{DEFAULT_CONFIG_PATH} does not exist and the environment alone is not a valid configuration: {e}"));
+    }
+    config::load(&path).map_err(|e| anyhow!("{e}"))
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Gateway => gateway(&cli.config),
+        Command::Config(cmd) => config_cmd::run(&cli.config, cmd),
+        Command::Pairing(cmd) => pairing(&cli.config, cmd),
+        Command::Senders(cmd) => senders(&cli.config, cmd),
+    }
+}
+
+fn gateway(path: &Option<PathBuf>) -> Result<ExitCode> {
+    let config = load_config(path)?;
+    crate::logging::init(&config.gateway.log);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let twilio = Arc::new(crate::twilio::HttpTwilio::new().map_err(|e| anyhow!(e))?);
+        let listen = config.gateway.listen;
+        let daemon = crate::daemon::Daemon::open(config, twilio).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (gateway.listen); is another process using that port?"))?;
+        daemon.serve(listener, crate::daemon::signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `[sms] CODE` → CODE, refusing other channels.
+fn channel_and_code(args: &[String]) -> Result<&str> {
+    match args {
+        [code] => Ok(code),
+        [channel, code] => {
+            check_channel(channel)?;
+            Ok(code)
+        }
+        _ => bail!("expected `[sms] CODE`"),
+    }
+}
+
+fn check_channel(channel: &str) -> Result<()> {
+    if channel.eq_ignore_ascii_case("sms") {
+        Ok(())
+    } else {
+        bail!("unknown channel {channel:?}; smsgate has one channel, sms")
+    }
+}
+
+fn admin(path: &Option<PathBuf>, req: Request) -> Result<Value> {
+    let config = load_config(path)?;
+    client::call_or_direct(&config, &req).map_err(|e| anyhow!("{e}"))
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn pairing(path: &Option<PathBuf>, cmd: PairingCmd) -> Result<ExitCode> {
+    match cmd {
+        PairingCmd::List { channel, json } => {
+            if let Some(c) = channel {
+                check_channel(&c)?;
+            }
+            let data = admin(path, Request::PairingList)?;
+            if json {
+                print_json(&data);
+            } else {
+                let list = data.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("No pending pairing requests.");
+                }
+                for r in list {
+                    println!(
+                        "{}  {}  account {}  expires {}",
+                        s(&r, "code"),
+                        s(&r, "sender"),
+                        s(&r, "account"),
+                        s(&r, "expiresAt")
+                    );
+                }
+            }
+        }
+        PairingCmd::Approve { args, json } => {
+            let code = channel_and_code(&args)?.to_string();
+            let data = admin(path, Request::PairingApprove { code })?;
+            if json {
+                print_json(&data);
+            } else {
+                let texted = if data["texted"].as_bool() == Some(true) {
+                    "; they will be texted that access was approved"
+                } else {
+                    "; not texted (they opted out)"
+                };
+                println!(
+                    "Approved {} for account {}{texted}.",
+                    s(&data, "sender"),
+                    s(&data, "account")
+                );
+            }
+        }
+        PairingCmd::Reject { args, json } => {
+            let code = channel_and_code(&args)?.to_string();
+            let data = admin(path, Request::PairingReject { code })?;
+            if json {
+                print_json(&data);
+            } else {
+                println!(
+                    "Rejected the request from {} (account {}).",
+                    s(&data, "sender"),
+                    s(&data, "account")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn senders(path: &Option<PathBuf>, cmd: SendersCmd) -> Result<ExitCode> {
+    match cmd {
+        SendersCmd::List { account, json } => {
+            let data = admin(path, Request::SendersList { account })?;
+            if json {
+                print_json(&data);
+            } else {
+                let list = data.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("No approved senders.");
+                }
+                for r in list {
+                    println!(
+                        "{}  account {}  approved {}",
+                        s(&r, "sender"),
+                        s(&r, "account"),
+                        s(&r, "approvedAt")
+                    );
+                }
+            }
+        }
+        SendersCmd::Revoke {
+            number,
+            account,
+            json,
+        } => {
+            let data = admin(path, Request::SendersRevoke { account, number })?;
+            if json {
+                print_json(&data);
+            } else {
+                println!(
+                    "Revoked {} (account {}); their messages no longer reach the agent.",
+                    s(&data, "sender"),
+                    s(&data, "account")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("?")
+}

@@ -1,0 +1,257 @@
+//! Configuration: one JSON5 file plus environment fallbacks, turned into validated
+//! types before anything else runs.
+//!
+//! `load` reads and parses; [`validate::validate`] is a pure function from the raw file,
+//! its unknown keys and the environment to a [`Config`] or the full list of problems.
+
+pub mod patch;
+pub mod raw;
+pub mod show;
+pub mod validate;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use crate::phone::E164;
+use crate::secret::Secret;
+
+pub use validate::{validate, Env};
+
+/// Where the config file is when neither `--config` nor `SMSGATE_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/smsgate/smsgate.json5";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub sms: SmsChannel,
+    /// Things that are not errors but that an operator should hear about.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub state_dir: PathBuf,
+    pub agent_socket: PathBuf,
+    pub admin_socket: PathBuf,
+    pub max_connections: usize,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter directive such as `info` or `smsgate=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsChannel {
+    pub enabled: bool,
+    /// Accounts that can receive and send.
+    pub accounts: Vec<Account>,
+    /// Accounts named in the config that cannot work yet, and why.
+    pub inactive: Vec<InactiveAccount>,
+    /// The account used when a command or agent names none; `None` when there is no
+    /// usable account at all.
+    pub default_account: Option<String>,
+}
+
+impl SmsChannel {
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
+    /// The named account, or the default one; the error says what to do.
+    pub fn resolve_account(&self, id: Option<&str>) -> Result<&Account, String> {
+        let id = match id {
+            Some(id) => id,
+            None => self.default_account.as_deref().ok_or_else(|| {
+                "no SMS account is configured: set channels.sms.accountSid, authToken and fromNumber".to_string()
+            })?,
+        };
+        self.account(id).ok_or_else(|| {
+            let known: Vec<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+            match self.inactive.iter().find(|a| a.id == id) {
+                Some(inactive) => format!("account {id:?} is not usable: {}", inactive.reason),
+                None => format!(
+                    "no account {id:?}; configured accounts: {}",
+                    known.join(", ")
+                ),
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InactiveAccount {
+    pub id: String,
+    pub webhook_path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub sender: Sender,
+    pub webhook_path: String,
+    pub inbound: InboundCheck,
+    pub dm_policy: DmPolicy,
+    pub allow_from: AllowFrom,
+    pub default_to: Option<E164>,
+    pub text_chunk_limit: usize,
+    pub api_base_url: Url,
+    pub messaging_api_base_url: Url,
+}
+
+impl Account {
+    pub fn public_url(&self) -> Option<&PublicUrl> {
+        match &self.inbound {
+            InboundCheck::Signed { url } => Some(url),
+            InboundCheck::Unsigned { url } => url.as_ref(),
+        }
+    }
+}
+
+/// Who sends for an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Number(E164),
+    MessagingService(String),
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sender::Number(n) => write!(f, "{n}"),
+            Sender::MessagingService(sid) => write!(f, "{sid}"),
+        }
+    }
+}
+
+/// How inbound webhooks are authenticated.
+#[derive(Debug, Clone)]
+pub enum InboundCheck {
+    /// `X-Twilio-Signature` checked against this URL.
+    Signed { url: PublicUrl },
+    /// `dangerouslyDisableSignatureValidation: true`.
+    Unsigned { url: Option<PublicUrl> },
+}
+
+/// The public webhook URL exactly as configured (Twilio signs these bytes), and parsed.
+#[derive(Debug, Clone)]
+pub struct PublicUrl {
+    pub raw: String,
+    pub parsed: Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmPolicy {
+    Pairing,
+    Allowlist,
+    Open,
+    Disabled,
+}
+
+impl DmPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmPolicy::Pairing => "pairing",
+            DmPolicy::Allowlist => "allowlist",
+            DmPolicy::Open => "open",
+            DmPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowFrom {
+    /// `"*"` was listed.
+    pub anyone: bool,
+    pub numbers: BTreeSet<E164>,
+}
+
+impl AllowFrom {
+    pub fn allows(&self, sender: &E164) -> bool {
+        self.anyone || self.numbers.contains(sender)
+    }
+}
+
+/// Every problem found in a configuration, each with its key path and fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            writeln!(f, "  - {}: {}", p.path, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors reading a config file, before validation.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}; pass the right file with --config or SMSGATE_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid JSON5: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: {errors}")]
+    Invalid { path: PathBuf, errors: ConfigErrors },
+}
+
+/// Parses JSON5 text into a JSON value.
+pub fn parse_json5(text: &str) -> Result<serde_json::Value, String> {
+    json5::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())
+}
+
+/// Reads, parses and validates the config at `path` against the process environment.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value = parse_json5(&text).map_err(|message| LoadError::Syntax {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    validate::validate_value(&value, &Env::from_process()).map_err(|errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}

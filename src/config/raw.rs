@@ -1,0 +1,97 @@
+//! The configuration file as written: every key optional, every leaf value kept even
+//! when it has the wrong type, so validation can report all problems at once with their
+//! key paths. Unknown keys are collected by `serde_ignored` (see `super::load`) for the
+//! same reason: `deny_unknown_fields` would stop at the first one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A leaf value: the expected type, or whatever was written instead.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Field<T> {
+    Ok(T),
+    Invalid(Value),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawConfig {
+    pub gateway: Option<RawGateway>,
+    pub channels: Option<RawChannels>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawGateway {
+    pub listen: Option<Field<String>>,
+    pub tls: Option<RawTls>,
+    pub state_dir: Option<Field<String>>,
+    pub agent_socket: Option<Field<String>>,
+    pub admin_socket: Option<Field<String>>,
+    pub max_connections: Option<Field<u32>>,
+    pub log: Option<RawLog>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawTls {
+    pub cert_file: Option<Field<String>>,
+    pub key_file: Option<Field<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawLog {
+    pub level: Option<Field<String>>,
+    pub format: Option<Field<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawChannels {
+    pub sms: Option<RawAccount>,
+}
+
+/// The keys of `channels.sms` and of each `channels.sms.accounts.<id>`. `accounts`,
+/// `defaultAccount` are only meaningful at the top; validation says so when they
+/// appear inside an account.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawAccount {
+    pub enabled: Option<Field<bool>>,
+    pub account_sid: Option<Field<String>>,
+    pub auth_token: Option<Field<SecretInput>>,
+    pub from_number: Option<Field<String>>,
+    pub messaging_service_sid: Option<Field<String>>,
+    pub public_webhook_url: Option<Field<String>>,
+    pub webhook_path: Option<Field<String>>,
+    pub dm_policy: Option<Field<String>>,
+    pub allow_from: Option<Field<Vec<String>>>,
+    pub default_to: Option<Field<String>>,
+    pub text_chunk_limit: Option<Field<u32>>,
+    pub dangerously_disable_signature_validation: Option<Field<bool>>,
+    pub api_base_url: Option<Field<String>>,
+    pub messaging_api_base_url: Option<Field<String>>,
+    pub accounts: Option<BTreeMap<String, RawAccount>>,
+    pub default_account: Option<Field<String>>,
+}
+
+/// `authToken`: a literal, or a reference resolved at load time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SecretInput {
+    Plain(String),
+    Ref(SecretRef),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub source: String,
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub id: String,
+}

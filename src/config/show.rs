@@ -1,0 +1,98 @@
+//! The resolved configuration as operators see it (`config show`): defaults filled in,
+//! environment fallbacks applied, secrets replaced by `***`.
+
+use serde_json::{json, Map, Value};
+
+use super::{Account, Config, InboundCheck, LogFormat, Sender};
+
+/// The resolved config as JSON, secrets redacted.
+pub fn redacted(config: &Config) -> Value {
+    let g = &config.gateway;
+    let mut accounts = Map::new();
+    for a in &config.sms.accounts {
+        accounts.insert(a.id.clone(), account(a));
+    }
+    for a in &config.sms.inactive {
+        accounts.insert(
+            a.id.clone(),
+            json!({ "usable": false, "reason": a.reason, "webhookPath": a.webhook_path }),
+        );
+    }
+    json!({
+        "gateway": {
+            "listen": g.listen.to_string(),
+            "tls": g.tls.as_ref().map(|t| json!({
+                "certFile": t.cert_file.display().to_string(),
+                "keyFile": t.key_file.display().to_string(),
+            })),
+            "stateDir": g.state_dir.display().to_string(),
+            "agentSocket": g.agent_socket.display().to_string(),
+            "adminSocket": g.admin_socket.display().to_string(),
+            "maxConnections": g.max_connections,
+            "log": {
+                "level": g.log.level,
+                "format": match g.log.format { LogFormat::Text => "text", LogFormat::Json => "json" },
+            },
+        },
+        "channels": { "sms": {
+            "enabled": config.sms.enabled,
+            "defaultAccount": config.sms.default_account,
+            "accounts": accounts,
+        }},
+    })
+}
+
+fn account(a: &Account) -> Value {
+    let (from, service) = match &a.sender {
+        Sender::Number(n) => (Some(n.to_string()), None),
+        Sender::MessagingService(s) => (None, Some(s.clone())),
+    };
+    let mut allow: Vec<String> = a
+        .allow_from
+        .numbers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if a.allow_from.anyone {
+        allow.insert(0, "*".into());
+    }
+    json!({
+        "usable": true,
+        "accountSid": a.account_sid,
+        "authToken": "***",
+        "fromNumber": from,
+        "messagingServiceSid": service,
+        "publicWebhookUrl": a.public_url().map(|u| u.raw.clone()),
+        "webhookPath": a.webhook_path,
+        "dmPolicy": a.dm_policy.as_str(),
+        "allowFrom": allow,
+        "defaultTo": a.default_to.as_ref().map(ToString::to_string),
+        "textChunkLimit": a.text_chunk_limit,
+        "dangerouslyDisableSignatureValidation": matches!(a.inbound, InboundCheck::Unsigned { .. }),
+        "apiBaseUrl": a.api_base_url.as_str(),
+        "messagingApiBaseUrl": a.messaging_api_base_url.as_str(),
+    })
+}
+
+/// The same view as indented `key: value` lines for people.
+pub fn text(value: &Value) -> String {
+    let mut out = String::new();
+    write_text(value, 0, &mut out);
+    out
+}
+
+fn write_text(value: &Value, depth: usize, out: &mut String) {
+    let Value::Object(map) = value else { return };
+    for (k, v) in map {
+        let pad = "  ".repeat(depth);
+        match v {
+            Value::Object(_) => {
+                out.push_str(&format!("{pad}{k}:\n"));
+                write_text(v, depth + 1, out);
+            }
+            Value::Null => out.push_str(&format!("{pad}{k}: (unset)\n")),
+            Value::String(s) => out.push_str(&format!("{pad}{k}: {s}\n")),
+            other => out.push_str(&format!("{pad}{k}: {other}\n")),
+        }
+    }
+}

@@ -1,0 +1,831 @@
+//! Turns the raw file and the environment into a [`Config`], collecting every problem.
+//!
+//! Pure except for reading secret and certificate files named by the config, which is
+//! what an operator expects `config validate` to check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use url::Url;
+
+use super::raw::{Field, RawAccount, RawConfig, SecretInput, SecretRef};
+use super::{
+    Account, AllowFrom, Config, ConfigErrors, DmPolicy, Gateway, InactiveAccount, InboundCheck,
+    LogFormat, LogSettings, Problem, PublicUrl, Sender, SmsChannel, TlsFiles,
+};
+use crate::phone::E164;
+use crate::secret::Secret;
+
+/// The environment a config is resolved in: variables (a snapshot) and where relative
+/// `file` secrets live.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// A variable that is set and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+const SMS: &str = "channels.sms";
+const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// Unix socket paths are limited to 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Default)]
+struct Problems(BTreeSet<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.insert(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates an already parsed JSON value (the file's content).
+pub fn validate_value(value: &Value, env: &Env) -> Result<Config, ConfigErrors> {
+    let mut unknown = Vec::new();
+    let raw: Result<RawConfig, _> = serde_ignored::deserialize(value, |path| {
+        // serde_ignored marks each Option layer with a `?` segment; operators write keys.
+        let clean: Vec<String> = path
+            .to_string()
+            .split('.')
+            .filter(|seg| *seg != "?")
+            .map(String::from)
+            .collect();
+        unknown.push(clean.join("."));
+    });
+    match raw {
+        Ok(raw) => validate(&raw, &unknown, env),
+        Err(e) => Err(ConfigErrors(vec![Problem {
+            path: "(file)".into(),
+            message: format!("{e}; the file must be an object like {{ gateway: {{…}}, channels: {{ sms: {{…}} }} }}"),
+        }])),
+    }
+}
+
+/// Validates the raw config. `unknown` are the key paths serde did not recognise.
+pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+    for path in unknown {
+        p.add(path.clone(), "unknown key; remove it or check its spelling (keys are camelCase, see the configuration reference)");
+    }
+    let gateway = gateway(raw, env, &mut p);
+    let sms = sms_channel(raw, env, &mut p);
+    if p.0.is_empty() {
+        let mut warnings = Vec::new();
+        if sms.enabled && sms.accounts.is_empty() {
+            warnings.push("no SMS account is usable yet: set channels.sms.accountSid, authToken and fromNumber (or messagingServiceSid), or the TWILIO_* environment variables".to_string());
+        }
+        for a in &sms.inactive {
+            warnings.push(format!("account {:?} is not usable: {}", a.id, a.reason));
+        }
+        if let Some(gw) = gateway {
+            return Ok(Config {
+                gateway: gw,
+                sms,
+                warnings,
+            });
+        }
+    }
+    Err(ConfigErrors(p.0.into_iter().collect()))
+}
+
+fn take<'a, T>(
+    f: &'a Option<Field<T>>,
+    path: &str,
+    expected: &str,
+    p: &mut Problems,
+) -> Option<&'a T> {
+    match f {
+        None => None,
+        Some(Field::Ok(v)) => Some(v),
+        Some(Field::Invalid(v)) => {
+            p.add(path, format!("expected {expected}, found {}", describe(v)));
+            None
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
+    let default = Default::default();
+    let g = raw.gateway.as_ref().unwrap_or(&default);
+    let listen = match take(&g.listen, "gateway.listen", "a host:port string", p) {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8789))),
+        Some(s) => match parse_listen(s) {
+            Some(addr) => Some(addr),
+            None => {
+                p.add("gateway.listen", format!("{s:?} is not a host:port address; use e.g. \"127.0.0.1:8789\" or \"0.0.0.0:443\""));
+                None
+            }
+        },
+    };
+    let tls = g.tls.as_ref().and_then(|t| {
+        let cert = take(&t.cert_file, "gateway.tls.certFile", "a file path", p);
+        let key = take(&t.key_file, "gateway.tls.keyFile", "a file path", p);
+        for (v, path, what) in [(cert, "gateway.tls.certFile", "certificate chain"), (key, "gateway.tls.keyFile", "private key")] {
+            match v {
+                None => p.add(path, format!("missing; HTTPS needs both certFile and keyFile: set it to the PEM {what} file, or remove gateway.tls to serve plain HTTP")),
+                Some(f) => {
+                    if let Err(e) = std::fs::metadata(f) {
+                        p.add(path, format!("cannot read {f:?}: {e}; point it at the PEM {what} file"));
+                    }
+                }
+            }
+        }
+        Some(TlsFiles {
+            cert_file: PathBuf::from(cert?),
+            key_file: PathBuf::from(key?),
+        })
+    });
+    let state_dir = match take(&g.state_dir, "gateway.stateDir", "a directory path", p) {
+        Some(s) => PathBuf::from(s),
+        None => env
+            .get("STATE_DIRECTORY")
+            .and_then(|s| s.split(':').next())
+            .map_or_else(|| PathBuf::from("/var/lib/smsgate"), PathBuf::from),
+    };
+    if !state_dir.is_absolute() {
+        p.add(
+            "gateway.stateDir",
+            format!(
+                "{:?} is relative; use an absolute path such as /var/lib/smsgate",
+                state_dir.display().to_string()
+            ),
+        );
+    }
+    let socket = |f: &Option<Field<String>>, key: &str, name: &str, p: &mut Problems| -> PathBuf {
+        let path = format!("gateway.{key}");
+        let sock =
+            take(f, &path, "a file path", p).map_or_else(|| state_dir.join(name), PathBuf::from);
+        if sock.as_os_str().len() > MAX_SOCKET_PATH {
+            p.add(path, format!("{} is {} bytes long; Unix socket paths allow at most {MAX_SOCKET_PATH}: choose a shorter path", sock.display(), sock.as_os_str().len()));
+        }
+        sock
+    };
+    let agent_socket = socket(&g.agent_socket, "agentSocket", "agent.sock", p);
+    let admin_socket = socket(&g.admin_socket, "adminSocket", "admin.sock", p);
+    if agent_socket == admin_socket {
+        p.add(
+            "gateway.adminSocket",
+            "is the same path as gateway.agentSocket; give each socket its own path",
+        );
+    }
+    let max_connections = match take(
+        &g.max_connections,
+        "gateway.maxConnections",
+        "a whole number",
+        p,
+    ) {
+        None => 1024,
+        Some(&0) => {
+            p.add("gateway.maxConnections", "must be at least 1");
+            1
+        }
+        Some(&n) => n as usize,
+    };
+    let default_log = Default::default();
+    let log = g.log.as_ref().unwrap_or(&default_log);
+    let level = take(&log.level, "gateway.log.level", "a string", p)
+        .cloned()
+        .unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        p.add(
+            "gateway.log.level",
+            format!("{level:?} is not a log level; use error, warn, info, debug or trace"),
+        );
+    }
+    let format = match take(&log.format, "gateway.log.format", "a string", p).map(String::as_str) {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "gateway.log.format",
+                format!("{other:?} is not a log format; use \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    Some(Gateway {
+        listen: listen?,
+        tls,
+        state_dir,
+        agent_socket,
+        admin_socket,
+        max_connections,
+        log: LogSettings { level, format },
+    })
+}
+
+fn parse_listen(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Some(addr);
+    }
+    // "localhost:8789" and other names resolve once, at load.
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// One layer of account settings, with how to name its keys in messages.
+struct Layer<'a> {
+    raw: &'a RawAccount,
+    origin: Origin,
+}
+
+#[derive(Clone)]
+enum Origin {
+    Named(String),
+    Top,
+    Env,
+}
+
+fn env_name(key: &str, env: &Env) -> &'static str {
+    match key {
+        "accountSid" => "TWILIO_ACCOUNT_SID",
+        "authToken" => "TWILIO_AUTH_TOKEN",
+        "fromNumber" if env.get("TWILIO_PHONE_NUMBER").is_none() => "TWILIO_SMS_FROM",
+        "fromNumber" => "TWILIO_PHONE_NUMBER",
+        "messagingServiceSid" => "TWILIO_MESSAGING_SERVICE_SID",
+        "publicWebhookUrl" => "SMS_PUBLIC_WEBHOOK_URL",
+        "webhookPath" => "SMS_WEBHOOK_PATH",
+        "allowFrom" => "SMS_ALLOWED_USERS",
+        "textChunkLimit" => "SMS_TEXT_CHUNK_LIMIT",
+        _ => "(environment)",
+    }
+}
+
+struct Layers<'a> {
+    layers: Vec<Layer<'a>>,
+    env: &'a Env,
+}
+
+impl<'a> Layers<'a> {
+    fn path(&self, origin: &Origin, key: &str) -> String {
+        match origin {
+            Origin::Named(id) => format!("{SMS}.accounts.{id}.{key}"),
+            Origin::Top => format!("{SMS}.{key}"),
+            Origin::Env => format!("environment variable {}", env_name(key, self.env)),
+        }
+    }
+
+    /// The first layer that sets `key`, and the path to name it by.
+    fn get<T: 'a>(
+        &self,
+        key: &str,
+        f: impl Fn(&'a RawAccount) -> &'a Option<Field<T>>,
+    ) -> (&'a Option<Field<T>>, String) {
+        for layer in &self.layers {
+            let v = f(layer.raw);
+            if v.is_some() {
+                return (v, self.path(&layer.origin, key));
+            }
+        }
+        let first = self
+            .layers
+            .first()
+            .map_or(Origin::Top, |l| l.origin.clone());
+        (&None, self.path(&first, key))
+    }
+}
+
+/// The environment's fallbacks for the `default` account, as a raw layer.
+fn env_layer(env: &Env) -> RawAccount {
+    let s = |name: &str| env.get(name).map(|v| Field::Ok(v.trim().to_string()));
+    RawAccount {
+        account_sid: s("TWILIO_ACCOUNT_SID"),
+        auth_token: env
+            .get("TWILIO_AUTH_TOKEN")
+            .map(|v| Field::Ok(SecretInput::Plain(v.to_string()))),
+        from_number: s("TWILIO_PHONE_NUMBER").or_else(|| s("TWILIO_SMS_FROM")),
+        messaging_service_sid: s("TWILIO_MESSAGING_SERVICE_SID"),
+        public_webhook_url: s("SMS_PUBLIC_WEBHOOK_URL"),
+        webhook_path: s("SMS_WEBHOOK_PATH"),
+        allow_from: env.get("SMS_ALLOWED_USERS").map(|v| {
+            Field::Ok(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
+        }),
+        text_chunk_limit: env
+            .get("SMS_TEXT_CHUNK_LIMIT")
+            .map(|v| match v.trim().parse() {
+                Ok(n) => Field::Ok(n),
+                Err(_) => Field::Invalid(Value::String(v.to_string())),
+            }),
+        ..Default::default()
+    }
+}
+
+fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
+    let empty = RawAccount::default();
+    let top = raw
+        .channels
+        .as_ref()
+        .and_then(|c| c.sms.as_ref())
+        .unwrap_or(&empty);
+    let env_raw = env_layer(env);
+    let enabled = take(&top.enabled, "channels.sms.enabled", "true or false", p)
+        .copied()
+        .unwrap_or(true);
+
+    let named = top.accounts.clone().unwrap_or_default();
+    let has_sender = |r: &RawAccount| r.from_number.is_some() || r.messaging_service_sid.is_some();
+    let mut ids: Vec<String> = Vec::new();
+    if has_sender(top) || has_sender(&env_raw) || named.contains_key("default") {
+        ids.push("default".into());
+    }
+    for id in named.keys() {
+        if id != "default" {
+            ids.push(id.clone());
+        }
+        let valid_id = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_id {
+            p.add(
+                format!("{SMS}.accounts.{id}"),
+                "account ids use letters, digits, - and _ only; rename it",
+            );
+        }
+    }
+
+    let mut accounts = Vec::new();
+    let mut inactive = Vec::new();
+    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    for id in &ids {
+        let mut layers = Vec::new();
+        if let Some(r) = named.get(id) {
+            for (key, set) in [
+                ("accounts", r.accounts.is_some()),
+                ("defaultAccount", r.default_account.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        format!("{SMS}.accounts.{id}.{key}"),
+                        format!("only allowed directly under {SMS}; move it there"),
+                    );
+                }
+            }
+            layers.push(Layer {
+                raw: r,
+                origin: Origin::Named(id.clone()),
+            });
+        }
+        layers.push(Layer {
+            raw: top,
+            origin: Origin::Top,
+        });
+        if id == "default" {
+            layers.push(Layer {
+                raw: &env_raw,
+                origin: Origin::Env,
+            });
+        }
+        let layers = Layers { layers, env };
+        match account(id, &layers, p) {
+            Resolved::Usable(a) => {
+                check_path(&mut paths, id, &a.webhook_path, &layers, p);
+                accounts.push(*a);
+            }
+            Resolved::Inactive(a) => {
+                check_path(&mut paths, id, &a.webhook_path, &layers, p);
+                inactive.push(a);
+            }
+        }
+    }
+
+    let default_account = match take(
+        &top.default_account,
+        "channels.sms.defaultAccount",
+        "an account id",
+        p,
+    ) {
+        Some(id) => {
+            if !ids.contains(id) {
+                p.add(
+                    "channels.sms.defaultAccount",
+                    format!(
+                        "names {id:?}, which is not an account; use one of: {}",
+                        ids.join(", ")
+                    ),
+                );
+            }
+            Some(id.clone())
+        }
+        None => accounts
+            .iter()
+            .find(|a| a.id == "default")
+            .or_else(|| accounts.first())
+            .map(|a| a.id.clone()),
+    };
+    if !enabled {
+        inactive.extend(accounts.drain(..).map(|a| InactiveAccount {
+            id: a.id,
+            webhook_path: a.webhook_path,
+            reason: "channels.sms.enabled is false".into(),
+        }));
+    }
+    SmsChannel {
+        enabled,
+        accounts,
+        inactive,
+        default_account,
+    }
+}
+
+fn check_path(
+    paths: &mut BTreeMap<String, String>,
+    id: &str,
+    path: &str,
+    layers: &Layers,
+    p: &mut Problems,
+) {
+    if let Some(other) = paths.insert(path.to_string(), id.to_string()) {
+        let (_, key_path) = layers.get("webhookPath", |r| &r.webhook_path);
+        let key_path = if key_path.contains(".accounts.") {
+            key_path
+        } else {
+            format!("{SMS}.accounts.{id}.webhookPath")
+        };
+        p.add(key_path, format!("{path:?} is also the webhook path of account {other:?}; every account needs its own, e.g. \"/webhooks/sms/{id}\""));
+    }
+}
+
+enum Resolved {
+    Usable(Box<Account>),
+    Inactive(InactiveAccount),
+}
+
+fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
+    let (f, path) = l.get("enabled", |r| &r.enabled);
+    let enabled = take(f, &path, "true or false", p).copied().unwrap_or(true);
+
+    let (f, path) = l.get("webhookPath", |r| &r.webhook_path);
+    let webhook_path = match take(f, &path, "a path string", p) {
+        None => "/webhooks/sms".to_string(),
+        Some(s) => {
+            let s = s.trim();
+            let norm = if s.starts_with('/') {
+                s.to_string()
+            } else {
+                format!("/{s}")
+            };
+            if norm.len() < 2 || norm.contains(['?', '#', ' ']) {
+                p.add(
+                    &path,
+                    format!("{s:?} is not a URL path; use e.g. \"/webhooks/sms\""),
+                );
+            } else if RESERVED_PATHS.contains(&norm.as_str()) {
+                p.add(
+                    &path,
+                    format!(
+                        "{norm:?} is reserved for the daemon's own endpoints; choose another path"
+                    ),
+                );
+            }
+            norm
+        }
+    };
+
+    let (f, sid_path) = l.get("accountSid", |r| &r.account_sid);
+    let account_sid = take(f, &sid_path, "a string starting with AC", p).and_then(|s| {
+        if s.starts_with("AC") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Some(s.clone())
+        } else {
+            p.add(&sid_path, "is not an Account SID; copy it from the Twilio Console: AC followed by 32 characters");
+            None
+        }
+    });
+
+    let (f, token_path) = l.get("authToken", |r| &r.auth_token);
+    let auth_token = take(
+        f,
+        &token_path,
+        "a string or a SecretRef { source: \"env\" | \"file\", provider: \"default\", id: \"…\" }",
+        p,
+    )
+    .and_then(|s| resolve_secret(s, &token_path, l.env, p));
+
+    let (f, path) = l.get("fromNumber", |r| &r.from_number);
+    let from =
+        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.add(&path, e.to_string());
+                None
+            }
+        });
+    let (f, path) = l.get("messagingServiceSid", |r| &r.messaging_service_sid);
+    let service = take(f, &path, "a string starting with MG", p).and_then(|s| {
+        if s.starts_with("MG") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Some(s.clone())
+        } else {
+            p.add(&path, "is not a Messaging Service SID; copy it from the Twilio Console: MG followed by 32 characters");
+            None
+        }
+    });
+    let sender = match (from, service) {
+        (Some(n), _) => Some(Sender::Number(n)),
+        (None, Some(s)) => Some(Sender::MessagingService(s)),
+        (None, None) => None,
+    };
+
+    let (f, url_path) = l.get("publicWebhookUrl", |r| &r.public_webhook_url);
+    let public_url = take(f, &url_path, "an absolute https URL string", p)
+        .and_then(|s| public_url(s, &url_path, p));
+    let (f, path) = l.get("dangerouslyDisableSignatureValidation", |r| {
+        &r.dangerously_disable_signature_validation
+    });
+    let unsigned = take(f, &path, "true or false", p).copied().unwrap_or(false);
+
+    let (f, policy_path) = l.get("dmPolicy", |r| &r.dm_policy);
+    let dm_policy = match take(f, &policy_path, "a policy name", p).map(String::as_str) {
+        None | Some("pairing") => DmPolicy::Pairing,
+        Some("allowlist") => DmPolicy::Allowlist,
+        Some("open") => DmPolicy::Open,
+        Some("disabled") => DmPolicy::Disabled,
+        Some(other) => {
+            p.add(&policy_path, format!("{other:?} is not a policy; use \"pairing\", \"allowlist\", \"open\" or \"disabled\""));
+            DmPolicy::Pairing
+        }
+    };
+    let (f, allow_path) = l.get("allowFrom", |r| &r.allow_from);
+    let mut allow_from = AllowFrom::default();
+    for (i, entry) in take(f, &allow_path, "a list of phone numbers", p)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if entry.trim() == "*" {
+            allow_from.anyone = true;
+        } else {
+            match E164::parse(entry) {
+                Ok(n) => {
+                    allow_from.numbers.insert(n);
+                }
+                Err(e) => p.add(
+                    format!("{allow_path}[{i}]"),
+                    format!("{e}, or \"*\" for anyone"),
+                ),
+            }
+        }
+    }
+    match dm_policy {
+        DmPolicy::Allowlist if !allow_from.anyone && allow_from.numbers.is_empty() => p.add(
+            &allow_path,
+            "dmPolicy \"allowlist\" needs at least one number here; add the numbers that may text the agent, e.g. [\"+15557654321\"]",
+        ),
+        DmPolicy::Open if !allow_from.anyone => p.add(
+            &allow_path,
+            "dmPolicy \"open\" needs \"*\" here, to show that anyone may text the agent; add \"*\" or use dmPolicy \"pairing\"",
+        ),
+        _ => {}
+    }
+
+    let (f, path) = l.get("defaultTo", |r| &r.default_to);
+    let default_to =
+        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.add(&path, e.to_string());
+                None
+            }
+        });
+    let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
+    let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
+        None => 1500,
+        Some(&n) if (1..=1600).contains(&n) => n as usize,
+        Some(&n) => {
+            p.add(&path, format!("{n} is out of range; Twilio takes at most 1600 characters per message: use 1 to 1600 (default 1500)"));
+            1500
+        }
+    };
+    let base_url = |key: &str,
+                    default: &str,
+                    f: &Option<Field<String>>,
+                    path: String,
+                    p: &mut Problems|
+     -> Url {
+        let fallback = || Url::parse(default).ok();
+        let parsed = take(f, &path, "an http(s) URL string", p).and_then(|s| match Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            _ => {
+                p.add(
+                    &path,
+                    format!("{s:?} is not an http(s) URL; use e.g. {default:?} ({key})"),
+                );
+                None
+            }
+        });
+        // Both defaults are constant, valid URLs (documented invariant).
+        #[allow(clippy::expect_used)]
+        parsed.or_else(fallback).expect("default API URL parses")
+    };
+    let (f, path) = l.get("apiBaseUrl", |r| &r.api_base_url);
+    let api_base_url = base_url("apiBaseUrl", "https://api.twilio.com", f, path, p);
+    let (f, path) = l.get("messagingApiBaseUrl", |r| &r.messaging_api_base_url);
+    let messaging_api_base_url = base_url(
+        "messagingApiBaseUrl",
+        "https://messaging.twilio.com",
+        f,
+        path,
+        p,
+    );
+
+    let inactive = |reason: String| {
+        Resolved::Inactive(InactiveAccount {
+            id: id.to_string(),
+            webhook_path: webhook_path.clone(),
+            reason,
+        })
+    };
+    if !enabled {
+        return inactive("enabled is false".into());
+    }
+    let mut missing = Vec::new();
+    if f_unset(l, |r| &r.account_sid) {
+        missing.push("accountSid");
+    }
+    if f_unset(l, |r| &r.auth_token) {
+        missing.push("authToken");
+    }
+    if f_unset(l, |r| &r.from_number) && f_unset(l, |r| &r.messaging_service_sid) {
+        missing.push("fromNumber or messagingServiceSid");
+    }
+    if !missing.is_empty() {
+        return inactive(format!("missing {}", missing.join(", ")));
+    }
+    let inbound = if unsigned {
+        InboundCheck::Unsigned { url: public_url }
+    } else {
+        match public_url {
+            Some(url) => InboundCheck::Signed { url },
+            None => {
+                if f_unset(l, |r| &r.public_webhook_url) {
+                    p.add(&url_path, "missing; Twilio's signature covers the exact URL it calls, so set it to that URL, e.g. \"https://sms.example.com/webhooks/sms\"");
+                }
+                return inactive("publicWebhookUrl is missing or invalid".into());
+            }
+        }
+    };
+    match (account_sid, auth_token, sender) {
+        (Some(account_sid), Some(auth_token), Some(sender)) => {
+            Resolved::Usable(Box::new(Account {
+                id: id.to_string(),
+                account_sid,
+                auth_token,
+                sender,
+                webhook_path,
+                inbound,
+                dm_policy,
+                allow_from,
+                default_to,
+                text_chunk_limit,
+                api_base_url,
+                messaging_api_base_url,
+            }))
+        }
+        // Set but invalid: the problem is already recorded.
+        _ => inactive("invalid credentials or sender".into()),
+    }
+}
+
+fn f_unset<'a, T: 'a>(l: &Layers<'a>, f: impl Fn(&'a RawAccount) -> &'a Option<Field<T>>) -> bool {
+    l.get("", f).0.is_none()
+}
+
+fn public_url(s: &str, path: &str, p: &mut Problems) -> Option<PublicUrl> {
+    match Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+            if !u.username().is_empty() || u.password().is_some() {
+                p.add(path, "must not contain credentials (user:password@); Twilio's signature already authenticates it: remove them");
+                return None;
+            }
+            Some(PublicUrl {
+                raw: s.trim().to_string(),
+                parsed: u,
+            })
+        }
+        _ => {
+            p.add(path, format!("{s:?} is not an absolute http(s) URL; use the exact URL Twilio calls, e.g. \"https://sms.example.com/webhooks/sms\""));
+            None
+        }
+    }
+}
+
+/// Resolves `authToken` (and other secrets): a literal, or an `env`/`file` reference.
+fn resolve_secret(input: &SecretInput, path: &str, env: &Env, p: &mut Problems) -> Option<Secret> {
+    let r: &SecretRef = match input {
+        SecretInput::Plain(s) if s.is_empty() => {
+            p.add(path, "is empty; set the auth token from the Twilio Console");
+            return None;
+        }
+        SecretInput::Plain(s) => return Some(Secret::new(s.clone())),
+        SecretInput::Ref(r) => r,
+    };
+    if let Some(provider) = &r.provider {
+        if provider != "default" {
+            p.add(
+                format!("{path}.provider"),
+                format!("{provider:?} is not a secret provider; use \"default\""),
+            );
+            return None;
+        }
+    }
+    match r.source.as_str() {
+        "env" => match env.get(&r.id) {
+            Some(v) => Some(Secret::new(v)),
+            None => {
+                p.add(path, format!("SecretRef {{ source: \"env\", id: {:?} }} is unresolved: the environment variable is not set; set it or change the ref", r.id));
+                None
+            }
+        },
+        "file" => {
+            let file = Path::new(&r.id);
+            let full = if file.is_absolute() {
+                file.to_path_buf()
+            } else {
+                match env.get("CREDENTIALS_DIRECTORY") {
+                    Some(dir) => Path::new(dir).join(file),
+                    None => {
+                        p.add(path, format!("SecretRef {{ source: \"file\", id: {:?} }} is relative but $CREDENTIALS_DIRECTORY is not set; use an absolute path, or LoadCredential= in the systemd unit", r.id));
+                        return None;
+                    }
+                }
+            };
+            match std::fs::read_to_string(&full) {
+                Ok(s) => {
+                    let s = s.strip_suffix('\n').unwrap_or(&s);
+                    let s = s.strip_suffix('\r').unwrap_or(s);
+                    if s.is_empty() {
+                        p.add(
+                            path,
+                            format!(
+                                "SecretRef file {} is empty; put the auth token in it",
+                                full.display()
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(Secret::new(s))
+                    }
+                }
+                Err(e) => {
+                    p.add(path, format!("SecretRef {{ source: \"file\", id: {:?} }} is unresolved: cannot read {}: {e}", r.id, full.display()));
+                    None
+                }
+            }
+        }
+        other => {
+            p.add(
+                format!("{path}.source"),
+                format!("{other:?} is not a secret source; use \"env\" or \"file\""),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The one place webhook failures become HTTP statuses.
+
+use hyper::StatusCode;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no webhook at this path")]
+    NotFound,
+    #[error("only POST is accepted here")]
+    MethodNotAllowed,
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the body was not received in time")]
+    BodyTimeout,
+    #[error("could not read the body: {0}")]
+    BadBody(String),
+    #[error("missing X-Twilio-Signature header")]
+    MissingSignature,
+    #[error("X-Twilio-Signature does not match (check publicWebhookUrl: it must be byte for byte the URL configured in Twilio)")]
+    BadSignature,
+    #[error("missing field {0}")]
+    MissingField(&'static str),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl WebhookError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::NotFound => StatusCode::NOT_FOUND,
+            WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            WebhookError::BadBody(_) | WebhookError::MissingField(_) => StatusCode::BAD_REQUEST,
+            WebhookError::MissingSignature | WebhookError::BadSignature => StatusCode::FORBIDDEN,
+            // Twilio logs 11200 and tries the fallback URL; the message is not ours yet.
+            WebhookError::ShuttingDown | WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! smsgate: text your AI agent. A Twilio number receives an SMS, Twilio POSTs a signed
+//! webhook, smsgate stores it durably, decides whether the sender may talk to the
+//! agent, and hands it over; replies go back through Twilio's Messages API.
+//!
+//! Layout: `config` (file → validated types), `twilio` (signature, form, REST client),
+//! `store` (sled), `access` (who may talk: pure decisions), `http` (the webhook
+//! listener), `inbound` (processing admitted messages), `outbound` (the send queue),
+//! `admin` (the CLI's way into the daemon), `text` (SMS-ready text), `daemon` (wiring).
+
+pub mod access;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod inbound;
+pub mod logging;
+pub mod metrics;
+pub mod outbound;
+pub mod phone;
+pub mod secret;
+pub mod store;
+pub mod text;
+pub mod twilio;

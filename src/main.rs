@@ -1,0 +1,9 @@
+//! The `smsgate` binary: parse the command line, run it, exit with its status.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    smsgate::cli::run(smsgate::cli::Cli::parse())
+}

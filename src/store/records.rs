@@ -1,0 +1,97 @@
+//! What the store keeps, as serde types (stored as JSON: readable with any sled
+//! tool, and tolerant of added fields across versions).
+
+use serde::{Deserialize, Serialize};
+
+use crate::phone::E164;
+
+/// An admitted inbound webhook, exactly as signed, waiting to be processed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundRecord {
+    pub sid: String,
+    pub account: String,
+    pub params: Vec<(String, String)>,
+    pub received_at_ms: u64,
+}
+
+impl InboundRecord {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        crate::twilio::form::field(&self.params, name)
+    }
+}
+
+/// A webhook kept but never processed (wrong AccountSid, wrong To, unusable sender).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    pub sid: String,
+    pub account: String,
+    pub reason: String,
+    pub received_at_ms: u64,
+}
+
+/// A message waiting for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMessage {
+    pub id: String,
+    pub account: String,
+    pub from: E164,
+    pub to: String,
+    pub text: String,
+    pub media: Vec<Media>,
+    pub received_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    pub url: String,
+    #[serde(rename = "contentType")]
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovedSender {
+    pub number: E164,
+    pub account: String,
+    pub approved_at_ms: u64,
+}
+
+/// Why an outbound message exists: decides who hears about its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Purpose {
+    PairingCode,
+    PairingApproved,
+    Reply { message_id: String },
+    Send { reference: Option<String> },
+    Cli,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OutboundState {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// A request is or was in flight; after a crash this means "outcome unknown".
+    Sending,
+    /// The request may have reached Twilio without an answer: never retried
+    /// automatically, since a retry could text the person twice.
+    Unknown,
+    /// Refused for good (Twilio error, opted-out recipient, too many retries).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundRecord {
+    pub id: u64,
+    pub account: String,
+    pub to: E164,
+    pub body: String,
+    #[serde(default)]
+    pub media_urls: Vec<String>,
+    pub purpose: Purpose,
+    pub state: OutboundState,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub created_ms: u64,
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,306 @@
+//! The Twilio REST client. [`MessagesApi`] is the seam tests stand in for; the real
+//! implementation is reqwest over rustls.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{Account, Sender};
+use crate::phone::{redact_numbers_in, E164};
+use crate::secret::{scrub, Secret};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What authenticates against one Twilio account.
+#[derive(Debug, Clone)]
+pub struct Creds {
+    pub api_base_url: Url,
+    pub messaging_api_base_url: Url,
+    pub account_sid: String,
+    pub auth_token: Secret,
+}
+
+impl Creds {
+    pub fn of(account: &Account) -> Self {
+        Self {
+            api_base_url: account.api_base_url.clone(),
+            messaging_api_base_url: account.messaging_api_base_url.clone(),
+            account_sid: account.account_sid.clone(),
+            auth_token: account.auth_token.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub creds: Creds,
+    pub to: E164,
+    pub sender: Sender,
+    pub body: String,
+    pub media_urls: Vec<String>,
+    pub status_callback: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// `None` when Twilio answered 2xx with a body we could not read: the message was
+    /// accepted, so it must not be retried.
+    pub sid: Option<String>,
+    pub segments: Option<u32>,
+    pub status: Option<String>,
+}
+
+/// Twilio's error document, with secrets and phone numbers removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub http_status: u16,
+    pub code: Option<u32>,
+    pub message: String,
+    pub more_info: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Twilio answered {}", self.http_status)?;
+        if let Some(code) = self.code {
+            write!(f, " with error {code}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(more) = &self.more_info {
+            write!(f, " ({more})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Twilio refused the request; retrying would not help.
+    #[error("{0}")]
+    Rejected(ApiError),
+    /// Safe to retry: 429, 5xx, or the connection was never made.
+    #[error("{detail}")]
+    Retryable {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request may have reached Twilio but no answer came back.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// The Twilio operations smsgate uses.
+pub trait MessagesApi: Send + Sync {
+    fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>>;
+}
+
+/// The real client.
+#[derive(Clone)]
+pub struct HttpTwilio {
+    http: reqwest::Client,
+}
+
+impl HttpTwilio {
+    pub fn new() -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(request_timeout())
+            .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { http })
+    }
+}
+
+/// How long a Twilio request may take in all. `SMSGATE_TWILIO_TIMEOUT_MS` shortens it
+/// (tests; operators on slow links may lengthen it).
+fn request_timeout() -> Duration {
+    std::env::var("SMSGATE_TWILIO_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis)
+}
+
+#[derive(Deserialize)]
+struct CreatedJson {
+    sid: Option<String>,
+    num_segments: Option<serde_json::Value>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorJson {
+    code: Option<u32>,
+    message: Option<String>,
+    more_info: Option<String>,
+}
+
+/// Builds Twilio's error from a response body, scrubbed of secrets and numbers.
+pub fn api_error(http_status: u16, body: &str, secrets: &[&Secret]) -> ApiError {
+    let clean = |s: &str| redact_numbers_in(&scrub(s, secrets));
+    match serde_json::from_str::<ErrorJson>(body) {
+        Ok(e) => ApiError {
+            http_status,
+            code: e.code,
+            message: clean(e.message.as_deref().unwrap_or("(no message)")),
+            more_info: e.more_info,
+        },
+        Err(_) => {
+            let snippet: String = body.chars().take(200).collect();
+            ApiError {
+                http_status,
+                code: None,
+                message: clean(&format!("unreadable error body: {snippet:?}")),
+                more_info: None,
+            }
+        }
+    }
+}
+
+fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let secs: u64 = v?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// The form fields of a create-message request, in the order Twilio documents them.
+pub fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
+    let mut form = vec![("To", req.to.to_string())];
+    match &req.sender {
+        Sender::Number(n) => form.push(("From", n.to_string())),
+        Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
+    }
+    form.push(("Body", req.body.clone()));
+    for m in &req.media_urls {
+        form.push(("MediaUrl", m.clone()));
+    }
+    if let Some(cb) = &req.status_callback {
+        form.push(("StatusCallback", cb.clone()));
+    }
+    form
+}
+
+pub fn messages_url(creds: &Creds) -> String {
+    format!(
+        "{}/2010-04-01/Accounts/{}/Messages.json",
+        creds.api_base_url.as_str().trim_end_matches('/'),
+        creds.account_sid
+    )
+}
+
+impl MessagesApi for HttpTwilio {
+    fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>> {
+        Box::pin(async move {
+            let secrets = [&req.creds.auth_token];
+            let clean = |s: String| redact_numbers_in(&scrub(&s, &secrets));
+            let resp = self
+                .http
+                .post(messages_url(&req.creds))
+                .basic_auth(&req.creds.account_sid, Some(req.creds.auth_token.expose()))
+                .form(&create_form(req))
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                // A refused or failed connection never reached Twilio: safe to retry.
+                Err(e) if e.is_connect() => {
+                    return Err(SendError::Retryable {
+                        detail: clean(format!("cannot connect to Twilio: {e}")),
+                        retry_after: None,
+                    })
+                }
+                Err(e) if e.is_builder() => {
+                    return Err(SendError::Rejected(ApiError {
+                        http_status: 0,
+                        code: None,
+                        message: clean(format!("invalid request: {e}")),
+                        more_info: None,
+                    }))
+                }
+                // Timeouts and resets after the request was written: Twilio may have
+                // sent the message, so this must not be retried.
+                Err(e) => {
+                    return Err(SendError::Unknown(clean(format!(
+                        "no answer from Twilio: {e}"
+                    ))))
+                }
+            };
+            let status = resp.status();
+            let retry_after = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
+            let body = match resp.text().await {
+                Ok(b) => b,
+                Err(e) if status.is_success() => {
+                    tracing::warn!(
+                        "Twilio accepted a message but its answer could not be read: {}",
+                        clean(e.to_string())
+                    );
+                    return Ok(Sent {
+                        sid: None,
+                        segments: None,
+                        status: None,
+                    });
+                }
+                Err(e) => {
+                    return Err(SendError::Unknown(clean(format!(
+                        "Twilio's answer was cut off: {e}"
+                    ))))
+                }
+            };
+            if status.is_success() {
+                return Ok(match serde_json::from_str::<CreatedJson>(&body) {
+                    Ok(c) => Sent {
+                        sid: c.sid,
+                        segments: c.num_segments.and_then(|v| match v {
+                            serde_json::Value::String(s) => s.parse().ok(),
+                            serde_json::Value::Number(n) => n.as_u64().map(|n| n as u32),
+                            _ => None,
+                        }),
+                        status: c.status,
+                    },
+                    Err(_) => {
+                        tracing::warn!(
+                            "Twilio accepted a message but its answer was not the expected JSON"
+                        );
+                        Sent {
+                            sid: None,
+                            segments: None,
+                            status: None,
+                        }
+                    }
+                });
+            }
+            let err = api_error(status.as_u16(), &body, &secrets);
+            if status.as_u16() == 429 || status.is_server_error() || err.code == Some(20429) {
+                Err(SendError::Retryable {
+                    detail: err.to_string(),
+                    retry_after,
+                })
+            } else {
+                Err(SendError::Rejected(err))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_scrubbed() {
+        let token = Secret::new("tok123secret");
+        let e = api_error(
+            400,
+            r#"{"code":21211,"message":"The 'To' number +15551234567 is not valid. tok123secret","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#,
+            &[&token],
+        );
+        assert_eq!(e.code, Some(21211));
+        assert!(!e.message.contains("+15551234567"));
+        assert!(!e.message.contains("tok123secret"));
+        assert!(e.to_string().contains("error 21211"));
+        let e = api_error(502, "<html>bad gateway</html>", &[&token]);
+        assert_eq!(e.code, None);
+    }
+}

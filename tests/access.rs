@@ -1,0 +1,473 @@
+//! Who gets through: pairing (daemon up and down), the cap, policies, STOP/START, and
+//! the outbound queue that carries pairing texts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "command failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn inbox_ids(t: &TestDir) -> Vec<String> {
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    store
+        .inbox()
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_flow_with_daemon_up() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    let stranger = "+15557654321";
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM60000000000000000000000000000001", stranger, "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    assert_eq!(sends.len(), 1);
+    let code = code_in(sends[0].field("Body").unwrap());
+    assert_eq!(sends[0].field("From"), Some(FROM));
+    assert_eq!(
+        sends[0].authorization.as_deref(),
+        Some(format!("Basic {}", base64_of(&format!("{SID}:{TOKEN}"))).as_str())
+    );
+
+    // Repeats while pending: no new code.
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM60000000000000000000000000000002", stranger, "hello?")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("still pending", Duration::from_secs(5)));
+
+    let list = json(&cli(&config, &["pairing", "list", "sms", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["code"], code.as_str());
+    assert_eq!(list[0]["sender"], stranger);
+    assert_eq!(list[0]["account"], "default");
+    for key in ["createdAt", "expiresAt"] {
+        let v = list[0][key].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{key}: {v}"
+        );
+    }
+    // Codes are case-insensitive.
+    let out = cli(
+        &config,
+        &["pairing", "approve", "sms", &code.to_lowercase()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sends = twilio.wait_sends(2, Duration::from_secs(10));
+    assert_eq!(sends.len(), 2);
+    assert_eq!(sends[1].field("To"), Some(stranger));
+    assert!(sends[1].field("Body").unwrap().contains("approved"));
+    assert!(json(&cli(&config, &["pairing", "list", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let senders = json(&cli(&config, &["senders", "list", "--json"]));
+    assert_eq!(senders[0]["sender"], stranger);
+
+    // Now the message gets through.
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM60000000000000000000000000000003", stranger, "let me in")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
+    // An unknown code is an error on stderr, exit 1.
+    let out = cli(&config, &["pairing", "approve", "ZZZZZZZZ"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no pending pairing request"));
+    // Revoke: the sender is a stranger again.
+    assert!(cli(&config, &["senders", "revoke", stranger])
+        .status
+        .success());
+    assert!(json(&cli(&config, &["senders", "list", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM60000000000000000000000000000004", stranger, "again")
+        )
+        .await
+        .0,
+        200
+    );
+    twilio.wait_sends(3, Duration::from_secs(10));
+    assert_eq!(gw.stop().code(), Some(0));
+    assert_eq!(inbox_ids(&t), ["SM60000000000000000000000000000003"]);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    let stranger = "+15557650001";
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM61000000000000000000000000000001", stranger, "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    let code = code_in(
+        twilio.wait_sends(1, Duration::from_secs(10))[0]
+            .field("Body")
+            .unwrap(),
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // Daemon down: the CLI works on the store itself.
+    let list = json(&cli(&config, &["pairing", "list", "--json"]));
+    assert_eq!(list[0]["code"], code.as_str());
+    let out = cli(&config, &["pairing", "approve", &code]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        twilio.sends().len(),
+        1,
+        "nothing is sent while the daemon is down"
+    );
+
+    let gw = Gateway::start(&config);
+    let sends = twilio.wait_sends(2, Duration::from_secs(10));
+    assert!(sends[1].field("Body").unwrap().contains("approved"));
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM61000000000000000000000000000002", stranger, "in")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
+
+    // Reject works daemon-down too.
+    let other = "+15557650002";
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM61000000000000000000000000000003", other, "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    let code2 = code_in(
+        twilio.wait_sends(3, Duration::from_secs(10))[2]
+            .field("Body")
+            .unwrap(),
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+    assert!(cli(&config, &["pairing", "reject", "sms", &code2])
+        .status
+        .success());
+    assert!(json(&cli(&config, &["pairing", "list", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_three_pending_and_no_sms_beyond() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    for i in 1..=5 {
+        let sid = format!("SM6200000000000000000000000000000{i}");
+        let from = format!("+1555765100{i}");
+        assert_eq!(
+            post_signed(&gw, "/webhooks/sms", &inbound(&sid, &from, "hi"))
+                .await
+                .0,
+            200
+        );
+    }
+    assert!(gw.wait_log(
+        "pairing requests are already pending",
+        Duration::from_secs(5)
+    ));
+    twilio.wait_sends(3, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(twilio.sends().len(), 3, "only three codes are texted");
+    assert_eq!(
+        json(&cli(&config, &["pairing", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlist_disabled_and_open_policies() {
+    let twilio = FakeTwilio::start();
+    let cases = [
+        (
+            r#"dmPolicy: "allowlist", allowFrom: ["+15557652001"]"#,
+            vec!["SM63000000000000000000000000000001"],
+        ),
+        (
+            r#"dmPolicy: "disabled", allowFrom: ["+15557652001"]"#,
+            vec![],
+        ),
+        (
+            r#"dmPolicy: "open", allowFrom: ["*"]"#,
+            vec![
+                "SM63000000000000000000000000000001",
+                "SM63000000000000000000000000000002",
+            ],
+        ),
+        (
+            r#"dmPolicy: "pairing", allowFrom: ["sms:+15557652001"]"#,
+            vec!["SM63000000000000000000000000000001"],
+        ),
+    ];
+    for (extra, want) in cases {
+        let t = TestDir::new();
+        let gw = Gateway::start(&t.config(&twilio, extra));
+        let before = twilio.sends().len();
+        assert_eq!(
+            post_signed(
+                &gw,
+                "/webhooks/sms",
+                &inbound(
+                    "SM63000000000000000000000000000001",
+                    "+15557652001",
+                    "listed"
+                )
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            post_signed(
+                &gw,
+                "/webhooks/sms",
+                &inbound(
+                    "SM63000000000000000000000000000002",
+                    "+15557652002",
+                    "stranger"
+                )
+            )
+            .await
+            .0,
+            200
+        );
+        let pairing = extra.contains("pairing");
+        if pairing {
+            twilio.wait_sends(before + 1, Duration::from_secs(10));
+        }
+        assert_eq!(gw.stop().code(), Some(0));
+        assert_eq!(inbox_ids(&t), want, "{extra}");
+        assert_eq!(
+            twilio.sends().len(),
+            before + usize::from(pairing),
+            "{extra}: only pairing texts strangers"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_means_no_sms_and_start_allows_it_again() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    let who = "+15557653001";
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM64000000000000000000000000000001", who, " Stop ")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("opted out", Duration::from_secs(5)));
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM64000000000000000000000000000002", who, "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("no pairing code texted", Duration::from_secs(5)));
+    // Approving an opted-out sender sends no approval text either.
+    let list = json(&cli(&config, &["pairing", "list", "--json"]));
+    let code = list[0]["code"].as_str().unwrap().to_string();
+    let approved = json(&cli(&config, &["pairing", "approve", &code, "--json"]));
+    assert_eq!(approved["texted"], false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        twilio.sends().is_empty(),
+        "nothing is sent to an opted-out number"
+    );
+
+    assert!(cli(&config, &["senders", "revoke", who]).status.success());
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM64000000000000000000000000000003", who, "START")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("opted back in", Duration::from_secs(5)));
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM64000000000000000000000000000004", who, "hi again")
+        )
+        .await
+        .0,
+        200
+    );
+    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].field("To"), Some(who));
+    assert_eq!(gw.stop().code(), Some(0));
+    // The keywords themselves never reach the agent.
+    assert!(inbox_ids(&t).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    twilio.push(Canned::Json(500, "oops".into(), None));
+    twilio.push(Canned::Json(
+        429,
+        r#"{"code":20429,"message":"Too Many Requests"}"#.into(),
+        Some(1),
+    ));
+    let gw = Gateway::start(&t.config(&twilio, ""));
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM65000000000000000000000000000001", "+15557654001", "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    let sends = twilio.wait_sends(3, Duration::from_secs(15));
+    assert_eq!(sends.len(), 3);
+    assert!(
+        sends[1].at - sends[0].at < Duration::from_secs(2),
+        "first retry within 2 s"
+    );
+    assert!(
+        sends[2].at - sends[1].at >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
+    assert_eq!(sends[0].field("Body"), sends[2].field("Body"));
+
+    // 21610: the recipient is marked opted out; nothing more is sent to them.
+    twilio.push(twilio_error(21610, 400));
+    let who = "+15557654002";
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM65000000000000000000000000000002", who, "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    twilio.wait_sends(4, Duration::from_secs(10));
+    assert!(gw.wait_log("opted out at Twilio (21610)", Duration::from_secs(5)));
+    let log = gw.log();
+    assert!(
+        log.contains("error 21610"),
+        "Twilio's error code is logged:\n{log}"
+    );
+    assert!(
+        !log.contains(who) && !log.contains("+15557654321"),
+        "numbers are redacted in logs"
+    );
+
+    // A request that times out after being sent is not retried: outcome unknown.
+    twilio.push(Canned::Hang);
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM65000000000000000000000000000003", "+15557654003", "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("outcome unknown", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(twilio.sends_to("+15557654003").len(), 1, "never sent twice");
+    assert_eq!(gw.stop().code(), Some(0));
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    assert!(store
+        .is_opted_out("default", &smsgate::phone::E164::parse(who).unwrap())
+        .unwrap());
+    let states: Vec<_> = store
+        .outbound()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+    use smsgate::store::OutboundState::*;
+    assert_eq!(states, [Failed, Unknown]);
+}

@@ -1,0 +1,480 @@
+//! Test harness: the real `smsgate` binary in a temp dir, a recording fake Twilio on
+//! port 0, and a webhook signer written independently of smsgate's own.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+pub const SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "test-auth-token-1";
+pub const FROM: &str = "+15550001111";
+pub const PUBLIC: &str = "https://sms.example.test/webhooks/sms";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_smsgate")
+}
+
+// ---- signing (independent of smsgate::twilio::signature) ----------------------------
+
+/// Twilio's algorithm, straight from its docs: URL + sorted name/value pairs,
+/// HMAC-SHA1, Base64.
+pub fn sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<(&str, &str)> = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_string();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+pub fn inbound<'a>(sid: &'a str, from: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("MessageSid", sid),
+        ("SmsSid", sid),
+        ("AccountSid", SID),
+        ("From", from),
+        ("To", FROM),
+        ("Body", body),
+        ("NumMedia", "0"),
+        ("SmsStatus", "received"),
+        ("ApiVersion", "2010-04-01"),
+    ]
+}
+
+pub fn form(params: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+// ---- the fake Twilio --------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub form: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+impl Recorded {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Canned {
+    Json(u16, String, Option<u64>),
+    /// Never answer (until the client gives up).
+    Hang,
+}
+
+#[derive(Clone)]
+pub struct FakeTwilio {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub script: Arc<Mutex<VecDeque<Canned>>>,
+}
+
+impl FakeTwilio {
+    /// Starts on its own thread and runtime, so it outlives any one test's runtime.
+    pub fn start() -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (r, s) = (requests.clone(), script.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let (r, s) = (r.clone(), s.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (r, s) = (r.clone(), s.clone());
+                            async move { Ok::<_, std::convert::Infallible>(answer(req, r, s).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    });
+                }
+            });
+        });
+        Self {
+            addr,
+            requests,
+            script,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn push(&self, c: Canned) {
+        self.script.lock().unwrap().push_back(c);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Message creations so far.
+    pub fn sends(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/Messages.json"))
+            .collect()
+    }
+
+    pub fn sends_to(&self, to: &str) -> Vec<Recorded> {
+        self.sends()
+            .into_iter()
+            .filter(|r| r.field("To") == Some(to))
+            .collect()
+    }
+
+    pub fn wait_sends(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+        wait_until(timeout, || self.sends().len() >= n);
+        self.sends()
+    }
+}
+
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    script: Arc<Mutex<VecDeque<Canned>>>,
+) -> hyper::Response<Full<Bytes>> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(String::from);
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let n = {
+        let mut r = requests.lock().unwrap();
+        r.push(Recorded {
+            method,
+            path,
+            query,
+            authorization,
+            form,
+            at: Instant::now(),
+        });
+        r.len()
+    };
+    let canned = script.lock().unwrap().pop_front();
+    let (status, body, retry_after) = match canned {
+        Some(Canned::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (500, String::new(), None)
+        }
+        Some(Canned::Json(status, body, ra)) => (status, body, ra),
+        None => (
+            201,
+            format!(r#"{{"sid":"SM{n:032}","status":"queued","num_segments":"1"}}"#),
+            None,
+        ),
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    if let Some(ra) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.to_string().parse().unwrap());
+    }
+    resp
+}
+
+pub fn twilio_error(code: u32, status: u16) -> Canned {
+    Canned::Json(
+        status,
+        format!(
+            r#"{{"code":{code},"message":"error {code} for +15557654321","more_info":"https://www.twilio.com/docs/errors/{code}","status":{status}}}"#
+        ),
+        None,
+    )
+}
+
+// ---- the gateway process ------------------------------------------------------------
+
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("smsgate-test")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("smsgate.json5")
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.config_path();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A single-account config with `sms_extra` spliced into channels.sms.
+    pub fn config(&self, twilio: &FakeTwilio, sms_extra: &str) -> PathBuf {
+        self.write_config(&format!(
+            r#"{{
+  gateway: {{ listen: "127.0.0.1:0", stateDir: "{state}" }},
+  channels: {{ sms: {{
+    accountSid: "{SID}", authToken: "{TOKEN}", fromNumber: "{FROM}",
+    publicWebhookUrl: "{PUBLIC}", apiBaseUrl: "{api}",
+    {sms_extra}
+  }} }},
+}}"#,
+            state = self.state().display(),
+            api = twilio.base_url(),
+        ))
+    }
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    pub fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.arg("gateway")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.env_remove("RUST_LOG")
+            .env_remove("SMSGATE_LOG")
+            .env("SMSGATE_TWILIO_TIMEOUT_MS", "3000");
+        for k in [
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "TWILIO_PHONE_NUMBER",
+            "TWILIO_SMS_FROM",
+            "SMS_PUBLIC_WEBHOOK_URL",
+            "SMS_ALLOWED_USERS",
+        ] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("smsgate ready") {
+                    if let Some(addr) = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                        }
+                    }
+                }
+                l.lock().unwrap().push_str(&line);
+                l.lock().unwrap().push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "gateway did not become ready; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Self { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        unsafe_kill(pid, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not stop within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+// ---- helpers --------------------------------------------------------------------------
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Posts a webhook signed for `PUBLIC` with `TOKEN`; returns status and body.
+pub async fn post_signed(gw: &Gateway, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let sig = sign(TOKEN, PUBLIC, params);
+    post(gw, path, params, Some(&sig)).await
+}
+
+pub async fn post(
+    gw: &Gateway,
+    path: &str,
+    params: &[(&str, &str)],
+    sig: Option<&str>,
+) -> (u16, String) {
+    let mut req = client()
+        .post(gw.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(params));
+    if let Some(sig) = sig {
+        req = req.header("X-Twilio-Signature", sig);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// Runs the CLI with `--config`.
+pub fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The pairing code in the text of an SMS.
+pub fn code_in(body: &str) -> String {
+    body.split("code is ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take(8)
+        .collect()
+}

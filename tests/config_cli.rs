@@ -1,0 +1,382 @@
+//! The configuration as an operator meets it: validate, show, patch, env fallbacks,
+//! SecretRefs, and every example config in the repository.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for k in [
+        "SMSGATE_CONFIG",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_PHONE_NUMBER",
+        "TWILIO_SMS_FROM",
+        "TWILIO_MESSAGING_SERVICE_SID",
+        "SMS_PUBLIC_WEBHOOK_URL",
+        "SMS_ALLOWED_USERS",
+        "CREDENTIALS_DIRECTORY",
+        "STATE_DIRECTORY",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let creds = TestDir::new();
+    std::fs::write(creds.path().join("twilio-auth-token"), "from-credentials\n").unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json5") {
+            continue;
+        }
+        n += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        // TLS files must exist for validation; point them at real ones.
+        let cert = creds.path().join("cert.pem");
+        std::fs::write(&cert, "x").unwrap();
+        let text = text
+            .replace(
+                "/etc/letsencrypt/live/sms.example.com/fullchain.pem",
+                cert.to_str().unwrap(),
+            )
+            .replace(
+                "/etc/letsencrypt/live/sms.example.com/privkey.pem",
+                cert.to_str().unwrap(),
+            );
+        let tmp = creds.path().join(path.file_name().unwrap());
+        std::fs::write(&tmp, text).unwrap();
+        let out = run(
+            &["config", "validate", "--config", tmp.to_str().unwrap()],
+            &[
+                ("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap()),
+                ("TWILIO_AUTH_TOKEN", "env-token"),
+                ("TWILIO_ACCOUNT_SID", SID),
+                ("TWILIO_PHONE_NUMBER", FROM),
+                ("SMS_PUBLIC_WEBHOOK_URL", PUBLIC),
+            ],
+        );
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+    }
+    assert!(n >= 4, "example configs found: {n}");
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_path() {
+    let t = TestDir::new();
+    let config = t.write_config(
+        r#"{
+  gateway: { listen: "nonsense", lisen: 1 },
+  channels: { sms: {
+    accountSid: "AC123", authToken: "t", fromNumber: "555-1234",
+    publicWebhookUrl: "ftp://x", dmPolicy: "friends", textChunkLimit: 5000,
+    allowFrom: ["+15551234567", "bad"], unknownKey: true,
+    accounts: { b: { webhookPath: "/webhooks/sms", fromNumber: "+15550009999", dmPolicy: "allowlist", allowFrom: [] } },
+  } },
+}"#,
+    );
+    let out = run(
+        &["config", "validate", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for needle in [
+        "gateway.listen",
+        "gateway.lisen: unknown key",
+        "channels.sms.unknownKey: unknown key",
+        "channels.sms.accountSid",
+        "channels.sms.fromNumber",
+        "channels.sms.publicWebhookUrl",
+        "channels.sms.dmPolicy",
+        "channels.sms.textChunkLimit",
+        "channels.sms.allowFrom[1]",
+        "channels.sms.accounts.b.webhookPath",
+        "channels.sms.accounts.b.allowFrom",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("\"t\""), "the token is not echoed");
+    // Not JSON5 at all; a missing file.
+    let bad = t.write_config("{ gateway: ");
+    let out = run(
+        &["config", "validate", "--config", bad.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not valid JSON5"));
+    let out = run(
+        &[
+            "config",
+            "validate",
+            "--config",
+            "/nonexistent/smsgate.json5",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    // A command line that does not parse is exit 2.
+    assert_eq!(run(&["config", "frobnicate"], &[]).status.code(), Some(2));
+    assert_eq!(run(&["pairing", "approve"], &[]).status.code(), Some(2));
+}
+
+#[test]
+fn show_redacts_secrets_and_config_may_follow_the_verb() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    for args in [vec!["config", "show"], vec!["config", "show", "--json"]] {
+        let mut a = args.clone();
+        a.extend(["--config", config.to_str().unwrap()]);
+        let out = run(&a, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(!text.contains(TOKEN), "secret in config show");
+        assert!(text.contains("***"));
+        if args.contains(&"--json") {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                v["channels"]["sms"]["accounts"]["default"]["fromNumber"],
+                FROM
+            );
+        }
+    }
+    // SMSGATE_CONFIG works too.
+    let out = run(
+        &["config", "show", "--json"],
+        &[("SMSGATE_CONFIG", config.to_str().unwrap())],
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn patch_merges_validates_and_writes_atomically() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"allowFrom: ["+15557654321"]"#);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = config.to_str().unwrap();
+    let patch = t.path().join("patch.json5");
+    std::fs::write(&patch, r#"{ channels: { sms: { dmPolicy: "allowlist", allowFrom: ["+15557654321", "+15557654322"], authToken: "new-token" } } }"#).unwrap();
+    let before = std::fs::read_to_string(&config).unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--dry-run",
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("channels.sms.dmPolicy"), "{text}");
+    assert!(
+        !text.contains("new-token") && !text.contains(TOKEN),
+        "secrets in the diff: {text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        before,
+        "dry run writes nothing"
+    );
+
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let show = run(&["config", "show", "--json", "--config", c], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(
+        v["channels"]["sms"]["accounts"]["default"]["dmPolicy"],
+        "allowlist"
+    );
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o640,
+        "mode kept"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // null deletes; a patch that leaves the config invalid is refused.
+    std::fs::write(&patch, r#"{ channels: { sms: { allowFrom: null } } }"#).unwrap();
+    let after_first = std::fs::read_to_string(&config).unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("channels.sms.allowFrom"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), after_first);
+    std::fs::write(
+        &patch,
+        r#"{ channels: { sms: { dmPolicy: null, allowFrom: null } } }"#,
+    )
+    .unwrap();
+    assert!(run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c
+        ],
+        &[]
+    )
+    .status
+    .success());
+    assert!(!std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("allowFrom"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn env_only_and_secret_ref_credentials() {
+    let twilio = FakeTwilio::start();
+    // Env only: the file names no account at all.
+    let t = TestDir::new();
+    let config = t.write_config(&format!(r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ apiBaseUrl: "{}" }} }} }}"#, t.state().display(), twilio.base_url()));
+    let gw = Gateway::start_with(
+        &config,
+        &[
+            ("TWILIO_ACCOUNT_SID", SID),
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+            ("TWILIO_PHONE_NUMBER", FROM),
+            ("SMS_PUBLIC_WEBHOOK_URL", PUBLIC),
+            ("SMS_ALLOWED_USERS", "+15557654321, +15557654322"),
+        ],
+    );
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SM70000000000000000000000000000001", "+15557654322", "hi")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // SecretRefs: env, absolute file, file relative to $CREDENTIALS_DIRECTORY.
+    for (kind, token_ref) in [
+        (
+            "env",
+            r#"{ source: "env", provider: "default", id: "MY_TOKEN" }"#.to_string(),
+        ),
+        (
+            "file",
+            format!(
+                r#"{{ source: "file", provider: "default", id: "{}" }}"#,
+                t.path().join("tok").display()
+            ),
+        ),
+        (
+            "credentials",
+            r#"{ source: "file", id: "tok" }"#.to_string(),
+        ),
+    ] {
+        std::fs::write(t.path().join("tok"), format!("{TOKEN}\n")).unwrap();
+        let t2 = TestDir::new();
+        let config = t2.write_config(&format!(
+            r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{SID}", authToken: {token_ref}, fromNumber: "{FROM}", publicWebhookUrl: "{PUBLIC}", apiBaseUrl: "{}", dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
+            t2.state().display(),
+            twilio.base_url()
+        ));
+        let gw = Gateway::start_with(
+            &config,
+            &[
+                ("MY_TOKEN", TOKEN),
+                ("CREDENTIALS_DIRECTORY", t.path().to_str().unwrap()),
+            ],
+        );
+        assert_eq!(
+            post_signed(
+                &gw,
+                "/webhooks/sms",
+                &inbound("SM70000000000000000000000000000002", "+15557654322", "hi")
+            )
+            .await
+            .0,
+            200,
+            "{kind}"
+        );
+        assert_eq!(gw.stop().code(), Some(0));
+        let show = run(
+            &["config", "show", "--config", config.to_str().unwrap()],
+            &[
+                ("MY_TOKEN", TOKEN),
+                ("CREDENTIALS_DIRECTORY", t.path().to_str().unwrap()),
+            ],
+        );
+        assert!(show.status.success() && !stdout(&show).contains(TOKEN));
+    }
+    // An unresolved ref names the key path and the ref.
+    let config = t.write_config(&format!(r#"{{ gateway: {{ stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{SID}", authToken: {{ source: "env", provider: "default", id: "NOT_SET_ANYWHERE" }}, fromNumber: "{FROM}", publicWebhookUrl: "{PUBLIC}" }} }} }}"#, t.state().display()));
+    let out = run(
+        &["config", "validate", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("channels.sms.authToken")
+            && stderr(&out).contains("NOT_SET_ANYWHERE"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn store_owned_by_someone_else_or_locked_is_explained() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    // Locked: another process holds the store, and no daemon answers on the socket.
+    let _held = smsgate::store::Store::open(&t.state()).unwrap();
+    let out = cli(&config, &["pairing", "list"]);
+    // sled's lock is per process (fcntl): a second process sees it.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+}

@@ -32,7 +32,8 @@ pub struct App {
     pub access_lock: Mutex<()>,
     pub wake_processor: Notify,
     pub wake_outbound: Notify,
-    pub wake_agents: Notify,
+    pub wake_media: Notify,
+    pub agents: crate::agent::Hub,
 }
 
 impl App {
@@ -80,6 +81,7 @@ pub enum DaemonError {
 pub struct Daemon {
     app: Arc<App>,
     admin: UnixListener,
+    agent: UnixListener,
     tls: Option<http::tls::TlsAcceptor>,
 }
 
@@ -97,6 +99,13 @@ impl Daemon {
                 source,
             }
         })?;
+        let agent_path = config.gateway.agent_socket.clone();
+        let agent = crate::admin::server::bind_unix(&agent_path, 0o660).map_err(|source| {
+            DaemonError::Socket {
+                path: agent_path,
+                source,
+            }
+        })?;
         let app = Arc::new(App {
             commit: GroupCommit::start(store.clone()),
             store,
@@ -106,9 +115,15 @@ impl Daemon {
             access_lock: Mutex::new(()),
             wake_processor: Notify::new(),
             wake_outbound: Notify::new(),
-            wake_agents: Notify::new(),
+            wake_media: Notify::new(),
+            agents: crate::agent::Hub::default(),
         });
-        Ok(Self { app, admin, tls })
+        Ok(Self {
+            app,
+            admin,
+            agent,
+            tls,
+        })
     }
 
     pub fn app(&self) -> &Arc<App> {
@@ -147,7 +162,15 @@ impl Daemon {
                 stop.clone(),
             )),
             tokio::spawn(prune_seen(app.clone(), stop.clone())),
+            tokio::spawn(crate::agent::server::run(
+                self.agent,
+                app.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(crate::agent::fetch_media(app.clone(), stop.clone())),
+            tokio::spawn(crate::agent::maintain(app.clone(), stop.clone())),
         ];
+        tracing::info!(agent_socket = %config.gateway.agent_socket.display(), "agents connect here");
         // Anything admitted before a restart and not yet processed.
         app.wake_processor.notify_one();
         tracing::info!(listen = %local, spool = app.store.spool_len(), inbox = app.store.inbox_len(), outbound = app.store.outbound_len(), "smsgate ready");
@@ -159,6 +182,7 @@ impl Daemon {
         }
         app.store.flush()?;
         let _ = std::fs::remove_file(&config.gateway.admin_socket);
+        let _ = std::fs::remove_file(&config.gateway.agent_socket);
         tracing::info!("stopped");
         Ok(())
     }

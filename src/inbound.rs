@@ -53,8 +53,12 @@ pub async fn process_next(app: &App) -> Result<bool, StoreError> {
     if !effects.outbound.is_empty() {
         app.wake_outbound.notify_one();
     }
-    if effects.forward.is_some() {
-        app.wake_agents.notify_waiters();
+    if let Some(msg) = &effects.forward {
+        if msg.media_pending {
+            app.wake_media.notify_one();
+        } else {
+            app.agents.pump(app);
+        }
     }
     Ok(true)
 }
@@ -71,7 +75,11 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
                 .field(&format!("MediaContentType{i}"))
                 .unwrap_or("application/octet-stream")
                 .to_string();
-            Some(Media { url, content_type })
+            Some(Media {
+                url,
+                content_type,
+                path: None,
+            })
         })
         .collect()
 }
@@ -123,13 +131,15 @@ pub fn effects_for(
         }
         Plan::Forward => {
             tracing::info!(account = %account.id, %sid, from = %who, "message queued for the agent");
+            let media = media(rec);
             fx.forward = Some(AgentMessage {
+                media_pending: !media.is_empty(),
                 id: sid.clone(),
                 account: account.id.clone(),
                 from,
                 to: rec.field("To").unwrap_or_default().to_string(),
                 text: body.to_string(),
-                media: media(rec),
+                media,
                 received_at_ms: rec.received_at_ms,
             });
         }

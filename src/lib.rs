@@ -9,9 +9,11 @@
 
 pub mod access;
 pub mod admin;
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod http;
 pub mod inbound;
 pub mod logging;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod phone;
 pub mod secret;
+pub mod simulate;
 pub mod store;
 pub mod text;
 pub mod twilio;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::agent::hub::PartOutcome;
 use crate::daemon::{App, Shutdown};
 use crate::store::{now_ms, OutboundRecord, OutboundState, StoreError};
 use crate::twilio::{Creds, SendError, SendRequest};
@@ -125,11 +126,21 @@ async fn send_one(app: &App, mut rec: OutboundRecord) -> Result<bool, StoreError
         sender: account.sender.clone(),
         body: rec.body.clone(),
         media_urls: rec.media_urls.clone(),
-        status_callback: None,
+        status_callback: rec.status_callback.clone(),
     };
     match app.twilio.send(&req).await {
         Ok(sent) => {
             app.store.remove_outbound(rec.id)?;
+            let segments = sent
+                .segments
+                .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
+            app.agents.part_done(
+                &rec,
+                PartOutcome::Sent {
+                    sid: sent.sid.clone(),
+                    segments,
+                },
+            );
             app.metrics.send_ok();
             tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments = sent.segments, purpose = ?rec.purpose, "sent");
             Ok(false)
@@ -165,7 +176,8 @@ async fn send_one(app: &App, mut rec: OutboundRecord) -> Result<bool, StoreError
                 app.store.set_opted_out(&account.id, &rec.to, now_ms())?;
                 tracing::warn!(account = %account.id, to = %to, "recipient has opted out at Twilio (21610); marked opted out");
             }
-            finish(app, rec, OutboundState::Failed, e.to_string())
+            let code = e.code;
+            finish_with(app, rec, OutboundState::Failed, e.to_string(), code)
         }
         Err(SendError::Unknown(detail)) => {
             app.metrics.send_failure("unknown");
@@ -181,14 +193,26 @@ async fn send_one(app: &App, mut rec: OutboundRecord) -> Result<bool, StoreError
 
 fn finish(
     app: &App,
-    mut rec: OutboundRecord,
+    rec: OutboundRecord,
     state: OutboundState,
     why: String,
 ) -> Result<bool, StoreError> {
+    finish_with(app, rec, state, why, None)
+}
+
+fn finish_with(
+    app: &App,
+    mut rec: OutboundRecord,
+    state: OutboundState,
+    why: String,
+    code: Option<u32>,
+) -> Result<bool, StoreError> {
     tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = ?state, "send not completed: {why}");
     rec.state = state;
-    rec.last_error = Some(why);
+    rec.last_error = Some(why.clone());
     app.store.put_outbound(&rec)?;
+    app.agents
+        .part_done(&rec, PartOutcome::Failed { message: why, code });
     Ok(false)
 }
 

@@ -27,6 +27,18 @@ pub enum Request {
         account: Option<String>,
         number: String,
     },
+    QueueList,
+    QueueRequeue {
+        id: String,
+    },
+    QueuePurge {
+        id: String,
+    },
+    MessageSend {
+        account: Option<String>,
+        to: String,
+        text: String,
+    },
 }
 
 /// One response line: `data` on success, `error` (a sentence for the operator) on failure.

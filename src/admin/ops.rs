@@ -7,7 +7,7 @@ use super::{Request, Response};
 use crate::config::Config;
 use crate::inbound::APPROVED_TEXT;
 use crate::phone::E164;
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, OutboundRecord, OutboundState, Store, StoreError};
 
 /// RFC 3339 UTC time for a millisecond timestamp.
 pub fn rfc3339(ms: u64) -> String {
@@ -21,6 +21,7 @@ pub fn rfc3339(ms: u64) -> String {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub queued_sms: bool,
+    pub requeued_message: bool,
 }
 
 pub fn execute(store: &Store, config: &Config, req: &Request) -> (Response, Outcome) {
@@ -99,6 +100,12 @@ fn run(
                     .collect(),
             ))
         }
+        Request::QueueList => queue_list(store).map_err(store_err),
+        Request::QueueRequeue { id } => queue_requeue(store, id.trim(), now, outcome),
+        Request::QueuePurge { id } => queue_purge(store, id.trim()),
+        Request::MessageSend { .. } => {
+            Err("message send goes through the running daemon or straight to Twilio".into())
+        }
         Request::SendersRevoke { account, number } => {
             let number = E164::parse(number).map_err(|e| e.to_string())?;
             let account = match account {
@@ -121,6 +128,84 @@ fn run(
             }
         }
     }
+}
+
+fn queue_list(store: &Store) -> Result<Value, StoreError> {
+    let mut out = Vec::new();
+    for d in store.dead_letters()? {
+        let m = &d.message;
+        out.push(json!({
+            "id": m.id, "kind": "deadLetter", "state": "dead", "account": m.account,
+            "from": m.from.as_str(), "text": m.text,
+            "receivedAt": rfc3339(m.received_at_ms), "deadAt": rfc3339(d.dead_at_ms),
+        }));
+    }
+    for r in store.outbound()? {
+        let state = match r.state {
+            OutboundState::Unknown => "unknown",
+            OutboundState::Failed => "failed",
+            OutboundState::Queued | OutboundState::Sending => continue,
+        };
+        out.push(json!({
+            "id": r.id.to_string(), "kind": "send", "state": state, "account": r.account,
+            "to": r.to.as_str(), "text": r.body, "error": r.last_error, "attempts": r.attempts,
+            "createdAt": rfc3339(r.created_ms),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+fn outbound_by_id(store: &Store, id: &str) -> Result<Option<OutboundRecord>, StoreError> {
+    let Ok(n) = id.parse::<u64>() else {
+        return Ok(None);
+    };
+    Ok(store
+        .outbound()?
+        .into_iter()
+        .find(|r| r.id == n && matches!(r.state, OutboundState::Unknown | OutboundState::Failed)))
+}
+
+fn queue_requeue(
+    store: &Store,
+    id: &str,
+    now: u64,
+    outcome: &mut Outcome,
+) -> Result<Value, String> {
+    let e = |e: StoreError| e.to_string();
+    if let Some(mut r) = outbound_by_id(store, id).map_err(e)? {
+        r.state = OutboundState::Queued;
+        r.attempts = 0;
+        r.next_attempt_ms = now;
+        r.last_error = None;
+        store.put_outbound(&r).map_err(e)?;
+        store.flush().map_err(e)?;
+        outcome.queued_sms = true;
+        return Ok(json!({"id": id, "kind": "send", "requeued": true}));
+    }
+    if store.requeue_dead(id, now).map_err(e)? {
+        store.flush().map_err(e)?;
+        outcome.requeued_message = true;
+        return Ok(json!({"id": id, "kind": "deadLetter", "requeued": true}));
+    }
+    Err(format!(
+        "nothing in the queue has id {id:?} (see `smsgate queue list`)"
+    ))
+}
+
+fn queue_purge(store: &Store, id: &str) -> Result<Value, String> {
+    let e = |e: StoreError| e.to_string();
+    if let Some(r) = outbound_by_id(store, id).map_err(e)? {
+        store.remove_outbound(r.id).map_err(e)?;
+        store.flush().map_err(e)?;
+        return Ok(json!({"id": id, "kind": "send", "purged": true}));
+    }
+    if store.purge_dead(id).map_err(e)?.is_some() {
+        store.flush().map_err(e)?;
+        return Ok(json!({"id": id, "kind": "deadLetter", "purged": true}));
+    }
+    Err(format!(
+        "nothing in the queue has id {id:?} (see `smsgate queue list`)"
+    ))
 }
 
 fn known_account(config: &Config, id: &str) -> Result<(), String> {

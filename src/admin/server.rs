@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{ops, Request, Response};
+use crate::agent::hub::{GroupResult, Waiter};
 use crate::daemon::{App, Shutdown};
+use crate::store::Purpose;
 
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -87,16 +89,51 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
     }
     let resp = match serde_json::from_str::<Request>(line.trim()) {
         Err(e) => Response::err(format!("invalid admin request: {e}")),
+        Ok(Request::MessageSend { account, to, text }) => {
+            message_send(app, account.as_deref(), &to, &text).await
+        }
         Ok(req) => {
             let _guard = app.access_lock.lock().await;
             let (resp, outcome) = ops::execute(&app.store, &app.config(), &req);
             if outcome.queued_sms {
                 app.wake_outbound.notify_one();
             }
+            if outcome.requeued_message {
+                app.agents.pump(app);
+            }
             resp
         }
     };
     reply(stream, &resp).await
+}
+
+/// `message send` through the daemon's queue; waits for Twilio's answer for a while.
+async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let waiter = Waiter::Once(tx);
+    if let Err(r) = app.agents.queue_text(
+        app,
+        account,
+        Some(to),
+        text,
+        Vec::new(),
+        Purpose::Cli,
+        waiter,
+    ) {
+        return Response::err(r.message);
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(25), rx).await {
+        Ok(Ok(GroupResult::Sent { sids, segments })) => {
+            Response::ok(serde_json::json!({"sids": sids, "segments": segments, "queued": false}))
+        }
+        Ok(Ok(GroupResult::Failed { message, code })) => Response::err(match code {
+            Some(c) => format!("{message} (Twilio error {c})"),
+            None => message,
+        }),
+        Ok(Err(_)) | Err(_) => {
+            Response::ok(serde_json::json!({"sids": [], "segments": 0, "queued": true}))
+        }
+    }
 }
 
 async fn reply(mut stream: UnixStream, resp: &Response) -> std::io::Result<()> {

@@ -33,6 +33,95 @@ pub enum Command {
     /// Approved senders
     #[command(subcommand)]
     Senders(SendersCmd),
+    /// Dead letters and sends whose outcome is unknown or that failed for good
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Send an SMS now
+    #[command(subcommand)]
+    Message(MessageCmd),
+    /// Built-in agents that connect to the agent socket
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// See the whole flow on this machine, no Twilio account needed
+    Demo,
+    /// Post a correctly signed inbound SMS to the local gateway
+    Simulate {
+        /// The sender's number (E.164)
+        #[arg(long)]
+        from: String,
+        /// The message text
+        #[arg(long)]
+        body: String,
+        /// Account to simulate (default: the default account)
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// List dead letters, unknown-outcome and failed sends
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an entry back: a dead letter to the agent, a send to Twilio
+    Requeue {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an entry
+    Purge {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCmd {
+    /// Send an SMS: `message send --target sms:+1… --message TEXT`
+    Send {
+        /// Channel (only `sms`)
+        #[arg(long)]
+        channel: Option<String>,
+        /// Recipient: +E.164, sms:+E.164 or twilio-sms:+E.164
+        #[arg(long)]
+        target: String,
+        /// The text (markdown is flattened; long texts are split)
+        #[arg(long)]
+        message: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Reply to every message with its own text
+    Echo {
+        /// Agent socket (default: gateway.agentSocket from the config)
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Run a command per message: text on stdin, reply on stdout
+    Exec {
+        /// Seconds a command may run before it is killed
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Commands running at once (one sender's messages always run one at a time)
+        #[arg(long, default_value_t = 4)]
+        max_concurrent: usize,
+        /// Agent socket (default: gateway.agentSocket from the config)
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

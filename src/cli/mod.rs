@@ -3,6 +3,7 @@
 
 pub mod args;
 mod config_cmd;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,26 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Config(cmd) => config_cmd::run(&cli.config, cmd),
         Command::Pairing(cmd) => pairing(&cli.config, cmd),
         Command::Senders(cmd) => senders(&cli.config, cmd),
+        Command::Queue(cmd) => queue(&cli.config, cmd),
+        Command::Message(args::MessageCmd::Send {
+            channel,
+            target,
+            message,
+            account,
+            json,
+        }) => {
+            if let Some(c) = channel {
+                check_channel(&c)?;
+            }
+            send::message_send(&cli.config, &target, &message, account.as_deref(), json)
+        }
+        Command::Agent(cmd) => agent(&cli.config, cmd),
+        Command::Demo => demo(),
+        Command::Simulate {
+            from,
+            body,
+            account,
+        } => send::simulate(&cli.config, &from, &body, account.as_deref()),
     }
 }
 
@@ -205,6 +226,111 @@ fn senders(path: &Option<PathBuf>, cmd: SendersCmd) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn demo() -> Result<ExitCode> {
+    let level = std::env::var("SMSGATE_LOG").unwrap_or_else(|_| "warn".into());
+    crate::logging::init(&crate::config::LogSettings {
+        level,
+        format: crate::config::LogFormat::Text,
+    });
+    runtime()?.block_on(crate::demo::run())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
+    use crate::agent::exec::Responder;
+    let (socket, responder, max) = match cmd {
+        args::AgentCmd::Echo { socket } => (socket, Responder::Echo, 4),
+        args::AgentCmd::Exec {
+            timeout,
+            max_concurrent,
+            socket,
+            command,
+        } => {
+            if max_concurrent == 0 {
+                bail!("--max-concurrent must be at least 1");
+            }
+            (
+                socket,
+                Responder::Command {
+                    argv: command,
+                    timeout: std::time::Duration::from_secs(timeout.max(1)),
+                },
+                max_concurrent,
+            )
+        }
+    };
+    let socket = match socket {
+        Some(s) => s,
+        None => load_config(path)?.gateway.agent_socket,
+    };
+    crate::logging::init(&crate::config::LogSettings {
+        level: "info".into(),
+        format: crate::config::LogFormat::Text,
+    });
+    runtime()?.block_on(async move {
+        let (tx, stop) = crate::daemon::Shutdown::new();
+        tokio::spawn(async move {
+            crate::daemon::signal().await;
+            let _ = tx.send(true);
+        });
+        crate::agent::exec::run(socket, responder, max, stop).await;
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
+    let (req, json) = match cmd {
+        args::QueueCmd::List { json } => (Request::QueueList, json),
+        args::QueueCmd::Requeue { id, json } => (Request::QueueRequeue { id }, json),
+        args::QueueCmd::Purge { id, json } => (Request::QueuePurge { id }, json),
+    };
+    let listing = matches!(req, Request::QueueList);
+    let data = admin(path, req)?;
+    if json {
+        print_json(&data);
+    } else if listing {
+        let list = data.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("The queue is empty: no dead letters, no unknown or failed sends.");
+        }
+        for r in list {
+            let who = if s(&r, "kind") == "send" {
+                format!("to {}", s(&r, "to"))
+            } else {
+                format!("from {}", s(&r, "from"))
+            };
+            let err = r
+                .get("error")
+                .and_then(Value::as_str)
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default();
+            println!(
+                "{}  {}  {}  account {}  {:?}{err}",
+                s(&r, "id"),
+                s(&r, "state"),
+                who,
+                s(&r, "account"),
+                s(&r, "text")
+            );
+        }
+    } else {
+        let what = if data.get("requeued").is_some() {
+            "Requeued"
+        } else {
+            "Purged"
+        };
+        println!("{what} {} ({}).", s(&data, "id"), s(&data, "kind"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub agent_socket: PathBuf,
     pub admin_socket: PathBuf,
     pub max_connections: usize,
+    /// How long a message may wait for an agent's ack before it is a dead letter.
+    pub agent_queue_max_age: std::time::Duration,
     pub log: LogSettings,
 }
 

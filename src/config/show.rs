@@ -29,6 +29,7 @@ pub fn redacted(config: &Config) -> Value {
             "agentSocket": g.agent_socket.display().to_string(),
             "adminSocket": g.admin_socket.display().to_string(),
             "maxConnections": g.max_connections,
+            "agentQueueMaxAge": format!("{}s", g.agent_queue_max_age.as_secs()),
             "log": {
                 "level": g.log.level,
                 "format": match g.log.format { LogFormat::Text => "text", LogFormat::Json => "json" },

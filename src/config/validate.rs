@@ -220,6 +220,13 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         }
         Some(&n) => n as usize,
     };
+    let agent_queue_max_age = match take(&g.agent_queue_max_age, "gateway.agentQueueMaxAge", "a duration", p) {
+        None => std::time::Duration::from_secs(7 * 24 * 3600),
+        Some(v) => parse_duration(v).unwrap_or_else(|| {
+            p.add("gateway.agentQueueMaxAge", format!("{v} is not a duration; write seconds as a number, or a string such as \"7d\", \"12h\", \"30m\""));
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        }),
+    };
     let default_log = Default::default();
     let log = g.log.as_ref().unwrap_or(&default_log);
     let level = take(&log.level, "gateway.log.level", "a string", p)
@@ -249,8 +256,31 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         agent_socket,
         admin_socket,
         max_connections,
+        agent_queue_max_age,
         log: LogSettings { level, format },
     })
+}
+
+/// `604800`, `"7d"`, `"12h"`, `"30m"`, `"90s"`.
+pub fn parse_duration(v: &Value) -> Option<std::time::Duration> {
+    let secs = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let n: u64 = s[..split].parse().ok()?;
+            let unit = match s[split..].trim() {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return None,
+            };
+            n.checked_mul(unit)?
+        }
+        _ => return None,
+    };
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
 }
 
 fn parse_listen(s: &str) -> Option<SocketAddr> {

@@ -10,7 +10,7 @@ use super::error::WebhookError;
 use crate::config::{Account, Config, InboundCheck, Sender};
 use crate::daemon::App;
 use crate::phone::redact_str;
-use crate::store::{now_ms, Admission, InboundRecord, RejectedRecord};
+use crate::store::{now_ms, Admission, InboundRecord, RejectedRecord, StatusUpdate};
 use crate::twilio::{form, signature};
 
 /// Twilio's inbound bodies are a few KiB; anything bigger is not Twilio.
@@ -124,9 +124,12 @@ async fn receive(
 
     if let Some(status) = form::delivery_status(&params) {
         let error_code = form::field(&params, "ErrorCode").filter(|c| !c.is_empty());
-        let admission = app.store.record_status(&sid, status, error_code, now)?;
+        let update = app.store.record_status(&sid, status, error_code, now)?;
         app.commit.flush().await?;
-        tracing::info!(account = %account.id, %sid, status, error_code, duplicate = admission == Admission::Duplicate, "delivery status");
+        tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        if update == StatusUpdate::Applied {
+            app.agents.status(&sid, status, error_code);
+        }
         app.metrics.webhook(200);
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));
     }

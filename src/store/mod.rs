@@ -87,6 +87,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Outcome of a delivery status callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusUpdate {
+    Duplicate,
+    /// Older than what is recorded (callbacks arrive out of order): not applied.
+    Stale,
+    Applied,
+}
+
 /// Outcome of offering a webhook to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -111,6 +120,10 @@ pub struct Store {
     outbound: sled::Tree,
     /// Latest delivery status per outbound Twilio SID.
     status: sled::Tree,
+    /// Message id → where replies go, after the body is gone.
+    routes: sled::Tree,
+    /// Dead letters by message id.
+    dead: sled::Tree,
 }
 
 impl Store {
@@ -129,7 +142,7 @@ impl Store {
             .map_err(|e| open_err(format!("cannot create the state directory: {e}")))?;
         let meta = std::fs::metadata(state_dir).map_err(|e| open_err(e.to_string()))?;
         let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me && me == 0 {
+        if meta.uid() != me {
             return Err(StoreError::WrongOwner {
                 path: state_dir.to_path_buf(),
                 owner: meta.uid(),
@@ -174,6 +187,8 @@ impl Store {
             inbox: tree("inbox")?,
             outbound: tree("outbound")?,
             status: tree("status")?,
+            routes: tree("routes")?,
+            dead: tree("dead")?,
             db,
             path,
         })
@@ -242,14 +257,14 @@ impl Store {
         status: &str,
         error_code: Option<&str>,
         now: u64,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<StatusUpdate, StoreError> {
         let dedupe = key2(&format!("status:{sid}"), status);
         let ts = now.to_be_bytes();
         let entry =
             enc(&serde_json::json!({ "status": status, "errorCode": error_code, "at": now }));
         let r = (&self.seen, &self.status).transaction(|(seen, st)| {
             if seen.get(&dedupe)?.is_some() {
-                return Ok(Admission::Duplicate);
+                return Ok(StatusUpdate::Duplicate);
             }
             seen.insert(dedupe.as_slice(), &ts)?;
             let current: Option<String> = st
@@ -258,8 +273,9 @@ impl Store {
                 .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(String::from));
             if crate::twilio::status_may_replace(current.as_deref(), status) {
                 st.insert(sid.as_bytes(), entry.as_slice())?;
+                return Ok(StatusUpdate::Applied);
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(Admission::Admitted)
+            Ok::<_, ConflictableTransactionError<StoreError>>(StatusUpdate::Stale)
         })?;
         Ok(r)
     }
@@ -497,11 +513,97 @@ impl Store {
         self.inbox.len()
     }
 
-    pub fn remove_inbox(&self, seq: u64) -> Result<Option<AgentMessage>, StoreError> {
-        match self.inbox.remove(seq.to_be_bytes())? {
+    pub fn put_inbox(&self, seq: u64, msg: &AgentMessage) -> Result<(), StoreError> {
+        self.inbox.insert(seq.to_be_bytes(), enc(msg))?;
+        Ok(())
+    }
+
+    /// Acknowledges a message: its body goes, a route for late replies stays.
+    pub fn ack_inbox(&self, seq: u64, now: u64) -> Result<Option<AgentMessage>, StoreError> {
+        let Some(v) = self.inbox.get(seq.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let msg: AgentMessage = dec(&v)?;
+        let route = enc(&Route {
+            account: msg.account.clone(),
+            from: msg.from.clone(),
+            at_ms: now,
+        });
+        (&self.inbox, &self.routes).transaction(|(inbox, routes)| {
+            inbox.remove(&seq.to_be_bytes())?;
+            routes.insert(msg.id.as_bytes(), route.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(Some(msg))
+    }
+
+    pub fn route(&self, message_id: &str) -> Result<Option<Route>, StoreError> {
+        match self.routes.get(message_id.as_bytes())? {
             Some(v) => Ok(Some(dec(&v)?)),
             None => Ok(None),
         }
+    }
+
+    /// Forgets reply routes older than `max_age_ms`.
+    pub fn prune_routes(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
+        for item in self.routes.iter() {
+            let (k, v) = item?;
+            let r: Route = dec(&v)?;
+            if now.saturating_sub(r.at_ms) > max_age_ms {
+                self.routes.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves an unacknowledged message to the dead letters.
+    pub fn dead_letter(&self, seq: u64, now: u64) -> Result<(), StoreError> {
+        let Some(v) = self.inbox.get(seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        let msg: AgentMessage = dec(&v)?;
+        let dead = enc(&DeadLetter {
+            message: msg.clone(),
+            dead_at_ms: now,
+        });
+        (&self.inbox, &self.dead).transaction(|(inbox, d)| {
+            inbox.remove(&seq.to_be_bytes())?;
+            d.insert(msg.id.as_bytes(), dead.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(())
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().values().map(|v| dec(&v?)).collect()
+    }
+
+    /// Puts a dead letter back at the end of the inbox.
+    pub fn requeue_dead(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let Some(v) = self.dead.get(id.as_bytes())? else {
+            return Ok(false);
+        };
+        let mut d: DeadLetter = dec(&v)?;
+        d.message.received_at_ms = now;
+        let seq = self.next_id()?;
+        let msg = enc(&d.message);
+        (&self.inbox, &self.dead).transaction(|(inbox, dead)| {
+            dead.remove(id.as_bytes())?;
+            inbox.insert(&seq.to_be_bytes(), msg.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        Ok(true)
+    }
+
+    pub fn purge_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        match self.dead.remove(id.as_bytes())? {
+            Some(v) => Ok(Some(dec(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn dead_len(&self) -> usize {
+        self.dead.len()
     }
 
     // ---- the outbound queue ------------------------------------------------------------
@@ -581,6 +683,10 @@ impl OutboundRecord {
             next_attempt_ms: now,
             created_ms: now,
             last_error: None,
+            group: None,
+            part: 0,
+            parts: 1,
+            status_callback: None,
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct AgentMessage {
     pub text: String,
     pub media: Vec<Media>,
     pub received_at_ms: u64,
+    /// Media not yet downloaded: the message waits (and so do its sender's later ones).
+    #[serde(default)]
+    pub media_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,24 @@ pub struct Media {
     pub url: String,
     #[serde(rename = "contentType")]
     pub content_type: String,
+    /// The local copy, once downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Where a reply to an already acknowledged message goes (no body is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub account: String,
+    pub from: E164,
+    pub at_ms: u64,
+}
+
+/// A message the agent did not acknowledge within `gateway.agentQueueMaxAge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub message: AgentMessage,
+    pub dead_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,4 +115,13 @@ pub struct OutboundRecord {
     pub next_attempt_ms: u64,
     pub created_ms: u64,
     pub last_error: Option<String>,
+    /// The reply or send this is one part of: its parts report back together.
+    #[serde(default)]
+    pub group: Option<u64>,
+    #[serde(default)]
+    pub part: u32,
+    #[serde(default)]
+    pub parts: u32,
+    #[serde(default)]
+    pub status_callback: Option<String>,
 }

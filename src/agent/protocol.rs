@@ -1,0 +1,296 @@
+//! The agent socket's lines, both ways, as pure functions: parsing what an agent says
+//! (with an error sentence for anything malformed) and rendering what the daemon says.
+
+use serde_json::{json, Map, Value};
+
+use crate::admin::ops::rfc3339;
+use crate::store::AgentMessage;
+
+/// Lines longer than this are refused (the rest of the line is skipped).
+pub const MAX_LINE: usize = 1024 * 1024;
+/// `mediaUrls` per reply or send.
+pub const MAX_MEDIA_URLS: usize = 10;
+
+/// What an agent may say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentLine {
+    Ack {
+        id: String,
+    },
+    Reply {
+        id: String,
+        text: String,
+        media_urls: Vec<String>,
+    },
+    Send {
+        to: Option<String>,
+        account: Option<String>,
+        text: String,
+        reference: Option<String>,
+        media_urls: Vec<String>,
+    },
+}
+
+/// A malformed line: the sentence to send back, and the `ref`/`id` it concerned if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub message: String,
+    pub reference: Option<String>,
+    pub id: Option<String>,
+}
+
+fn err(message: impl Into<String>, obj: Option<&Map<String, Value>>) -> LineError {
+    let get = |k: &str| {
+        obj.and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    LineError {
+        message: message.into(),
+        reference: get("ref"),
+        id: get("id"),
+    }
+}
+
+fn string_field(
+    obj: &Map<String, Value>,
+    key: &str,
+    required: bool,
+    ty: &str,
+) -> Result<Option<String>, LineError> {
+    match obj.get(key) {
+        None | Some(Value::Null) if required => {
+            Err(err(format!("{ty} needs \"{key}\""), Some(obj)))
+        }
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(err(format!("\"{key}\" must be a string"), Some(obj))),
+    }
+}
+
+fn media_urls(obj: &Map<String, Value>) -> Result<Vec<String>, LineError> {
+    let Some(v) = obj.get("mediaUrls").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = v.as_array() else {
+        return Err(err("\"mediaUrls\" must be a list of https URLs", Some(obj)));
+    };
+    if list.len() > MAX_MEDIA_URLS {
+        return Err(err(
+            format!("at most {MAX_MEDIA_URLS} mediaUrls per message"),
+            Some(obj),
+        ));
+    }
+    list.iter()
+        .map(|u| match u.as_str().map(url::Url::parse) {
+            Some(Ok(url)) if url.scheme() == "https" && url.has_host() => Ok(url.to_string()),
+            _ => Err(err(
+                format!("mediaUrls entry {u} is not an https URL"),
+                Some(obj),
+            )),
+        })
+        .collect()
+}
+
+/// Parses one line from an agent.
+pub fn parse(line: &str) -> Result<AgentLine, LineError> {
+    let value: Value = serde_json::from_str(line)
+        .map_err(|e| err(format!("line is not valid JSON: {e}"), None))?;
+    let Value::Object(obj) = value else {
+        return Err(err("line must be a JSON object with a \"type\"", None));
+    };
+    let ty = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err(err("missing \"type\" (ack, reply or send)", Some(&obj))),
+    };
+    match ty.as_str() {
+        "ack" => Ok(AgentLine::Ack {
+            id: string_field(&obj, "id", true, "ack")?.unwrap_or_default(),
+        }),
+        "reply" => {
+            let id = string_field(&obj, "id", true, "reply")?.unwrap_or_default();
+            let text = string_field(&obj, "text", false, "reply")?.unwrap_or_default();
+            Ok(AgentLine::Reply {
+                id,
+                text,
+                media_urls: media_urls(&obj)?,
+            })
+        }
+        "send" => Ok(AgentLine::Send {
+            to: string_field(&obj, "to", false, "send")?,
+            account: string_field(&obj, "account", false, "send")?,
+            text: string_field(&obj, "text", false, "send")?.unwrap_or_default(),
+            reference: string_field(&obj, "ref", false, "send")?,
+            media_urls: media_urls(&obj)?,
+        }),
+        other => Err(err(
+            format!("unknown type {other:?}; use ack, reply or send"),
+            Some(&obj),
+        )),
+    }
+}
+
+/// Who a `sent`/`error` line answers: a `send`'s `ref`, or a `reply`'s message `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answering {
+    Ref(Option<String>),
+    Id(String),
+}
+
+fn with_key(mut v: Value, to: &Answering) -> Value {
+    if let Value::Object(o) = &mut v {
+        match to {
+            Answering::Ref(Some(r)) => {
+                o.insert("ref".into(), Value::String(r.clone()));
+            }
+            Answering::Ref(None) => {}
+            Answering::Id(id) => {
+                o.insert("id".into(), Value::String(id.clone()));
+            }
+        }
+    }
+    v
+}
+
+pub fn message_line(m: &AgentMessage) -> String {
+    let media: Vec<Value> = m
+        .media
+        .iter()
+        .map(|x| json!({"url": x.url, "contentType": x.content_type, "path": x.path}))
+        .collect();
+    json!({
+        "type": "message",
+        "id": m.id,
+        "account": m.account,
+        "from": m.from.as_str(),
+        "to": m.to,
+        "text": m.text,
+        "media": media,
+        "receivedAt": rfc3339(m.received_at_ms),
+    })
+    .to_string()
+}
+
+pub fn sent_line(to: &Answering, sids: &[String], segments: u32) -> String {
+    with_key(
+        json!({"type": "sent", "sids": sids, "segments": segments}),
+        to,
+    )
+    .to_string()
+}
+
+pub fn error_line(to: &Answering, message: &str, code: Option<u32>) -> String {
+    let mut v = with_key(json!({"type": "error", "message": message}), to);
+    if let (Some(code), Value::Object(o)) = (code, &mut v) {
+        o.insert("code".into(), json!(code));
+    }
+    v.to_string()
+}
+
+pub fn line_error(e: &LineError) -> String {
+    let mut v = json!({"type": "error", "message": e.message});
+    if let Value::Object(o) = &mut v {
+        if let Some(r) = &e.reference {
+            o.insert("ref".into(), json!(r));
+        }
+        if let Some(id) = &e.id {
+            o.insert("id".into(), json!(id));
+        }
+    }
+    v.to_string()
+}
+
+pub fn status_line(sid: &str, status: &str, error_code: Option<&str>) -> String {
+    let code: Value = error_code
+        .and_then(|c| c.parse::<u64>().ok())
+        .map_or(Value::Null, |c| json!(c));
+    json!({"type": "status", "sid": sid, "status": status, "errorCode": code}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let ok = [
+            (
+                r#"{"type":"ack","id":"SM1"}"#,
+                AgentLine::Ack { id: "SM1".into() },
+            ),
+            (
+                r#"{"type":"reply","id":"SM1","text":"hi","extra":1}"#,
+                AgentLine::Reply {
+                    id: "SM1".into(),
+                    text: "hi".into(),
+                    media_urls: vec![],
+                },
+            ),
+            (
+                r#"{"type":"send","to":"+15550001111","text":"x","ref":"r1","mediaUrls":["https://a.example/x.png"]}"#,
+                AgentLine::Send {
+                    to: Some("+15550001111".into()),
+                    account: None,
+                    text: "x".into(),
+                    reference: Some("r1".into()),
+                    media_urls: vec!["https://a.example/x.png".into()],
+                },
+            ),
+        ];
+        for (line, want) in ok {
+            assert_eq!(parse(line), Ok(want), "{line}");
+        }
+        let bad = [
+            ("not json", "not valid JSON"),
+            ("[1,2]", "JSON object"),
+            (r#"{"id":"SM1"}"#, "missing \"type\""),
+            (r#"{"type":"dance"}"#, "unknown type"),
+            (r#"{"type":"ack"}"#, "ack needs \"id\""),
+            (r#"{"type":"reply","text":"x"}"#, "reply needs \"id\""),
+            (r#"{"type":"reply","id":5}"#, "must be a string"),
+            (
+                r#"{"type":"send","text":"x","ref":"r9","mediaUrls":["http://insecure"]}"#,
+                "not an https URL",
+            ),
+            (
+                r#"{"type":"send","text":"x","mediaUrls":"https://a"}"#,
+                "must be a list",
+            ),
+        ];
+        for (line, needle) in bad {
+            let e = parse(line).unwrap_err();
+            assert!(e.message.contains(needle), "{line}: {}", e.message);
+        }
+        assert_eq!(
+            parse(r#"{"type":"send","text":"x","ref":"r9","mediaUrls":["http://insecure"]}"#)
+                .unwrap_err()
+                .reference
+                .as_deref(),
+            Some("r9")
+        );
+        let eleven: Vec<String> = (0..11)
+            .map(|i| format!("\"https://a.example/{i}\""))
+            .collect();
+        assert!(parse(&format!(
+            r#"{{"type":"send","text":"x","mediaUrls":[{}]}}"#,
+            eleven.join(",")
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn rendering() {
+        assert_eq!(
+            sent_line(&Answering::Ref(Some("r1".into())), &["SM1".into()], 2),
+            r#"{"type":"sent","sids":["SM1"],"segments":2,"ref":"r1"}"#
+        );
+        assert_eq!(
+            error_line(&Answering::Id("SM9".into()), "nope", Some(21610)),
+            r#"{"type":"error","message":"nope","id":"SM9","code":21610}"#
+        );
+        assert_eq!(
+            status_line("SM1", "delivered", None),
+            r#"{"type":"status","sid":"SM1","status":"delivered","errorCode":null}"#
+        );
+    }
+}

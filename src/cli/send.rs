@@ -1,0 +1,146 @@
+//! `message send` and `simulate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+
+use super::{load_config, print_json, runtime};
+use crate::admin::{client, Request};
+use crate::phone::E164;
+use crate::twilio::{Creds, HttpTwilio, MessagesApi, SendError, SendRequest};
+
+pub fn message_send(
+    path: &Option<PathBuf>,
+    target: &str,
+    message: &str,
+    account: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let config = load_config(path)?;
+    let to = E164::parse(target).map_err(|e| {
+        anyhow!("invalid --target: {e} (sms: and twilio-sms: prefixes are accepted)")
+    })?;
+    let acct = config
+        .sms
+        .resolve_account(account)
+        .map_err(|e| anyhow!(e))?
+        .clone();
+    let req = Request::MessageSend {
+        account: Some(acct.id.clone()),
+        to: to.to_string(),
+        text: message.to_string(),
+    };
+    let data = match client::call(&config, &req) {
+        Ok(resp) if resp.ok => resp.data,
+        Ok(resp) => bail!(
+            "{}",
+            resp.error
+                .unwrap_or_else(|| "the daemon refused the send".into())
+        ),
+        Err(client::AdminError::NotRunning(_)) => {
+            runtime()?.block_on(direct(&config, &acct, &to, message))?
+        }
+        Err(e) => bail!("{e}"),
+    };
+    if json {
+        let mut out = data.clone();
+        if let Value::Object(o) = &mut out {
+            o.insert("to".into(), json!(to.as_str()));
+            o.insert("account".into(), json!(acct.id));
+        }
+        print_json(&out);
+    } else if data["queued"].as_bool() == Some(true) {
+        println!("Queued for {to}: Twilio has not answered yet; the gateway keeps retrying (see `smsgate queue list` if it fails).");
+    } else {
+        let sids: Vec<&str> = data["sids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "Sent to {to} in {} message(s), {} segment(s): {}",
+            sids.len(),
+            data["segments"],
+            sids.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// No daemon: straight to Twilio, a few retries on 429/5xx, never after an unknown outcome.
+async fn direct(
+    config: &crate::config::Config,
+    account: &crate::config::Account,
+    to: &E164,
+    message: &str,
+) -> Result<Value> {
+    if let Ok(store) = crate::store::Store::open(&config.gateway.state_dir) {
+        if store.is_opted_out(&account.id, to).unwrap_or(false) {
+            bail!("{to} has opted out (replied STOP); nothing was sent");
+        }
+    }
+    let parts = crate::agent::hub::plan_parts(message, account.text_chunk_limit, &[])
+        .map_err(|r| anyhow!(r.message))?;
+    let twilio = Arc::new(HttpTwilio::new().map_err(|e| anyhow!(e))?);
+    let mut sids = Vec::new();
+    let mut segments = 0;
+    for (i, body) in parts.iter().enumerate() {
+        let req = SendRequest {
+            creds: Creds::of(account),
+            to: to.clone(),
+            sender: account.sender.clone(),
+            body: body.clone(),
+            media_urls: Vec::new(),
+            status_callback: account.public_url().map(|u| u.raw.clone()),
+        };
+        let mut attempt = 0;
+        let sent = loop {
+            attempt += 1;
+            match twilio.send(&req).await {
+                Ok(s) => break s,
+                Err(SendError::Retryable {
+                    detail,
+                    retry_after,
+                }) if attempt < 4 => {
+                    let wait = crate::outbound::backoff(attempt, retry_after, 0.5);
+                    eprintln!("Twilio: {detail}; retrying in {:.1}s", wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => bail!("part {} of {}: {e}", i + 1, parts.len()),
+            }
+        };
+        segments += sent
+            .segments
+            .unwrap_or_else(|| crate::text::count_segments(body).segments);
+        sids.extend(sent.sid);
+    }
+    Ok(json!({"sids": sids, "segments": segments, "queued": false}))
+}
+
+pub fn simulate(
+    path: &Option<PathBuf>,
+    from: &str,
+    body: &str,
+    account: Option<&str>,
+) -> Result<ExitCode> {
+    let config = load_config(path)?;
+    let from = E164::parse(from).map_err(|e| anyhow!("invalid --from: {e}"))?;
+    let acct = config
+        .sms
+        .resolve_account(account)
+        .map_err(|e| anyhow!(e))?;
+    let url = crate::simulate::local_url(&config, acct);
+    let sid = crate::simulate::message_sid();
+    let form = crate::simulate::inbound_form(acct, &sid, from.as_str(), body);
+    let status = runtime()?
+        .block_on(crate::simulate::post(&url, acct, &form))
+        .map_err(|e| anyhow!(e))?;
+    if status == 200 {
+        println!("Posted {sid} from {from} to {url}: 200 (stored).");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!("posted {sid} to {url}: the gateway answered {status} (see its log)")
+    }
+}

@@ -126,7 +126,8 @@ async fn send_one(app: &App, mut rec: OutboundRecord) -> Result<bool, StoreError
         sender: account.sender.clone(),
         body: rec.body.clone(),
         media_urls: rec.media_urls.clone(),
-        status_callback: rec.status_callback.clone(),
+        // Delivery statuses come back to our own webhook route.
+        status_callback: account.public_url().map(|u| u.raw.clone()),
     };
     match app.twilio.send(&req).await {
         Ok(sent) => {
@@ -142,7 +143,7 @@ async fn send_one(app: &App, mut rec: OutboundRecord) -> Result<bool, StoreError
                 },
             );
             app.metrics.send_ok();
-            tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments = sent.segments, purpose = ?rec.purpose, "sent");
+            tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments, part = rec.part + 1, parts = rec.parts, purpose = ?rec.purpose, "sent");
             Ok(false)
         }
         Err(SendError::Retryable {

@@ -374,7 +374,6 @@ impl Hub {
             r.group = Some(group);
             r.part = i as u32;
             r.parts = n;
-            r.status_callback = account.public_url().map(|u| u.raw.clone());
             if i == 0 {
                 r.media_urls = media_urls.clone();
             }

@@ -686,7 +686,6 @@ impl OutboundRecord {
             group: None,
             part: 0,
             parts: 1,
-            status_callback: None,
         }
     }
 }

@@ -122,6 +122,4 @@ pub struct OutboundRecord {
     pub part: u32,
     #[serde(default)]
     pub parts: u32,
-    #[serde(default)]
-    pub status_callback: Option<String>,
 }

@@ -187,6 +187,8 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let media_get = method == "GET" && path.contains("/Media/");
+    let authed = authorization.is_some();
     let n = {
         let mut r = requests.lock().unwrap();
         r.push(Recorded {
@@ -199,6 +201,16 @@ async fn answer(
         });
         r.len()
     };
+    if media_get {
+        let mut resp =
+            hyper::Response::new(Full::new(Bytes::from_static(b"\xff\xd8fake-jpeg-bytes")));
+        if !authed {
+            *resp.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+        }
+        resp.headers_mut()
+            .insert("content-type", "image/jpeg".parse().unwrap());
+        return resp;
+    }
     let canned = script.lock().unwrap().pop_front();
     let (status, body, retry_after) = match canned {
         Some(Canned::Hang) => {
@@ -404,6 +416,72 @@ fn unsafe_kill(pid: i32, sig: &str) {
         .arg(pid.to_string())
         .status()
         .unwrap();
+}
+
+// ---- a test agent on the agent socket -------------------------------------------------
+
+pub struct TestAgent {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl TestAgent {
+    pub fn connect(socket: &Path) -> Self {
+        let mut last = None;
+        for _ in 0..100 {
+            match std::os::unix::net::UnixStream::connect(socket) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    return Self {
+                        writer: s.try_clone().unwrap(),
+                        reader: BufReader::new(s),
+                    };
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("cannot connect to {}: {last:?}", socket.display());
+    }
+
+    pub fn send(&mut self, v: serde_json::Value) {
+        self.send_raw(&v.to_string());
+    }
+
+    pub fn send_raw(&mut self, line: &str) {
+        use std::io::Write;
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    /// The next line, or None after `timeout`.
+    pub fn next_within(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
+            Err(_) => None,
+        }
+    }
+
+    pub fn next(&mut self) -> serde_json::Value {
+        self.next_within(Duration::from_secs(10))
+            .expect("no line from the gateway within 10 s")
+    }
+
+    /// The next line of the given type, skipping others (e.g. status lines).
+    pub fn next_of(&mut self, ty: &str) -> serde_json::Value {
+        loop {
+            let v = self.next();
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
 }
 
 // ---- helpers --------------------------------------------------------------------------

@@ -1,0 +1,701 @@
+//! The agent socket end to end: a test agent, the real daemon, a recording fake Twilio.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn agent_sock(t: &TestDir) -> std::path::PathBuf {
+    t.state().join("agent.sock")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_path_and_sent_line() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound(
+                "SMa0000000000000000000000000000001",
+                "+15557654321",
+                "hello agent"
+            )
+        )
+        .await
+        .0,
+        200
+    );
+    let m = agent.next_of("message");
+    assert_eq!(m["id"], "SMa0000000000000000000000000000001");
+    assert_eq!(m["account"], "default");
+    assert_eq!(m["from"], "+15557654321");
+    assert_eq!(m["to"], FROM);
+    assert_eq!(m["text"], "hello agent");
+    assert_eq!(m["media"], json!([]));
+    assert!(m["receivedAt"].as_str().unwrap().ends_with('Z'));
+
+    agent.send(json!({"type": "reply", "id": m["id"], "text": "# Hi\n\n**Hello** there, see [docs](https://example.com)."}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["id"], m["id"]);
+    assert_eq!(sent["sids"].as_array().unwrap().len(), 1);
+    assert_eq!(sent["segments"], 1);
+    let sends = twilio.sends();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].field("To"), Some("+15557654321"));
+    assert_eq!(sends[0].field("From"), Some(FROM));
+    assert_eq!(
+        sends[0].field("Body"),
+        Some("Hi\n\nHello there, see docs (https://example.com).")
+    );
+    assert_eq!(sends[0].field("StatusCallback"), Some(PUBLIC));
+
+    // A long reply is split, never inside a word, and reported as one `sent`.
+    let m2_params = inbound(
+        "SMa0000000000000000000000000000002",
+        "+15557654321",
+        "long please",
+    );
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &m2_params).await.0, 200);
+    let m2 = agent.next_of("message");
+    let long: String = (0..700).map(|i| format!("word{i} ")).collect();
+    agent.send(json!({"type": "reply", "id": m2["id"], "text": long}));
+    let sent = agent.next_of("sent");
+    let parts = sent["sids"].as_array().unwrap().len();
+    assert!(parts >= 4, "{sent}");
+    let bodies: Vec<String> = twilio.sends()[1..]
+        .iter()
+        .map(|r| r.field("Body").unwrap().to_string())
+        .collect();
+    assert_eq!(bodies.len(), parts);
+    assert!(bodies
+        .iter()
+        .all(|b| b.chars().count() <= 1500 && b.starts_with("word") && !b.ends_with(' ')));
+    assert_eq!(bodies.join(" "), long.trim());
+    assert_eq!(gw.stop().code(), Some(0));
+    // After the ack nothing of the message is left but its SID.
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    assert!(store.inbox().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_send_with_default_to_and_errors() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "sms:+15557650000""#));
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "send", "text": "reminder: stand-up", "ref": "r1"}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "r1");
+    assert_eq!(twilio.sends()[0].field("To"), Some("+15557650000"));
+    agent.send(json!({"type": "send", "to": "+15557650001", "account": "default", "text": "hi", "ref": "r2"}));
+    assert_eq!(agent.next_of("sent")["ref"], "r2");
+    assert_eq!(twilio.sends()[1].field("To"), Some("+15557650001"));
+
+    // Bad input: an error line each, and the connection carries on.
+    let cases = [
+        (
+            r#"{"type":"send","to":"555-1234","text":"x","ref":"r3"}"#,
+            "E.164",
+        ),
+        (r#"{"type":"send","text":"   ","ref":"r4"}"#, "empty"),
+        (
+            r#"{"type":"send","text":"x","account":"nope","ref":"r5"}"#,
+            "no account",
+        ),
+        ("this is not json", "not valid JSON"),
+        (r#"{"type":"teleport"}"#, "unknown type"),
+        (r#"{"type":"reply","text":"x"}"#, "needs \"id\""),
+        (r#"{"type":"ack","id":"SMunknown"}"#, "not waiting"),
+        (
+            r#"{"type":"reply","id":"SMunknown","text":"x"}"#,
+            "unknown message id",
+        ),
+    ];
+    for (line, needle) in cases {
+        agent.send_raw(line);
+        let e = agent.next_of("error");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{line}: {e}"
+        );
+    }
+    let e = {
+        agent.send_raw(r#"{"type":"send","to":"555","text":"x","ref":"r3"}"#);
+        agent.next_of("error")
+    };
+    assert_eq!(e["ref"], "r3");
+    // A line over 1 MiB.
+    agent.send_raw(&format!(
+        r#"{{"type":"send","text":"{}"}}"#,
+        "x".repeat(1_100_000)
+    ));
+    assert!(agent.next_of("error")["message"]
+        .as_str()
+        .unwrap()
+        .contains("longer than"));
+    agent.send(json!({"type": "send", "text": "still here", "ref": "r6"}));
+    assert_eq!(agent.next_of("sent")["ref"], "r6");
+    assert_eq!(twilio.sends().len(), 3, "nothing invalid was sent");
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    // No agent: messages wait.
+    for i in 1..=3 {
+        let sid = format!("SMb000000000000000000000000000000{i}");
+        assert_eq!(
+            post_signed(
+                &gw,
+                "/webhooks/sms",
+                &inbound(&sid, "+15557654321", &format!("msg {i}"))
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    gw.kill9();
+    let gw = Gateway::start(&config);
+    let mut a = TestAgent::connect(&agent_sock(&t));
+    let ids: Vec<String> = (0..3)
+        .map(|_| a.next_of("message")["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "SMb0000000000000000000000000000001",
+            "SMb0000000000000000000000000000002",
+            "SMb0000000000000000000000000000003"
+        ]
+    );
+    a.send(json!({"type": "ack", "id": ids[0]}));
+    drop(a);
+    // The next agent gets the unacknowledged ones again, same ids, same order.
+    let mut b = TestAgent::connect(&agent_sock(&t));
+    assert_eq!(b.next_of("message")["id"], ids[1].as_str());
+    assert_eq!(b.next_of("message")["id"], ids[2].as_str());
+    b.send(json!({"type": "ack", "id": ids[1]}));
+    b.send(json!({"type": "reply", "id": ids[2], "text": "done"}));
+    b.next_of("sent");
+    assert!(b.next_within(Duration::from_millis(300)).is_none());
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_sender_order_with_two_agents() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut a = TestAgent::connect(&agent_sock(&t));
+    let mut b = TestAgent::connect(&agent_sock(&t));
+    for i in 0..4 {
+        for (s, from) in [("1", "+15557650001"), ("2", "+15557650002")] {
+            let sid = format!("SMc{s}00000000000000000000000000000{i}");
+            assert_eq!(
+                post_signed(&gw, "/webhooks/sms", &inbound(&sid, from, &format!("{i}")))
+                    .await
+                    .0,
+                200
+            );
+        }
+    }
+    // Each agent acks as it goes; record who got what.
+    let mut got: Vec<(char, String, String)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 8 && std::time::Instant::now() < deadline {
+        for (name, agent) in [('a', &mut a), ('b', &mut b)] {
+            if let Some(m) = agent.next_within(Duration::from_millis(50)) {
+                if m["type"] == "message" {
+                    got.push((
+                        name,
+                        m["from"].as_str().unwrap().into(),
+                        m["text"].as_str().unwrap().into(),
+                    ));
+                    agent.send(json!({"type": "ack", "id": m["id"]}));
+                }
+            }
+        }
+    }
+    assert_eq!(got.len(), 8, "{got:?}");
+    for from in ["+15557650001", "+15557650002"] {
+        let texts: Vec<&str> = got
+            .iter()
+            .filter(|g| g.1 == from)
+            .map(|g| g.2.as_str())
+            .collect();
+        assert_eq!(texts, ["0", "1", "2", "3"], "order for {from}");
+    }
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messaging_service_sender_and_opted_out_reply() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.write_config(&format!(
+        r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{SID}", authToken: "{TOKEN}",
+        messagingServiceSid: "MG0123456789abcdef0123456789abcdef", publicWebhookUrl: "{PUBLIC}", apiBaseUrl: "{}", dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
+        t.state().display(),
+        twilio.base_url()
+    ));
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut p = inbound(
+        "SMd0000000000000000000000000000001",
+        "+15557654321",
+        "via service",
+    );
+    p.push(("MessagingServiceSid", "MG0123456789abcdef0123456789abcdef"));
+    p[4] = ("To", "+15550009876");
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
+    let m = agent.next_of("message");
+    agent.send(json!({"type": "reply", "id": m["id"], "text": "hi"}));
+    agent.next_of("sent");
+    let s = &twilio.sends()[0];
+    assert_eq!(
+        s.field("MessagingServiceSid"),
+        Some("MG0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(s.field("From"), None);
+    // A wrong service SID is rejected.
+    let mut p = inbound("SMd0000000000000000000000000000002", "+15557654321", "x");
+    p.push(("MessagingServiceSid", "MG99999999999999999999999999999999"));
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
+    assert!(gw.wait_log("kept as rejected", Duration::from_secs(5)));
+
+    // STOP, then a reply to an earlier message: refused with an error, still acked.
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SMd0000000000000000000000000000003", "+15557654321", "more")
+        )
+        .await
+        .0,
+        200
+    );
+    let m = agent.next_of("message");
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound("SMd0000000000000000000000000000004", "+15557654321", "STOP")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(gw.wait_log("opted out", Duration::from_secs(5)));
+    agent.send(json!({"type": "reply", "id": m["id"], "text": "are you there?"}));
+    let e = agent.next_of("error");
+    assert_eq!(e["id"], m["id"]);
+    assert!(e["message"].as_str().unwrap().contains("opted out"));
+    assert_eq!(twilio.sends().len(), 1);
+    assert_eq!(gw.stop().code(), Some(0));
+    assert!(
+        smsgate::store::Store::open(&t.state())
+            .unwrap()
+            .inbox()
+            .unwrap()
+            .is_empty(),
+        "the refused reply still acknowledged the message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_send_cli_with_and_without_daemon() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    let out = cli(
+        &config,
+        &[
+            "message",
+            "send",
+            "--channel",
+            "sms",
+            "--target",
+            "sms:+15557651111",
+            "--message",
+            "from the CLI",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sids"].as_array().unwrap().len(), 1);
+    assert_eq!(twilio.sends()[0].field("To"), Some("+15557651111"));
+    assert_eq!(gw.stop().code(), Some(0));
+    // Daemon down: straight to Twilio.
+    let out = cli(
+        &config,
+        &[
+            "message",
+            "send",
+            "--target",
+            "twilio-sms:+15557652222",
+            "--message",
+            "direct",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Sent to +15557652222"));
+    assert_eq!(twilio.sends()[1].field("To"), Some("+15557652222"));
+    // Errors.
+    assert_eq!(
+        cli(&config, &["message", "send", "--message", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = cli(
+        &config,
+        &["message", "send", "--target", "5551234", "--message", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid --target"));
+    assert_eq!(
+        cli(
+            &config,
+            &[
+                "message",
+                "send",
+                "--target",
+                "+15557652222",
+                "--message",
+                ""
+            ]
+        )
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(
+        cli(
+            &config,
+            &[
+                "message",
+                "send",
+                "--channel",
+                "whatsapp",
+                "--target",
+                "+15557652222",
+                "--message",
+                "x"
+            ]
+        )
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(twilio.sends().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_exec_runs_a_shell_script_per_message() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    let script = t.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ntext=$(cat)\ncase \"$text\" in\n  fail) exit 3;;\n  slow) sleep 30;;\n  quiet) exit 0;;\nesac\necho \"you said: $text (from $SMS_FROM to $SMS_TO, $SMS_ACCOUNT, $SMS_MESSAGE_ID)\"\n",
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(bin())
+        .args(["agent", "exec", "--timeout", "2", "--config"])
+        .arg(&config)
+        .args(["--", "sh"])
+        .arg(&script)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for (i, body) in ["fail", "slow", "quiet", "hello"].iter().enumerate() {
+        let sid = format!("SMe000000000000000000000000000000{i}");
+        assert_eq!(
+            post_signed(&gw, "/webhooks/sms", &inbound(&sid, "+15557654321", body))
+                .await
+                .0,
+            200
+        );
+    }
+    let sends = twilio.wait_sends(1, Duration::from_secs(15));
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].field("Body"), Some("you said: hello (from +15557654321 to +15550001111, default, SMe0000000000000000000000000000003)"));
+    agent.kill().unwrap();
+    let _ = agent.wait();
+    assert_eq!(gw.stop().code(), Some(0));
+    assert!(
+        smsgate::store::Store::open(&t.state())
+            .unwrap()
+            .inbox()
+            .unwrap()
+            .is_empty(),
+        "failed and timed-out commands are acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mms_both_ways() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let sid = "MMf0000000000000000000000000000001";
+    let media_url = format!(
+        "{}/2010-04-01/Accounts/{SID}/Messages/{sid}/Media/ME0000000000000000000000000000001",
+        twilio.base_url()
+    );
+    let evil_url = "https://evil.example.com/x.jpg";
+    let mut p = inbound(sid, "+15557654321", "look");
+    p[6] = ("NumMedia", "2");
+    p.extend([
+        ("MediaUrl0", media_url.as_str()),
+        ("MediaContentType0", "image/jpeg"),
+        ("MediaUrl1", evil_url),
+        ("MediaContentType1", "image/png"),
+    ]);
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
+    let m = agent.next_of("message");
+    let media = m["media"].as_array().unwrap();
+    assert_eq!(media.len(), 2);
+    assert_eq!(media[0]["url"], media_url.as_str());
+    assert_eq!(media[0]["contentType"], "image/jpeg");
+    let path = media[0]["path"].as_str().expect("downloaded").to_string();
+    assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xd8fake-jpeg-bytes");
+    assert!(
+        media[1]["path"].is_null(),
+        "a URL that is not this account's media is never fetched"
+    );
+    assert!(
+        m["text"]
+            .as_str()
+            .unwrap()
+            .contains("could not be downloaded"),
+        "{m}"
+    );
+    let gets: Vec<_> = twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(gets.len(), 1);
+    assert!(gets[0]
+        .authorization
+        .as_deref()
+        .unwrap()
+        .starts_with("Basic "));
+    agent.send(json!({"type": "reply", "id": sid, "text": "nice", "mediaUrls": ["https://example.com/a.png", "https://example.com/b.png"]}));
+    agent.next_of("sent");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "media files are deleted after the ack"
+    );
+    let send = &twilio.sends()[0];
+    let urls: Vec<&str> = send
+        .form
+        .iter()
+        .filter(|(k, _)| k == "MediaUrl")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        ["https://example.com/a.png", "https://example.com/b.png"]
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_callbacks_out_of_order_reach_the_sending_agent() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "+15557650000""#));
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "send", "text": "track me", "ref": "t1"}));
+    let sent = agent.next_of("sent");
+    let msid = sent["sids"][0].as_str().unwrap().to_string();
+    let cb = |status: &'static str, code: &'static str| {
+        vec![
+            ("MessageSid", msid.clone()),
+            ("MessageStatus", status.to_string()),
+            ("ErrorCode", code.to_string()),
+            ("AccountSid", SID.to_string()),
+            ("From", FROM.to_string()),
+            ("To", "+15557650000".to_string()),
+        ]
+    };
+    for (status, code) in [
+        ("delivered", ""),
+        ("sent", ""),
+        ("delivered", ""),
+        ("queued", ""),
+    ] {
+        let params = cb(status, code);
+        let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(post_signed(&gw, "/webhooks/sms", &refs).await.0, 200);
+    }
+    let st = agent.next_of("status");
+    assert_eq!(st["sid"], msid.as_str());
+    assert_eq!(st["status"], "delivered");
+    assert!(
+        agent.next_within(Duration::from_millis(400)).is_none(),
+        "stale and duplicate callbacks are not forwarded"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    assert_eq!(
+        store.delivery_status(&msid).unwrap().as_deref(),
+        Some("delivered")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_outcome_is_an_error_line_and_queue_commands() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"defaultTo: "+15557650000""#);
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    twilio.push(Canned::Hang);
+    agent.send(json!({"type": "send", "text": "into the void", "ref": "u1"}));
+    let e = agent.next_of("error");
+    assert_eq!(e["ref"], "u1");
+    assert!(
+        e["message"].as_str().unwrap().contains("outcome unknown"),
+        "{e}"
+    );
+    twilio.push(twilio_error(21211, 400));
+    agent.send(json!({"type": "send", "text": "bad number", "ref": "u2"}));
+    let e = agent.next_of("error");
+    assert_eq!(e["code"], 21211);
+
+    let list: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
+    let states: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["unknown", "failed"]);
+    let unknown_id = list[0]["id"].as_str().unwrap().to_string();
+    let failed_id = list[1]["id"].as_str().unwrap().to_string();
+    assert!(cli(&config, &["queue", "purge", &failed_id])
+        .status
+        .success());
+    let before = twilio.sends().len();
+    assert!(cli(&config, &["queue", "requeue", &unknown_id])
+        .status
+        .success());
+    twilio.wait_sends(before + 1, Duration::from_secs(5));
+    assert_eq!(
+        twilio.sends().len(),
+        before + 1,
+        "requeue sends it again, on the operator's say-so"
+    );
+    let out = cli(&config, &["queue", "purge", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_after_max_age_and_requeue() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("stateDir:", r#"agentQueueMaxAge: "1s", stateDir:"#);
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    assert_eq!(
+        post_signed(
+            &gw,
+            "/webhooks/sms",
+            &inbound(
+                "SMg0000000000000000000000000000001",
+                "+15557654321",
+                "anyone?"
+            )
+        )
+        .await
+        .0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.stop().code(), Some(0));
+    let gw = Gateway::start(&config);
+    assert!(
+        gw.wait_log("dead letters", Duration::from_secs(5)),
+        "{}",
+        gw.log()
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["id"], "SMg0000000000000000000000000000001");
+    assert_eq!(list[0]["kind"], "deadLetter");
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    assert!(agent.next_within(Duration::from_millis(300)).is_none());
+    assert!(cli(
+        &config,
+        &["queue", "requeue", "SMg0000000000000000000000000000001"]
+    )
+    .status
+    .success());
+    assert_eq!(agent.next_of("message")["text"], "anyone?");
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_posts_a_signed_webhook() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    // simulate reads gateway.listen: point it at the running port.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &gw.addr.to_string());
+    let sim_config = t.path().join("sim.json5");
+    std::fs::write(&sim_config, text).unwrap();
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let out = cli(
+        &sim_config,
+        &["simulate", "--from", "+15557654321", "--body", "simulated"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(agent.next_of("message")["text"], "simulated");
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[test]
+fn demo_shows_the_whole_flow() {
+    let out = std::process::Command::new(bin())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "pairing code is",
+        "pairing approve sms",
+        "approved",
+        "What's 2+2? Reply in one word.",
+        "Done",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The running gateway: opens the store, binds its sockets, and runs the webhook
-//! server, the inbound processor, the outbound sender and the admin socket until
-//! shutdown; then drains and flushes.
+//! server, the inbound processor, the outbound sender, the agent and admin sockets
+//! until shutdown; then drains and flushes. SIGHUP (or `reload` on the admin socket)
+//! reloads the configuration and the TLS certificate without dropping connections.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use crate::config::Config;
 use crate::http;
+use crate::http::tls::CertResolver;
 use crate::metrics::Metrics;
 use crate::store::{now_ms, GroupCommit, Store, StoreError};
 use crate::twilio::MessagesApi;
@@ -19,12 +21,17 @@ use crate::twilio::MessagesApi;
 /// How long processed SIDs are remembered for deduplication (the contract asks for at
 /// least 24 hours).
 pub const SEEN_RETENTION_MS: u64 = 72 * 60 * 60 * 1000;
+/// How often certificate files are checked for renewal.
+const CERT_POLL: Duration = Duration::from_secs(5);
 
 /// State shared by every task of the daemon.
 pub struct App {
     pub store: Arc<Store>,
     pub commit: GroupCommit,
     config: RwLock<Arc<Config>>,
+    /// Where the config came from, for reloads (`None`: built in memory, e.g. the demo).
+    config_path: Option<PathBuf>,
+    pub tls: Option<Arc<CertResolver>>,
     pub twilio: Arc<dyn MessagesApi>,
     pub metrics: Metrics,
     /// Serialises changes to access state (pairing, approvals) between the processor
@@ -42,6 +49,57 @@ impl App {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Loads the config file again and applies it; a config that fails validation is
+    /// refused and the running one kept. Returns a summary for the log and the CLI.
+    pub fn reload(&self) -> Result<String, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this gateway was started without a config file; nothing to reload")?;
+        let new = crate::config::load(path).map_err(|e| e.to_string())?;
+        let old = self.config();
+        let mut notes = Vec::new();
+        let g = (&old.gateway, &new.gateway);
+        if g.0.listen != g.1.listen
+            || g.0.state_dir != g.1.state_dir
+            || g.0.agent_socket != g.1.agent_socket
+            || g.0.admin_socket != g.1.admin_socket
+            || g.0.metrics_listen != g.1.metrics_listen
+        {
+            notes.push(
+                "listen address, stateDir, sockets and metricsListen take effect after a restart"
+                    .to_string(),
+            );
+        }
+        let tls_files = |c: &Config| {
+            c.gateway
+                .tls
+                .as_ref()
+                .map(|t| (t.cert_file.clone(), t.key_file.clone()))
+        };
+        if tls_files(&old) != tls_files(&new) {
+            notes.push("gateway.tls files changed: restart to serve the new ones".to_string());
+        }
+        if let Some(tls) = &self.tls {
+            tls.reload().map_err(|e| {
+                format!("gateway.tls: {e}; the running configuration and certificate are kept")
+            })?;
+        }
+        let accounts: Vec<String> = new
+            .sms
+            .accounts
+            .iter()
+            .map(|a| format!("{} ({}, {})", a.id, a.webhook_path, a.dm_policy.as_str()))
+            .collect();
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        let mut summary = format!("configuration reloaded: accounts {}", accounts.join(", "));
+        for n in notes {
+            summary.push_str("; ");
+            summary.push_str(&n);
+        }
+        Ok(summary)
     }
 }
 
@@ -82,34 +140,49 @@ pub struct Daemon {
     app: Arc<App>,
     admin: UnixListener,
     agent: UnixListener,
+    metrics: Option<TcpListener>,
     tls: Option<http::tls::TlsAcceptor>,
 }
 
 impl Daemon {
-    pub async fn open(config: Config, twilio: Arc<dyn MessagesApi>) -> Result<Self, DaemonError> {
+    pub async fn open(
+        config: Config,
+        config_path: Option<PathBuf>,
+        twilio: Arc<dyn MessagesApi>,
+    ) -> Result<Self, DaemonError> {
         let store = Arc::new(Store::open(&config.gateway.state_dir)?);
-        let tls = match &config.gateway.tls {
-            Some(t) => Some(http::tls::load(&t.cert_file, &t.key_file)?),
+        let resolver = match &config.gateway.tls {
+            Some(t) => Some(Arc::new(CertResolver::new(&t.cert_file, &t.key_file)?)),
             None => None,
         };
-        let admin_path = config.gateway.admin_socket.clone();
-        let admin = crate::admin::server::bind_unix(&admin_path, 0o600).map_err(|source| {
-            DaemonError::Socket {
-                path: admin_path,
-                source,
+        let tls = resolver.clone().map(http::tls::acceptor).transpose()?;
+        let socket_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| DaemonError::Socket { path, source }
+        };
+        let admin = crate::admin::server::bind_unix(&config.gateway.admin_socket, 0o600)
+            .map_err(socket_err(&config.gateway.admin_socket))?;
+        let agent = crate::admin::server::bind_unix(&config.gateway.agent_socket, 0o660)
+            .map_err(socket_err(&config.gateway.agent_socket))?;
+        let metrics = match config.gateway.metrics_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| DaemonError::Socket {
+                            path: PathBuf::from(addr.to_string()),
+                            source,
+                        })?,
+                )
             }
-        })?;
-        let agent_path = config.gateway.agent_socket.clone();
-        let agent = crate::admin::server::bind_unix(&agent_path, 0o660).map_err(|source| {
-            DaemonError::Socket {
-                path: agent_path,
-                source,
-            }
-        })?;
+            None => None,
+        };
         let app = Arc::new(App {
             commit: GroupCommit::start(store.clone()),
             store,
             config: RwLock::new(Arc::new(config)),
+            config_path,
+            tls: resolver,
             twilio,
             metrics: Metrics::default(),
             access_lock: Mutex::new(()),
@@ -122,6 +195,7 @@ impl Daemon {
             app,
             admin,
             agent,
+            metrics,
             tls,
         })
     }
@@ -153,7 +227,7 @@ impl Daemon {
         for a in &config.sms.inactive {
             tracing::warn!(account = %a.id, "not serving account {:?}: {}", a.id, a.reason);
         }
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::inbound::run(app.clone(), stop.clone())),
             tokio::spawn(crate::outbound::run(app.clone(), stop.clone())),
             tokio::spawn(crate::admin::server::run(
@@ -169,18 +243,37 @@ impl Daemon {
             )),
             tokio::spawn(crate::agent::fetch_media(app.clone(), stop.clone())),
             tokio::spawn(crate::agent::maintain(app.clone(), stop.clone())),
+            tokio::spawn(reload_on_sighup(app.clone(), stop.clone())),
+            tokio::spawn(watchdog(stop.clone())),
         ];
+        if app.tls.is_some() {
+            tasks.push(tokio::spawn(watch_certificate(app.clone(), stop.clone())));
+        }
+        if let Some(m) = self.metrics {
+            tracing::info!(
+                "metrics on http://{}/metrics",
+                m.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                m,
+                app.clone(),
+                stop.clone(),
+            )));
+        }
         tracing::info!(agent_socket = %config.gateway.agent_socket.display(), "agents connect here");
         // Anything admitted before a restart and not yet processed.
         app.wake_processor.notify_one();
         tracing::info!(listen = %local, spool = app.store.spool_len(), inbox = app.store.inbox_len(), outbound = app.store.outbound_len(), "smsgate ready");
+        crate::systemd::notify("READY=1");
         http::run(listener, self.tls, app.clone(), shutdown).await;
+        crate::systemd::notify("STOPPING=1");
         tracing::info!("stopping: webhooks drained");
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         app.store.flush()?;
+        let config = app.config();
         let _ = std::fs::remove_file(&config.gateway.admin_socket);
         let _ = std::fs::remove_file(&config.gateway.agent_socket);
         tracing::info!("stopped");
@@ -197,6 +290,56 @@ async fn prune_seen(app: Arc<App>, mut stop: Shutdown) {
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = stop.wait() => return,
+        }
+    }
+}
+
+async fn reload_on_sighup(app: Arc<App>, mut stop: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with `smsgate config patch` or a restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            () = stop.wait() => return,
+        }
+        tracing::info!("SIGHUP received: reloading");
+        crate::systemd::notify("RELOADING=1");
+        match app.reload() {
+            Ok(summary) => tracing::info!("{summary}"),
+            Err(e) => tracing::error!("reload refused, the running configuration is kept: {e}"),
+        }
+        crate::systemd::notify("READY=1");
+    }
+}
+
+/// Serves renewed certificates (certbot) without a restart.
+async fn watch_certificate(app: Arc<App>, mut stop: Shutdown) {
+    let Some(tls) = app.tls.clone() else { return };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CERT_POLL) => {}
+            () = stop.wait() => return,
+        }
+        match tls.reload_if_changed() {
+            Ok(true) => tracing::info!(cert = %tls.files().0.display(), "certificate changed on disk: now serving the new one"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("certificate files changed but cannot be loaded, still serving the old certificate: {e}"),
+        }
+    }
+}
+
+async fn watchdog(mut stop: Shutdown) {
+    let Some(every) = crate::systemd::watchdog_interval() else {
+        return;
+    };
+    loop {
+        crate::systemd::notify("WATCHDOG=1");
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
             () = stop.wait() => return,
         }
     }

@@ -129,7 +129,7 @@ async fn run_in(dir: &std::path::Path) -> Result<()> {
         .cloned()
         .ok_or_else(|| anyhow!("demo config has no account"))?;
     let twilio = Arc::new(crate::twilio::HttpTwilio::new().map_err(|e| anyhow!(e))?);
-    let daemon = Daemon::open(config.clone(), twilio).await?;
+    let daemon = Daemon::open(config.clone(), None, twilio).await?;
     let (stop_tx, stop) = Shutdown::new();
     let mut stop_serve = stop.clone();
     let server = tokio::spawn(async move {

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod admin;
 pub mod agent;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -23,5 +24,6 @@ pub mod phone;
 pub mod secret;
 pub mod simulate;
 pub mod store;
+pub mod systemd;
 pub mod text;
 pub mod twilio;

@@ -2,7 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
+use crate::daemon::{App, Shutdown};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -31,6 +37,44 @@ impl Metrics {
         if let Ok(mut m) = self.send_failures.lock() {
             *m.entry(code.to_string()).or_default() += 1;
         }
+    }
+
+    /// Everything, with the daemon's current gauges.
+    pub fn scrape(&self, app: &App) -> String {
+        let (flushes, flush_micros) = app.commit.stats();
+        let mut out = self.render(&[
+            (
+                "smsgate_spool_depth",
+                "admitted webhooks not yet processed",
+                app.store.spool_len() as u64,
+            ),
+            (
+                "smsgate_agent_queue_depth",
+                "messages waiting for an agent's ack",
+                app.store.inbox_len() as u64,
+            ),
+            (
+                "smsgate_outbound_queue_depth",
+                "sends queued, unknown or failed",
+                app.store.outbound_len() as u64,
+            ),
+            (
+                "smsgate_dead_letters",
+                "messages no agent acknowledged in time",
+                app.store.dead_len() as u64,
+            ),
+            (
+                "smsgate_agent_connections",
+                "agents connected to the agent socket",
+                app.agents.connections() as u64,
+            ),
+        ]);
+        out.push_str("# HELP smsgate_store_flush_seconds time spent in store fsyncs (group commit)\n# TYPE smsgate_store_flush_seconds summary\n");
+        out.push_str(&format!(
+            "smsgate_store_flush_seconds_sum {}\nsmsgate_store_flush_seconds_count {flushes}\n",
+            flush_micros as f64 / 1e6
+        ));
+        out
     }
 
     /// Prometheus text exposition format.
@@ -68,5 +112,48 @@ impl Metrics {
             ));
         }
         out
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown.
+pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, mut stop: Shutdown) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            () = stop.wait() => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let mut resp = if req.uri().path() == "/metrics" {
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(
+                                app.metrics.scrape(&app),
+                            )));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static(
+                                    "text/plain; version=0.0.4",
+                                ),
+                            );
+                            r
+                        } else {
+                            hyper::Response::new(Full::new(Bytes::from_static(b"see /metrics\n")))
+                        };
+                        if req.uri().path() != "/metrics" {
+                            *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
     }
 }

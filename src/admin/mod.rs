@@ -28,6 +28,10 @@ pub enum Request {
         number: String,
     },
     QueueList,
+    /// Queue depths and agent connections.
+    Status,
+    /// Reload the config file (what SIGHUP does).
+    Reload,
     QueueRequeue {
         id: String,
     },

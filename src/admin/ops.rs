@@ -101,6 +101,14 @@ fn run(
             ))
         }
         Request::QueueList => queue_list(store).map_err(store_err),
+        Request::Status => Ok(json!({
+            "running": false,
+            "spool": store.spool_len(),
+            "agentQueue": store.inbox_len(),
+            "outbound": store.outbound_len(),
+            "deadLetters": store.dead_len(),
+        })),
+        Request::Reload => Err("reload needs the running daemon".into()),
         Request::QueueRequeue { id } => queue_requeue(store, id.trim(), now, outcome),
         Request::QueuePurge { id } => queue_purge(store, id.trim()),
         Request::MessageSend { .. } => {

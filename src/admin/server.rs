@@ -89,6 +89,27 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
     }
     let resp = match serde_json::from_str::<Request>(line.trim()) {
         Err(e) => Response::err(format!("invalid admin request: {e}")),
+        Ok(Request::Status) => Response::ok(serde_json::json!({
+            "running": true,
+            "pid": std::process::id(),
+            "spool": app.store.spool_len(),
+            "agentQueue": app.store.inbox_len(),
+            "outbound": app.store.outbound_len(),
+            "deadLetters": app.store.dead_len(),
+            "agents": app.agents.connections(),
+        })),
+        Ok(Request::Reload) => match app.reload() {
+            Ok(summary) => {
+                tracing::info!("{summary}");
+                Response::ok(serde_json::json!({ "reloaded": true, "summary": summary }))
+            }
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration is kept: {e}");
+                Response::err(format!(
+                    "reload refused, the running configuration is kept: {e}"
+                ))
+            }
+        },
         Ok(Request::MessageSend { account, to, text }) => {
             message_send(app, account.as_deref(), &to, &text).await
         }

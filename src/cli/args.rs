@@ -44,6 +44,18 @@ pub enum Command {
     Agent(AgentCmd),
     /// See the whole flow on this machine, no Twilio account needed
     Demo,
+    /// Channel capabilities, status and Twilio-side setup
+    #[command(subcommand)]
+    Channels(ChannelsCmd),
+    /// Exit 0 when the local gateway answers /readyz (for container health checks)
+    Health,
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
     /// Post a correctly signed inbound SMS to the local gateway
     Simulate {
         /// The sender's number (E.164)
@@ -55,6 +67,35 @@ pub enum Command {
         /// Account to simulate (default: the default account)
         #[arg(long)]
         account: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCmd {
+    /// What the channel can do
+    Capabilities {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per account: configuration, daemon state; with --probe, checks against Twilio
+    Status {
+        #[arg(long)]
+        channel: Option<String>,
+        /// Ask Twilio: credentials, the number's webhook, recent 11200 errors
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point the Twilio number (or Messaging Service) at publicWebhookUrl
+    Setup {
+        #[arg(long)]
+        account: Option<String>,
+        /// Show the change, make none
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

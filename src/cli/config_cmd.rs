@@ -59,9 +59,12 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     }
     let mut merged = original.clone();
     patch::merge(&mut merged, &patch_value);
-    if let Err(errors) = config::validate::validate_value(&merged, &Env::from_process()) {
-        bail!("patch refused, the configuration would be invalid; nothing was written.\n{errors}");
-    }
+    let new_config = match config::validate::validate_value(&merged, &Env::from_process()) {
+        Ok(c) => c,
+        Err(errors) => bail!(
+            "patch refused, the configuration would be invalid; nothing was written.\n{errors}"
+        ),
+    };
     let changes = patch::diff(&original, &merged);
     if changes.is_empty() {
         println!("No changes.");
@@ -79,7 +82,15 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     write_atomically(target, text.as_bytes())?;
     println!("Wrote {}.", target.display());
     if original_text.contains("//") || original_text.contains("/*") {
+        // The json5 crate parses comments away; there is nothing to write them back from.
         eprintln!("note: the file was rewritten as plain JSON; its comments were not kept");
+    }
+    // A running daemon applies the change now.
+    match crate::admin::client::call(&new_config, &crate::admin::Request::Reload) {
+        Ok(r) if r.ok => println!("The running gateway reloaded it."),
+        Ok(r) => bail!("written, but the running gateway refused to reload it: {}", r.error.unwrap_or_default()),
+        Err(crate::admin::client::AdminError::NotRunning(_)) => println!("No gateway is running; it takes effect at the next start."),
+        Err(e) => eprintln!("note: written, but the running gateway could not be asked to reload ({e}); send it SIGHUP"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! failures to exit codes (1; clap itself exits 2 on a command line that does not parse).
 
 pub mod args;
+mod channels_cmd;
 mod config_cmd;
 mod send;
 
@@ -69,6 +70,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Agent(cmd) => agent(&cli.config, cmd),
         Command::Demo => demo(),
+        Command::Channels(cmd) => channels_cmd::run(&cli.config, cmd),
+        Command::Health => channels_cmd::health(&cli.config),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "smsgate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate {
             from,
             body,
@@ -90,7 +103,9 @@ fn gateway(path: &Option<PathBuf>) -> Result<ExitCode> {
     runtime.block_on(async move {
         let twilio = Arc::new(crate::twilio::HttpTwilio::new().map_err(|e| anyhow!(e))?);
         let listen = config.gateway.listen;
-        let daemon = crate::daemon::Daemon::open(config, twilio).await?;
+        // Reloads read the same file again; an environment-only config has none.
+        let source = Some(config_path(path).0).filter(|p| p.exists());
+        let daemon = crate::daemon::Daemon::open(config, source, twilio).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (gateway.listen); is another process using that port?"))?;

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub agent_socket: PathBuf,
     pub admin_socket: PathBuf,
     pub max_connections: usize,
+    /// Prometheus metrics listener (loopback only).
+    pub metrics_listen: Option<SocketAddr>,
     /// How long a message may wait for an agent's ack before it is a dead letter.
     pub agent_queue_max_age: std::time::Duration,
     pub log: LogSettings,
@@ -114,6 +116,10 @@ pub struct Account {
     pub id: String,
     pub account_sid: String,
     pub auth_token: Secret,
+    /// Tokens still accepted on webhooks while Twilio moves to a new one.
+    pub previous_auth_tokens: Vec<Secret>,
+    /// Shared keys for HMAC-SHA256 webhook signatures, by key id.
+    pub webhook_signing_keys: std::collections::BTreeMap<String, Secret>,
     pub sender: Sender,
     pub webhook_path: String,
     pub inbound: InboundCheck,

@@ -32,6 +32,7 @@ pub struct RawGateway {
     pub agent_socket: Option<Field<String>>,
     pub admin_socket: Option<Field<String>>,
     pub max_connections: Option<Field<u32>>,
+    pub metrics_listen: Option<Field<String>>,
     pub agent_queue_max_age: Option<Field<Value>>,
     pub log: Option<RawLog>,
 }
@@ -65,6 +66,8 @@ pub struct RawAccount {
     pub enabled: Option<Field<bool>>,
     pub account_sid: Option<Field<String>>,
     pub auth_token: Option<Field<SecretInput>>,
+    pub previous_auth_tokens: Option<Field<Vec<SecretInput>>>,
+    pub webhook_signing_keys: Option<Field<BTreeMap<String, SecretInput>>>,
     pub from_number: Option<Field<String>>,
     pub messaging_service_sid: Option<Field<String>>,
     pub public_webhook_url: Option<Field<String>>,

@@ -220,6 +220,17 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         }
         Some(&n) => n as usize,
     };
+    let metrics_listen = take(&g.metrics_listen, "gateway.metricsListen", "a host:port string", p).and_then(|s| match parse_listen(s) {
+        Some(addr) if addr.ip().is_loopback() => Some(addr),
+        Some(_) => {
+            p.add("gateway.metricsListen", format!("{s:?} is not a loopback address; metrics are served on localhost only, e.g. \"127.0.0.1:9464\""));
+            None
+        }
+        None => {
+            p.add("gateway.metricsListen", format!("{s:?} is not a host:port address; use e.g. \"127.0.0.1:9464\""));
+            None
+        }
+    });
     let agent_queue_max_age = match take(&g.agent_queue_max_age, "gateway.agentQueueMaxAge", "a duration", p) {
         None => std::time::Duration::from_secs(7 * 24 * 3600),
         Some(v) => parse_duration(v).unwrap_or_else(|| {
@@ -256,6 +267,7 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         agent_socket,
         admin_socket,
         max_connections,
+        metrics_listen,
         agent_queue_max_age,
         log: LogSettings { level, format },
     })
@@ -580,6 +592,26 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     )
     .and_then(|s| resolve_secret(s, &token_path, l.env, p));
 
+    let (f, path) = l.get("previousAuthTokens", |r| &r.previous_auth_tokens);
+    let previous_auth_tokens: Vec<Secret> = take(f, &path, "a list of strings or SecretRefs", p)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| resolve_secret(s, &format!("{path}[{i}]"), l.env, p))
+        .collect();
+    let (f, path) = l.get("webhookSigningKeys", |r| &r.webhook_signing_keys);
+    let webhook_signing_keys: std::collections::BTreeMap<String, Secret> = take(
+        f,
+        &path,
+        "an object of key id → secret (string or SecretRef)",
+        p,
+    )
+    .into_iter()
+    .flatten()
+    .filter_map(|(id, s)| {
+        resolve_secret(s, &format!("{path}.{id}"), l.env, p).map(|s| (id.clone(), s))
+    })
+    .collect();
     let (f, path) = l.get("fromNumber", |r| &r.from_number);
     let from =
         take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
@@ -748,6 +780,8 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 id: id.to_string(),
                 account_sid,
                 auth_token,
+                previous_auth_tokens,
+                webhook_signing_keys,
                 sender,
                 webhook_path,
                 inbound,

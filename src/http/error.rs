@@ -20,6 +20,8 @@ pub enum WebhookError {
     MissingSignature,
     #[error("X-Twilio-Signature does not match (check publicWebhookUrl: it must be byte for byte the URL configured in Twilio)")]
     BadSignature,
+    #[error("X-Twilio-Webhooks-Signature-Settings: {0}")]
+    BadSignatureSettings(String),
     #[error("missing field {0}")]
     MissingField(&'static str),
     #[error("the daemon is shutting down")]
@@ -36,7 +38,9 @@ impl WebhookError {
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::BadBody(_) | WebhookError::MissingField(_) => StatusCode::BAD_REQUEST,
-            WebhookError::MissingSignature | WebhookError::BadSignature => StatusCode::FORBIDDEN,
+            WebhookError::MissingSignature
+            | WebhookError::BadSignature
+            | WebhookError::BadSignatureSettings(_) => StatusCode::FORBIDDEN,
             // Twilio logs 11200 and tries the fallback URL; the message is not ours yet.
             WebhookError::ShuttingDown | WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

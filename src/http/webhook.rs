@@ -10,6 +10,7 @@ use super::error::WebhookError;
 use crate::config::{Account, Config, InboundCheck, Sender};
 use crate::daemon::App;
 use crate::phone::redact_str;
+use crate::secret::Secret;
 use crate::store::{now_ms, Admission, InboundRecord, RejectedRecord, StatusUpdate};
 use crate::twilio::{form, signature};
 
@@ -96,22 +97,22 @@ async fn receive(
         return Err(WebhookError::MethodNotAllowed);
     }
     let query = req.uri().query().map(str::to_string);
-    let sig_header = req
-        .headers()
-        .get("x-twilio-signature")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let sig_header = header("x-twilio-signature");
+    let settings_header = header("x-twilio-webhooks-signature-settings");
     let body = read_body(req).await?;
     let params = form::parse(&body);
 
     if let InboundCheck::Signed { url } = &account.inbound {
         let sig = sig_header.ok_or(WebhookError::MissingSignature)?;
-        if !signature::is_valid(
-            &[account.auth_token.expose()],
-            &url.raw,
-            query.as_deref(),
-            &params,
-            &sig,
-        ) {
+        let (algorithm, secrets) = signing_keys(account, settings_header.as_deref())
+            .inspect_err(|_| app.metrics.signature_failure())?;
+        let keys: Vec<&str> = secrets.iter().map(|s| s.expose()).collect();
+        if !signature::is_valid_with(algorithm, &keys, &url.raw, query.as_deref(), &params, &sig) {
             app.metrics.signature_failure();
             return Err(WebhookError::BadSignature);
         }
@@ -176,6 +177,31 @@ async fn receive(
     }
     app.metrics.webhook(200);
     Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY))
+}
+
+/// The secrets a webhook's signature may be made with: the auth token and the previous
+/// ones, or the shared key the settings header names.
+fn signing_keys<'a>(
+    account: &'a Account,
+    settings: Option<&str>,
+) -> Result<(signature::Algorithm, Vec<&'a Secret>), WebhookError> {
+    match signature::settings(settings).map_err(WebhookError::BadSignatureSettings)? {
+        (signature::Algorithm::HmacSha1, _) => Ok((
+            signature::Algorithm::HmacSha1,
+            std::iter::once(&account.auth_token)
+                .chain(&account.previous_auth_tokens)
+                .collect(),
+        )),
+        (signature::Algorithm::HmacSha256, key) => {
+            let key = key.unwrap_or_default();
+            match account.webhook_signing_keys.get(&key) {
+                Some(secret) => Ok((signature::Algorithm::HmacSha256, vec![secret])),
+                None => Err(WebhookError::BadSignatureSettings(format!(
+                    "no webhookSigningKeys entry for key id {key:?}"
+                ))),
+            }
+        }
+    }
 }
 
 fn redact_for_log(number: &str) -> String {

@@ -720,11 +720,18 @@ fn user_name(uid: u32) -> String {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<oneshot::Sender<Result<(), StoreError>>>,
+    /// Flushes done and microseconds spent in them, for the metrics.
+    stats: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
 }
 
 impl GroupCommit {
     pub fn start(store: Arc<Store>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), StoreError>>>();
+        let stats = Arc::new((
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(0),
+        ));
+        let counters = stats.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -736,6 +743,13 @@ impl GroupCommit {
                 let result = tokio::task::spawn_blocking(move || s.flush())
                     .await
                     .unwrap_or_else(|e| Err(StoreError::Io(format!("flush task failed: {e}"))));
+                counters
+                    .0
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters.1.fetch_add(
+                    started.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 tracing::trace!(
                     waiters = batch.len(),
                     micros = started.elapsed().as_micros() as u64,
@@ -746,7 +760,13 @@ impl GroupCommit {
                 }
             }
         });
-        Self { tx }
+        Self { tx, stats }
+    }
+
+    /// (flushes, total microseconds).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stats.0.load(Relaxed), self.stats.1.load(Relaxed))
     }
 
     /// Returns once everything written before the call is on disk.

@@ -284,6 +284,73 @@ impl MessagesApi for HttpTwilio {
     }
 }
 
+/// A failed REST call for probes and setup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestError {
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("cannot reach Twilio: {0}")]
+    Unavailable(String),
+}
+
+/// How long one probe or setup call may take.
+const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl HttpTwilio {
+    /// GET a Twilio JSON resource.
+    pub async fn get_json(&self, creds: &Creds, url: &str) -> Result<serde_json::Value, RestError> {
+        let req = self
+            .http
+            .get(url)
+            .basic_auth(&creds.account_sid, Some(creds.auth_token.expose()))
+            .timeout(REST_TIMEOUT);
+        Self::json(req, creds).await
+    }
+
+    /// POST a form to a Twilio resource (updates).
+    pub async fn post_form(
+        &self,
+        creds: &Creds,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<serde_json::Value, RestError> {
+        let req = self
+            .http
+            .post(url)
+            .basic_auth(&creds.account_sid, Some(creds.auth_token.expose()))
+            .form(form)
+            .timeout(REST_TIMEOUT);
+        Self::json(req, creds).await
+    }
+
+    async fn json(
+        req: reqwest::RequestBuilder,
+        creds: &Creds,
+    ) -> Result<serde_json::Value, RestError> {
+        let secrets = [&creds.auth_token];
+        let clean = |s: String| redact_numbers_in(&scrub(&s, &secrets));
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
+        if !status.is_success() {
+            let err = api_error(status.as_u16(), &body, &secrets);
+            return Err(if status.is_server_error() {
+                RestError::Unavailable(err.to_string())
+            } else {
+                RestError::Api(err)
+            });
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| RestError::Unavailable(format!("Twilio's answer is not JSON: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

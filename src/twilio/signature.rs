@@ -98,9 +98,83 @@ pub fn url_variants(url: &str) -> Vec<String> {
 }
 
 /// Checks `signature` (the header value) against every token and URL variant, in
-/// constant time per comparison.
+/// constant time per comparison (legacy HMAC-SHA1 with the auth token).
 pub fn is_valid(
     tokens: &[&str],
+    public_url: &str,
+    request_query: Option<&str>,
+    params: &[(String, String)],
+    signature: &str,
+) -> bool {
+    is_valid_with(
+        Algorithm::HmacSha1,
+        tokens,
+        public_url,
+        request_query,
+        params,
+        signature,
+    )
+}
+
+/// How a webhook was signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// The account's auth token (the default).
+    HmacSha1,
+    /// A shared key named in `X-Twilio-Webhooks-Signature-Settings`.
+    HmacSha256,
+}
+
+/// What `X-Twilio-Webhooks-Signature-Settings` asks for: the algorithm, and the shared
+/// key id for HMAC-SHA256. No header (or no `algorithm=`) means the auth token and
+/// HMAC-SHA1, as twilio-python's `get_signature_algorithm` reads it.
+pub fn settings(header: Option<&str>) -> Result<(Algorithm, Option<String>), String> {
+    let mut key = None;
+    let mut algorithm = None;
+    for part in header.unwrap_or_default().split(',') {
+        if let Some((name, value)) = part.split_once('=') {
+            match name.trim() {
+                "key" if !value.trim().is_empty() => key = Some(value.trim().to_string()),
+                "algorithm" if !value.trim().is_empty() => {
+                    algorithm = Some(value.trim().to_ascii_uppercase())
+                }
+                _ => {}
+            }
+        }
+    }
+    match algorithm.as_deref() {
+        None | Some("HMAC_SHA1") => Ok((Algorithm::HmacSha1, None)),
+        Some("HMAC_SHA256") => match key {
+            Some(k) => Ok((Algorithm::HmacSha256, Some(k))),
+            None => Err("HMAC_SHA256 signature settings without a key id".into()),
+        },
+        Some(other) => Err(format!("unsupported signature algorithm {other:?}")),
+    }
+}
+
+fn verify(algorithm: Algorithm, key: &str, payload: &[u8], given: &[u8]) -> bool {
+    // HMAC accepts keys of any length, so neither constructor fails; verify_slice
+    // compares in constant time.
+    match algorithm {
+        Algorithm::HmacSha1 => {
+            let mut mac = hmac_for(key);
+            mac.update(payload);
+            mac.verify_slice(given).is_ok()
+        }
+        Algorithm::HmacSha256 => match Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(payload);
+                mac.verify_slice(given).is_ok()
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+/// Checks `signature` with `algorithm` against every key and URL variant.
+pub fn is_valid_with(
+    algorithm: Algorithm,
+    keys: &[&str],
     public_url: &str,
     request_query: Option<&str>,
     params: &[(String, String)],
@@ -113,11 +187,8 @@ pub fn is_valid(
     let mut valid = false;
     for variant in url_variants(&url) {
         let payload = signing_payload(&variant, params);
-        for token in tokens {
-            let mut mac = hmac_for(token);
-            mac.update(&payload);
-            // verify_slice compares in constant time.
-            valid |= mac.verify_slice(&given).is_ok();
+        for key in keys {
+            valid |= verify(algorithm, key, &payload, &given);
         }
     }
     valid
@@ -332,6 +403,63 @@ mod tests {
                 want.iter().map(|s| s.to_string()).collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn settings_header_table() {
+        use Algorithm::*;
+        type Want = Result<(Algorithm, Option<&'static str>), ()>;
+        let cases: &[(Option<&str>, Want)] = &[
+            (None, Ok((HmacSha1, None))),
+            (Some(""), Ok((HmacSha1, None))),
+            (
+                Some("key=k1,algorithm=HMAC_SHA256"),
+                Ok((HmacSha256, Some("k1"))),
+            ),
+            (
+                Some(" algorithm = hmac_sha256 , key = k2 "),
+                Ok((HmacSha256, Some("k2"))),
+            ),
+            (Some("key=k1,algorithm=HMAC_SHA1"), Ok((HmacSha1, None))),
+            (Some("algorithm=HMAC_SHA256"), Err(())),
+            (Some("key=k1,algorithm=MD5"), Err(())),
+        ];
+        for (header, want) in cases {
+            let got = settings(*header).map_err(|_| ());
+            let want = want.map(|(a, k)| (a, k.map(String::from)));
+            assert_eq!(got, want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_shared_key() {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"shared-secret").unwrap();
+        mac.update(&signing_payload(PUBLISHED_URL, &published()));
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert!(is_valid_with(
+            Algorithm::HmacSha256,
+            &["shared-secret"],
+            PUBLISHED_URL,
+            None,
+            &published(),
+            &sig
+        ));
+        assert!(!is_valid_with(
+            Algorithm::HmacSha1,
+            &["shared-secret"],
+            PUBLISHED_URL,
+            None,
+            &published(),
+            &sig
+        ));
+        assert!(!is_valid_with(
+            Algorithm::HmacSha256,
+            &["other"],
+            PUBLISHED_URL,
+            None,
+            &published(),
+            &sig
+        ));
     }
 
     #[test]

@@ -97,17 +97,22 @@ pub struct FakeTwilio {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     pub script: Arc<Mutex<VecDeque<Canned>>>,
+    pub routes: Arc<Mutex<Vec<Route>>>,
 }
+
+/// A fixed answer: (method, path prefix, status, JSON body).
+pub type Route = (String, String, u16, String);
 
 impl FakeTwilio {
     /// Starts on its own thread and runtime, so it outlives any one test's runtime.
     pub fn start() -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
+        let routes: Arc<Mutex<Vec<Route>>> = Arc::new(Mutex::new(Vec::new()));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let (r, s) = (requests.clone(), script.clone());
+        let (r, s, ro) = (requests.clone(), script.clone(), routes.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -116,14 +121,22 @@ impl FakeTwilio {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let (r, s) = (r.clone(), s.clone());
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (r, s, ro) = (r.clone(), s.clone(), ro.clone());
                     tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (r, s) = (r.clone(), s.clone());
-                            async move { Ok::<_, std::convert::Infallible>(answer(req, r, s).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (r, s, ro) = (r.clone(), s.clone(), ro.clone());
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(answer(req, r, s, ro).await)
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                 }
             });
@@ -132,7 +145,17 @@ impl FakeTwilio {
             addr,
             requests,
             script,
+            routes,
         }
+    }
+
+    /// Answers `method` requests whose path starts with `path` with `status` and `body`,
+    /// until replaced (later routes win).
+    pub fn route(&self, method: &str, path: &str, status: u16, body: serde_json::Value) {
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(0, (method.into(), path.into(), status, body.to_string()));
     }
 
     pub fn base_url(&self) -> String {
@@ -172,6 +195,7 @@ async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Canned>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
 ) -> hyper::Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
@@ -211,7 +235,19 @@ async fn answer(
             .insert("content-type", "image/jpeg".parse().unwrap());
         return resp;
     }
-    let canned = script.lock().unwrap().pop_front();
+    let fixed = {
+        let last = requests.lock().unwrap().last().cloned().unwrap();
+        routes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, p, _, _)| *m == last.method && last.path.starts_with(p.as_str()))
+            .cloned()
+    };
+    let canned = match fixed {
+        Some((_, _, status, body)) => Some(Canned::Json(status, body, None)),
+        None => script.lock().unwrap().pop_front(),
+    };
     let (status, body, retry_after) = match canned {
         Some(Canned::Hang) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -41,6 +41,7 @@ pub struct App {
     pub wake_outbound: Notify,
     pub wake_media: Notify,
     pub agents: crate::agent::Hub,
+    pub log_limit: crate::logging::LogLimiter,
 }
 
 impl App {
@@ -150,6 +151,11 @@ impl Daemon {
         config_path: Option<PathBuf>,
         twilio: Arc<dyn MessagesApi>,
     ) -> Result<Self, DaemonError> {
+        // Past a file size limit (RLIMIT_FSIZE) the kernel kills with SIGXFSZ; handling
+        // the signal turns that into an EFBIG write error the store reports, like a full
+        // disk. tokio keeps the handler installed for the life of the process.
+        let xfsz = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::Xfsz as i32);
+        let _ = tokio::signal::unix::signal(xfsz);
         let store = Arc::new(Store::open(&config.gateway.state_dir)?);
         let resolver = match &config.gateway.tls {
             Some(t) => Some(Arc::new(CertResolver::new(&t.cert_file, &t.key_file)?)),
@@ -190,6 +196,7 @@ impl Daemon {
             wake_outbound: Notify::new(),
             wake_media: Notify::new(),
             agents: crate::agent::Hub::default(),
+            log_limit: crate::logging::LogLimiter::new(20),
         });
         Ok(Self {
             app,
@@ -287,6 +294,12 @@ async fn prune_seen(app: Arc<App>, mut stop: Shutdown) {
             Ok(0) => {}
             Ok(n) => tracing::debug!("forgot {n} processed SIDs older than the retention"),
             Err(e) => tracing::warn!("pruning processed SIDs failed: {e}"),
+        }
+        if let Err(e) = app
+            .store
+            .prune_texted(now_ms(), crate::access::budget::DAY_MS)
+        {
+            tracing::warn!("pruning the pairing-text history failed: {e}");
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::{self, new_code, PairingRequest, Plan, PAIRING_TTL_MS};
+use crate::access::{self, budget, new_code, PairingRequest, Plan, PAIRING_TTL_MS};
 use crate::config::Config;
 use crate::daemon::{App, Shutdown};
 use crate::phone::E164;
@@ -149,16 +149,24 @@ pub fn effects_for(
                 .find(|c| !taken.contains(&c.as_str()))
                 .unwrap_or_else(new_code);
             tracing::info!(account = %account.id, %sid, from = %who, %code, "pairing requested; approve with: smsgate pairing approve sms {code}");
-            if send_code {
-                fx.outbound.push(store.new_outbound(
-                    &account.id,
-                    from.clone(),
-                    pairing_code_text(&code),
-                    Purpose::PairingCode,
-                    now,
-                )?);
-            } else {
-                tracing::info!(account = %account.id, from = %who, "no pairing code texted: the sender has opted out");
+            let (to_sender, to_account) = store.pairing_text_history(&account.id, &from)?;
+            match (send_code, budget::allows(&to_sender, &to_account, now)) {
+                (true, Ok(())) => {
+                    fx.outbound.push(store.new_outbound(
+                        &account.id,
+                        from.clone(),
+                        pairing_code_text(&code),
+                        Purpose::PairingCode,
+                        now,
+                    )?);
+                    fx.texted = Some((account.id.clone(), from.clone()));
+                }
+                (true, Err(why)) => {
+                    tracing::warn!(account = %account.id, from = %who, "no pairing code texted: {why} (SMS cost limit)")
+                }
+                (false, _) => {
+                    tracing::info!(account = %account.id, from = %who, "no pairing code texted: the sender has opted out")
+                }
             }
             fx.new_pairing = Some(PairingRequest {
                 code,

@@ -26,3 +26,52 @@ pub fn init(settings: &LogSettings) {
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }
+
+/// Lets through at most `per_second` lines a second; the rest are counted and reported
+/// in the next line that gets through. A flood of bad requests must not fill the disk.
+pub struct LogLimiter {
+    per_second: u64,
+    /// (current second, lines this second, suppressed since the last line let through)
+    state: std::sync::Mutex<(u64, u64, u64)>,
+}
+
+impl LogLimiter {
+    pub fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            state: std::sync::Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be written now, with how many were dropped
+    /// before it; `None` when this one is dropped.
+    pub fn allow(&self, now_secs: u64) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 != now_secs {
+            s.0 = now_secs;
+            s.1 = 0;
+        }
+        if s.1 >= self.per_second {
+            s.2 += 1;
+            return None;
+        }
+        s.1 += 1;
+        Some(std::mem::take(&mut s.2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_counts_what_it_drops() {
+        let l = LogLimiter::new(2);
+        assert_eq!(l.allow(1), Some(0));
+        assert_eq!(l.allow(1), Some(0));
+        assert_eq!(l.allow(1), None);
+        assert_eq!(l.allow(1), None);
+        assert_eq!(l.allow(2), Some(2));
+        assert_eq!(l.allow(2), Some(0));
+    }
+}

@@ -113,3 +113,139 @@ async fn kill_9_with_a_spooled_pairing_request_texts_once_after_restart() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// An agent on its own thread that reconnects after every restart, replies "re:<id>" to
+/// each message, and records every id it was given.
+fn replying_agent(
+    sock: std::path::PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            loop {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let v: serde_json::Value = match serde_json::from_str(&line) {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        };
+                        if v["type"] == "message" {
+                            let id = v["id"].as_str().unwrap().to_string();
+                            seen.lock().unwrap().push(id.clone());
+                            let reply = serde_json::json!({"type": "reply", "id": id, "text": format!("re:{id}")});
+                            if w.write_all(format!("{reply}\n").as_bytes()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        continue
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_under_load() {
+    use rand::Rng;
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = replying_agent(t.state().join("agent.sock"), seen.clone(), stop.clone());
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _round in 0..5 {
+        let gw = Gateway::start(&config);
+        let url = gw.url("/webhooks/sms");
+        let load: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, acked, counter) = (url.clone(), acked.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    loop {
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let sid = format!("SMr{n:032}");
+                        let from = format!("+1555770{:04}", n % 50);
+                        let p = inbound(&sid, &from, "under load");
+                        let sent = c
+                            .post(&url)
+                            .header("X-Twilio-Signature", sign(TOKEN, PUBLIC, &p))
+                            .body(form(&p))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status().as_u16() == 200 => acked.lock().unwrap().push(sid),
+                            _ => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let wait = rand::thread_rng().gen_range(100..400);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        gw.kill9();
+        for l in load {
+            let _ = l.await;
+        }
+    }
+    let gw = Gateway::start(&config);
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "too little load: {}", acked.len());
+    let all_seen = || {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|a| seen.contains(a))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), all_seen),
+        "some acknowledged messages never reached the agent"
+    );
+    // Let the last replies go out, then check nobody was texted twice for one reply.
+    assert!(
+        wait_until(Duration::from_secs(20), || agent_queue_empty(&config)),
+        "messages left unacknowledged"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = agent.join();
+    assert_eq!(gw.stop().code(), Some(0));
+    let mut bodies: Vec<String> = twilio
+        .sends()
+        .iter()
+        .map(|r| r.field("Body").unwrap().to_string())
+        .collect();
+    let total = bodies.len();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), total, "a reply was sent twice");
+    smsgate::store::Store::open(&t.state()).expect("the store opens cleanly");
+}
+
+fn agent_queue_empty(config: &std::path::Path) -> bool {
+    let out = cli(config, &["channels", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["daemon"]["agentQueue"] == 0
+}

@@ -204,13 +204,20 @@ impl Hub {
 
     /// Acknowledges `id` for `conn`; returns where replies to it go.
     fn ack(&self, app: &App, conn: ConnId, id: &str) -> Result<(String, E164), String> {
-        let flight = {
+        let (key, acked) = {
             let mut st = self.state();
-            match st.in_flight.get(id) {
-                Some(f) if f.conn == conn => {}
+            let seq = match st.in_flight.get(id) {
+                Some(f) if f.conn == conn => f.seq,
                 Some(_) => return Err(format!("message {id} is being handled by another agent")),
                 None => return Err(format!("message {id} is not waiting for an acknowledgement (unknown, or already acknowledged)")),
-            }
+            };
+            // The inbox entry goes before the in-flight mark, both under the lock:
+            // otherwise a concurrent pump could see the message neither acknowledged
+            // nor in flight, and deliver it again.
+            let acked = app
+                .store
+                .ack_inbox(seq, now_ms())
+                .map_err(|e| format!("cannot record the ack of {id}: {e}"))?;
             let Some(f) = st.in_flight.remove(id) else {
                 return Err(format!("message {id} is not in flight"));
             };
@@ -218,22 +225,18 @@ impl Hub {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
             unbind_one(&mut st, &f.key);
-            f
+            (f.key, acked)
         };
-        match app.store.ack_inbox(flight.seq, now_ms()) {
-            Ok(Some(msg)) => {
-                let paths: Vec<std::path::PathBuf> = msg
-                    .media
-                    .iter()
-                    .filter_map(|m| m.path.as_ref().map(Into::into))
-                    .collect();
-                super::media::remove_files(&paths);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!("cannot record the ack of {id}: {e}"),
+        if let Some(msg) = acked {
+            let paths: Vec<std::path::PathBuf> = msg
+                .media
+                .iter()
+                .filter_map(|m| m.path.as_ref().map(Into::into))
+                .collect();
+            super::media::remove_files(&paths);
         }
         self.pump(app);
-        Ok(flight.key)
+        Ok(key)
     }
 
     /// Handles one line from an agent.

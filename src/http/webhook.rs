@@ -50,12 +50,21 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(e) => {
             let status = e.status();
             app.metrics.webhook(status.as_u16());
-            match &e {
-                WebhookError::NotFound => tracing::info!(%path, "webhook: 404 {e}"),
-                WebhookError::Store(_) => {
-                    tracing::error!(%path, "webhook: {} {e}", status.as_u16())
+            // Rejections are what a flood produces: their log lines are rate-limited.
+            let now = crate::store::now_ms() / 1000;
+            if let Some(dropped) = app.log_limit.allow(now) {
+                let dropped = if dropped > 0 {
+                    format!(" ({dropped} similar lines suppressed)")
+                } else {
+                    String::new()
+                };
+                match &e {
+                    WebhookError::NotFound => tracing::info!(%path, "webhook: 404 {e}{dropped}"),
+                    WebhookError::Store(_) => {
+                        tracing::error!(%path, "webhook: {} {e}{dropped}", status.as_u16())
+                    }
+                    _ => tracing::warn!(%path, "webhook: {} {e}{dropped}", status.as_u16()),
                 }
-                _ => tracing::warn!(%path, "webhook: {} {e}", status.as_u16()),
             }
             let mut r = respond(status, "text/plain", format!("{e}\n"));
             if status == StatusCode::METHOD_NOT_ALLOWED {

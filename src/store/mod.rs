@@ -124,6 +124,8 @@ pub struct Store {
     routes: sled::Tree,
     /// Dead letters by message id.
     dead: sled::Tree,
+    /// When pairing texts went out: `account \0 number \0 time` → empty.
+    texted: sled::Tree,
 }
 
 impl Store {
@@ -189,6 +191,7 @@ impl Store {
             status: tree("status")?,
             routes: tree("routes")?,
             dead: tree("dead")?,
+            texted: tree("texted")?,
             db,
             path,
         })
@@ -333,15 +336,25 @@ impl Store {
             .iter()
             .map(|o| Ok((o.id, enc(o))))
             .collect::<Result<_, StoreError>>()?;
+        let texted_key = effects.texted.as_ref().map(|(account, number)| {
+            let mut k = key2(account, number.as_str());
+            k.push(0);
+            k.extend_from_slice(&effects.now.to_be_bytes());
+            k
+        });
         (
             &self.spool,
             &self.inbox,
             &self.pairing,
             &self.optout,
             &self.outbound,
+            &self.texted,
         )
-            .transaction(|(spool, inbox, pairing, optout, out)| {
+            .transaction(|(spool, inbox, pairing, optout, out, texted)| {
                 spool.remove(spool_key)?;
+                if let Some(k) = &texted_key {
+                    texted.insert(k.as_slice(), &[])?;
+                }
                 if let (Some(msg), Some(k)) = (&effects.forward, inbox_key) {
                     inbox.insert(&k, enc(msg))?;
                 }
@@ -602,6 +615,49 @@ impl Store {
         }
     }
 
+    /// When pairing texts went to `number` and to anyone on `account` (ms).
+    pub fn pairing_text_history(
+        &self,
+        account: &str,
+        number: &E164,
+    ) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+        let mut to_sender = Vec::new();
+        let mut to_account = Vec::new();
+        let mine = key2(account, number.as_str());
+        for key in self.texted.scan_prefix(prefix(account)).keys() {
+            let key = key?;
+            let Some(ts) = key
+                .len()
+                .checked_sub(8)
+                .and_then(|i| key[i..].try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            to_account.push(ts);
+            if key.starts_with(&mine) && key.get(mine.len()) == Some(&0) {
+                to_sender.push(ts);
+            }
+        }
+        Ok((to_sender, to_account))
+    }
+
+    /// Forgets pairing-text history older than `max_age_ms`.
+    pub fn prune_texted(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
+        for key in self.texted.iter().keys() {
+            let key = key?;
+            let ts = key
+                .len()
+                .checked_sub(8)
+                .and_then(|i| key[i..].try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            if now.saturating_sub(ts) > max_age_ms {
+                self.texted.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn dead_len(&self) -> usize {
         self.dead.len()
     }
@@ -700,6 +756,8 @@ pub struct Effects {
     /// (account, number, opted out?)
     pub opt: Option<(String, E164, bool)>,
     pub outbound: Vec<OutboundRecord>,
+    /// A pairing text went to (account, number): counts against the SMS budget.
+    pub texted: Option<(String, E164)>,
 }
 
 fn user_name(uid: u32) -> String {

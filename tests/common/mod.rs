@@ -90,6 +90,8 @@ pub enum Canned {
     Json(u16, String, Option<u64>),
     /// Never answer (until the client gives up).
     Hang,
+    /// Close the connection without an answer (after reading the request).
+    Reset,
 }
 
 #[derive(Clone)]
@@ -129,9 +131,7 @@ impl FakeTwilio {
                         let svc = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
                                 let (r, s, ro) = (r.clone(), s.clone(), ro.clone());
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(answer(req, r, s, ro).await)
-                                }
+                                async move { answer(req, r, s, ro).await }
                             },
                         );
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -191,12 +191,23 @@ impl FakeTwilio {
     }
 }
 
+/// The resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Canned>>>,
     routes: Arc<Mutex<Vec<Route>>>,
-) -> hyper::Response<Full<Bytes>> {
+) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(String::from);
@@ -233,7 +244,7 @@ async fn answer(
         }
         resp.headers_mut()
             .insert("content-type", "image/jpeg".parse().unwrap());
-        return resp;
+        return Ok(resp);
     }
     let fixed = {
         let last = requests.lock().unwrap().last().cloned().unwrap();
@@ -254,6 +265,7 @@ async fn answer(
             (500, String::new(), None)
         }
         Some(Canned::Json(status, body, ra)) => (status, body, ra),
+        Some(Canned::Reset) => return Err(std::io::Error::other("reset")),
         None => (
             201,
             format!(r#"{{"sid":"SM{n:032}","status":"queued","num_segments":"1"}}"#),
@@ -268,7 +280,7 @@ async fn answer(
         resp.headers_mut()
             .insert("retry-after", ra.to_string().parse().unwrap());
     }
-    resp
+    Ok(resp)
 }
 
 pub fn twilio_error(code: u32, status: u16) -> Canned {
@@ -344,7 +356,23 @@ impl Gateway {
     }
 
     pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(bin());
+        Self::spawn(config, env, &[])
+    }
+
+    /// Starts the gateway under a wrapper command (e.g. `prlimit … --`).
+    pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Self {
+        Self::spawn(config, &[], wrapper)
+    }
+
+    fn spawn(config: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Self {
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.arg("gateway")
             .arg("--config")
             .arg(config)
@@ -482,6 +510,12 @@ impl TestAgent {
 
     pub fn send(&mut self, v: serde_json::Value) {
         self.send_raw(&v.to_string());
+    }
+
+    /// Writes without a newline (half a line).
+    pub fn send_raw_partial(&mut self, text: &str) {
+        use std::io::Write;
+        self.writer.write_all(text.as_bytes()).unwrap();
     }
 
     pub fn send_raw(&mut self, line: &str) {

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use super::args::ChannelsCmd;
-use super::{check_channel, load_config, print_json, runtime};
+use super::{check_channel, load_config, load_config_without_secrets, print_json, runtime};
 use crate::admin::{client, Request};
 use crate::channels::{self, Check};
 
@@ -71,7 +71,8 @@ fn daemon_state(config: &crate::config::Config) -> Value {
 }
 
 fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode> {
-    let config = load_config(path)?;
+    // Without --probe nothing talks to Twilio, so the token need not be readable.
+    let config = if probe { load_config(path)? } else { load_config_without_secrets(path)? };
     let mut accounts = channels::account_summary(&config);
     let daemon = daemon_state(&config);
     let mut all_ok = true;
@@ -218,7 +219,7 @@ fn setup(path: &Option<PathBuf>, account: Option<&str>, dry_run: bool) -> Result
 }
 
 pub fn health(path: &Option<PathBuf>) -> Result<ExitCode> {
-    let config = load_config(path)?;
+    let config = load_config_without_secrets(path)?;
     let mut addr = config.gateway.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

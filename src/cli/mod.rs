@@ -41,12 +41,26 @@ fn config_path(cli_path: &Option<PathBuf>) -> (PathBuf, bool) {
 /// Loads the config; without --config and without the default file, the environment
 /// alone configures the gateway (handy in containers).
 pub fn load_config(cli_path: &Option<PathBuf>) -> Result<Config> {
+    load(cli_path, false)
+}
+
+/// For commands that never call Twilio (pairing, senders, queue, status without
+/// probe, health): an operator runs them outside the service, where a token kept in
+/// `$CREDENTIALS_DIRECTORY` cannot be read, and they do not need it.
+pub fn load_config_without_secrets(cli_path: &Option<PathBuf>) -> Result<Config> {
+    load(cli_path, true)
+}
+
+fn load(cli_path: &Option<PathBuf>, without_secrets: bool) -> Result<Config> {
     let (path, named) = config_path(cli_path);
     if !named && !path.exists() {
-        return config::validate::validate_value(&Value::Object(Default::default()), &config::Env::from_process())
+        let mut env = config::Env::from_process();
+        env.tolerate_unresolved_secrets = without_secrets;
+        return config::validate::validate_value(&Value::Object(Default::default()), &env)
             .map_err(|e| anyhow!("{DEFAULT_CONFIG_PATH} does not exist and the environment alone is not a valid configuration: {e}"));
     }
-    config::load(&path).map_err(|e| anyhow!("{e}"))
+    let loaded = if without_secrets { config::load_without_secrets(&path) } else { config::load(&path) };
+    loaded.map_err(|e| anyhow!("{e}"))
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -136,7 +150,7 @@ fn check_channel(channel: &str) -> Result<()> {
 }
 
 fn admin(path: &Option<PathBuf>, req: Request) -> Result<Value> {
-    let config = load_config(path)?;
+    let config = load_config_without_secrets(path)?;
     client::call_or_direct(&config, &req).map_err(|e| anyhow!("{e}"))
 }
 
@@ -287,7 +301,7 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
     };
     let socket = match socket {
         Some(s) => s,
-        None => load_config(path)?.gateway.agent_socket,
+        None => load_config_without_secrets(path)?.gateway.agent_socket,
     };
     crate::logging::init(&crate::config::LogSettings {
         level: "info".into(),

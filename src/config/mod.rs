@@ -250,6 +250,18 @@ pub fn parse_json5(text: &str) -> Result<serde_json::Value, String> {
 
 /// Reads, parses and validates the config at `path` against the process environment.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
+    load_with(path, &Env::from_process())
+}
+
+/// Like [`load`], for commands that never use the auth token: SecretRefs only the
+/// service can resolve (`$CREDENTIALS_DIRECTORY`) are left empty instead of failing.
+pub fn load_without_secrets(path: &Path) -> Result<Config, LoadError> {
+    let mut env = Env::from_process();
+    env.tolerate_unresolved_secrets = true;
+    load_with(path, &env)
+}
+
+fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -258,7 +270,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
         path: path.to_path_buf(),
         message,
     })?;
-    validate::validate_value(&value, &Env::from_process()).map_err(|errors| LoadError::Invalid {
+    validate::validate_value(&value, env).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })

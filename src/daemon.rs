@@ -166,9 +166,9 @@ impl Daemon {
             let path = path.clone();
             move |source| DaemonError::Socket { path, source }
         };
-        let admin = crate::admin::server::bind_unix(&config.gateway.admin_socket, 0o600)
+        let admin = crate::unix_socket::bind(&config.gateway.admin_socket, 0o600)
             .map_err(socket_err(&config.gateway.admin_socket))?;
-        let agent = crate::admin::server::bind_unix(&config.gateway.agent_socket, 0o660)
+        let agent = crate::unix_socket::bind(&config.gateway.agent_socket, 0o660)
             .map_err(socket_err(&config.gateway.agent_socket))?;
         let metrics = match config.gateway.metrics_listen {
             Some(addr) => {

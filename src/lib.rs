@@ -27,3 +27,4 @@ pub mod store;
 pub mod systemd;
 pub mod text;
 pub mod twilio;
+pub mod unix_socket;

@@ -2,8 +2,6 @@
 //! JSON response line per connection. Only root and the daemon's own user get in,
 //! checked with the peer's credentials, whatever the file mode.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -16,42 +14,9 @@ use crate::store::Purpose;
 
 const MAX_REQUEST: usize = 64 * 1024;
 
-/// Binds a Unix socket, replacing a stale file only when nothing answers on it.
-pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!(
-                    "{} is in use by a running process (another smsgate?)",
-                    path.display()
-                ),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
-}
-
 pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
     let me = rustix::process::geteuid().as_raw();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("admin socket accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => return,
-        };
+    while let Some(stream) = crate::unix_socket::accept(&listener, "admin", &mut shutdown).await {
         let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me);
         let app = app.clone();
         tokio::spawn(async move {

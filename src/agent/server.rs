@@ -12,18 +12,7 @@ use super::protocol::{self, LineError, MAX_LINE};
 use crate::daemon::{App, Shutdown};
 
 pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("agent socket accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => return,
-        };
+    while let Some(stream) = crate::unix_socket::accept(&listener, "agent", &mut shutdown).await {
         tokio::spawn(connection(app.clone(), stream));
     }
 }

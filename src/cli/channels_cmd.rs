@@ -72,7 +72,11 @@ fn daemon_state(config: &crate::config::Config) -> Value {
 
 fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode> {
     // Without --probe nothing talks to Twilio, so the token need not be readable.
-    let config = if probe { load_config(path)? } else { load_config_without_secrets(path)? };
+    let config = if probe {
+        load_config(path)?
+    } else {
+        load_config_without_secrets(path)?
+    };
     let mut accounts = channels::account_summary(&config);
     let daemon = daemon_state(&config);
     let mut all_ok = true;

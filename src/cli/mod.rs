@@ -59,7 +59,11 @@ fn load(cli_path: &Option<PathBuf>, without_secrets: bool) -> Result<Config> {
         return config::validate::validate_value(&Value::Object(Default::default()), &env)
             .map_err(|e| anyhow!("{DEFAULT_CONFIG_PATH} does not exist and the environment alone is not a valid configuration: {e}"));
     }
-    let loaded = if without_secrets { config::load_without_secrets(&path) } else { config::load(&path) };
+    let loaded = if without_secrets {
+        config::load_without_secrets(&path)
+    } else {
+        config::load(&path)
+    };
     loaded.map_err(|e| anyhow!("{e}"))
 }
 

@@ -831,12 +831,19 @@ fn public_url(s: &str, path: &str, p: &mut Problems) -> Option<PublicUrl> {
 fn resolve_secret(input: &SecretInput, path: &str, env: &Env, p: &mut Problems) -> Option<Secret> {
     if env.tolerate_unresolved_secrets {
         let mut quiet = Problems::default();
-        return Some(resolve_secret_strict(input, path, env, &mut quiet).unwrap_or_else(|| Secret::new("")));
+        return Some(
+            resolve_secret_strict(input, path, env, &mut quiet).unwrap_or_else(|| Secret::new("")),
+        );
     }
     resolve_secret_strict(input, path, env, p)
 }
 
-fn resolve_secret_strict(input: &SecretInput, path: &str, env: &Env, p: &mut Problems) -> Option<Secret> {
+fn resolve_secret_strict(
+    input: &SecretInput,
+    path: &str,
+    env: &Env,
+    p: &mut Problems,
+) -> Option<Secret> {
     let r: &SecretRef = match input {
         SecretInput::Plain(s) if s.is_empty() => {
             p.add(path, "is empty; set the auth token from the Twilio Console");

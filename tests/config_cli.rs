@@ -391,7 +391,12 @@ fn admin_commands_work_without_the_services_credentials() {
         t.state().display()
     ));
     let c = config.to_str().unwrap();
-    for args in [vec!["pairing", "list", "--json"], vec!["senders", "list"], vec!["queue", "list"], vec!["channels", "status"]] {
+    for args in [
+        vec!["pairing", "list", "--json"],
+        vec!["senders", "list"],
+        vec!["queue", "list"],
+        vec!["channels", "status"],
+    ] {
         let mut a = args.clone();
         a.extend(["--config", c]);
         let out = run(&a, &[]);

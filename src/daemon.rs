@@ -125,14 +125,14 @@ impl Shutdown {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}: {error}")]
     Socket {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("gateway.tls: {0}")]
+    #[error(transparent)]
     Tls(#[from] http::tls::TlsError),
 }
 
@@ -164,7 +164,7 @@ impl Daemon {
         let tls = resolver.clone().map(http::tls::acceptor).transpose()?;
         let socket_err = |path: &PathBuf| {
             let path = path.clone();
-            move |source| DaemonError::Socket { path, source }
+            move |error| DaemonError::Socket { path, error }
         };
         let admin = crate::unix_socket::bind(&config.gateway.admin_socket, 0o600)
             .map_err(socket_err(&config.gateway.admin_socket))?;
@@ -175,9 +175,9 @@ impl Daemon {
                 Some(
                     TcpListener::bind(addr)
                         .await
-                        .map_err(|source| DaemonError::Socket {
+                        .map_err(|error| DaemonError::Socket {
                             path: PathBuf::from(addr.to_string()),
-                            source,
+                            error,
                         })?,
                 )
             }

@@ -15,7 +15,7 @@ pub enum AdminError {
     NotRunning(String),
     #[error("cannot reach the daemon on {path}: {message}")]
     Unreachable { path: String, message: String },
-    #[error("the daemon is not running and {0}")]
+    #[error("the daemon is not running, and {0}")]
     Store(StoreError),
     #[error("{0}")]
     Failed(String),

@@ -232,10 +232,10 @@ impl fmt::Display for ConfigErrors {
 /// Errors reading a config file, before validation.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read config file {path}: {source}; pass the right file with --config or SMSGATE_CONFIG")]
+    #[error("cannot read config file {path}: {error}; pass the right file with --config or SMSGATE_CONFIG")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path} is not valid JSON5: {message}")]
     Syntax { path: PathBuf, message: String },
@@ -262,9 +262,9 @@ pub fn load_without_secrets(path: &Path) -> Result<Config, LoadError> {
 }
 
 fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let value = parse_json5(&text).map_err(|message| LoadError::Syntax {
         path: path.to_path_buf(),

@@ -14,11 +14,8 @@ pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path} holds no PEM certificate; gateway.tls.certFile must be the full chain (fullchain.pem)")]
     NoCert { path: String },
     #[error("{path} holds no PEM private key; gateway.tls.keyFile must be the key (privkey.pem)")]
@@ -30,9 +27,9 @@ pub enum TlsError {
 /// Loads and checks a certificate chain and its key.
 pub fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read {
+        std::fs::read(p).map_err(|error| TlsError::Read {
             path: p.display().to_string(),
-            source,
+            error,
         })
     };
     let cert_pem = read(cert_file)?;

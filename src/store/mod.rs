@@ -170,12 +170,12 @@ impl Store {
                         name: user_name(meta.uid()),
                     }
                 }
-                sled::Error::Corruption { .. } | sled::Error::ReportableBug(_) => {
-                    StoreError::Corrupt {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    }
-                }
+                sled::Error::Corruption { .. }
+                | sled::Error::ReportableBug(_)
+                | sled::Error::Unsupported(_) => StoreError::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                },
                 other => open_err(other.to_string()),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(StoreError::from);

@@ -243,9 +243,72 @@ pub enum LoadError {
     Invalid { path: PathBuf, errors: ConfigErrors },
 }
 
+/// How deep objects and lists may nest (serde_json's own limit).
+pub const MAX_NESTING: usize = 128;
+
 /// Parses JSON5 text into a JSON value.
 pub fn parse_json5(text: &str) -> Result<serde_json::Value, String> {
+    // json5's deserializer recurses once per level without a limit: a deeply nested
+    // document would overflow the stack (found by fuzzing), so refuse it first.
+    if let Some(line) = nesting_beyond(text, MAX_NESTING) {
+        return Err(format!("objects and lists nest more than {MAX_NESTING} levels deep (line {line}); no configuration needs that"));
+    }
     json5::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())
+}
+
+/// The line where `[`/`{` nesting first exceeds `limit`, outside strings and comments.
+fn nesting_beyond(text: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '"' | '\'' => {
+                // A string: skip to its closing quote, honouring escapes.
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\n' => line += 1,
+                        q if q == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        line += 1;
+                    }
+                    if prev == '*' && s == '/' {
+                        break;
+                    }
+                    prev = s;
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads, parses and validates the config at `path` against the process environment.
@@ -274,4 +337,29 @@ fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
         path: path.to_path_buf(),
         errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_table() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let cases: Vec<(String, usize, Option<usize>)> = vec![
+            (deep(3), 3, None),
+            (deep(4), 3, Some(1)),
+            ("{a: '[[[[', b: \"{{{{\"}".into(), 1, None),
+            ("{a: 1, // [[[[\n b: /* {{{{ */ 2}".into(), 1, None),
+            ("{\n a: {\n b: {}}}".into(), 2, Some(3)),
+            ("'\\'[[[['".into(), 0, None),
+        ];
+        for (text, limit, want) in cases {
+            assert_eq!(nesting_beyond(&text, limit), want, "{text:?}");
+        }
+        assert!(parse_json5(&deep(5000))
+            .unwrap_err()
+            .contains("nest more than"));
+        assert!(parse_json5(&deep(100)).is_ok());
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Mutex, Notify};
 
+use crate::acme;
 use crate::config::Config;
 use crate::http;
 use crate::http::tls::CertResolver;
@@ -83,6 +84,9 @@ impl App {
         if tls_files(&old) != tls_files(&new) {
             notes.push("gateway.tls files changed: restart to serve the new ones".to_string());
         }
+        if old.gateway.acme != new.gateway.acme {
+            notes.push("gateway.tls.acme changed: restart to apply it".to_string());
+        }
         if let Some(tls) = &self.tls {
             tls.reload().map_err(|e| {
                 format!("gateway.tls: {e}; the running configuration and certificate are kept")
@@ -143,6 +147,70 @@ pub struct Daemon {
     agent: UnixListener,
     metrics: Option<TcpListener>,
     tls: Option<http::tls::TlsAcceptor>,
+    acme: Option<AcmeStart>,
+}
+
+/// What the ACME task starts from.
+struct AcmeStart {
+    settings: crate::config::AcmeSettings,
+    paths: acme::Paths,
+    /// The stored certificate, when it may be served.
+    current: Option<acme::CertInfo>,
+    http01: Option<(TcpListener, acme::http01::Tokens)>,
+}
+
+/// Loads the stored certificate into `resolver` when it may be served and binds the
+/// HTTP-01 listener. A corrupt or expired certificate is reported, not fatal: the ACME
+/// task obtains a new one.
+async fn acme_start(
+    settings: &crate::config::AcmeSettings,
+    state_dir: &std::path::Path,
+    resolver: &CertResolver,
+) -> Result<AcmeStart, DaemonError> {
+    let paths = acme::Paths::new(state_dir);
+    let now = acme::now_unix();
+    let domains = settings.domains.join(",");
+    let current = match acme::load_stored(&paths) {
+        Ok(Some((key, info))) => match acme::judge_cached(&info, &settings.domains, now) {
+            acme::CacheVerdict::Use => {
+                resolver.set(key);
+                tracing::info!(%domains, issuer = %info.issuer, "serving the stored certificate: {} days left (expires {})", info.days_left(now), acme::rfc3339(info.not_after));
+                Some(info)
+            }
+            acme::CacheVerdict::DomainsChanged => {
+                resolver.set(key);
+                tracing::warn!(%domains, "the stored certificate is for {} but gateway.tls.acme.domains changed: serving it until a new one is obtained", info.domains.join(","));
+                Some(info)
+            }
+            acme::CacheVerdict::Expired => {
+                tracing::warn!(%domains, "the stored certificate expired at {}: obtaining a new one", acme::rfc3339(info.not_after));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(%domains, "{e}; obtaining a new certificate to replace it");
+            None
+        }
+    };
+    let http01 = match settings.http01_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|error| DaemonError::Socket {
+                    path: PathBuf::from(addr.to_string()),
+                    error,
+                })?;
+            Some((l, acme::http01::Tokens::default()))
+        }
+        None => None,
+    };
+    Ok(AcmeStart {
+        settings: settings.clone(),
+        paths,
+        current,
+        http01,
+    })
 }
 
 impl Daemon {
@@ -157,9 +225,16 @@ impl Daemon {
         let xfsz = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::Xfsz as i32);
         let _ = tokio::signal::unix::signal(xfsz);
         let store = Arc::new(Store::open(&config.gateway.state_dir)?);
-        let resolver = match &config.gateway.tls {
-            Some(t) => Some(Arc::new(CertResolver::new(&t.cert_file, &t.key_file)?)),
-            None => None,
+        let mut acme = None;
+        let resolver = match (&config.gateway.tls, &config.gateway.acme) {
+            (Some(t), _) => Some(Arc::new(CertResolver::new(&t.cert_file, &t.key_file)?)),
+            (None, Some(settings)) => {
+                let resolver = Arc::new(CertResolver::empty());
+                let start = acme_start(settings, &config.gateway.state_dir, &resolver).await?;
+                acme = Some(start);
+                Some(resolver)
+            }
+            (None, None) => None,
         };
         let tls = resolver.clone().map(http::tls::acceptor).transpose()?;
         let socket_err = |path: &PathBuf| {
@@ -204,6 +279,7 @@ impl Daemon {
             agent,
             metrics,
             tls,
+            acme,
         })
     }
 
@@ -253,8 +329,39 @@ impl Daemon {
             tokio::spawn(reload_on_sighup(app.clone(), stop.clone())),
             tokio::spawn(watchdog(stop.clone())),
         ];
-        if app.tls.is_some() {
+        if app.tls.as_ref().is_some_and(|t| t.files().is_some()) {
             tasks.push(tokio::spawn(watch_certificate(app.clone(), stop.clone())));
+        }
+        if let (Some(start), Some(resolver)) = (self.acme, app.tls.clone()) {
+            if !resolver.has_certificate() {
+                tracing::warn!(domains = %start.settings.domains.join(","), directory = %start.settings.directory_url, "HTTPS is not ready yet: no certificate for these names; obtaining one (TLS handshakes fail until then, except the CA's acme-tls/1 challenges)");
+            }
+            let tokens = match start.http01 {
+                Some((listener, tokens)) => {
+                    tracing::info!(
+                        "answering HTTP-01 challenges on http://{}/.well-known/acme-challenge/",
+                        listener
+                            .local_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default()
+                    );
+                    tasks.push(tokio::spawn(acme::http01::serve(
+                        listener,
+                        tokens.clone(),
+                        stop.clone(),
+                    )));
+                    Some(tokens)
+                }
+                None => None,
+            };
+            tasks.push(tokio::spawn(acme::run(
+                start.settings,
+                start.paths,
+                resolver,
+                tokens,
+                start.current,
+                stop.clone(),
+            )));
         }
         if let Some(m) = self.metrics {
             tracing::info!(
@@ -332,13 +439,17 @@ async fn reload_on_sighup(app: Arc<App>, mut stop: Shutdown) {
 /// Serves renewed certificates (certbot) without a restart.
 async fn watch_certificate(app: Arc<App>, mut stop: Shutdown) {
     let Some(tls) = app.tls.clone() else { return };
+    let Some((cert_file, _)) = tls.files() else {
+        return;
+    };
+    let cert_file = cert_file.to_path_buf();
     loop {
         tokio::select! {
             () = tokio::time::sleep(CERT_POLL) => {}
             () = stop.wait() => return,
         }
         match tls.reload_if_changed() {
-            Ok(true) => tracing::info!(cert = %tls.files().0.display(), "certificate changed on disk: now serving the new one"),
+            Ok(true) => tracing::info!(cert = %cert_file.display(), "certificate changed on disk: now serving the new one"),
             Ok(false) => {}
             Err(e) => tracing::error!("certificate files changed but cannot be loaded, still serving the old certificate: {e}"),
         }

@@ -8,6 +8,7 @@
 //! `admin` (the CLI's way into the daemon), `text` (SMS-ready text), `daemon` (wiring).
 
 pub mod access;
+pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod channels;

@@ -42,7 +42,7 @@ impl Metrics {
     /// Everything, with the daemon's current gauges.
     pub fn scrape(&self, app: &App) -> String {
         let (flushes, flush_micros) = app.commit.stats();
-        let mut out = self.render(&[
+        let mut gauges = vec![
             (
                 "smsgate_spool_depth",
                 "admitted webhooks not yet processed",
@@ -68,7 +68,15 @@ impl Metrics {
                 "agents connected to the agent socket",
                 app.agents.connections() as u64,
             ),
-        ]);
+        ];
+        if let Some(not_after) = app.tls.as_ref().and_then(|t| t.not_after()) {
+            gauges.push((
+                "smsgate_tls_certificate_expiry_seconds",
+                "when the served TLS certificate expires (Unix time)",
+                not_after.max(0) as u64,
+            ));
+        }
+        let mut out = self.render(&gauges);
         out.push_str("# HELP smsgate_store_flush_seconds time spent in store fsyncs (group commit)\n# TYPE smsgate_store_flush_seconds summary\n");
         out.push_str(&format!(
             "smsgate_store_flush_seconds_sum {}\nsmsgate_store_flush_seconds_count {flushes}\n",

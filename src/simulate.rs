@@ -19,7 +19,7 @@ pub fn message_sid() -> String {
 
 /// The local URL of an account's webhook on this gateway.
 pub fn local_url(config: &Config, account: &Account) -> String {
-    let scheme = if config.gateway.tls.is_some() {
+    let scheme = if config.gateway.tls.is_some() || config.gateway.acme.is_some() {
         "https"
     } else {
         "http"

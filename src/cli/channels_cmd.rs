@@ -118,8 +118,9 @@ fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode
             all_ok = false;
         }
     }
+    let tls = tls_status(&config);
     if as_json {
-        print_json(&json!({"accounts": accounts, "daemon": daemon}));
+        print_json(&json!({"accounts": accounts, "daemon": daemon, "tls": tls}));
     } else {
         for a in &accounts {
             let id = a["account"].as_str().unwrap_or("?");
@@ -178,12 +179,77 @@ fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode
             ),
             _ => println!("daemon: not running"),
         }
+        print_tls(&tls);
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The served (or to be served) certificate: from certFile, or the one ACME stored.
+fn tls_status(config: &crate::config::Config) -> Value {
+    let g = &config.gateway;
+    let (source, path, domains) = match (&g.tls, &g.acme) {
+        (Some(t), _) => ("files", t.cert_file.clone(), None),
+        (None, Some(a)) => (
+            "acme",
+            crate::acme::Paths::new(&g.state_dir).cert(),
+            Some(a.domains.clone()),
+        ),
+        (None, None) => return Value::Null,
+    };
+    let mut out = json!({
+        "source": source,
+        "certFile": path.display().to_string(),
+    });
+    if let (Some(domains), Some(a)) = (domains, &g.acme) {
+        out["acme"] = json!({"domains": domains, "directoryUrl": a.directory_url.as_str()});
+    }
+    let now = crate::acme::now_unix();
+    out["certificate"] = match std::fs::read(&path) {
+        Ok(pem) => match crate::acme::cert_info(&pem, &path) {
+            Ok(info) => info.json(now),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && source == "acme" => {
+            json!({"error": "not obtained yet; the running gateway obtains it (see its log)"})
+        }
+        Err(e) => json!({"error": format!("cannot read {}: {e}", path.display())}),
+    };
+    out
+}
+
+fn print_tls(tls: &Value) {
+    if tls.is_null() {
+        println!("tls: off (plain HTTP)");
+        return;
+    }
+    let c = &tls["certificate"];
+    if let Some(e) = c["error"].as_str() {
+        println!(
+            "tls ({}): no certificate: {e}",
+            tls["source"].as_str().unwrap_or("?")
+        );
+        return;
+    }
+    let names: Vec<&str> = c["domains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let left = c["expiresInSeconds"].as_i64().unwrap_or(0);
+    println!(
+        "tls ({}): certificate for {}, issuer {}, expires {} ({} days left), renewal from {}",
+        tls["source"].as_str().unwrap_or("?"),
+        names.join(", "),
+        c["issuer"].as_str().unwrap_or("?"),
+        c["notAfter"].as_str().unwrap_or("?"),
+        left.div_euclid(86_400),
+        c["renewAt"].as_str().unwrap_or("?"),
+    );
 }
 
 fn setup(path: &Option<PathBuf>, account: Option<&str>, dry_run: bool) -> Result<ExitCode> {
@@ -228,7 +294,7 @@ pub fn health(path: &Option<PathBuf>) -> Result<ExitCode> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let scheme = if config.gateway.tls.is_some() {
+    let scheme = if config.gateway.tls.is_some() || config.gateway.acme.is_some() {
         "https"
     } else {
         "http"

@@ -36,6 +36,8 @@ pub struct Config {
 pub struct Gateway {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// Certificates obtained and renewed automatically; never together with `tls`.
+    pub acme: Option<AcmeSettings>,
     pub state_dir: PathBuf,
     pub agent_socket: PathBuf,
     pub admin_socket: PathBuf,
@@ -51,6 +53,23 @@ pub struct Gateway {
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// Let's Encrypt's production directory, the default for `gateway.tls.acme`.
+pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`staging: true`): untrusted certificates, high limits.
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// `gateway.tls.acme`: which names to obtain a certificate for, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub domains: Vec<String>,
+    pub email: Option<String>,
+    pub directory_url: Url,
+    /// Answer HTTP-01 challenges here (usually port 80); TLS-ALPN-01 otherwise.
+    pub http01_listen: Option<SocketAddr>,
+    /// Extra CA (PEM) trusted for the directory's HTTPS: for test CAs such as Pebble.
+    pub directory_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -42,6 +42,18 @@ pub struct RawGateway {
 pub struct RawTls {
     pub cert_file: Option<Field<String>>,
     pub key_file: Option<Field<String>>,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawAcme {
+    pub domains: Option<Field<Vec<String>>>,
+    pub email: Option<Field<String>>,
+    pub directory_url: Option<Field<String>>,
+    pub staging: Option<Field<bool>>,
+    pub http01_listen: Option<Field<String>>,
+    pub directory_ca_file: Option<Field<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -21,10 +21,20 @@ pub fn redacted(config: &Config) -> Value {
     json!({
         "gateway": {
             "listen": g.listen.to_string(),
-            "tls": g.tls.as_ref().map(|t| json!({
-                "certFile": t.cert_file.display().to_string(),
-                "keyFile": t.key_file.display().to_string(),
-            })),
+            "tls": match (&g.tls, &g.acme) {
+                (Some(t), _) => json!({
+                    "certFile": t.cert_file.display().to_string(),
+                    "keyFile": t.key_file.display().to_string(),
+                }),
+                (None, Some(a)) => json!({ "acme": {
+                    "domains": a.domains,
+                    "email": a.email,
+                    "directoryUrl": a.directory_url.as_str(),
+                    "http01Listen": a.http01_listen.map(|l| l.to_string()),
+                    "directoryCaFile": a.directory_ca_file.as_ref().map(|f| f.display().to_string()),
+                } }),
+                (None, None) => Value::Null,
+            },
             "stateDir": g.state_dir.display().to_string(),
             "agentSocket": g.agent_socket.display().to_string(),
             "adminSocket": g.admin_socket.display().to_string(),

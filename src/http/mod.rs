@@ -93,6 +93,11 @@ pub async fn run(
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
+                        Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(tls::ACME_TLS_ALPN) => {
+                            // A CA validating TLS-ALPN-01: the handshake was the answer.
+                            tracing::debug!(%peer, "answered an acme-tls/1 challenge handshake");
+                            return;
+                        }
                         Ok(Ok(s)) => serve!(s),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");

@@ -2,7 +2,12 @@
 //! certificate sits behind a resolver that can be swapped while running, so a renewed
 //! certificate (SIGHUP, or the files changing on disk) is served to the next handshake
 //! without dropping connections.
+//!
+//! With ACME the resolver may start empty (handshakes fail until the first certificate
+//! is obtained) and also answers TLS-ALPN-01 challenges: a ClientHello offering only
+//! `acme-tls/1` for a name with a pending challenge gets the challenge certificate.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -11,6 +16,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+
+/// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -34,19 +42,34 @@ pub fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsEr
     };
     let cert_pem = read(cert_file)?;
     let key_pem = read(key_file)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    certified_key(
+        &cert_pem,
+        &key_pem,
+        &cert_file.display().to_string(),
+        &key_file.display().to_string(),
+    )
+}
+
+/// Parses and checks a PEM chain and key; the paths only name them in errors.
+pub fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_file: &str,
+    key_file: &str,
+) -> Result<CertifiedKey, TlsError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &*cert_pem)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
         return Err(TlsError::NoCert {
-            path: cert_file.display().to_string(),
+            path: cert_file.to_string(),
         });
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut &*key_pem)
         .ok()
         .flatten()
         .ok_or_else(|| TlsError::NoKey {
-            path: key_file.display().to_string(),
+            path: key_file.to_string(),
         })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
@@ -57,13 +80,15 @@ pub fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsEr
     Ok(certified)
 }
 
-/// The current certificate, swappable.
-#[derive(Debug)]
+/// The current certificate, swappable, plus pending TLS-ALPN-01 answers.
+#[derive(Debug, Default)]
 pub struct CertResolver {
-    current: RwLock<Arc<CertifiedKey>>,
-    cert_file: PathBuf,
-    key_file: PathBuf,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// `certFile`/`keyFile` to reload from; `None` under ACME.
+    files: Option<(PathBuf, PathBuf)>,
     seen: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    /// Challenge certificates by lower-case domain name.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -74,44 +99,105 @@ impl CertResolver {
     pub fn new(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
         let seen = (mtime(cert_file), mtime(key_file));
         Ok(Self {
-            current: RwLock::new(Arc::new(load_key(cert_file, key_file)?)),
-            cert_file: cert_file.to_path_buf(),
-            key_file: key_file.to_path_buf(),
+            current: RwLock::new(Some(Arc::new(load_key(cert_file, key_file)?))),
+            files: Some((cert_file.to_path_buf(), key_file.to_path_buf())),
             seen: Mutex::new(seen),
+            challenges: RwLock::default(),
         })
     }
 
-    /// Loads the files again; on error the old certificate stays.
+    /// No certificate yet (ACME): only challenge handshakes succeed until [`Self::set`].
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Serves `key` from the next handshake on.
+    pub fn set(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(key));
+    }
+
+    pub fn has_certificate(&self) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Answers TLS-ALPN-01 for `domain` with `key` until [`Self::clear_challenge`].
+    pub fn set_challenge(&self, domain: &str, key: CertifiedKey) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.to_ascii_lowercase(), Arc::new(key));
+    }
+
+    pub fn clear_challenge(&self, domain: &str) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&domain.to_ascii_lowercase());
+    }
+
+    /// Loads the files again; on error the old certificate stays. Without files
+    /// (ACME) there is nothing to reload.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let seen = (mtime(&self.cert_file), mtime(&self.key_file));
-        let key = load_key(&self.cert_file, &self.key_file)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        let Some((cert_file, key_file)) = &self.files else {
+            return Ok(());
+        };
+        let seen = (mtime(cert_file), mtime(key_file));
+        let key = load_key(cert_file, key_file)?;
+        self.set(key);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         Ok(())
     }
 
     /// Reloads when either file changed since the last load. `Ok(true)` when it did.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = (mtime(&self.cert_file), mtime(&self.key_file));
+        let Some((cert_file, key_file)) = &self.files else {
+            return Ok(false);
+        };
+        let now = (mtime(cert_file), mtime(key_file));
         if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now {
             return Ok(false);
         }
         self.reload().map(|()| true)
     }
 
-    pub fn files(&self) -> (&Path, &Path) {
-        (&self.cert_file, &self.key_file)
+    /// When the served certificate expires (Unix seconds), for the metrics.
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let leaf = current.end_entity_cert().ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))
     }
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .challenges
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+                .get(&name)
+                .cloned();
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -122,6 +208,7 @@ pub fn acceptor(resolver: Arc<CertResolver>) -> Result<TlsAcceptor, TlsError> {
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 last: only a CA validating TLS-ALPN-01 offers it, and offers nothing else.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

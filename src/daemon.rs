@@ -397,19 +397,27 @@ impl Daemon {
 
 async fn prune_seen(app: Arc<App>, mut stop: Shutdown) {
     loop {
-        match app.store.prune_seen(now_ms(), SEEN_RETENTION_MS) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!("forgot {n} processed SIDs older than the retention"),
-            Err(e) => tracing::warn!("pruning processed SIDs failed: {e}"),
+        // Not at startup (a big store would delay serving), then hourly.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(600)) => {}
+            () = stop.wait() => return,
         }
-        if let Err(e) = app
-            .store
-            .prune_texted(now_ms(), crate::access::budget::DAY_MS)
-        {
-            tracing::warn!("pruning the pairing-text history failed: {e}");
+        let store = app.store.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            store
+                .prune_texted(now, crate::access::budget::DAY_MS)
+                .and(store.prune_seen(now, SEEN_RETENTION_MS))
+        })
+        .await;
+        match pruned {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!("forgot {n} processed SIDs older than the retention"),
+            Ok(Err(e)) => tracing::warn!("pruning processed SIDs failed: {e}"),
+            Err(e) => tracing::warn!("pruning task failed: {e}"),
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(Duration::from_secs(3000)) => {}
             () = stop.wait() => return,
         }
     }

@@ -148,57 +148,58 @@ impl Hub {
 
     /// Delivers whatever can be delivered now.
     pub fn pump(&self, app: &App) {
-        let mut st = self.state();
+        let mut guard = self.state();
+        let st = &mut *guard;
         if st.conns.is_empty() {
             return;
         }
-        let inbox = match app.store.inbox() {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("cannot read the agent inbox: {e}");
-                return;
-            }
-        };
+        // Messages already with an agent are skipped without decoding them.
+        let in_flight: HashSet<u64> = st.in_flight.values().map(|f| f.seq).collect();
         let mut blocked: HashSet<SenderKey> = HashSet::new();
-        for (seq, msg) in inbox {
-            if st.conns.values().all(|c| c.in_flight >= MAX_IN_FLIGHT) {
-                break;
-            }
-            if st.in_flight.contains_key(&msg.id) {
-                continue;
-            }
-            let key = (msg.account.clone(), msg.from.clone());
-            if blocked.contains(&key) || msg.media_pending {
-                blocked.insert(key);
-                continue;
-            }
-            let target = match st.bound.get(&key) {
-                Some((c, _)) => Some(*c),
-                None => st
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.in_flight < MAX_IN_FLIGHT)
-                    .min_by_key(|(id, c)| (c.in_flight, **id))
-                    .map(|(id, _)| *id),
-            };
-            let Some(conn) = target else {
-                blocked.insert(key);
-                continue;
-            };
-            let Some(c) = st.conns.get_mut(&conn) else {
-                blocked.insert(key);
-                continue;
-            };
-            if c.in_flight >= MAX_IN_FLIGHT || c.tx.try_send(protocol::message_line(&msg)).is_err()
-            {
-                blocked.insert(key);
-                continue;
-            }
-            c.in_flight += 1;
-            st.bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
-            tracing::debug!(conn, id = %msg.id, "delivered to agent");
-            st.in_flight
-                .insert(msg.id.clone(), Flight { conn, seq, key });
+        let walked = app.store.walk_inbox(
+            |seq| !in_flight.contains(&seq),
+            |seq, msg| {
+                if st.conns.values().all(|c| c.in_flight >= MAX_IN_FLIGHT) {
+                    return false;
+                }
+                let key = (msg.account.clone(), msg.from.clone());
+                if blocked.contains(&key) || msg.media_pending {
+                    blocked.insert(key);
+                    return true;
+                }
+                let target = match st.bound.get(&key) {
+                    Some((c, _)) => Some(*c),
+                    None => st
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.in_flight < MAX_IN_FLIGHT)
+                        .min_by_key(|(id, c)| (c.in_flight, **id))
+                        .map(|(id, _)| *id),
+                };
+                let Some(conn) = target else {
+                    blocked.insert(key);
+                    return true;
+                };
+                let Some(c) = st.conns.get_mut(&conn) else {
+                    blocked.insert(key);
+                    return true;
+                };
+                if c.in_flight >= MAX_IN_FLIGHT
+                    || c.tx.try_send(protocol::message_line(&msg)).is_err()
+                {
+                    blocked.insert(key);
+                    return true;
+                }
+                c.in_flight += 1;
+                st.bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
+                tracing::debug!(conn, id = %msg.id, "delivered to agent");
+                st.in_flight
+                    .insert(msg.id.clone(), Flight { conn, seq, key });
+                true
+            },
+        );
+        if let Err(e) = walked {
+            tracing::error!("cannot read the agent inbox: {e}");
         }
     }
 

@@ -173,12 +173,17 @@ async fn receive(
             app.store.admit(&rec)?
         }
     };
+    // Wake the processor before waiting for the flush: if the client went away during
+    // the wait, this future is dropped, and a wake-up after it would be lost. The
+    // processor may start early; nothing it does is durable before this flush is.
+    if admission == Admission::Admitted {
+        app.wake_processor.notify_one();
+    }
     // A duplicate waits for the flush too: its first copy may still be in flight.
     app.commit.flush().await?;
     match admission {
         Admission::Admitted => {
             tracing::info!(account = %account.id, %sid, from = %redact_for_log(&from), "webhook admitted");
-            app.wake_processor.notify_one();
         }
         Admission::Duplicate => {
             tracing::info!(account = %account.id, %sid, "duplicate webhook acknowledged, not processed again")

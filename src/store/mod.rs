@@ -522,6 +522,23 @@ impl Store {
             .collect()
     }
 
+    /// Walks the inbox in order, decoding only the entries `wanted` accepts (decoding
+    /// is most of the cost); `visit` returns false to stop.
+    pub fn walk_inbox(
+        &self,
+        wanted: impl Fn(u64) -> bool,
+        mut visit: impl FnMut(u64, AgentMessage) -> bool,
+    ) -> Result<(), StoreError> {
+        for item in self.inbox.iter() {
+            let (k, v) = item?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            if wanted(seq) && !visit(seq, dec(&v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     pub fn inbox_len(&self) -> usize {
         self.inbox.len()
     }

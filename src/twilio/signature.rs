@@ -184,14 +184,13 @@ pub fn is_valid_with(
         return false;
     };
     let url = signed_url(public_url, request_query);
-    let mut valid = false;
-    for variant in url_variants(&url) {
-        let payload = signing_payload(&variant, params);
-        for key in keys {
-            valid |= verify(algorithm, key, &payload, &given);
-        }
-    }
-    valid
+    // Each comparison is constant-time; stopping at the first match only reveals which
+    // URL variant or key matched, which the sender already knows.
+    url_variants(&url).iter().any(|variant| {
+        let payload = signing_payload(variant, params);
+        keys.iter()
+            .any(|key| verify(algorithm, key, &payload, &given))
+    })
 }
 
 #[cfg(test)]

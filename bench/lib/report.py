@@ -1,0 +1,324 @@
+"""Collects what bench/run left in WORKDIR into one JSON document (OUT_JSON) and prints
+the summary table (Markdown) with the targets checked.
+
+usage: report.py WORKDIR OUT_JSON
+"""
+
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+
+MIB = 1024
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def wrk_json(path):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("BENCHJSON "):
+                    return json.loads(line[len("BENCHJSON "):])
+    except OSError:
+        pass
+    return None
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": platform.freedesktop_os_release().get("PRETTY_NAME", "")
+        if hasattr(platform, "freedesktop_os_release")
+        else "",
+    }
+
+
+PARAMS = {}
+
+
+def params_server_cpu():
+    return PARAMS.get("server_cpu", 0)
+
+
+def run_stats(d, c):
+    w = wrk_json(os.path.join(d, f"wrk-c{c}.txt"))
+    if w is None:
+        return None
+    before = load(os.path.join(d, f"before-c{c}.json"), {})
+    after = load(os.path.join(d, f"after-c{c}.json"), {})
+    quiet = load(os.path.join(d, f"quiet-c{c}.json"), {})
+    errors = w["non200"] + sum(w["socket_errors"].values())
+    out = {
+        "conns": c,
+        "requests": w["requests"],
+        "rps": round(w["rps"], 1),
+        "p50_ms": w["latency_us"]["p50"] / 1000,
+        "p90_ms": w["latency_us"]["p90"] / 1000,
+        "p99_ms": w["latency_us"]["p99"] / 1000,
+        "max_ms": w["latency_us"]["max"] / 1000,
+        "errors": errors,
+        "non200": w["non200"],
+        "statuses": w["statuses"],
+        "socket_errors": w["socket_errors"],
+        "wrapped": w["wrapped"],
+        "quiet_before": quiet,
+    }
+    if before and after:
+        dt = after["at"] - before["at"]
+        server = after["cpu_s"] - before["cpu_s"]
+        cpus = {
+            k: round(100 * (after["cpus_busy_s"][k] - before["cpus_busy_s"][k]) / dt, 1)
+            for k in after["cpus_busy_s"]
+        }
+        out["server_cpu_pct"] = round(100 * server / dt, 1)
+        # CPU time per answered request: robust against other load on the machine
+        # (waiting for the CPU costs no CPU time), unlike req/s.
+        if w["requests"]:
+            out["server_cpu_us_per_req"] = round(1e6 * server / w["requests"], 1)
+        if "runq_wait_s" in after and "runq_wait_s" in before:
+            out["server_runq_wait_pct"] = round(
+                100 * (after["runq_wait_s"] - before["runq_wait_s"]) / dt, 1
+            )
+        out["cpu_busy_pct"] = cpus
+        # Load on the server's CPU that was not the server: other processes (the
+        # benchmark's helpers run on the other CPU). Near 0 on a quiet machine.
+        key = "cpu%s" % params_server_cpu()
+        if key in cpus:
+            out["other_load_on_server_cpu_pct"] = round(max(0.0, cpus[key] - out["server_cpu_pct"]), 1)
+        mb, ma = before.get("metrics") or {}, after.get("metrics") or {}
+        if ma:
+            ok = ma.get('smsgate_webhooks_total{status="200"}', 0) - mb.get(
+                'smsgate_webhooks_total{status="200"}', 0
+            )
+            flushes = ma.get("smsgate_store_flush_seconds_count", 0) - mb.get(
+                "smsgate_store_flush_seconds_count", 0
+            )
+            flush_s = ma.get("smsgate_store_flush_seconds_sum", 0) - mb.get(
+                "smsgate_store_flush_seconds_sum", 0
+            )
+            out["gateway_200s"] = int(ok)
+            out["wrk_200s"] = w["requests"] - w["non200"]
+            # wrk stops counting at the deadline; up to `conns` answers come after.
+            out["counts_consistent"] = 0 <= ok - out["wrk_200s"] <= c
+            out["flushes"] = int(flushes)
+            if flushes:
+                out["webhooks_per_flush"] = round(ok / flushes, 2)
+                out["flush_ms_avg"] = round(1000 * flush_s / flushes, 3)
+                out["flush_busy_pct"] = round(100 * flush_s / dt, 1)
+    return out
+
+
+def scenario(work, name, conns):
+    d = os.path.join(work, name)
+    if not os.path.isdir(d):
+        return None
+    idle = load(os.path.join(d, "idle.json"), {})
+    final = load(os.path.join(d, "final.json"), {})
+    s = {
+        "idle_rss_kib": (idle.get("proc") or {}).get("VmRSS"),
+        "peak_rss_kib": (final.get("proc") or {}).get("VmHWM"),
+        "rss_after_load_kib": (final.get("proc") or {}).get("VmRSS"),
+        "runs": {},
+    }
+    for c in conns:
+        r = run_stats(d, c)
+        if r:
+            s["runs"][str(c)] = r
+    for extra in ("e2e", "drain", "prefill"):
+        v = load(os.path.join(d, f"{extra}.json"))
+        if v is not None:
+            s[extra] = v
+    try:
+        with open(os.path.join(d, "agent.out")) as f:
+            m = re.search(r"acked (\d+)", f.read())
+            if m:
+                s["agent_acked"] = int(m.group(1))
+    except OSError:
+        pass
+    return s
+
+
+def fmt(v, spec="{:.0f}"):
+    return "–" if v is None else spec.format(v)
+
+
+def main():
+    work, out_path = sys.argv[1], sys.argv[2]
+    params = load(os.path.join(work, "params.json"), {})
+    PARAMS.update(params)
+    conns = [int(c) for c in str(params.get("conns", "16 64")).split()]
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "bench/run",
+        "machine": machine(),
+        "params": params,
+        "fsync": load(os.path.join(work, "fsync.json")),
+        "startup": load(os.path.join(work, "startup.json")),
+        "startup_grown": load(os.path.join(work, "startup-grown.json")),
+        "scenarios": {n: scenario(work, n, conns) for n in ("bare", "smsgate", "grown")},
+    }
+    sc = res["scenarios"]
+
+    def rps(name, c):
+        try:
+            return sc[name]["runs"][str(c)]["rps"]
+        except (KeyError, TypeError):
+            return None
+
+    res["ratio_smsgate_to_bare"] = {
+        str(c): round(rps("smsgate", c) / rps("bare", c), 4)
+        for c in conns
+        if rps("smsgate", c) and rps("bare", c)
+    }
+    res["ratio_grown_to_empty"] = {
+        str(c): round(rps("grown", c) / rps("smsgate", c), 4)
+        for c in conns
+        if rps("grown", c) and rps("smsgate", c)
+    }
+
+    # ---- targets ---------------------------------------------------------------
+    targets = []
+
+    def target(name, ok, value):
+        targets.append({"target": name, "met": ok, "value": value})
+
+    for c in conns:
+        r = res["ratio_smsgate_to_bare"].get(str(c))
+        target(f"signed+durable >= 40% of bare hyper at {c} conns",
+               None if r is None else r >= 0.40, None if r is None else f"{100 * r:.1f}%")
+    try:
+        p99 = sc["smsgate"]["runs"]["64"]["p99_ms"]
+        target("p99 < 5 ms at 64 conns", p99 < 5, f"{p99:.2f} ms")
+    except (KeyError, TypeError):
+        pass
+    sm = sc.get("smsgate") or {}
+    if sm.get("idle_rss_kib"):
+        v = sm["idle_rss_kib"] / MIB
+        target("idle RSS < 12 MiB", v < 12, f"{v:.1f} MiB")
+    if sm.get("peak_rss_kib"):
+        v = sm["peak_rss_kib"] / MIB
+        target("RSS under load < 40 MiB", v < 40, f"{v:.1f} MiB (VmHWM)")
+    if res["startup"]:
+        v = res["startup"]["median_ms"]
+        target("start to serving < 50 ms", v < 50, f"{v:.1f} ms median of {res['startup']['runs']}")
+    e2e = sm.get("e2e") or {}
+    if e2e:
+        v = e2e["webhook_to_agent"]["median_ms"]
+        target("webhook -> agent median < 2 ms", v < 2, f"{v:.2f} ms")
+        v = e2e["reply_to_standin"]["median_ms"]
+        target("agent reply -> stand-in median < 2 ms", v < 2, f"{v:.2f} ms")
+    for c in conns:
+        r = res["ratio_grown_to_empty"].get(str(c))
+        if r is not None:
+            target(f"grown state within 10% of empty at {c} conns", r >= 0.90, f"{100 * r:.1f}%")
+    res["targets"] = targets
+
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+
+    # ---- the table ---------------------------------------------------------------
+    p = print
+    p("| scenario | conns | req/s | p50 | p99 | errors | smsgate/bare | server CPU | CPU per request | other load on server CPU | webhooks per fsync |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    label = {"bare": "bare hyper", "smsgate": "smsgate (empty store)",
+             "grown": "smsgate, grown store ({:,} SIDs, {:,} senders)".format(
+                 int(params.get("prefill_sids", 0)), int(params.get("prefill_senders", 0)))}
+    for name in ("bare", "smsgate", "grown"):
+        s = sc.get(name)
+        if not s:
+            continue
+        for c in conns:
+            r = s["runs"].get(str(c))
+            if not r:
+                continue
+            ratio = ""
+            if name == "smsgate":
+                ratio = fmt(res["ratio_smsgate_to_bare"].get(str(c)), "{:.1%}")
+            elif name == "grown":
+                g = res["ratio_grown_to_empty"].get(str(c))
+                ratio = f"({fmt(g, '{:.0%}')} of empty)"
+            err = str(r["errors"]) + (f" ({r['wrapped']}× wrapped)" if r["wrapped"] and name != "bare" else "")
+            p(f"| {label[name]} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms "
+              f"| {err} | {ratio} | {fmt(r.get('server_cpu_pct'), '{:.0f}%')} "
+              f"| {fmt(r.get('server_cpu_us_per_req'), '{:.0f} µs')} "
+              f"| {fmt(r.get('other_load_on_server_cpu_pct'), '{:.0f}%')} "
+              f"| {fmt(r.get('webhooks_per_flush'), '{:.1f}')} |")
+    p()
+    p("| measure | bare hyper | smsgate | smsgate, grown store |")
+    p("| --- | ---: | ---: | ---: |")
+
+    def mib(s, k):
+        return fmt((s or {}).get(k) and (s or {}).get(k) / MIB, "{:.1f} MiB")
+
+    p(f"| RSS idle (VmRSS after start) | {mib(sc.get('bare'), 'idle_rss_kib')} | "
+      f"{mib(sm, 'idle_rss_kib')} | {mib(sc.get('grown'), 'idle_rss_kib')} |")
+    p(f"| RSS peak (VmHWM after load) | {mib(sc.get('bare'), 'peak_rss_kib')} | "
+      f"{mib(sm, 'peak_rss_kib')} | {mib(sc.get('grown'), 'peak_rss_kib')} |")
+    st, sg = res["startup"] or {}, res["startup_grown"] or {}
+    p(f"| start to serving (median) | | {fmt(st.get('median_ms'), '{:.1f} ms')} "
+      f"({st.get('runs', 0)} starts) | {fmt(sg.get('median_ms'), '{:.0f} ms')} ({sg.get('runs', 0)} starts) |")
+    if e2e:
+        for k, name in (("webhook_to_200", "webhook POST → 200 (median, p99)"),
+                        ("webhook_to_agent", "webhook POST → agent has it (median, p99)"),
+                        ("reply_to_standin", "agent reply → stand-in has the send (median, p99)")):
+            p(f"| {name} | | {e2e[k]['median_ms']:.2f} ms, {e2e[k]['p99_ms']:.2f} ms | |")
+    fs = res["fsync"] or {}
+    if fs:
+        p(f"| raw 4 KiB write+fsync on the state disk (median, p99) | | "
+          f"{fs['write4k_fsync']['median_ms']:.2f} ms, {fs['write4k_fsync']['p99_ms']:.2f} ms | |")
+    p()
+    p("| target | met | value |")
+    p("| --- | --- | --- |")
+    for t in targets:
+        met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
+        p(f"| {t['target']} | {met} | {t['value']} |")
+    noisy = [
+        f"{n} c{c}: waited {r['quiet_before'].get('waited_s')} s, CPUs {r['quiet_before'].get('busy_pct')}"
+        for n, s in sc.items() if s
+        for c, r in s["runs"].items()
+        if r.get("quiet_before") and not r["quiet_before"].get("quiet", True)
+    ]
+    mismatched = [
+        f"{n} c{c}: wrk saw {r['wrk_200s']} 200s, the gateway counted {r['gateway_200s']}"
+        for n, s in sc.items() if s
+        for c, r in s["runs"].items()
+        if r.get("counts_consistent") is False
+    ]
+    if mismatched:
+        p()
+        p("Warning: wrk's and the gateway's counts of 200s disagree:")
+        for m in mismatched:
+            p(f"- {m}")
+    if noisy:
+        p()
+        p("Warning: the machine was not idle before these runs (other processes busy):")
+        for n in noisy:
+            p(f"- {n}")
+    p()
+    p(f"raw numbers: {out_path}")
+
+
+if __name__ == "__main__":
+    main()

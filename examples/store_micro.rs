@@ -1,0 +1,112 @@
+//! Benchmark helper: what the store's calls on the webhook path cost on their own,
+//! without HTTP, signatures or the agent. Wall time and process CPU time (all threads,
+//! so sled's own IO threads count) per call, on a fresh store in STATE_DIR.
+//!
+//! `taskset -c 0 cargo run --release --example store_micro -- STATE_DIR [N]` (N 5000)
+
+use std::time::Instant;
+
+use smsgate::phone::E164;
+use smsgate::store::{now_ms, InboundRecord, Store};
+
+/// utime + stime of this process, all threads, in seconds.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn record(i: u64) -> InboundRecord {
+    let sid = format!("SMmicro{i:027x}");
+    let from = format!("+1556{:07}", i % 10_000_000);
+    let params = [
+        ("ToCountry", "US"),
+        ("ToState", "CA"),
+        ("SmsMessageSid", sid.as_str()),
+        ("NumMedia", "0"),
+        ("ToCity", "SAN FRANCISCO"),
+        ("FromZip", "94105"),
+        ("SmsSid", sid.as_str()),
+        ("FromState", "CA"),
+        ("SmsStatus", "received"),
+        ("FromCity", "SAN FRANCISCO"),
+        ("Body", "Hello from the benchmark, is the agent there?"),
+        ("FromCountry", "US"),
+        ("To", "+15550001111"),
+        ("ToZip", "94105"),
+        ("NumSegments", "1"),
+        ("MessageSid", sid.as_str()),
+        ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+        ("From", from.as_str()),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    InboundRecord {
+        sid: sid.clone(),
+        account: "default".into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        received_at_ms: now_ms(),
+    }
+}
+
+fn measure(name: &str, n: u64, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let (t, c) = (Instant::now(), cpu_s());
+    for i in 0..n {
+        f(i)?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    println!(
+        "{name:<44} {:>8.1} µs wall/call {:>8.1} µs CPU/call",
+        1e6 * wall / n as f64,
+        1e6 * (cpu_s() - c) / n as f64
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: store_micro STATE_DIR [N]"))?;
+    let n: u64 = args.next().map_or(Ok(5000), |s| s.parse())?;
+    let store = Store::open(std::path::Path::new(&dir))?;
+    let base = 1_000_000u64;
+
+    measure("Store::admit (one sled transaction)", n, |i| {
+        store.admit(&record(base + i))?;
+        Ok(())
+    })?;
+    measure("Store::approve_sender (plain insert)", n, |i| {
+        let number = E164::parse(&format!("+1557{:07}", i)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.approve_sender("default", &number, now_ms())?;
+        Ok(())
+    })?;
+    measure("Store::flush with nothing new", n.min(1000), |_| {
+        store.flush()?;
+        Ok(())
+    })?;
+    measure("Store::admit + Store::flush", n.min(2000), |i| {
+        store.admit(&record(2 * base + i))?;
+        store.flush()?;
+        Ok(())
+    })?;
+    measure(
+        "Store::next_spooled (first + JSON decode)",
+        n.min(2000),
+        |_| {
+            store.next_spooled()?;
+            Ok(())
+        },
+    )?;
+    Ok(())
+}

@@ -248,20 +248,12 @@ async fn served_leaf(addr: SocketAddr) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-fn metrics_url(gw: &Gateway) -> String {
-    let log = gw.log();
-    let rest = log.split("metrics on ").nth(1).unwrap();
-    rest.split_whitespace().next().unwrap().to_string()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
-    if !pebble_available() {
-        return;
-    }
+/// A gateway whose certificate Pebble has just issued (validity in seconds, or
+/// Pebble's default), with its temp dir and config.
+fn served_by_pebble(validity: Option<u64>) -> (TestDir, Pebble, PathBuf, Gateway) {
     let t = TestDir::new();
     let port = free_port();
-    let pebble = Pebble::start(t.path(), port, free_port(), None);
+    let pebble = Pebble::start(t.path(), port, free_port(), validity);
     let config = acme_config(
         &t,
         port,
@@ -280,6 +272,21 @@ async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
         "{}",
         gw.log()
     );
+    (t, pebble, config, gw)
+}
+
+fn metrics_url(gw: &Gateway) -> String {
+    let log = gw.log();
+    let rest = log.split("metrics on ").nth(1).unwrap();
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
+    if !pebble_available() {
+        return;
+    }
+    let (t, pebble, config, gw) = served_by_pebble(None);
     assert!(gw.log().contains("HTTPS is not ready yet"), "{}", gw.log());
     let root = pebble.root().await;
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
@@ -381,27 +388,7 @@ async fn short_lived_certificates_are_renewed_and_swapped_in() {
     if !pebble_available() {
         return;
     }
-    let t = TestDir::new();
-    let port = free_port();
-    let pebble = Pebble::start(t.path(), port, free_port(), Some(24));
-    let config = acme_config(
-        &t,
-        port,
-        &format!(
-            r#"directoryUrl: "{}", directoryCaFile: "{}""#,
-            pebble.directory,
-            pebble.ca_file.display()
-        ),
-    );
-    let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "certificate obtained and now served",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
-    );
+    let (_t, pebble, _config, gw) = served_by_pebble(Some(24));
     let root = pebble.root().await;
     let first = served_leaf(gw.addr).await;
     // A connection kept alive across the renewal.
@@ -434,27 +421,7 @@ async fn a_failed_renewal_keeps_serving_the_old_certificate() {
     if !pebble_available() {
         return;
     }
-    let t = TestDir::new();
-    let port = free_port();
-    let mut pebble = Pebble::start(t.path(), port, free_port(), Some(45));
-    let config = acme_config(
-        &t,
-        port,
-        &format!(
-            r#"directoryUrl: "{}", directoryCaFile: "{}""#,
-            pebble.directory,
-            pebble.ca_file.display()
-        ),
-    );
-    let mut gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "certificate obtained and now served",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
-    );
+    let (_t, mut pebble, _config, mut gw) = served_by_pebble(Some(45));
     let root = pebble.root().await;
     // The CA goes away before renewal is due (after 30 of 45 seconds).
     pebble.stop();

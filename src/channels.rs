@@ -25,17 +25,6 @@ impl Status {
     pub fn passes(self) -> bool {
         matches!(self, Status::Ok | Status::Skipped)
     }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Mismatch => "mismatch",
-            Status::Missing => "missing",
-            Status::Error => "error",
-            Status::Unavailable => "unavailable",
-            Status::Skipped => "skipped",
-        }
-    }
 }
 
 /// One named check and its verdict.
@@ -443,10 +432,6 @@ pub async fn apply_setup(
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-pub fn status_word(s: Status) -> &'static str {
-    s.as_str()
 }
 
 #[cfg(test)]

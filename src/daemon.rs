@@ -283,10 +283,6 @@ impl Daemon {
         })
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
-
     /// Serves until `shutdown` completes, then drains in-flight requests and flushes.
     pub async fn serve(
         self,

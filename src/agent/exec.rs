@@ -4,7 +4,7 @@
 //! not acknowledged.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,9 +210,4 @@ async fn run_command(argv: &[String], timeout: Duration, msg: &Incoming) -> Opti
             (!text.is_empty()).then_some(text)
         }
     }
-}
-
-/// The agent socket named by a config file, for the CLI.
-pub fn socket_of(config: &crate::config::Config) -> &Path {
-    &config.gateway.agent_socket
 }

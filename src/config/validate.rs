@@ -38,16 +38,6 @@ impl Env {
         }
     }
 
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Self {
-            vars: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            tolerate_unresolved_secrets: false,
-        }
-    }
-
     /// A variable that is set and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 
 use super::error::WebhookError;
-use crate::config::{Account, Config, InboundCheck, Sender};
+use crate::config::{Account, InboundCheck, Sender};
 use crate::daemon::App;
 use crate::phone::redact_str;
 use crate::secret::Secret;
@@ -43,7 +43,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let config = app.config();
     let result = match config.sms.accounts.iter().find(|a| a.webhook_path == path) {
         None => Err(WebhookError::NotFound),
-        Some(account) => receive(app, &config, account, req).await,
+        Some(account) => receive(app, account, req).await,
     };
     match result {
         Ok(resp) => resp,
@@ -98,7 +98,6 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, WebhookError> {
 
 async fn receive(
     app: &App,
-    _config: &Config,
     account: &Account,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, WebhookError> {

@@ -306,10 +306,6 @@ impl Store {
         Ok(n)
     }
 
-    pub fn seen_count(&self) -> usize {
-        self.seen.len()
-    }
-
     // ---- the spool ---------------------------------------------------------------
 
     /// The oldest unprocessed inbound webhook.

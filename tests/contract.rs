@@ -111,3 +111,60 @@ async fn messages_create_requests_match_twilios_spec() {
         other => panic!("Prism accepted an invalid request: {other:?}"),
     }
 }
+
+/// The probe's list calls (account, number, our inbound and our sent messages) and
+/// `channels setup`'s update with a fallback URL and a retry override, against Twilio's
+/// spec: Prism answers 422 to any request that does not match it.
+#[test]
+fn probe_lists_and_setup_update_match_twilios_spec() {
+    let Some((_prism, port)) = start_prism("twilio_api_v2010.trimmed.json") else {
+        return;
+    };
+    let t = common::TestDir::new();
+    let config = t.write_config(&format!(
+        r#"{{ gateway: {{ listen: "127.0.0.1:8789", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{}", authToken: "token",
+        fromNumber: "{}", publicWebhookUrl: "{}", apiBaseUrl: "http://127.0.0.1:{port}" }} }} }}"#,
+        t.state().display(),
+        common::SID,
+        common::FROM,
+        common::PUBLIC
+    ));
+    let out = common::cli(&config, &["channels", "status", "--probe", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}\n{}", common::stdout(&out), common::stderr(&out)));
+    let checks = v["accounts"][0]["checks"].as_array().unwrap();
+    let status = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].clone())
+    };
+    // Every call was made (nothing skipped) and understood.
+    assert_eq!(status("credentials"), Some("ok".into()), "{v}");
+    assert_eq!(status("recentErrors"), Some("ok".into()), "{v}");
+    for c in checks {
+        let detail = c["detail"].as_str().unwrap_or_default();
+        assert!(
+            !detail.contains("422") && c["status"] != "unavailable",
+            "Prism refused the {} call: {c}",
+            c["name"]
+        );
+    }
+    let out = common::cli(
+        &config,
+        &[
+            "channels",
+            "setup",
+            "--fallback-url",
+            "https://backup.example.test/sms",
+            "--retries",
+            "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "Prism refused the update: {}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+}

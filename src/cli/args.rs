@@ -96,6 +96,12 @@ pub enum ChannelsCmd {
         /// Show the change, make none
         #[arg(long)]
         dry_run: bool,
+        /// Also set the fallback URL Twilio calls when the webhook fails
+        #[arg(long, value_name = "URL")]
+        fallback_url: Option<String>,
+        /// Add Twilio's connection override #rc=N&rp=all to the webhook URL (0-5)
+        #[arg(long, value_name = "N")]
+        retries: Option<u8>,
     },
 }
 

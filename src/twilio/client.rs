@@ -72,7 +72,27 @@ impl std::fmt::Display for ApiError {
         if let Some(more) = &self.more_info {
             write!(f, " ({more})")?;
         }
+        if let Some(hint) = self.hint() {
+            write!(f, ". Hint: {hint}")?;
+        }
         Ok(())
+    }
+}
+
+impl ApiError {
+    /// What the error code means and what to do (see [`super::hints`]).
+    pub fn hint(&self) -> Option<&'static super::hints::Hint> {
+        self.code.and_then(super::hints::hint)
+    }
+}
+
+impl SendError {
+    /// The Twilio error code, when Twilio gave one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            SendError::Rejected(a) => a.code,
+            _ => None,
+        }
     }
 }
 

@@ -27,5 +27,6 @@ pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod text;
+pub mod texts;
 pub mod twilio;
 pub mod unix_socket;

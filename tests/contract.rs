@@ -168,3 +168,28 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
         common::stderr(&out)
     );
 }
+
+/// The lookup that resolves a send of unknown outcome (`Messages.json?To=…&From=…&
+/// DateSent>=…`), for a number and for a Messaging Service, against Twilio's spec.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_send_lookup_matches_twilios_spec() {
+    let Some((_prism, port)) = start_prism("twilio_api_v2010.trimmed.json") else {
+        return;
+    };
+    let client = HttpTwilio::new().unwrap();
+    let number = Sender::Number(E164::parse(common::FROM).unwrap());
+    let service = Sender::MessagingService("MG0123456789abcdef0123456789abcdef".into());
+    for sender in [number, service] {
+        let req = request(port, sender.clone(), vec![], None);
+        let listed = client.list_sent(&req, 1_796_126_400_000).await;
+        let listed =
+            listed.unwrap_or_else(|e| panic!("Prism refused the lookup for {sender:?}: {e}"));
+        // Prism answers with the spec's example page; it parses.
+        assert!(
+            listed
+                .iter()
+                .all(|m| m.sid.starts_with("SM") || m.sid.starts_with("MM")),
+            "{listed:?}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod form;
 pub mod hints;
+pub mod reconcile;
 pub mod signature;
 
 pub use client::{ApiError, Creds, HttpTwilio, MessagesApi, SendError, SendRequest, Sent};

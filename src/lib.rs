@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod http;
 pub mod inbound;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

@@ -216,7 +216,10 @@ mod tests {
             assert_eq!(got, want, "{list:?}");
         }
         let known: HashSet<String> = ["SM1".to_string()].into();
-        assert_eq!(find_match(std::slice::from_ref(&ours), "hello", t0, None, &known), None);
+        assert_eq!(
+            find_match(std::slice::from_ref(&ours), "hello", t0, None, &known),
+            None
+        );
         let mut svc = ours.clone();
         svc.messaging_service_sid = Some("MG1".into());
         assert!(find_match(std::slice::from_ref(&svc), "hello", t0, Some("MG1"), &none).is_some());

@@ -116,6 +116,7 @@ pub fn effects_for(
         approved: store.is_approved(&account.id, &from)?,
         opted_out: store.is_opted_out(&account.id, &from)?,
         pending: &pending,
+        opt_out_type: access::opt_out_type(rec.field("OptOutType"), &rec.sid),
     };
     let plan = access::plan(&from, body, &facts);
     let who = from.redacted();
@@ -128,6 +129,9 @@ pub fn effects_for(
         Plan::OptIn => {
             tracing::info!(account = %account.id, %sid, from = %who, "sender opted back in (START)");
             fx.opt = Some((account.id.clone(), from, false));
+        }
+        Plan::Help => {
+            tracing::info!(account = %account.id, %sid, from = %who, "message not forwarded: Twilio marked it HELP (OptOutType) and answers it itself");
         }
         Plan::Forward => {
             tracing::info!(account = %account.id, %sid, from = %who, "message queued for the agent");

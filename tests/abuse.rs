@@ -25,7 +25,7 @@ async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
                 let c = client();
                 let mut n403 = 0;
                 for i in 0..150 {
-                    let p = inbound("SMflood0000000000000000000000000", "+15557654321", "spam");
+                    let p = inbound("SMf00d0000000000000000000000000000", "+15557654321", "spam");
                     let sig = if i % 2 == 0 {
                         "bogus".to_string()
                     } else {
@@ -46,7 +46,7 @@ async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
         .collect();
     // Valid webhooks during the flood.
     for i in 0..20 {
-        let sid = format!("SMn{i:032}");
+        let sid = format!("SMa{i:031}");
         assert_eq!(
             post_signed(&gw, "/webhooks/sms", &inbound(&sid, "+15557654321", "real"))
                 .await
@@ -87,7 +87,7 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
     let gw = Gateway::start(&config);
     let who = "+15557659999";
     for i in 0..40 {
-        let sid = format!("SMo{i:032}");
+        let sid = format!("SMb{i:031}");
         assert_eq!(
             post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, "let me in"))
                 .await
@@ -104,14 +104,14 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
             serde_json::from_slice(&cli(&config, &["pairing", "list", "--json"]).stdout).unwrap();
         let code = list[0]["code"].as_str().unwrap().to_string();
         assert!(cli(&config, &["pairing", "reject", &code]).status.success());
-        let sid = format!("SMp{round:032}");
+        let sid = format!("SMc{round:031}");
         assert_eq!(
             post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, "again"))
                 .await
                 .0,
             200
         );
-        assert!(gw.wait_log(&format!("SMp{round:032}"), Duration::from_secs(5)));
+        assert!(gw.wait_log(&format!("SMc{round:031}"), Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(

@@ -188,7 +188,7 @@ async fn kill_9_at_random_moments_under_load() {
                     let c = client();
                     loop {
                         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let sid = format!("SMr{n:032}");
+                        let sid = format!("SMe{n:031}");
                         let from = format!("+1555770{:04}", n % 50);
                         let p = inbound(&sid, &from, "under load");
                         let sent = c

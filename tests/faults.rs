@@ -60,7 +60,7 @@ async fn agents_that_vanish_mid_line_or_stop_reading() {
             post_signed(
                 &gw,
                 "/webhooks/sms",
-                &inbound("SMl0000000000000000000000000000001", "+15557650001", "one")
+                &inbound("SMa0000000000000000000000000000001", "+15557650001", "one")
             )
             .await
             .0,
@@ -76,7 +76,7 @@ async fn agents_that_vanish_mid_line_or_stop_reading() {
     let stuck = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let mut good = TestAgent::connect(&sock);
     for i in 0..60 {
-        let sid = format!("SMl1{i:031}");
+        let sid = format!("SMa1{i:030}");
         let from = format!("+1555766{i:04}");
         let (status, _) = post_signed(&gw, "/webhooks/sms", &inbound(&sid, &from, "flood")).await;
         assert_eq!(
@@ -136,7 +136,7 @@ async fn a_full_disk_is_a_503_and_nothing_acknowledged_is_lost() {
     let mut acked = Vec::new();
     let mut refused = 0;
     for i in 0..400 {
-        let sid = format!("SMm{i:032}");
+        let sid = format!("SMb{i:031}");
         match post_signed(&gw, "/webhooks/sms", &inbound(&sid, "+15557654321", &big))
             .await
             .0

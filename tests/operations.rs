@@ -345,7 +345,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000001",
+                "SMa0000000000000000000000000000001",
                 "+15557650002",
                 "before"
             )
@@ -374,7 +374,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000002",
+                "SMa0000000000000000000000000000002",
                 "+15557650002",
                 "after"
             )
@@ -407,7 +407,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000003",
+                "SMa0000000000000000000000000000003",
                 "+15557650002",
                 "still"
             )
@@ -437,7 +437,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000004",
+                "SMa0000000000000000000000000000004",
                 "+15557650002",
                 "locked out"
             )
@@ -544,7 +544,7 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
     let twilio = FakeTwilio::start();
     let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
     let p = inbound(
-        "SMj0000000000000000000000000000001",
+        "SMb0000000000000000000000000000001",
         "+15557654321",
         "in flight",
     );
@@ -584,7 +584,7 @@ async fn metrics_scrape_health_and_rotated_keys() {
     let gw = Gateway::start_with(&config, &[("SHARED", "shared-secret")]);
     // The previous token still validates; a random one does not.
     let p = inbound(
-        "SMk0000000000000000000000000000001",
+        "SMc0000000000000000000000000000001",
         "+15557654321",
         "old token",
     );
@@ -607,7 +607,7 @@ async fn metrics_scrape_health_and_rotated_keys() {
     );
     // HMAC-SHA256 with a shared key, as Twilio's newer signing sends it.
     let p2 = inbound(
-        "SMk0000000000000000000000000000002",
+        "SMc0000000000000000000000000000002",
         "+15557654321",
         "shared key",
     );

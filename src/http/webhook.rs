@@ -12,7 +12,7 @@ use crate::daemon::App;
 use crate::phone::redact_str;
 use crate::secret::Secret;
 use crate::store::{now_ms, Admission, InboundRecord, RejectedRecord, StatusUpdate};
-use crate::twilio::{form, signature};
+use crate::twilio::{fields, form, signature};
 
 /// Twilio's inbound bodies are a few KiB; anything bigger is not Twilio.
 pub const MAX_BODY: usize = 32 * 1024;
@@ -126,12 +126,12 @@ async fn receive(
         }
     }
 
-    let sid = form::message_sid(&params)
-        .ok_or(WebhookError::MissingField("MessageSid"))?
-        .to_string();
+    // Shapes before anything is stored: a re-split signed body must not pass as new.
+    let checked = fields::check(&params)?;
+    let sid = checked.sid.to_string();
     let now = now_ms();
 
-    if let Some(status) = form::delivery_status(&params) {
+    if let Some(status) = checked.delivery_status {
         let error_code = form::field(&params, "ErrorCode").filter(|c| !c.is_empty());
         let update = app.store.record_status(&sid, status, error_code, now)?;
         app.commit.flush().await?;

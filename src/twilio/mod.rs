@@ -2,6 +2,7 @@
 //! facts about message statuses.
 
 pub mod client;
+pub mod fields;
 pub mod form;
 pub mod hints;
 pub mod reconcile;

@@ -1,13 +1,17 @@
 //! The deployment files: the systemd unit (hardening score, syntax, agreement with
 //! config/systemd.json5) and the Dockerfile (hadolint, agreement with
-//! config/docker.json5). Needs no running daemon and no smsgate binary.
+//! config/docker.json5); and `smsgate reload`, the unit's `ExecReload=`, against a
+//! running gateway. The units booted under systemd itself: scripts/test-systemd.
 //!
 //! External tools (systemd-analyze, .tools/py/bin/hadolint from scripts/install-test-tools)
 //! are skipped with a message when missing, except under CI (`CI` set), where a missing
 //! tool fails the test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// The highest `systemd-analyze security` exposure the unit may have (0 = best, 10 = worst).
 const MAX_EXPOSURE: f64 = 1.5;
@@ -375,4 +379,90 @@ fn dockerfile_and_docker_config_agree() {
         user.len() == 1 && !user[0].starts_with('0') && !user[0].starts_with("root"),
         "the image should run as the unprivileged smsgate user: {user:?}"
     );
+}
+
+/// A signed webhook (number `n`) is answered 200 and reaches the agent.
+async fn still_serving(agent: &mut common::TestAgent, gw: &common::Gateway, n: u32) {
+    use common::*;
+    let sid = format!("SMr{n:031}");
+    let text = format!("message {n}");
+    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, "+15557650002", &text)).await;
+    assert_eq!(status, 200);
+    assert_eq!(agent.next_of("message")["text"], text.as_str());
+}
+
+/// `systemctl reload` runs the unit's `ExecReload=smsgate reload`, so the verb's exit
+/// status is what the operator sees: 0 once the new config is in force, 1 with the
+/// reason when it is refused, whether the CLI or only the daemon can tell (a secret only
+/// the daemon resolves). The gateway keeps serving with the old config throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_verb_exits_1_with_the_reason_when_the_config_is_refused() {
+    use common::*;
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
+    still_serving(&mut agent, &gw, 1).await;
+
+    let out = cli(&config, &["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("configuration reloaded"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cli(&config, &["reload", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(data["reloaded"], true);
+
+    // Invalid for everyone: the CLI itself names the key path; the daemon is not asked.
+    std::fs::write(
+        &config,
+        good.replace(r#"dmPolicy: "open""#, r#"dmPolicy: "sometimes""#),
+    )
+    .unwrap();
+    let out = cli(&config, &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("reload refused"), "{err}");
+    assert!(err.contains("channels.sms.dmPolicy"), "{err}");
+    still_serving(&mut agent, &gw, 2).await;
+
+    // Invalid only where the daemon resolves secrets: its own refusal comes back.
+    std::fs::write(
+        &config,
+        good.replace(
+            &format!(r#"authToken: "{TOKEN}""#),
+            r#"authToken: { source: "env", provider: "default", id: "SMSGATE_TEST_UNSET_TOKEN" }"#,
+        ),
+    )
+    .unwrap();
+    let out = cli(&config, &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("reload refused, the running configuration is kept"),
+        "{err}"
+    );
+    assert!(err.contains("SMSGATE_TEST_UNSET_TOKEN"), "{err}");
+    assert!(
+        gw.wait_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        gw.log()
+    );
+    assert!(!err.contains(TOKEN) && !gw.log().contains(TOKEN));
+    still_serving(&mut agent, &gw, 3).await;
+
+    // Fixed again: reloads.
+    std::fs::write(&config, &good).unwrap();
+    assert!(cli(&config, &["reload"]).status.success());
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // No daemon: exit 1, saying so.
+    let out = cli(&config, &["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
 }

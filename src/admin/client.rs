@@ -65,6 +65,23 @@ pub fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
     })
 }
 
+/// Runs `req` through the running daemon only (no store fallback): its data, or its
+/// refusal as [`AdminError::Failed`].
+pub fn call_daemon(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
+    into_result(call(config, req)?)
+}
+
+fn into_result(resp: Response) -> Result<serde_json::Value, AdminError> {
+    if resp.ok {
+        Ok(resp.data)
+    } else {
+        Err(AdminError::Failed(
+            resp.error
+                .unwrap_or_else(|| "the daemon reported an error".into()),
+        ))
+    }
+}
+
 /// Runs `req` through the daemon when it runs, else directly on the store.
 pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
     let resp = match call(config, req) {
@@ -81,12 +98,5 @@ pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Valu
         }
         Err(e) => return Err(e),
     };
-    if resp.ok {
-        Ok(resp.data)
-    } else {
-        Err(AdminError::Failed(
-            resp.error
-                .unwrap_or_else(|| "the daemon reported an error".into()),
-        ))
-    }
+    into_result(resp)
 }

@@ -49,6 +49,12 @@ pub enum Command {
     Channels(ChannelsCmd),
     /// Exit 0 when the local gateway answers /readyz (for container health checks)
     Health,
+    /// Make the running gateway reread its config and certificate; exit 1 with the
+    /// reason when it refuses (the running configuration is then kept)
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]

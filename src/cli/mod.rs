@@ -90,6 +90,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Demo => demo(),
         Command::Channels(cmd) => channels_cmd::run(&cli.config, cmd),
         Command::Health => channels_cmd::health(&cli.config),
+        Command::Reload { json } => reload(&cli.config, json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "smsgate", &mut std::io::stdout());
@@ -151,6 +152,27 @@ fn check_channel(channel: &str) -> Result<()> {
     } else {
         bail!("unknown channel {channel:?}; smsgate has one channel, sms")
     }
+}
+
+/// `smsgate reload`: the admin socket's `reload`, which answers only once the new
+/// config is in force or refused, so the exit status tells which (the unit's
+/// `ExecReload=` runs this, and `systemctl reload` then fails on a refused config).
+fn reload(path: &Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    // Read without secrets, only to find the admin socket: the daemon validates the
+    // file itself, with its credentials. A file this lenient load rejects, the daemon
+    // would reject too, so it is not asked.
+    let config = load_config_without_secrets(path).map_err(|e| {
+        anyhow!(
+            "reload refused, the running configuration is kept (the gateway was not asked): {e:#}"
+        )
+    })?;
+    let data = client::call_daemon(&config, &Request::Reload).map_err(|e| anyhow!("{e}"))?;
+    if json {
+        print_json(&data);
+    } else {
+        println!("{}", s(&data, "summary"));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn admin(path: &Option<PathBuf>, req: Request) -> Result<Value> {

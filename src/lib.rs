@@ -11,6 +11,7 @@ pub mod access;
 pub mod acme;
 pub mod admin;
 pub mod agent;
+pub mod bridge;
 pub mod channels;
 pub mod cli;
 pub mod config;

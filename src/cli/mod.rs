@@ -2,6 +2,7 @@
 //! failures to exit codes (1; clap itself exits 2 on a command line that does not parse).
 
 pub mod args;
+mod bridge;
 mod channels_cmd;
 mod config_cmd;
 mod send;
@@ -323,6 +324,9 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
                 },
                 max_concurrent,
             )
+        }
+        cmd @ (args::AgentCmd::Acp { .. } | args::AgentCmd::Openai { .. }) => {
+            return bridge::run(path, cmd);
         }
     };
     let socket = match socket {

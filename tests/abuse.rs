@@ -507,7 +507,11 @@ async fn idle_connections_to_the_http01_listener_leave_the_daemon_its_descriptor
     ));
     // A common default: 1,024 descriptors, hard limit included.
     let gw = Gateway::start_wrapped(&config, &["prlimit", "--nofile=1024:1024", "--"]);
-    assert!(gw.log().contains("open-file limit (1024)"), "{}", gw.log());
+    assert!(
+        gw.wait_log("open-file limit (1024)", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
     let idle: Vec<TcpStream> = (0..1600)
         .map(|_| TcpStream::connect(http01).unwrap())
         .collect();

@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 

@@ -130,6 +130,9 @@ impl Daemon {
         // disk. tokio keeps the handler installed for the life of the process.
         let xfsz = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::Xfsz as i32);
         let _ = tokio::signal::unix::signal(xfsz);
+        // Everything the daemon creates from here on (sled's later files, media copies,
+        // certificates) is owner-only; sockets get their documented modes explicitly.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let store = Arc::new(Store::open(&config.gateway.state_dir)?);
         if let Some(mode) = store.state_dir_exposed() {
             tracing::warn!(state_dir = %config.gateway.state_dir.display(), "gateway.stateDir has mode {mode:o}: the group or others can enter it; the database inside is owner-only, but make the directory owner-only too: chmod 700 {}", config.gateway.state_dir.display());

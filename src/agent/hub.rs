@@ -95,12 +95,17 @@ impl Hub {
         }
     }
 
-    pub fn connect(&self) -> (ConnId, mpsc::Receiver<String>) {
+    /// A new connection: its id, the lines to write to it, and a weak handle for the
+    /// connection's own reader to answer its lines with backpressure (an agent cannot
+    /// make us queue answers faster than it reads them; the weak handle does not keep
+    /// the connection open once the hub drops it).
+    pub fn connect(&self) -> (ConnId, mpsc::Receiver<String>, mpsc::WeakSender<String>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(OUTBOX);
+        let weak = tx.downgrade();
         self.state().conns.insert(id, Conn { tx, in_flight: 0 });
         tracing::info!(conn = id, "agent connected");
-        (id, rx)
+        (id, rx, weak)
     }
 
     /// Forgets a connection; its unacknowledged messages go to the next agent now.
@@ -374,8 +379,8 @@ mod tests {
     #[test]
     fn one_sender_one_agent_in_order_and_release_on_disconnect() {
         let hub = Hub::default();
-        let (a, mut ra) = hub.connect();
-        let (b, mut rb) = hub.connect();
+        let (a, mut ra, _) = hub.connect();
+        let (b, mut rb, _) = hub.connect();
         hub.enqueue(1, msg("m1", "+15550000001"));
         hub.enqueue(2, msg("m2", "+15550000001"));
         hub.enqueue(3, msg("m3", "+15550000002"));
@@ -408,7 +413,7 @@ mod tests {
     #[test]
     fn failed_ack_offers_again_and_load_skips_in_flight() {
         let hub = Hub::default();
-        let (a, mut ra) = hub.connect();
+        let (a, mut ra, _) = hub.connect();
         hub.enqueue(5, msg("m5", "+15550000001"));
         assert_eq!(ids(&mut ra), ["m5"]);
         hub.begin_ack(a, "m5").expect("in flight");
@@ -433,7 +438,7 @@ mod tests {
         hub.enqueue(1, m);
         hub.enqueue(2, msg("m2", "+15550000001"));
         hub.enqueue(3, msg("m3", "+15550000002"));
-        let (_a, mut ra) = hub.connect();
+        let (_a, mut ra, _) = hub.connect();
         hub.pump();
         assert_eq!(ids(&mut ra), ["m3"]);
         assert_eq!(hub.media_pending().len(), 1);

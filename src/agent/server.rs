@@ -127,7 +127,7 @@ async fn write_lines(
 }
 
 async fn connection(agents: Arc<Agents>, stream: UnixStream) {
-    let (conn, rx) = agents.hub.connect();
+    let (conn, rx, answers) = agents.hub.connect();
     let (read, write) = stream.into_split();
     let stop_reading = Arc::new(Notify::new());
     let writer = {
@@ -158,12 +158,14 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
                             reference: None,
                             id: None,
                         };
-                        bad_line(&agents, conn, &e);
+                        answer(&answers, bad_line(&agents, conn, &e)).await;
                         continue;
                     }
                 };
                 if !line.is_empty() {
-                    dispatch(&agents, conn, line);
+                    if let Some(a) = dispatch(&agents, conn, line) {
+                        answer(&answers, a).await;
+                    }
                 }
             }
             Ok(Read::TooLong) => {
@@ -172,7 +174,7 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
                     reference: None,
                     id: None,
                 };
-                bad_line(&agents, conn, &e);
+                answer(&answers, bad_line(&agents, conn, &e)).await;
             }
             Ok(Read::Eof) => break "the agent closed the connection",
             Err(_) => break "read error",
@@ -183,9 +185,16 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
     let _ = writer.await;
 }
 
-/// Answers a malformed line; its log line is rate-limited (an agent in a loop must not
-/// fill the disk).
-fn bad_line(agents: &Agents, conn: ConnId, e: &LineError) {
+/// Queues an answer to the connection's own line, waiting while its buffer is full.
+async fn answer(answers: &mpsc::WeakSender<String>, line: String) {
+    if let Some(tx) = answers.upgrade() {
+        let _ = tx.send(line).await;
+    }
+}
+
+/// The answer to a malformed line; its log line is rate-limited (an agent in a loop
+/// must not fill the disk).
+fn bad_line(agents: &Agents, conn: ConnId, e: &LineError) -> String {
     if let Some(suppressed) = agents.log_limit.allow(crate::clock::now_secs()) {
         let more = if suppressed > 0 {
             format!(" ({suppressed} similar lines suppressed)")
@@ -194,14 +203,15 @@ fn bad_line(agents: &Agents, conn: ConnId, e: &LineError) {
         };
         tracing::warn!(conn, "agent sent a bad line: {}{more}", e.message);
     }
-    agents.hub.send_line(conn, protocol::line_error(e));
+    protocol::line_error(e)
 }
 
-/// Handles one line from an agent.
-pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) {
+/// Handles one line from an agent; returns the immediate answer, if any (refusals).
+/// Outcomes that come later (`sent`, a failed write) go through the hub.
+pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String> {
     let parsed = match protocol::parse(line) {
         Ok(p) => p,
-        Err(e) => return bad_line(agents, conn, &e),
+        Err(e) => return Some(bad_line(agents, conn, &e)),
     };
     match parsed {
         AgentLine::Ack { id } => match agents.hub.begin_ack(conn, &id) {
@@ -224,11 +234,9 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) {
                     },
                     move |_| hub2.acked(&id_fail, false),
                 );
+                None
             }
-            Err(message) => agents.hub.send_line(
-                conn,
-                protocol::error_line(&Answering::Id(id), &message, None),
-            ),
+            Err(message) => Some(protocol::error_line(&Answering::Id(id), &message, None)),
         },
         AgentLine::Reply {
             id,
@@ -255,10 +263,11 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) {
                 purpose,
                 Waiter::Agent(conn, answering.clone()),
             ) {
-                Ok(planned) => write_planned(agents, conn, answering, None, planned),
-                Err(r) => agents
-                    .hub
-                    .send_line(conn, protocol::error_line(&answering, &r.message, r.code)),
+                Ok(planned) => {
+                    write_planned(agents, conn, answering, None, planned);
+                    None
+                }
+                Err(r) => Some(protocol::error_line(&answering, &r.message, r.code)),
             }
         }
     }
@@ -266,7 +275,13 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) {
 
 /// A reply counts as the ack, whatever becomes of the reply itself: the ack and the
 /// queued parts are one batch.
-fn reply(agents: &Arc<Agents>, conn: ConnId, id: String, text: &str, media_urls: Vec<String>) {
+fn reply(
+    agents: &Arc<Agents>,
+    conn: ConnId,
+    id: String,
+    text: &str,
+    media_urls: Vec<String>,
+) -> Option<String> {
     let answering = Answering::Id(id.clone());
     let acking = agents.hub.begin_ack(conn, &id).ok();
     let route = match &acking {
@@ -279,11 +294,11 @@ fn reply(agents: &Arc<Agents>, conn: ConnId, id: String, text: &str, media_urls:
             .map(|r| (r.account, r.from)),
     };
     let Some((account, to)) = route else {
-        agents.hub.send_line(
-            conn,
-            protocol::error_line(&answering, &format!("unknown message id {id:?}"), None),
-        );
-        return;
+        return Some(protocol::error_line(
+            &answering,
+            &format!("unknown message id {id:?}"),
+            None,
+        ));
     };
     let config = agents.config.get();
     let planned = agents.outbox.plan(
@@ -299,14 +314,15 @@ fn reply(agents: &Arc<Agents>, conn: ConnId, id: String, text: &str, media_urls:
         Waiter::Agent(conn, answering.clone()),
     );
     match planned {
-        Ok(planned) => write_planned(agents, conn, answering, acking.map(|a| (id, a)), planned),
+        Ok(planned) => {
+            write_planned(agents, conn, answering, acking.map(|a| (id, a)), planned);
+            None
+        }
         Err(r) => {
-            agents
-                .hub
-                .send_line(conn, protocol::error_line(&answering, &r.message, r.code));
             if let Some(a) = acking {
                 write_planned_ack_only(agents, id, a);
             }
+            Some(protocol::error_line(&answering, &r.message, r.code))
         }
     }
 }

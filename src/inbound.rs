@@ -266,3 +266,91 @@ pub fn effects_for(
     }
     Ok(fx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.json5");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "AC0123456789abcdef0123456789abcdef", authToken: "t", fromNumber: "+15550001111", publicWebhookUrl: "https://sms.example.test/webhooks/sms", {extra} }} }} }}"#,
+                dir.path().join("state").display()
+            ),
+        )
+        .expect("write config");
+        let config = crate::config::load(&path).expect("config loads");
+        let store = Store::open(&config.gateway.state_dir).expect("store");
+        (dir, config, store)
+    }
+
+    fn rec(sid: &str, from: &str, body: &str) -> InboundRecord {
+        InboundRecord {
+            sid: sid.into(),
+            account: "default".into(),
+            params: [("From", from), ("To", "+15550001111"), ("Body", body)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            received_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn effects_table() {
+        type Check = fn(&Effects) -> bool;
+        let cases: [(&str, &str, &str, Check); 6] = [
+            (
+                "open policy forwards",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "hi",
+                |fx| fx.forward.as_ref().is_some_and(|m| m.text == "hi") && fx.outbound.is_empty(),
+            ),
+            ("pairing texts a code", "", "hi", |fx| {
+                fx.forward.is_none() && fx.new_pairing.is_some() && fx.outbound.len() == 1
+            }),
+            (
+                "STOP opts out",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "STOP",
+                |fx| matches!(fx.opt, Some((_, _, true))) && fx.forward.is_none(),
+            ),
+            (
+                "START opts in",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "START",
+                |fx| matches!(fx.opt, Some((_, _, false))),
+            ),
+            ("disabled drops", r#"dmPolicy: "disabled""#, "hi", |fx| {
+                fx.forward.is_none() && fx.outbound.is_empty() && fx.new_pairing.is_none()
+            }),
+            (
+                "allowlist refuses a stranger",
+                r#"dmPolicy: "allowlist", allowFrom: ["+15550009999"]"#,
+                "hi",
+                |fx| fx.forward.is_none() && fx.outbound.is_empty(),
+            ),
+        ];
+        for (name, extra, body, check) in cases {
+            let (_d, config, store) = config(extra);
+            let fx = effects_for(&config, &store, &rec("SM1", "+15557654321", body), 1_000)
+                .expect("effects");
+            assert!(check(&fx), "{name}: {fx:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_sender_or_a_gone_account_is_dropped_not_an_error() {
+        let (_d, config, store) = config(r#"dmPolicy: "open", allowFrom: ["*"]"#);
+        let fx = effects_for(&config, &store, &rec("SM1", "not-a-number", "hi"), 1).expect("ok");
+        assert!(fx.forward.is_none());
+        let mut r = rec("SM2", "+15557654321", "hi");
+        r.account = "gone".into();
+        let fx = effects_for(&config, &store, &r, 1).expect("ok");
+        assert!(fx.forward.is_none());
+    }
+}

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::daemon::{App, Shutdown};
+use crate::app::App;
 use crate::http::serve::{self, Limits};
+use crate::shutdown::Shutdown;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -41,7 +42,7 @@ impl Metrics {
 
     /// Everything, with the daemon's current gauges.
     pub fn scrape(&self, app: &App) -> String {
-        let (flushes, flush_micros) = app.commit.stats();
+        let (flushes, flush_micros, _) = app.writer.stats();
         let mut gauges = vec![
             (
                 "smsgate_spool_depth",
@@ -66,7 +67,7 @@ impl Metrics {
             (
                 "smsgate_agent_connections",
                 "agents connected to the agent socket",
-                app.agents.connections() as u64,
+                app.agents.hub.connections() as u64,
             ),
         ];
         if let Some(not_after) = app.tls.as_ref().and_then(|t| t.not_after()) {

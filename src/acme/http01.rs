@@ -9,8 +9,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::daemon::Shutdown;
 use crate::http::serve::{self, Limits};
+use crate::shutdown::Shutdown;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 

@@ -55,7 +55,7 @@ pub async fn run(
     socket: PathBuf,
     responder: Responder,
     max_concurrent: usize,
-    mut stop: crate::daemon::Shutdown,
+    mut stop: crate::shutdown::Shutdown,
 ) {
     let limit = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut warned = false;

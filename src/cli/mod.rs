@@ -338,7 +338,7 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
         format: crate::config::LogFormat::Text,
     });
     runtime()?.block_on(async move {
-        let (tx, stop) = crate::daemon::Shutdown::new();
+        let (tx, stop) = crate::shutdown::Shutdown::new();
         tokio::spawn(async move {
             crate::daemon::signal().await;
             let _ = tx.send(true);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::daemon::App;
+use crate::app::App;
 
 /// Descriptors kept free for everything but webhook connections: the HTTP-01 and
 /// metrics listeners at their caps, the store's files, agent and admin connections,

@@ -307,3 +307,31 @@ async fn slash_new_starts_a_new_session() {
     );
     assert_eq!(st.events.of("new").len(), 2);
 }
+
+#[test]
+fn an_agent_that_cannot_start_is_retried_with_a_clear_log_line() {
+    let t = TestDir::new();
+    let b = Bridge::start(
+        &[
+            "acp".into(),
+            "--socket".into(),
+            s(&t.path().join("agent.sock")),
+            "--state-dir".into(),
+            s(&t.path().join("state")),
+            "--".into(),
+            "/nonexistent/acp-agent".into(),
+            "--acp".into(),
+        ],
+        &[],
+    );
+    assert!(
+        b.wait_log(
+            "cannot start the ACP agent /nonexistent/acp-agent: cannot run",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log()
+    );
+    assert!(b.wait_log("restarting the ACP agent", Duration::from_secs(5)));
+    assert_eq!(b.stop().code(), Some(0));
+}

@@ -335,3 +335,29 @@ fn an_agent_that_cannot_start_is_retried_with_a_clear_log_line() {
     assert!(b.wait_log("restarting the ACP agent", Duration::from_secs(5)));
     assert_eq!(b.stop().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mms_picture_becomes_an_image_block() {
+    let st = setup();
+    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
+    let sid = "MMf0000000000000000000000000000001";
+    let media_url = format!(
+        "{}/2010-04-01/Accounts/{SID}/Messages/{sid}/Media/ME0000000000000000000000000000001",
+        st.twilio.base_url()
+    );
+    let mut p = inbound(sid, A, "PICTURE of my cat");
+    p[6] = ("NumMedia", "1");
+    p.extend([
+        ("MediaUrl0", media_url.as_str()),
+        ("MediaContentType0", "image/jpeg"),
+    ]);
+    assert_eq!(post_signed(&st.gw, "/webhooks/sms", &p).await.0, 200);
+    // The fake Twilio serves 17 bytes of "JPEG".
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "pictures: image/jpeg 17 bytes"
+    );
+    let prompt = st.events.wait("prompt", 1, Duration::from_secs(5));
+    assert_eq!(prompt["images"], 1);
+    assert_eq!(prompt["text"], "PICTURE of my cat");
+}

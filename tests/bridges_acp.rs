@@ -234,6 +234,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     assert!(r.chars().count() <= 300 && r.ends_with('…'), "{r}");
     assert!(bridge.wait_log("cut to --max-chars 300", Duration::from_secs(5)));
     let rss = rss_kib(bridge.child.id());
+    eprintln!("bridge RSS after a 500,000-character flood: {rss} KiB");
     assert!(rss < 200 * 1024, "bridge RSS {rss} KiB after the flood");
 
     // A turn with no text: acknowledged, nothing sent. Then a normal one to G proves

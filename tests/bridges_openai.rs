@@ -403,6 +403,7 @@ async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
         assert!(log.contains(needle), "{needle:?} not in:\n{log}");
     }
     let rss = rss_kib(bridge.child.id());
+    eprintln!("bridge RSS after a 100 MB body: {rss} KiB");
     assert!(rss < 100 * 1024, "bridge RSS {rss} KiB after a 100 MB body");
     assert_eq!(st.twilio.sends_to(A).len(), 1);
     assert_eq!(bridge.stop().code(), Some(0));

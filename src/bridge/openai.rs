@@ -223,7 +223,7 @@ impl OpenAiBridge {
                 return None;
             }
         }
-        let prompt = turn.prompt();
+        let prompt = turn.prompt_noting_media();
         let messages = messages(
             self.opts.system.as_deref(),
             &transcript.turns,

@@ -267,7 +267,12 @@ async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
     for body in ["hey", "can you", "check my 3pm"] {
         text(&st.gw, A, body).await;
     }
+    let last_text = std::time::Instant::now();
     let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    eprintln!(
+        "the burst's reply reached Twilio {} ms after the last text (window 1500 ms)",
+        (st.twilio.sends_to(A)[0].at - last_text).as_millis()
+    );
     assert_eq!(
         r,
         "[1] heard: hey\ncan you\ncheck my 3pm | earlier: nothing"

@@ -367,3 +367,27 @@ async fn an_mms_picture_becomes_an_image_block() {
     assert_eq!(prompt["images"], 1);
     assert_eq!(prompt["text"], "PICTURE of my cat");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_run_side_by_side_and_sigterm_mid_turn_exits_0() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "300"], &[]);
+    text(&st.gw, A, "HANG until stopped").await;
+    st.events.wait("prompt", 1, Duration::from_secs(20));
+    // A's turn is still running; B is answered meanwhile.
+    text(&st.gw, B, "hi").await;
+    assert_eq!(
+        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
+        "[1] heard: hi | earlier: nothing"
+    );
+    assert!(st.events.of("cancel").is_empty());
+    // SIGTERM with a turn in flight: exit 0, and A's text stays with the gateway.
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert!(st.twilio.sends_to(A).is_empty());
+    assert_eq!(st.gw.stop().code(), Some(0));
+    let inbox = smsgate::store::Store::open(&st.t.state())
+        .unwrap()
+        .inbox()
+        .unwrap();
+    assert_eq!(inbox.len(), 1, "A's text waits for the next agent");
+}

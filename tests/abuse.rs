@@ -619,3 +619,71 @@ where
     }
     out
 }
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_rapid_resets_and_stream_floods_are_cut_without_a_log_line_each() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    // HEADERS for POST / (HPACK static entries), END_HEADERS but no END_STREAM: a
+    // request whose body never comes.
+    let headers = b"\x83\x84\x86\x41\x01x";
+    // Far more streams than the 8 allowed at once, none of them finished: the
+    // handlers answer 408 after 10 s, then the idle clock runs another 10 s.
+    let floods: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(H2_PREFACE).unwrap();
+                for id in (1..400u32).step_by(2) {
+                    if s.write_all(&h2_frame(1, 4, id, headers)).is_err() {
+                        break;
+                    }
+                }
+                tcp_closed_within(&mut s, Duration::from_secs(35))
+            })
+        })
+        .collect();
+    // Rapid reset (CVE-2023-44487): open and cancel streams as fast as possible.
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(H2_PREFACE).unwrap();
+        for id in (1..4000u32).step_by(2) {
+            let mut burst = h2_frame(1, 4, id, headers);
+            burst.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+            if s.write_all(&burst).is_err() {
+                break;
+            }
+        }
+        assert!(
+            tcp_closed_within(&mut s, CLOSED_WITHIN),
+            "a rapid-reset connection stayed open"
+        );
+    }
+    for f in floods {
+        assert!(
+            f.join().unwrap(),
+            "a connection flooding streams stayed open"
+        );
+    }
+    let (status, _) = post_signed_timed(&gw, "SMa5000000000000000000000000000001").await;
+    assert_eq!(status, 200);
+    let log = gw.log();
+    let noisy = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        noisy <= 10,
+        "{noisy} warnings for 60 abusive connections:\n{log}"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}

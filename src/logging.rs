@@ -11,6 +11,7 @@ pub fn init(settings: &LogSettings) {
     let directive = std::env::var("SMSGATE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| settings.level.clone());
+    let directive = with_quiet_libraries(&directive);
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
@@ -25,6 +26,29 @@ pub fn init(settings: &LogSettings) {
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// Libraries that log at warn level per connection on what the peer did (h2 when a
+/// client resets too many streams, rustls on a bad handshake): an outsider could make
+/// each of them write a line per connection, unbounded. smsgate logs what matters about
+/// connections itself, rate-limited ([`crate::http::serve`]).
+const QUIET_LIBRARIES: &[&str] = &["h2", "hyper", "hyper_util", "rustls", "tokio_rustls"];
+
+/// `directive` with the [`QUIET_LIBRARIES`] at `error`, unless it names them itself
+/// (`SMSGATE_LOG=info,h2=debug` still shows h2's lines).
+pub fn with_quiet_libraries(directive: &str) -> String {
+    let named = |lib: &str| {
+        directive
+            .split(',')
+            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(lib))
+    };
+    let mut out = directive.to_string();
+    for lib in QUIET_LIBRARIES {
+        if !named(lib) {
+            out.push_str(&format!(",{lib}=error"));
+        }
+    }
+    out
 }
 
 /// Lets through at most `per_second` lines a second; the rest are counted and reported
@@ -90,6 +114,28 @@ mod tests {
         assert_eq!(l.allow(1), None);
         assert_eq!(l.allow(2), Some(2));
         assert_eq!(l.allow(2), Some(0));
+    }
+
+    #[test]
+    fn libraries_strangers_can_make_talk_are_quiet_unless_named() {
+        let quiet = ",h2=error,hyper=error,hyper_util=error,rustls=error,tokio_rustls=error";
+        let cases = [
+            ("info", format!("info{quiet}")),
+            ("debug", format!("debug{quiet}")),
+            (
+                "info,h2=debug",
+                "info,h2=debug,hyper=error,hyper_util=error,rustls=error,tokio_rustls=error"
+                    .to_string(),
+            ),
+            (
+                "smsgate=debug,rustls",
+                "smsgate=debug,rustls,h2=error,hyper=error,hyper_util=error,tokio_rustls=error"
+                    .to_string(),
+            ),
+        ];
+        for (given, want) in cases {
+            assert_eq!(with_quiet_libraries(given), want, "{given}");
+        }
     }
 
     #[test]

@@ -126,9 +126,11 @@ fn gateway(path: &Option<PathBuf>) -> Result<ExitCode> {
         // Reloads read the same file again; an environment-only config has none.
         let source = Some(config_path(path).0).filter(|p| p.exists());
         let daemon = crate::daemon::Daemon::open(config, source, twilio).await?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (gateway.listen); is another process using that port?"))?;
+        let listener = crate::http::serve::bind(listen).with_context(|| {
+            format!(
+                "cannot listen on {listen} (gateway.listen); is another process using that port?"
+            )
+        })?;
         daemon.serve(listener, crate::daemon::signal()).await?;
         Ok::<_, anyhow::Error>(())
     })?;

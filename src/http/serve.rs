@@ -19,18 +19,25 @@
 //! in flight without finishing any.
 //!
 //! **Cap.** At most `max_connections` connections are open. When a new one arrives at
-//! the cap, the open connection that has gone longest without finishing a request is
-//! closed to make room (idle strangers go first; a fresh connection, such as Twilio's,
-//! is the newest and goes last). A connection with a request in flight is only evicted
-//! once that request has run for [`BUSY_GRACE`], so an admitted webhook is never cut
-//! before its 200. Only when every connection is busy is the new one refused.
-//! Refusing at the cap instead would let anyone who holds `max_connections` idle
-//! sockets starve Twilio.
+//! the cap, an open one is closed to make room ([`pick_victim`]): one of the peer
+//! address holding the most connections, and of those the one that has gone longest
+//! without finishing a request. Idle strangers go first; a fresh connection, such as
+//! Twilio's, is the newest and goes last. A connection with a request in flight is only
+//! evicted once that request has run for [`BUSY_GRACE`], so a webhook being admitted is
+//! not cut before its 200. Only when every connection is busy is the new one refused.
+//! Refusing at the cap instead (as before) let anyone holding `max_connections` idle
+//! sockets starve Twilio. Each eviction or refusal is a log line, at most
+//! [`LOG_LINES_PER_SECOND`] a second per listener with a count of those suppressed.
+//!
+//! **Descriptors.** Every connection is one. [`fd_limit`] raises the soft open-file
+//! limit to the hard one, and the webhook listener's cap is fitted under it
+//! ([`affordable_cap`]), so a full listener never leaves the admin and agent sockets
+//! unable to accept.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -137,18 +144,31 @@ pub fn judge(limits: &Limits, a: Activity, now_ms: u64) -> Verdict {
     }
 }
 
-/// Which connection to close so a new one fits under the cap: the one that has gone
-/// longest without finishing a request, among those that are idle or busy for longer
-/// than [`BUSY_GRACE`]; ties go to the older connection (smaller id). `None` when every
-/// connection is busy with a recent request: then the new connection is refused.
-pub fn pick_victim(conns: impl IntoIterator<Item = (u64, Activity)>, now_ms: u64) -> Option<u64> {
+/// Which connection to close so a new one fits under the cap. Candidates are the
+/// connections that are idle, or busy for longer than [`BUSY_GRACE`]. Among them, the
+/// one whose peer address holds the most connections goes first (one host flooding
+/// from one address evicts its own connections, not Twilio's), then the one that has
+/// gone longest without finishing a request, then the older connection (smaller id).
+/// `None` when every connection is busy with a recent request: then the new connection
+/// is refused.
+pub fn pick_victim(conns: &[(u64, IpAddr, Activity)], now_ms: u64) -> Option<u64> {
+    let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
+    for (_, ip, _) in conns {
+        *per_peer.entry(*ip).or_default() += 1;
+    }
     conns
-        .into_iter()
-        .filter(|(_, a)| {
+        .iter()
+        .filter(|(_, _, a)| {
             a.in_flight == 0 || now_ms.saturating_sub(a.last_done_ms) >= millis(BUSY_GRACE)
         })
-        .min_by_key(|(id, a)| (a.last_done_ms, *id))
-        .map(|(id, _)| id)
+        .min_by_key(|(id, ip, a)| {
+            (
+                std::cmp::Reverse(per_peer.get(ip).copied().unwrap_or(0)),
+                a.last_done_ms,
+                *id,
+            )
+        })
+        .map(|(id, _, _)| *id)
 }
 
 /// The connection cap a listener can afford: `requested`, but never so many that its
@@ -166,6 +186,25 @@ pub fn affordable_cap(requested: usize, fd_limit: Option<u64>, reserved: usize) 
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Pending connections the kernel queues for `accept`. The usual 128 overflows within
+/// milliseconds under a connection flood, and every overflow costs the client a 1 s SYN
+/// retransmit: Twilio's connection would wait behind strangers before the cap (which
+/// evicts them) ever sees it.
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener for [`serve`] with a deep accept queue ([`BACKLOG`]; the kernel
+/// caps it at `net.core.somaxconn`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 // ---- the open-file limit ------------------------------------------------------------
@@ -212,6 +251,7 @@ fn instant_at(ms: u64) -> tokio::time::Instant {
 
 /// One open connection, shared by its task, its requests and the accept loop.
 struct Conn {
+    peer: IpAddr,
     in_flight: AtomicUsize,
     last_done_ms: AtomicU64,
     /// A request finished: the idle clock looks again.
@@ -332,6 +372,7 @@ pub async fn serve<H, F>(
         next_id += 1;
         let id = next_id;
         let conn = Arc::new(Conn {
+            peer: peer.ip(),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(now_ms()),
             changed: Notify::new(),
@@ -343,7 +384,11 @@ pub async fn serve<H, F>(
                 Admission::Room
             } else {
                 let now = now_ms();
-                match pick_victim(conns.iter().map(|(id, c)| (*id, c.activity())), now) {
+                let all: Vec<_> = conns
+                    .iter()
+                    .map(|(id, c)| (*id, c.peer, c.activity()))
+                    .collect();
+                match pick_victim(&all, now) {
                     Some(victim) => {
                         let idle_ms = conns.remove(&victim).map_or(0, |c| {
                             c.evicted.notify_one();
@@ -367,7 +412,7 @@ pub async fn serve<H, F>(
                     tracing::warn!(
                         listener = limits.name,
                         max = limits.max_connections,
-                        "gateway.maxConnections reached: closed the connection that went longest without a request ({:.1} s) to admit {peer}{}",
+                        "gateway.maxConnections reached: closed a connection idle or stalled for {:.1} s (of the address holding the most) to admit {peer}{}",
                         idle_ms as f64 / 1000.0,
                         suppressed(n)
                     );
@@ -598,25 +643,50 @@ mod tests {
     #[test]
     fn the_cap_evicts_the_connection_longest_without_progress() {
         let now = 100_000;
-        type Case<'a> = (&'a [(u64, Activity)], Option<u64>);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.7".parse().unwrap();
+        type Case<'a> = (&'a [(u64, IpAddr, Activity)], Option<u64>);
         let cases: &[Case] = &[
             (&[], None),
             // Idle strangers go first, the longest idle first.
             (
-                &[(1, idle(90_000)), (2, idle(50_000)), (3, idle(99_999))],
+                &[
+                    (1, a, idle(90_000)),
+                    (2, a, idle(50_000)),
+                    (3, a, idle(99_999)),
+                ],
                 Some(2),
             ),
             // Ties go to the older connection.
-            (&[(7, idle(50_000)), (3, idle(50_000))], Some(3)),
+            (&[(7, a, idle(50_000)), (3, a, idle(50_000))], Some(3)),
             // A fresh request in flight (Twilio's) is never cut...
-            (&[(1, busy(99_000)), (2, idle(99_500))], Some(2)),
-            (&[(1, busy(99_000)), (2, busy(98_000))], None),
+            (&[(1, a, busy(99_000)), (2, a, idle(99_500))], Some(2)),
+            (&[(1, a, busy(99_000)), (2, a, busy(98_000))], None),
             // ...but one stuck for longer than BUSY_GRACE (a slow body) is fair game.
-            (&[(1, busy(90_000)), (2, idle(95_000))], Some(1)),
-            (&[(1, busy(95_000)), (2, busy(96_000))], Some(1)),
+            (&[(1, a, busy(90_000)), (2, a, idle(95_000))], Some(1)),
+            (&[(1, a, busy(95_000)), (2, a, busy(96_000))], Some(1)),
+            // The address holding the most connections pays first, even for a
+            // connection idle for less time than another address's.
+            (
+                &[
+                    (1, b, idle(10_000)),
+                    (2, a, idle(99_000)),
+                    (3, a, idle(99_500)),
+                ],
+                Some(2),
+            ),
+            // Its connections that are busy and fresh stay, though.
+            (
+                &[
+                    (1, b, idle(10_000)),
+                    (2, a, busy(99_000)),
+                    (3, a, busy(99_500)),
+                ],
+                Some(1),
+            ),
         ];
         for (conns, want) in cases {
-            assert_eq!(pick_victim(conns.iter().copied(), now), *want, "{conns:?}");
+            assert_eq!(pick_victim(conns, now), *want, "{conns:?}");
         }
     }
 

@@ -162,6 +162,15 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
         .collect()
 }
 
+/// A fresh conversation id: opaque, unguessable, never reused (not derived from the
+/// number, so agents and their logs learn nothing from it).
+pub fn new_conversation_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::thread_rng().gen();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("c-{hex}")
+}
+
 /// Decides what one admitted message does, as the set of store changes to apply.
 pub fn effects_for(
     config: &Config,
@@ -188,6 +197,7 @@ pub fn effects_for(
         .into_iter()
         .partition(|r| !r.is_expired(now));
     fx.expire_pairing = expired;
+    let attachments = media(rec);
     let facts = access::Facts {
         policy: account.dm_policy,
         allow_from: &account.allow_from,
@@ -195,6 +205,7 @@ pub fn effects_for(
         opted_out: store.is_opted_out(&account.id, &from)?,
         pending: &pending,
         opt_out_type: access::opt_out_type(rec.field("OptOutType"), &rec.sid),
+        no_media: attachments.is_empty(),
     };
     let plan = access::plan(&from, body, &facts);
     let who = from.redacted();
@@ -211,9 +222,31 @@ pub fn effects_for(
         Plan::Help => {
             tracing::info!(account = %account.id, %sid, from = %who, "message not forwarded: Twilio marked it HELP (OptOutType) and answers it itself");
         }
+        Plan::NewConversation => {
+            let id = new_conversation_id();
+            tracing::info!(account = %account.id, %sid, from = %who, conversation = %id, "new conversation started (/new); not forwarded");
+            fx.outbound.push(store.new_outbound(
+                &account.id,
+                from.clone(),
+                crate::texts::Texts::default().new_conversation(),
+                Purpose::NewConversation,
+                now,
+            )?);
+            fx.conversation = Some((account.id.clone(), from, id));
+        }
         Plan::Forward => {
             tracing::info!(account = %account.id, %sid, from = %who, "message queued for the agent");
-            let media = media(rec);
+            let media = attachments;
+            // The first message of a sender starts their conversation; its id is
+            // written in the same batch as the message.
+            let conversation = match store.conversation(&account.id, &from)? {
+                Some(id) => id,
+                None => {
+                    let id = new_conversation_id();
+                    fx.conversation = Some((account.id.clone(), from.clone(), id.clone()));
+                    id
+                }
+            };
             fx.forward = Some(AgentMessage {
                 media_pending: !media.is_empty(),
                 id: sid.clone(),
@@ -223,6 +256,7 @@ pub fn effects_for(
                 text: body.to_string(),
                 media,
                 received_at_ms: rec.received_at_ms,
+                conversation,
             });
         }
         Plan::RequestPairing { send_code } => {
@@ -345,6 +379,31 @@ mod tests {
                 .expect("effects");
             assert!(check(&fx), "{name}: {fx:?}");
         }
+    }
+
+    #[test]
+    fn conversations_start_with_the_first_message_and_slash_new_replaces_them() {
+        let (_d, config, store) = config(r#"dmPolicy: "open", allowFrom: ["*"]"#);
+        let fx = effects_for(&config, &store, &rec("SM1", "+15557654321", "hi"), 1).expect("ok");
+        let (_, _, first) = fx.conversation.clone().expect("a first message starts one");
+        assert_eq!(
+            fx.forward.as_ref().map(|m| m.conversation.clone()),
+            Some(first.clone())
+        );
+        store.admit_processed("SM1", 1, &fx).expect("write");
+        let fx = effects_for(&config, &store, &rec("SM2", "+15557654321", "again"), 2).expect("ok");
+        assert!(
+            fx.conversation.is_none(),
+            "no write for a known conversation"
+        );
+        assert_eq!(fx.forward.map(|m| m.conversation), Some(first.clone()));
+        let fx =
+            effects_for(&config, &store, &rec("SM3", "+15557654321", "/reset"), 3).expect("ok");
+        assert!(fx.forward.is_none(), "/reset is not forwarded");
+        assert_eq!(fx.outbound.len(), 1, "the sender is told");
+        assert_eq!(fx.outbound[0].purpose, Purpose::NewConversation);
+        let (_, _, second) = fx.conversation.expect("a new id");
+        assert_ne!(second, first);
     }
 
     #[test]

@@ -699,3 +699,70 @@ fn demo_shows_the_whole_flow() {
         assert!(text.contains(needle), "missing {needle:?}:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_are_per_sender_survive_restarts_and_slash_new_starts_afresh() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"dmPolicy: "allowlist", allowFrom: ["+15557650001", "+15557650002"]"#,
+    );
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (a, b) = ("+15557650001", "+15557650002");
+    let mut next = {
+        let mut n = 0u32;
+        move || {
+            n += 1;
+            format!("SMc{n:031}")
+        }
+    };
+    let conv = |agent: &mut TestAgent| {
+        let m = agent.next_of("message");
+        agent.send(json!({"type": "ack", "id": m["id"]}));
+        m["conversation"].as_str().unwrap().to_string()
+    };
+    assert_eq!(gw.admit(&next(), a, "one").await, 200);
+    let a1 = conv(&mut agent);
+    assert_eq!(gw.admit(&next(), a, "two").await, 200);
+    assert_eq!(conv(&mut agent), a1, "stable for one sender");
+    assert_eq!(gw.admit(&next(), b, "hi").await, 200);
+    let b1 = conv(&mut agent);
+    assert_ne!(a1, b1, "one conversation per sender");
+    assert!(
+        !a1.contains("555"),
+        "the id says nothing of the number: {a1}"
+    );
+
+    // /new: not forwarded, one short SMS, a new id from then on (B's is untouched).
+    assert_eq!(gw.admit(&next(), a, " /New ").await, 200);
+    let sms = twilio.wait_sends(1, Duration::from_secs(10));
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].field("To"), Some(a));
+    assert!(sms[0].field("Body").unwrap().contains("New conversation"));
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(
+        agent.next_within(Duration::from_millis(1)),
+        None,
+        "/new is not forwarded"
+    );
+    assert_eq!(gw.admit(&next(), a, "three").await, 200);
+    let a2 = conv(&mut agent);
+    assert_ne!(a2, a1);
+    assert_eq!(gw.admit(&next(), b, "still me").await, 200);
+    assert_eq!(conv(&mut agent), b1);
+
+    // A stranger's /new is a text like any other: refused by the allowlist, no SMS.
+    assert_eq!(gw.admit(&next(), "+15557659999", "/new").await, 200);
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(twilio.sends().len(), 1);
+
+    // The id is stored: the same after a restart.
+    drop(agent);
+    assert_eq!(gw.stop().code(), Some(0));
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    assert_eq!(gw.admit(&next(), a, "after restart").await, 200);
+    assert_eq!(conv(&mut agent), a2);
+}

@@ -297,7 +297,6 @@ async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs daemon conversations"]
 async fn slash_new_starts_a_new_session() {
     let st = setup();
     let _bridge = st.bridge(&["--coalesce", "0"], &[]);

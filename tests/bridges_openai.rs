@@ -468,7 +468,6 @@ async fn a_bridge_killed_mid_call_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs daemon conversations"]
 async fn slash_new_starts_an_empty_transcript() {
     let st = setup();
     let model = StandIn::start();

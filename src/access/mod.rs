@@ -149,6 +149,8 @@ pub struct Facts<'a> {
     pub pending: &'a [PairingRequest],
     /// Twilio's Advanced Opt-Out verdict on this message, if any.
     pub opt_out_type: Option<OptOutType>,
+    /// The message carries no media (`/new` with a picture is a message, not a command).
+    pub no_media: bool,
 }
 
 /// What to do with one inbound message.
@@ -161,6 +163,9 @@ pub enum Plan {
     /// `OptOutType: HELP`: Twilio has answered it; not forwarded to the agent.
     Help,
     Forward,
+    /// `/new` or `/reset` from a sender who may talk to the agent: start a new
+    /// conversation (not forwarded; the sender is told).
+    NewConversation,
     /// A new pairing request: store it and text the code (unless opted out).
     RequestPairing {
         send_code: bool,
@@ -188,6 +193,7 @@ pub fn plan(sender: &E164, body: &str, facts: &Facts<'_>) -> Plan {
         None => {}
     }
     match decide(facts.policy, facts.allow_from, facts.approved, sender) {
+        Decision::Forward if facts.no_media && is_reset_command(body) => Plan::NewConversation,
         Decision::Forward => Plan::Forward,
         Decision::Deny(r) => Plan::Deny(r),
         Decision::Pair => match pairing::step(facts.pending, sender) {
@@ -200,9 +206,26 @@ pub fn plan(sender: &E164, body: &str, facts: &Facts<'_>) -> Plan {
     }
 }
 
+/// Whether a text asks to start afresh: exactly `/new` or `/reset`, trimmed,
+/// case-insensitive (CONTRACT §7).
+pub fn is_reset_command(body: &str) -> bool {
+    let t = body.trim();
+    t.eq_ignore_ascii_case("/new") || t.eq_ignore_ascii_case("/reset")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_commands() {
+        for yes in ["/new", "/NEW", "  /reset\n", "/Reset"] {
+            assert!(is_reset_command(yes), "{yes:?}");
+        }
+        for no in ["new", "/new please", "/ new", "/newer", "", "/"] {
+            assert!(!is_reset_command(no), "{no:?}");
+        }
+    }
 
     fn n(s: &str) -> E164 {
         E164::parse(s).unwrap()
@@ -357,6 +380,7 @@ mod tests {
             opted_out,
             pending,
             opt_out_type: None,
+            no_media: true,
         };
         let twilio = |t, approved| Facts {
             opt_out_type: Some(t),
@@ -376,6 +400,22 @@ mod tests {
             ("hi", facts(false, false, &mine), Plan::AlreadyPending),
             ("hi", facts(false, false, &three), Plan::PairingCapReached),
             ("hi", facts(true, false, &three), Plan::Forward),
+            // `/new` from someone who may talk to the agent; a stranger's is just a text.
+            (" /New ", facts(true, false, &[]), Plan::NewConversation),
+            ("/reset", facts(true, false, &[]), Plan::NewConversation),
+            (
+                "/new",
+                facts(false, false, &[]),
+                Plan::RequestPairing { send_code: true },
+            ),
+            (
+                "/new",
+                Facts {
+                    no_media: false,
+                    ..facts(true, false, &[])
+                },
+                Plan::Forward,
+            ),
             ("STOP", facts(true, false, &[]), Plan::OptOut),
             ("start", facts(false, true, &[]), Plan::OptIn),
             ("Stop.", facts(true, false, &[]), Plan::OptOut),

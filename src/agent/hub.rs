@@ -364,6 +364,7 @@ mod tests {
             media: Vec::new(),
             received_at_ms: 1,
             media_pending: false,
+            conversation: String::new(),
         }
     }
 

@@ -216,6 +216,7 @@ pub fn message_line(m: &AgentMessage) -> String {
         "text": m.text,
         "media": media,
         "receivedAt": rfc3339(m.received_at_ms),
+        "conversation": m.conversation_id(),
     })
     .to_string()
 }

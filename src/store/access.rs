@@ -12,6 +12,14 @@ impl Store {
             .contains_key(pair_key(account, number.as_str()))
     }
 
+    /// The sender's current conversation id, if they have one.
+    pub fn conversation(&self, account: &str, number: &E164) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conversations
+            .get(pair_key(account, number.as_str()))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     pub fn is_opted_out(&self, account: &str, number: &E164) -> Result<bool, StoreError> {
         self.optout.contains_key(pair_key(account, number.as_str()))
     }

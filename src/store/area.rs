@@ -39,6 +39,8 @@ pub(crate) enum Tag {
     Texted = b'm',
     /// Records that failed to decode, under their area tag and original key.
     Quarantine = b'Q',
+    /// (account, sender) → the sender's current conversation id.
+    Conversation = b'c',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.

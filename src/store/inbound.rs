@@ -203,6 +203,13 @@ impl Store {
         for r in &effects.outbound {
             b.insert(&self.outbound, r.id.to_be_bytes(), enc(r));
         }
+        if let Some((account, number, id)) = &effects.conversation {
+            b.insert(
+                &self.conversations,
+                pair_key(account, number.as_str()),
+                id.as_bytes(),
+            );
+        }
         Ok(seq)
     }
 }

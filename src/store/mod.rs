@@ -123,6 +123,7 @@ pub struct Store {
     pub(crate) dead: Area,
     pub(crate) texted: Area,
     pub(crate) quarantine: Area,
+    pub(crate) conversations: Area,
 }
 
 impl Store {
@@ -171,6 +172,7 @@ impl Store {
             dead: area(Tag::Dead),
             texted: area(Tag::Texted),
             quarantine: area(Tag::Quarantine),
+            conversations: area(Tag::Conversation),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),
@@ -370,6 +372,9 @@ pub struct Effects {
     pub outbound: Vec<OutboundRecord>,
     /// A pairing text went to (account, number): counts against the SMS budget.
     pub texted: Option<(String, crate::phone::E164)>,
+    /// (account, number, id): the sender's conversation is now `id` (a first message,
+    /// or `/new`).
+    pub conversation: Option<(String, crate::phone::E164, String)>,
 }
 
 #[cfg(test)]

@@ -42,6 +42,22 @@ pub struct AgentMessage {
     /// Media not yet downloaded: the message waits (and so do its sender's later ones).
     #[serde(default)]
     pub media_pending: bool,
+    /// The sender's conversation when the message arrived (CONTRACT §7); empty in
+    /// records written before conversations existed.
+    #[serde(default)]
+    pub conversation: String,
+}
+
+impl AgentMessage {
+    /// The conversation id for the agent: the stored one, or, for a record from
+    /// before conversations, one derived from (account, sender) that stays the same.
+    pub fn conversation_id(&self) -> String {
+        if self.conversation.is_empty() {
+            format!("{}:{}", self.account, self.from)
+        } else {
+            self.conversation.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,8 +98,14 @@ pub struct ApprovedSender {
 pub enum Purpose {
     PairingCode,
     PairingApproved,
-    Reply { message_id: String },
-    Send { reference: Option<String> },
+    /// The confirmation of `/new`.
+    NewConversation,
+    Reply {
+        message_id: String,
+    },
+    Send {
+        reference: Option<String>,
+    },
     Cli,
 }
 

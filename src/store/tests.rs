@@ -23,6 +23,7 @@ fn msg(id: &str) -> AgentMessage {
         media: Vec::new(),
         received_at_ms: 5,
         media_pending: false,
+        conversation: String::new(),
     }
 }
 

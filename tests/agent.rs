@@ -766,3 +766,55 @@ async fn conversations_are_per_sender_survive_restarts_and_slash_new_starts_afre
     assert_eq!(gw.admit(&next(), a, "after restart").await, 200);
     assert_eq!(conv(&mut agent), a2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channels_status_lists_the_connected_agents() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    let mut raw = TestAgent::connect(&agent_sock(&t));
+    assert_eq!(
+        gw.admit(
+            "SMc1000000000000000000000000000001",
+            "+15557650001",
+            "hold me"
+        )
+        .await,
+        200
+    );
+    let m = raw.next_of("message");
+    // A built-in agent says what it is.
+    let mut echo = std::process::Command::new(bin())
+        .args(["--config"])
+        .arg(&config)
+        .args(["agent", "echo"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listed = wait_until(Duration::from_secs(10), || {
+        gw.status(&config)["connectedAgents"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|a| a["kind"] == "echo"))
+    });
+    let status = gw.status(&config);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(listed, "{status}");
+    let agents = status["connectedAgents"].as_array().unwrap();
+    let socket = agents.iter().find(|a| a["kind"] == "socket").unwrap();
+    assert_eq!(socket["inFlight"], 1, "{status}");
+    assert_eq!(socket["pid"], std::process::id(), "{status}");
+    assert!(socket["oldestUnackedMs"].as_u64().is_some(), "{status}");
+    let echo_entry = agents.iter().find(|a| a["kind"] == "echo").unwrap();
+    assert_eq!(echo_entry["pid"], echo.id());
+    let out = cli(&config, &["channels", "status"]);
+    assert!(
+        stdout(&out).contains("agent: socket (pid ")
+            && stdout(&out).contains("1 message(s) in flight"),
+        "{}",
+        stdout(&out)
+    );
+    raw.send(json!({"type": "ack", "id": m["id"]}));
+}

@@ -65,6 +65,7 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
                 "outbound": app.store.outbound_len(),
                 "deadLetters": app.store.dead_len(),
                 "agents": app.agents.hub.connections(),
+                "connectedAgents": app.agents.hub.agents(crate::clock::now_ms()),
                 // From memory: zero everywhere means nothing is left to do (tests wait
                 // on this instead of sleeping).
                 "waiting": d.waiting,

@@ -94,6 +94,11 @@ async fn session(stream: UnixStream, responder: &Responder, limit: Arc<Semaphore
             }
         }
     });
+    let kind = match responder {
+        Responder::Echo => "echo",
+        Responder::Command { .. } => "exec",
+    };
+    let _ = out_tx.send(super::protocol::hello_line(kind));
     // One worker per sender keeps each sender's messages in order, one at a time.
     let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Incoming>> = HashMap::new();
     let mut lines = BufReader::new(read).lines();

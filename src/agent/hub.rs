@@ -32,6 +32,21 @@ type SenderKey = (String, E164);
 struct Conn {
     tx: mpsc::Sender<String>,
     in_flight: usize,
+    /// What the agent said it is (`hello`), else `socket`.
+    kind: String,
+    /// The peer's process, from the socket's credentials.
+    pid: Option<u32>,
+}
+
+/// One connected agent, for `channels status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    pub kind: String,
+    pub pid: Option<u32>,
+    pub in_flight: usize,
+    /// Milliseconds since the oldest message it holds was delivered to it.
+    pub oldest_unacked_ms: Option<u64>,
 }
 
 struct Flight {
@@ -44,6 +59,8 @@ struct Flight {
     acking: bool,
     /// Counted in `bound` (false once its connection went away while acking).
     bound: bool,
+    /// When it was handed to the connection.
+    delivered_at_ms: u64,
 }
 
 #[derive(Default)]
@@ -99,13 +116,56 @@ impl Hub {
     /// connection's own reader to answer its lines with backpressure (an agent cannot
     /// make us queue answers faster than it reads them; the weak handle does not keep
     /// the connection open once the hub drops it).
-    pub fn connect(&self) -> (ConnId, mpsc::Receiver<String>, mpsc::WeakSender<String>) {
+    pub fn connect(
+        &self,
+        pid: Option<u32>,
+    ) -> (ConnId, mpsc::Receiver<String>, mpsc::WeakSender<String>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(OUTBOX);
         let weak = tx.downgrade();
-        self.state().conns.insert(id, Conn { tx, in_flight: 0 });
-        tracing::info!(conn = id, "agent connected");
+        self.state().conns.insert(
+            id,
+            Conn {
+                tx,
+                in_flight: 0,
+                kind: "socket".into(),
+                pid,
+            },
+        );
+        tracing::info!(conn = id, pid, "agent connected");
         (id, rx, weak)
+    }
+
+    /// Records what a connection said it is (`hello`).
+    pub fn set_kind(&self, conn: ConnId, kind: String) {
+        if let Some(c) = self.state().conns.get_mut(&conn) {
+            tracing::info!(conn, kind = %kind, "agent introduced itself");
+            c.kind = kind;
+        }
+    }
+
+    /// The connected agents, oldest connection first.
+    pub fn agents(&self, now_ms: u64) -> Vec<AgentInfo> {
+        let st = self.state();
+        let mut ids: Vec<&ConnId> = st.conns.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| {
+                let c = &st.conns[id];
+                let oldest = st
+                    .in_flight
+                    .values()
+                    .filter(|f| f.conn == *id)
+                    .map(|f| f.delivered_at_ms)
+                    .min();
+                AgentInfo {
+                    kind: c.kind.clone(),
+                    pid: c.pid,
+                    in_flight: c.in_flight,
+                    oldest_unacked_ms: oldest.map(|t| now_ms.saturating_sub(t)),
+                }
+            })
+            .collect()
     }
 
     /// Forgets a connection; its unacknowledged messages go to the next agent now.
@@ -289,6 +349,7 @@ fn pump(st: &mut State) {
                 msg: msg.clone(),
                 acking: false,
                 bound: true,
+                delivered_at_ms: crate::clock::now_ms(),
             },
         );
         delivered.push(*seq);
@@ -380,8 +441,8 @@ mod tests {
     #[test]
     fn one_sender_one_agent_in_order_and_release_on_disconnect() {
         let hub = Hub::default();
-        let (a, mut ra, _) = hub.connect();
-        let (b, mut rb, _) = hub.connect();
+        let (a, mut ra, _) = hub.connect(None);
+        let (b, mut rb, _) = hub.connect(None);
         hub.enqueue(1, msg("m1", "+15550000001"));
         hub.enqueue(2, msg("m2", "+15550000001"));
         hub.enqueue(3, msg("m3", "+15550000002"));
@@ -412,9 +473,32 @@ mod tests {
     }
 
     #[test]
+    fn agents_list_kind_pid_in_flight_and_oldest() {
+        let hub = Hub::default();
+        let (a, mut ra, _) = hub.connect(Some(42));
+        let (_b, _rb, _) = hub.connect(None);
+        hub.set_kind(a, "acp".into());
+        hub.enqueue(1, msg("SM1", "+15550000001"));
+        hub.pump();
+        assert!(ra.try_recv().is_ok(), "the first connection takes it");
+        let list = hub.agents(u64::MAX / 2);
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            (list[0].kind.as_str(), list[0].pid, list[0].in_flight),
+            ("acp", Some(42), 1)
+        );
+        assert!(list[0].oldest_unacked_ms.is_some());
+        assert_eq!(
+            (list[1].kind.as_str(), list[1].pid, list[1].in_flight),
+            ("socket", None, 0)
+        );
+        assert_eq!(list[1].oldest_unacked_ms, None);
+    }
+
+    #[test]
     fn failed_ack_offers_again_and_load_skips_in_flight() {
         let hub = Hub::default();
-        let (a, mut ra, _) = hub.connect();
+        let (a, mut ra, _) = hub.connect(None);
         hub.enqueue(5, msg("m5", "+15550000001"));
         assert_eq!(ids(&mut ra), ["m5"]);
         hub.begin_ack(a, "m5").expect("in flight");
@@ -439,7 +523,7 @@ mod tests {
         hub.enqueue(1, m);
         hub.enqueue(2, msg("m2", "+15550000001"));
         hub.enqueue(3, msg("m3", "+15550000002"));
-        let (_a, mut ra, _) = hub.connect();
+        let (_a, mut ra, _) = hub.connect(None);
         hub.pump();
         assert_eq!(ids(&mut ra), ["m3"]);
         assert_eq!(hub.media_pending().len(), 1);

@@ -29,7 +29,15 @@ pub enum AgentLine {
         reference: Option<String>,
         media_urls: Vec<String>,
     },
+    /// Optional, first: what kind of agent this is, for `channels status`
+    /// (`exec`, `acp`, `openai`, or any short name a custom agent picks).
+    Hello {
+        kind: String,
+    },
 }
+
+/// The longest `hello` kind kept (a name for an operator, not a payload).
+pub const MAX_KIND: usize = 32;
 
 /// A malformed line: the sentence to send back, and the `ref`/`id` it concerned if known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +131,23 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
             reference: string_field(&obj, "ref", false, "send")?,
             media_urls: media_urls(&obj)?,
         }),
+        "hello" => {
+            let kind = string_field(&obj, "kind", true, "hello")?.unwrap_or_default();
+            let clean = kind.len() <= MAX_KIND
+                && !kind.is_empty()
+                && kind
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !clean {
+                return Err(err(
+                    format!(
+                        "hello: \"kind\" must be 1 to {MAX_KIND} letters, digits, '-', '_' or '.'"
+                    ),
+                    Some(&obj),
+                ));
+            }
+            Ok(AgentLine::Hello { kind })
+        }
         other => Err(err(
             format!("unknown type {other:?}; use ack, reply or send"),
             Some(&obj),
@@ -221,6 +246,11 @@ pub fn message_line(m: &AgentMessage) -> String {
     .to_string()
 }
 
+/// The optional first line of an agent: what it is, for the operator's status.
+pub fn hello_line(kind: &str) -> String {
+    json!({"type": "hello", "kind": kind}).to_string()
+}
+
 pub fn sent_line(to: &Answering, sids: &[String], segments: u32) -> String {
     with_key(
         json!({"type": "sent", "sids": sids, "segments": segments}),
@@ -286,6 +316,10 @@ mod tests {
                     media_urls: vec!["https://a.example/x.png".into()],
                 },
             ),
+            (
+                r#"{"type":"hello","kind":"acp"}"#,
+                AgentLine::Hello { kind: "acp".into() },
+            ),
         ];
         for (line, want) in ok {
             assert_eq!(parse(line), Ok(want), "{line}");
@@ -306,6 +340,10 @@ mod tests {
                 r#"{"type":"send","text":"x","mediaUrls":"https://a"}"#,
                 "must be a list",
             ),
+            (r#"{"type":"hello"}"#, "hello needs \"kind\""),
+            (r#"{"type":"hello","kind":""}"#, "1 to 32"),
+            (r#"{"type":"hello","kind":"a b"}"#, "1 to 32"),
+            (r#"{"type":"hello","kind":"\u001b[31m"}"#, "1 to 32"),
         ];
         for (line, needle) in bad {
             let e = parse(line).unwrap_err();

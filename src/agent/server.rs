@@ -127,7 +127,13 @@ async fn write_lines(
 }
 
 async fn connection(agents: Arc<Agents>, stream: UnixStream) {
-    let (conn, rx, answers) = agents.hub.connect();
+    // Who is on the other end, for `channels status` (Linux peer credentials).
+    let pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
+    let (conn, rx, answers) = agents.hub.connect(pid);
     let (read, write) = stream.into_split();
     let stop_reading = Arc::new(Notify::new());
     let writer = {
@@ -243,6 +249,10 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
             text,
             media_urls,
         } => reply(agents, conn, id, &text, media_urls),
+        AgentLine::Hello { kind } => {
+            agents.hub.set_kind(conn, kind);
+            None
+        }
         AgentLine::Send {
             to,
             account,

@@ -153,6 +153,10 @@ async fn session(stream: UnixStream, backend: Arc<Backend>, settings: Settings) 
             }
         }
     });
+    let _ = out_tx.send(format!(
+        "{}\n",
+        crate::agent::protocol::hello_line(backend.kind())
+    ));
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {

@@ -63,6 +63,23 @@ pub fn run(path: &Option<PathBuf>, cmd: ChannelsCmd) -> Result<ExitCode> {
     }
 }
 
+/// One line per connected agent: kind, pid, what it holds and for how long.
+fn agent_summary(a: &Value) -> String {
+    let pid = a["pid"]
+        .as_u64()
+        .map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"));
+    let oldest = a["oldestUnackedMs"]
+        .as_u64()
+        .map_or_else(String::new, |ms| {
+            format!(", oldest unacknowledged {}s", ms / 1000)
+        });
+    format!(
+        "  agent: {} ({pid}), {} message(s) in flight{oldest}",
+        a["kind"].as_str().unwrap_or("socket"),
+        a["inFlight"].as_u64().unwrap_or(0)
+    )
+}
+
 /// The daemon's view, or the store's when no daemon runs.
 fn daemon_state(config: &crate::config::Config) -> Value {
     match client::call(config, &Request::Status) {
@@ -189,6 +206,9 @@ fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode
                 daemon["spool"], daemon["agentQueue"], daemon["outbound"], daemon["deadLetters"]
             ),
             _ => println!("daemon: not running"),
+        }
+        for a in daemon["connectedAgents"].as_array().into_iter().flatten() {
+            println!("{}", agent_summary(a));
         }
         print_tls(&tls);
     }

@@ -563,24 +563,31 @@ async fn status_callbacks_out_of_order_reach_the_sending_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_outcome_is_an_error_line_and_queue_commands() {
+async fn unknown_outcome_waits_for_a_lookup_and_queue_commands() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
     let config = t.config(&twilio, r#"defaultTo: "+15557650000""#);
     let gw = Gateway::start(&config);
     let mut agent = TestAgent::connect(&agent_sock(&t));
-    twilio.push(Canned::Hang);
+    // Twilio never answers: the outcome is unknown, so the send is neither retried
+    // blind nor reported failed; Twilio is asked after the settle time (2 minutes here,
+    // tests/unknown_sends.rs covers the lookups).
+    twilio.push(Canned::Lost);
     agent.send(json!({"type": "send", "text": "into the void", "ref": "u1"}));
-    let e = agent.next_of("error");
-    assert_eq!(e["ref"], "u1");
     assert!(
-        e["message"].as_str().unwrap().contains("outcome unknown"),
-        "{e}"
+        gw.wait_log("send outcome unknown", Duration::from_secs(10)),
+        "{}",
+        gw.log()
     );
     twilio.push(twilio_error(21211, 400));
     agent.send(json!({"type": "send", "text": "bad number", "ref": "u2"}));
     let e = agent.next_of("error");
+    assert_eq!(
+        e["ref"], "u2",
+        "no line for u1 before its outcome is known: {e}"
+    );
     assert_eq!(e["code"], 21211);
+    assert!(e["hint"].as_str().unwrap().contains("E.164"), "{e}");
 
     let list: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
@@ -606,6 +613,8 @@ async fn unknown_outcome_is_an_error_line_and_queue_commands() {
         before + 1,
         "requeue sends it again, on the operator's say-so"
     );
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "u1", "whoever waited hears the outcome");
     let out = cli(&config, &["queue", "purge", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(gw.stop().code(), Some(0));

@@ -151,13 +151,18 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
     for r in store.outbound()? {
         let state = match r.state {
             OutboundState::Unknown => "unknown",
+            OutboundState::Checking => "checking",
             OutboundState::Failed => "failed",
+            OutboundState::Queued | OutboundState::Sending if r.resent => "resent",
             OutboundState::Queued | OutboundState::Sending => continue,
         };
+        let next_check = matches!(r.state, OutboundState::Unknown | OutboundState::Checking)
+            .then(|| rfc3339(r.next_attempt_ms));
         out.push(json!({
             "id": r.id.to_string(), "kind": "send", "state": state, "account": r.account,
             "to": r.to.as_str(), "text": r.body, "error": r.last_error, "attempts": r.attempts,
-            "createdAt": rfc3339(r.created_ms),
+            "createdAt": rfc3339(r.created_ms), "code": r.last_code,
+            "hint": crate::twilio::hints::sentence(r.last_code), "nextCheck": next_check,
         }));
     }
     Ok(Value::Array(out))

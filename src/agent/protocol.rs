@@ -263,6 +263,9 @@ pub fn error_line(to: &Answering, message: &str, code: Option<u32>) -> String {
     let mut v = with_key(json!({"type": "error", "message": message}), to);
     if let (Some(code), Value::Object(o)) = (code, &mut v) {
         o.insert("code".into(), json!(code));
+        if let Some(hint) = crate::twilio::hints::sentence(Some(code)) {
+            o.insert("hint".into(), json!(hint));
+        }
     }
     v.to_string()
 }
@@ -281,10 +284,13 @@ pub fn line_error(e: &LineError) -> String {
 }
 
 pub fn status_line(sid: &str, status: &str, error_code: Option<&str>) -> String {
-    let code: Value = error_code
-        .and_then(|c| c.parse::<u64>().ok())
-        .map_or(Value::Null, |c| json!(c));
-    json!({"type": "status", "sid": sid, "status": status, "errorCode": code}).to_string()
+    let parsed = error_code.and_then(|c| c.parse::<u32>().ok());
+    let code: Value = parsed.map_or(Value::Null, |c| json!(c));
+    let mut v = json!({"type": "status", "sid": sid, "status": status, "errorCode": code});
+    if let (Some(hint), Value::Object(o)) = (crate::twilio::hints::sentence(parsed), &mut v) {
+        o.insert("hint".into(), json!(hint));
+    }
+    v.to_string()
 }
 
 #[cfg(test)]

@@ -376,6 +376,10 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
                 .and_then(Value::as_str)
                 .map(|e| format!("  ({e})"))
                 .unwrap_or_default();
+            let err = match r.get("nextCheck").and_then(Value::as_str) {
+                Some(at) => format!("{err}  next check with Twilio at {at}"),
+                None => err,
+            };
             println!(
                 "{}  {}  {}  account {}  {:?}{err}",
                 s(&r, "id"),

@@ -99,9 +99,13 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queued sends (in memory).
+    /// Queued sends (in memory); sends waiting for a lookup do not count.
     pub fn queued_len(&self) -> usize {
-        self.state().queued.len()
+        self.state()
+            .queued
+            .values()
+            .filter(|r| r.state == OutboundState::Queued)
+            .count()
     }
 
     /// Replaces the in-memory queue with the store's queued records (at start, after
@@ -110,7 +114,7 @@ impl Outbox {
         let queued = store
             .outbound()?
             .into_iter()
-            .filter(|r| r.state == OutboundState::Queued)
+            .filter(|r| r.state.is_pending())
             .map(|r| (r.id, r))
             .collect();
         self.state().queued = queued;
@@ -141,7 +145,7 @@ impl Outbox {
 
     pub(crate) fn update(&self, rec: &OutboundRecord) {
         let mut st = self.state();
-        if rec.state == OutboundState::Queued {
+        if rec.state.is_pending() {
             st.queued.insert(rec.id, rec.clone());
         } else {
             st.queued.remove(&rec.id);

@@ -16,6 +16,7 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{OutboundRecord, OutboundState, Store, StoreError, Writer};
+use crate::twilio::reconcile::{self, LookupOutcome, Stage, Step};
 use crate::twilio::{Creds, MessagesApi, SendError, SendRequest};
 
 /// Attempts before a retryable failure counts as failed for good (about 40 minutes of
@@ -45,6 +46,16 @@ pub fn due(queue: &[OutboundRecord], now: u64) -> (Vec<u64>, Option<u64>) {
     let mut attempt = Vec::new();
     let mut next: Option<u64> = None;
     for rec in queue {
+        if matches!(rec.state, OutboundState::Unknown | OutboundState::Checking) {
+            // A lookup of an unknown send: due at its time, blocking nobody (the
+            // recipient's later texts need not wait minutes for it).
+            if rec.next_attempt_ms > now {
+                next = Some(next.map_or(rec.next_attempt_ms, |n| n.min(rec.next_attempt_ms)));
+            } else {
+                attempt.push(rec.id);
+            }
+            continue;
+        }
         if rec.state != OutboundState::Queued {
             continue;
         }
@@ -112,8 +123,12 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
             if shutdown.is_set() {
                 break;
             }
-            if let Some(rec) = queue.iter().find(|r| r.id == id).cloned() {
-                send_one(s, rec).await?;
+            match queue.iter().find(|r| r.id == id).cloned() {
+                Some(rec) if rec.state == OutboundState::Queued => {
+                    send_one(s, rec).await?;
+                }
+                Some(rec) => look_up(s, rec).await?,
+                None => {}
             }
         }
     }
@@ -155,6 +170,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     // message may already have gone out.
     rec.state = OutboundState::Sending;
     rec.attempts += 1;
+    rec.attempted_at_ms = Some(now_ms());
     save(s, &rec).await?;
     let req = SendRequest {
         creds: Creds::of(account),
@@ -224,17 +240,117 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             finish(s, rec, OutboundState::Failed, e.to_string(), code).await
         }
         Err(SendError::Unknown(detail)) => {
+            // Not retried blind (Twilio may have sent it), not given up: Twilio is
+            // asked after a settle time. Whoever waits hears when that is settled.
             s.metrics.send_failure("unknown");
-            finish(
-                s,
-                rec,
-                OutboundState::Unknown,
-                format!("outcome unknown: {detail}; not retried, since Twilio may have sent it"),
-                None,
-            )
-            .await
+            let attempt = rec.attempted_at_ms.unwrap_or_else(now_ms);
+            rec.state = OutboundState::Unknown;
+            rec.lookup_failures = 0;
+            rec.next_attempt_ms = reconcile::first_check_at(attempt);
+            rec.last_error = Some(format!("outcome unknown: {detail}"));
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "send outcome unknown ({detail}); not retried blind: Twilio will be asked in {}s whether it exists", reconcile::settle_ms() / 1000);
+            save(s, &rec).await?;
+            Ok(Some(rec.next_attempt_ms))
         }
     }
+}
+
+/// Asks Twilio whether a send of unknown outcome exists, and acts on the answer: found
+/// (sent, with its SID), not found twice (send it, once), or no answer (ask again
+/// later; never send blind).
+async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> {
+    let config = s.config.get();
+    let to = rec.to.redacted().to_string();
+    let Some(account) = config.sms.account(&rec.account) else {
+        finish(
+            s,
+            rec,
+            OutboundState::Failed,
+            "its account is no longer configured".into(),
+            None,
+        )
+        .await?;
+        return Ok(());
+    };
+    let attempt = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    let req = SendRequest {
+        creds: Creds::of(account),
+        to: rec.to.clone(),
+        sender: account.sender.clone(),
+        body: rec.body.clone(),
+        media_urls: Vec::new(),
+        status_callback: None,
+    };
+    let service = match &account.sender {
+        crate::config::Sender::MessagingService(mg) => Some(mg.as_str()),
+        crate::config::Sender::Number(_) => None,
+    };
+    let outcome = match s.twilio.list_sent(&req, attempt).await {
+        Ok(listed) => {
+            match reconcile::find_match(&listed, &rec.body, attempt, service, &HashSet::new()) {
+                Some(m) => LookupOutcome::Found(m.sid.clone()),
+                None => LookupOutcome::NotFound,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {e}; asking again later (never sent blind)");
+            LookupOutcome::Failed
+        }
+    };
+    let stage = match rec.state {
+        OutboundState::Checking => Stage::Checking,
+        _ => Stage::Unknown,
+    };
+    let failures = match outcome {
+        LookupOutcome::Failed => rec.lookup_failures + 1,
+        _ => 0,
+    };
+    let now = now_ms();
+    let (stage, step) = reconcile::after_lookup(
+        stage,
+        outcome,
+        attempt,
+        now,
+        failures,
+        reconcile::settle_ms(),
+    );
+    rec.lookup_failures = failures;
+    match step {
+        Step::Found(sid) => {
+            tracing::info!(account = %account.id, to = %to, id = rec.id, %sid, "send of unknown outcome found at Twilio: it was sent; recorded, not sent again");
+            let id = rec.id;
+            s.writer.write(move |st, _| st.remove_outbound(id)).await?;
+            s.outbox.forget(id);
+            let segments = crate::text::count_segments(&rec.body).segments;
+            s.outbox.part_done(
+                &rec,
+                PartOutcome::Sent {
+                    sid: Some(sid),
+                    segments,
+                },
+            );
+        }
+        Step::LookupAt(at) => {
+            if stage == Stage::Checking && rec.state == OutboundState::Unknown {
+                tracing::info!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome not found at Twilio yet; asking once more in {}s", at.saturating_sub(now) / 1000);
+            }
+            rec.state = match stage {
+                Stage::Unknown => OutboundState::Unknown,
+                Stage::Checking => OutboundState::Checking,
+            };
+            rec.next_attempt_ms = at;
+            save(s, &rec).await?;
+        }
+        Step::Resend => {
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome: Twilio has no trace of it after two lookups, so it was never created; sending it (once)");
+            rec.state = OutboundState::Queued;
+            rec.resent = true;
+            rec.next_attempt_ms = now;
+            rec.last_error = Some("not found at Twilio: sent again".into());
+            save(s, &rec).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn finish(
@@ -247,6 +363,7 @@ async fn finish(
     tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = ?state, "send not completed: {why}");
     rec.state = state;
     rec.last_error = Some(why.clone());
+    rec.last_code = code;
     save(s, &rec).await?;
     s.outbox
         .part_done(&rec, PartOutcome::Failed { message: why, code });

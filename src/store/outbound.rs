@@ -81,7 +81,10 @@ impl Store {
         for mut r in self.outbound()? {
             if r.state == OutboundState::Sending {
                 r.state = OutboundState::Unknown;
-                r.last_error = Some("the daemon stopped while this send was in flight; it may or may not have been sent".into());
+                let attempt = r.attempted_at_ms.unwrap_or(r.created_ms);
+                r.attempted_at_ms = Some(attempt);
+                r.next_attempt_ms = crate::twilio::reconcile::first_check_at(attempt);
+                r.last_error = Some("the daemon stopped while this send was in flight; it may or may not have been sent: Twilio will be asked".into());
                 b.insert(&self.outbound, r.id.to_be_bytes(), enc(&r));
                 n += 1;
             }
@@ -108,6 +111,10 @@ impl OutboundRecord {
             group: None,
             part: 0,
             parts: 1,
+            attempted_at_ms: None,
+            lookup_failures: 0,
+            resent: false,
+            last_code: None,
         }
     }
 }

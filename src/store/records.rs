@@ -116,9 +116,12 @@ pub enum OutboundState {
     Queued,
     /// A request is or was in flight; after a crash this means "outcome unknown".
     Sending,
-    /// The request may have reached Twilio without an answer: never retried
-    /// automatically, since a retry could text the person twice.
+    /// The request may have reached Twilio without an answer: never retried blind
+    /// (a retry could text the person twice); after a settle time Twilio is asked
+    /// whether it exists (see [`crate::twilio::reconcile`]).
     Unknown,
+    /// The first lookup did not find it; the second, later one decides.
+    Checking,
     /// Refused for good (Twilio error, opted-out recipient, too many retries).
     Failed,
 }
@@ -144,6 +147,28 @@ pub struct OutboundRecord {
     pub part: u32,
     #[serde(default)]
     pub parts: u32,
+    /// When the latest attempt started (the lookup of an unknown send starts there).
+    #[serde(default)]
+    pub attempted_at_ms: Option<u64>,
+    /// Lookups of an unknown send that failed in a row (backoff).
+    #[serde(default)]
+    pub lookup_failures: u32,
+    /// Sent again after lookups found no trace of the first attempt (shown in `queue list`).
+    #[serde(default)]
+    pub resent: bool,
+    /// Twilio's error code when it refused for good (its hint is shown with it).
+    #[serde(default)]
+    pub last_code: Option<u32>,
+}
+
+impl OutboundState {
+    /// Still the sender's business: to send, or to look up.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            OutboundState::Queued | OutboundState::Unknown | OutboundState::Checking
+        )
+    }
 }
 
 /// The latest delivery status of a message we sent.

@@ -129,14 +129,30 @@ pub fn first_step(attempt_ms: u64) -> Step {
     Step::LookupAt(attempt_ms + FIRST_CHECK_MS)
 }
 
+/// The settle time actually in force: [`FIRST_CHECK_MS`], or
+/// `SMSGATE_UNKNOWN_SETTLE_MS` (tests; the second check stays 5 times it).
+pub fn settle_ms() -> u64 {
+    std::env::var("SMSGATE_UNKNOWN_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FIRST_CHECK_MS)
+}
+
+/// When the first lookup of a send attempted at `attempt_ms` runs.
+pub fn first_check_at(attempt_ms: u64) -> u64 {
+    attempt_ms + settle_ms()
+}
+
 /// The decision after a lookup at `now` in `stage` (`failures`: lookups that failed in a
-/// row, this one included when it failed).
+/// row, this one included when it failed; `settle`: the first check's delay, the second
+/// comes at five times it).
 pub fn after_lookup(
     stage: Stage,
     outcome: LookupOutcome,
     attempt_ms: u64,
     now: u64,
     failures: u32,
+    settle: u64,
 ) -> (Stage, Step) {
     match outcome {
         LookupOutcome::Found(sid) => (stage, Step::Found(sid)),
@@ -146,7 +162,7 @@ pub fn after_lookup(
         }
         LookupOutcome::NotFound => match stage {
             Stage::Unknown => {
-                let second = attempt_ms + SECOND_CHECK_MS;
+                let second = attempt_ms + settle * (SECOND_CHECK_MS / FIRST_CHECK_MS);
                 if now >= second {
                     // The first check ran late (a restart, Twilio down for a while):
                     // it already is the late check.
@@ -286,7 +302,7 @@ mod tests {
         ];
         for (stage, outcome, now, failures, want) in cases {
             assert_eq!(
-                after_lookup(stage, outcome.clone(), a, now, failures),
+                after_lookup(stage, outcome.clone(), a, now, failures, FIRST_CHECK_MS),
                 want,
                 "{stage:?} {outcome:?}"
             );
@@ -298,7 +314,8 @@ mod tests {
         // Whatever the stage and however late, Failed only ever schedules another lookup.
         for stage in [Stage::Unknown, Stage::Checking] {
             for late in [0, SECOND_CHECK_MS, 100 * SECOND_CHECK_MS] {
-                let (_, step) = after_lookup(stage, LookupOutcome::Failed, 0, late, 3);
+                let (_, step) =
+                    after_lookup(stage, LookupOutcome::Failed, 0, late, 3, FIRST_CHECK_MS);
                 assert!(matches!(step, Step::LookupAt(_)), "{step:?}");
             }
         }

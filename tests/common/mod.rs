@@ -74,6 +74,9 @@ pub struct Recorded {
     pub authorization: Option<String>,
     pub form: Vec<(String, String)>,
     pub at: Instant,
+    /// For a message create: the SID of the message Twilio created (also when its
+    /// answer never came back), listed by `GET …/Messages.json` like Twilio would.
+    pub created: Option<String>,
 }
 
 impl Recorded {
@@ -92,6 +95,8 @@ pub enum Canned {
     Hang,
     /// Close the connection without an answer (after reading the request).
     Reset,
+    /// Never answer, and create nothing (the request died inside Twilio).
+    Lost,
 }
 
 #[derive(Clone)]
@@ -233,6 +238,7 @@ async fn answer(
             authorization,
             form,
             at: Instant::now(),
+            created: None,
         });
         r.len()
     };
@@ -255,12 +261,64 @@ async fn answer(
             .find(|(m, p, _, _)| *m == last.method && last.path.starts_with(p.as_str()))
             .cloned()
     };
+    let (is_create, list_to) = {
+        let r = requests.lock().unwrap();
+        let me = &r[n - 1];
+        let messages = me.path.ends_with("/Messages.json");
+        let to = me.query.as_deref().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "To")
+                .map(|(_, v)| v.into_owned())
+        });
+        (
+            messages && me.method == "POST",
+            (messages && me.method == "GET").then_some(to),
+        )
+    };
+    if let (Some(to), None) = (&list_to, &fixed) {
+        // Twilio's list of the messages it created, newest first.
+        let r = requests.lock().unwrap();
+        let messages: Vec<serde_json::Value> = r
+            .iter()
+            .rev()
+            .filter(|m| m.created.is_some())
+            .filter(|m| {
+                to.as_ref()
+                    .is_none_or(|t| m.field("To") == Some(t.as_str()))
+            })
+            .map(|m| {
+                let created = std::time::SystemTime::now() - m.at.elapsed();
+                let secs = created
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let date = time::OffsetDateTime::from_unix_timestamp(secs)
+                    .unwrap()
+                    .format(&time::format_description::well_known::Rfc2822)
+                    .unwrap();
+                serde_json::json!({
+                    "sid": m.created, "to": m.field("To"), "from": m.field("From"),
+                    "body": m.field("Body"), "direction": "outbound-api",
+                    "status": "sent", "date_created": date,
+                    "messaging_service_sid": m.field("MessagingServiceSid"),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({"messages": messages, "next_page_uri": null}).to_string();
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return Ok(resp);
+    }
     let canned = match fixed {
         Some((_, _, status, body)) => Some(Canned::Json(status, body, None)),
         None => script.lock().unwrap().pop_front(),
     };
+    if is_create && matches!(canned, None | Some(Canned::Hang)) {
+        requests.lock().unwrap()[n - 1].created = Some(format!("SM{n:032}"));
+    }
     let (status, body, retry_after) = match canned {
-        Some(Canned::Hang) => {
+        Some(Canned::Hang | Canned::Lost) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             (500, String::new(), None)
         }

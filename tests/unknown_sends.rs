@@ -1,0 +1,202 @@
+//! Sends whose outcome is unknown (the request went out, no answer came back) are
+//! resolved by asking Twilio, never by sending blind: found → recorded as sent (no
+//! second text); not found at two lookups → sent once. Across `kill -9` too. The fake
+//! Twilio lists exactly the messages it created, like Twilio does.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// The first lookup this long after the attempt (the second at five times it).
+const SETTLE_MS: &str = "300";
+
+fn agent_sock(t: &TestDir) -> std::path::PathBuf {
+    t.state().join("agent.sock")
+}
+
+fn gateway(config: &std::path::Path) -> Gateway {
+    Gateway::start_with(
+        config,
+        &[
+            ("SMSGATE_UNKNOWN_SETTLE_MS", SETTLE_MS),
+            ("SMSGATE_TWILIO_TIMEOUT_MS", "1000"),
+        ],
+    )
+}
+
+fn creates(twilio: &FakeTwilio, to: &str) -> usize {
+    twilio.sends_to(to).len()
+}
+
+fn lookups(twilio: &FakeTwilio) -> Vec<String> {
+    twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Messages.json"))
+        .filter_map(|r| r.query)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_found_by_the_lookup_is_recorded_as_sent_not_sent_again() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let to = "+15557650000";
+    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
+    let gw = gateway(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    // Twilio creates the message but its answer never arrives.
+    twilio.push(Canned::Hang);
+    agent.send(json!({"type": "send", "text": "did it go?", "ref": "u1"}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "u1");
+    let created = twilio.sends_to(to)[0].clone();
+    assert_eq!(sent["sids"].as_array().unwrap().len(), 1, "{sent}");
+    assert!(
+        gw.wait_log("found at Twilio", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, to), 1, "never sent twice");
+    assert_eq!(created.field("Body"), Some("did it go?"));
+    // The lookup asked for our number to theirs since the attempt's day.
+    let q = lookups(&twilio);
+    assert!(
+        q.iter().any(|q| q.contains("To=%2B15557650000")
+            && q.contains("From=%2B15550001111")
+            && q.contains("DateSent%3E=")),
+        "{q:?}"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_twilio_never_created_is_sent_exactly_once_after_two_lookups() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let to = "+15557650000";
+    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
+    let gw = gateway(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    twilio.push(Canned::Lost);
+    agent.send(json!({"type": "send", "text": "lost in transit", "ref": "u2"}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "u2");
+    assert!(gw.log().contains("asking once more"), "{}", gw.log());
+    assert!(gw.log().contains("sending it (once)"), "{}", gw.log());
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, to), 2, "the lost attempt and one resend");
+    assert!(lookups(&twilio).len() >= 2, "two lookups before the resend");
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twilio_unreachable_for_the_lookup_never_sends_blind_and_queue_list_shows_it() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let to = "+15557650000";
+    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
+    let gw = gateway(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+        500,
+        json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
+    );
+    twilio.push(Canned::Lost);
+    agent.send(json!({"type": "send", "text": "wait for it", "ref": "u3"}));
+    assert!(
+        gw.wait_log(
+            "cannot ask Twilio about a send of unknown outcome",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.log()
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["state"], "unknown", "{list}");
+    assert!(list[0]["nextCheck"].as_str().is_some(), "{list}");
+    let text = stdout(&cli(&config, &["queue", "list"]));
+    assert!(text.contains("next check with Twilio"), "{text}");
+    // However long Twilio stays away, nothing is sent blind: the lookup is retried.
+    let before = lookups(&twilio).len();
+    assert!(wait_until(Duration::from_secs(60), || lookups(&twilio)
+        .len()
+        > before));
+    assert_eq!(creates(&twilio, to), 1);
+    assert_eq!(agent.next_within(Duration::from_millis(1)), None);
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn across_kill_9_between_the_attempt_and_the_lookup() {
+    for created in [true, false] {
+        let t = TestDir::new();
+        let twilio = FakeTwilio::start();
+        let to = "+15557650000";
+        let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
+        let gw = gateway(&config);
+        let mut agent = TestAgent::connect(&agent_sock(&t));
+        twilio.push(if created { Canned::Hang } else { Canned::Lost });
+        agent.send(json!({"type": "send", "text": "mid-crash", "ref": "k"}));
+        assert!(wait_until(Duration::from_secs(10), || creates(&twilio, to) == 1));
+        gw.kill9();
+        drop(agent);
+        let gw = gateway(&config);
+        let want = if created {
+            "found at Twilio"
+        } else {
+            "sending it (once)"
+        };
+        assert!(gw.wait_log(want, Duration::from_secs(20)), "{}", gw.log());
+        assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+        let list: serde_json::Value =
+            serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
+        assert_eq!(list, json!([]), "resolved, nothing left for the operator");
+        assert_eq!(
+            creates(&twilio, to),
+            if created { 1 } else { 2 },
+            "created={created}: exactly one text reaches the person"
+        );
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}
+
+/// A stranger texts, the gateway dies right after the 200: whatever point the pairing
+/// code's send had reached, the stranger gets exactly one code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pairing_code_after_kill_9_right_after_the_200_is_texted_exactly_once() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    for round in 0..20u32 {
+        let stranger = format!("+1555766{round:04}");
+        let gw = gateway(&config);
+        let sid = format!("SMa{round:031}");
+        assert_eq!(gw.admit(&sid, &stranger, "hello?").await, 200);
+        gw.kill9();
+        let gw = gateway(&config);
+        assert!(
+            wait_until(Duration::from_secs(20), || creates(&twilio, &stranger) >= 1
+                && gw.status(&config)["quiet"] == true
+                && gw.status(&config)["quarantined"] == 0
+                && !stdout(&cli(&config, &["queue", "list"])).contains("unknown")),
+            "round {round}: {}",
+            gw.log()
+        );
+        let codes = twilio.sends_to(&stranger);
+        assert_eq!(codes.len(), 1, "round {round}: {} codes", codes.len());
+        let list: serde_json::Value =
+            serde_json::from_slice(&cli(&config, &["pairing", "list", "--json"]).stdout).unwrap();
+        let code = list[0]["code"].as_str().unwrap();
+        assert!(codes[0].field("Body").unwrap().contains(code));
+        assert!(cli(&config, &["pairing", "reject", code]).status.success());
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}

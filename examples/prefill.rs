@@ -4,7 +4,7 @@
 //! (defaults 1000000, 10000, `batch`). Account `default`.
 //!
 //! - SENDERS approved senders (+1555xxxxxxx), through `Store::approve_sender`.
-//! - SIDS processed message SIDs in the dedupe tree (`seen`), timestamped now, so the
+//! - SIDS processed message SIDs in the dedupe area (`s` in the `data` tree), timestamped now, so the
 //!   hourly `prune_seen` keeps them (it still walks all of them once at start).
 //!
 //! The store has no public "mark this SID processed" method. Two ways:
@@ -15,7 +15,7 @@
 //!   ~1.4 GB for a million, too slow for a five-minute benchmark. It also leaves a
 //!   record per SID in the `rejected` tree.
 //! - `batch` (default): after `Store::open` has created the store, opens the same sled
-//!   database and writes the `seen` tree in `sled::Batch`es of 10,000, entry for entry
+//!   database and writes the dedupe area in `sled::Batch`es of 10,000, entry for entry
 //!   what `Store::admit` writes there (key: the SID; value: admission time in ms, u64
 //!   big-endian), i.e. the state a processed message leaves behind. It then reopens the
 //!   store and checks that `Store::admit_rejected` calls a few of those SIDs duplicates,
@@ -87,13 +87,16 @@ fn main() -> anyhow::Result<()> {
             let db = sled::Config::new()
                 .path(std::path::Path::new(&dir).join("db"))
                 .open()?;
-            let seen = db.open_tree("seen")?;
+            // The single tree, area `s` (dedupe marks): see src/store/area.rs.
+            let seen = db.open_tree("data")?;
             let ts = now.to_be_bytes();
             let mut i = 0;
             while i < sids {
                 let mut batch = sled::Batch::default();
                 for j in i..(i + 10_000).min(sids) {
-                    batch.insert(sid(j).as_bytes(), &ts);
+                    let mut key = vec![b's'];
+                    key.extend_from_slice(sid(j).as_bytes());
+                    batch.insert(key, &ts);
                 }
                 seen.apply_batch(batch)?;
                 i += 10_000;
@@ -115,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                 })?;
                 anyhow::ensure!(
                     dup == Admission::Duplicate,
-                    "wrote {} to the `seen` tree but the store does not know it: has the \
+                    "wrote {} to the dedupe area but the store does not know it: has the \
                      store's layout changed? (try the `store` mode)",
                     sid(i)
                 );

@@ -105,6 +105,61 @@ pub fn account_summary(config: &Config) -> Vec<Value> {
     out
 }
 
+fn strip_fragment(url: &str) -> &str {
+    url.split_once('#').map_or(url, |(base, _)| base)
+}
+
+/// What `channels setup` asks for besides pointing the webhook at us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupOptions {
+    /// The number's (or Messaging Service's) fallback URL, called by Twilio when the
+    /// webhook fails.
+    pub fallback_url: Option<String>,
+    /// Twilio's connection override `#rc=N&rp=all`: retry the webhook up to N times on
+    /// any failure. Twilio does not sign the fragment.
+    pub retries: Option<u8>,
+}
+
+/// The most connection retries Twilio takes in `#rc=`.
+pub const MAX_WEBHOOK_RETRIES: u8 = 5;
+
+impl SetupOptions {
+    /// Checks the options; the error says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.retries {
+            if n > MAX_WEBHOOK_RETRIES {
+                return Err(format!(
+                    "--retries {n}: Twilio retries a webhook at most {MAX_WEBHOOK_RETRIES} times; use 0 to {MAX_WEBHOOK_RETRIES}"
+                ));
+            }
+        }
+        if let Some(u) = &self.fallback_url {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                format!("--fallback-url {u:?} is not an absolute URL ({e}); give e.g. https://backup.example.com/sms")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!(
+                    "--fallback-url must be http(s), not {}:",
+                    parsed.scheme()
+                ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err("--fallback-url must not carry credentials".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL to set as the inbound webhook: `public` with the retry override as its
+    /// fragment (replacing any fragment it had) when asked for.
+    pub fn webhook_url(&self, public: &str) -> String {
+        match self.retries {
+            Some(n) => format!("{}#rc={n}&rp=all", strip_fragment(public)),
+            None => public.to_string(),
+        }
+    }
+}
+
 /// The verdict on an inbound webhook URL and method as Twilio has them.
 pub fn webhook_verdict(
     configured: &str,
@@ -129,7 +184,13 @@ pub fn webhook_verdict(
             format!("no inbound SMS URL is set on the {what}; run `smsgate channels setup`"),
         );
     }
-    let same = url == configured || signature::url_variants(configured).iter().any(|v| v == url);
+    // Twilio signs the URL without its `#fragment` (connection overrides such as
+    // `#rc=2&rp=all` that `channels setup --retries` writes), so compare without it.
+    let (url_base, configured_base) = (strip_fragment(url), strip_fragment(configured));
+    let same = url_base == configured_base
+        || signature::url_variants(configured_base)
+            .iter()
+            .any(|v| v == url_base);
     match (same, method == "POST") {
         (true, true) => base(Status::Ok, format!("the {what} sends SMS to {url} (POST)")),
         (true, false) => base(Status::Mismatch, format!("the {what} uses {method} for {url}; smsgate needs POST")),
@@ -137,25 +198,88 @@ pub fn webhook_verdict(
     }
 }
 
-/// The verdict on the account's recent inbound messages (`messages[].error_code`).
-pub fn recent_errors_verdict(messages: &Value) -> Check {
-    let failed = messages
-        .get("messages")
-        .and_then(Value::as_array)
-        .map_or(0, |list| {
-            list.iter()
-                .filter(|m| m.get("error_code").and_then(Value::as_u64) == Some(11200))
-                .count()
-        });
-    if failed > 0 {
-        Check::new("recentErrors", Status::Error, format!("{failed} recent inbound message(s) failed with Twilio error 11200: Twilio could not get a 200 from the webhook")).with("code", json!(11200))
-    } else {
-        Check::new(
-            "recentErrors",
-            Status::Ok,
-            "no recent inbound message has error 11200",
-        )
+/// How many of our own recent sends `--probe` reads back.
+pub const RECENT_SENDS: usize = 20;
+
+/// The verdict on the account's recent messages: inbound ones with error 11200 (Twilio
+/// could not reach the webhook), and, when `sends` is given, delivery failures of our
+/// own recent sends (status `failed`/`undelivered`), counted by error code so the
+/// operator sees e.g. "4 of the last 20 replies failed with 30034" with its hint.
+pub fn recent_errors_verdict(inbound: &Value, sends: Option<&Value>) -> Check {
+    let list = |v: &Value| -> Vec<Value> {
+        v.get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let code_of = |m: &Value| {
+        m.get("error_code")
+            .and_then(Value::as_u64)
+            .map(|c| c as u32)
+    };
+    let unreachable = list(inbound)
+        .iter()
+        .filter(|m| code_of(m) == Some(11200))
+        .count();
+    let sent = sends.map(list).unwrap_or_default();
+    let sent: Vec<&Value> = sent
+        .iter()
+        .filter(|m| {
+            // We asked for messages from our sender; an inbound one in the answer
+            // (a Messaging Service listing) is not ours.
+            m.get("direction")
+                .and_then(Value::as_str)
+                .is_none_or(|d| d.starts_with("outbound"))
+        })
+        .take(RECENT_SENDS)
+        .collect();
+    let mut by_code: Vec<(u32, usize)> = Vec::new();
+    for m in &sent {
+        let failed = matches!(
+            m.get("status").and_then(Value::as_str),
+            Some("failed" | "undelivered")
+        );
+        if let (true, Some(code)) = (failed, code_of(m)) {
+            match by_code.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => by_code.push((code, 1)),
+            }
+        }
     }
+    // Most frequent first; equal counts by code, so the output is stable.
+    by_code.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut details = Vec::new();
+    let mut failures = Vec::new();
+    if unreachable > 0 {
+        details.push(format!(
+            "{unreachable} recent inbound message(s) failed with Twilio error 11200: Twilio could not get a 200 from the webhook"
+        ));
+        failures.push(json!({"code": 11200, "count": unreachable, "direction": "inbound", "hint": crate::twilio::hints::sentence(Some(11200))}));
+    }
+    for (code, n) in &by_code {
+        let hint = crate::twilio::hints::sentence(Some(*code));
+        details.push(match &hint {
+            Some(h) => format!(
+                "{n} of the last {} replies failed with {code}: {h}",
+                sent.len()
+            ),
+            None => format!("{n} of the last {} replies failed with {code}", sent.len()),
+        });
+        failures.push(json!({"code": code, "count": n, "direction": "outbound", "hint": hint}));
+    }
+    if failures.is_empty() {
+        let what = if sends.is_some() {
+            "no recent inbound message has error 11200 and no recent reply failed"
+        } else {
+            "no recent inbound message has error 11200"
+        };
+        return Check::new("recentErrors", Status::Ok, what);
+    }
+    let first = failures[0].clone();
+    Check::new("recentErrors", Status::Error, details.join("; "))
+        .with("code", first["code"].clone())
+        .with("hint", first["hint"].clone())
+        .with("failures", Value::Array(failures))
 }
 
 /// Advice for the operator, from the account and the verdicts.
@@ -179,8 +303,14 @@ pub fn hints(config: &Config, account: &Account, checks: &[Check]) -> Vec<String
     if failed("webhook") {
         out.push("Twilio signs the exact URL it calls, so its inbound URL must equal publicWebhookUrl byte for byte (scheme, host, path, trailing slash) with method POST; `smsgate channels setup` sets it.".into());
     }
-    if failed("recentErrors") {
-        out.push("Error 11200 means Twilio's request to the webhook failed or timed out (15 s): check that publicWebhookUrl is reachable from the internet, that its certificate is publicly trusted, and the gateway's log.".into());
+    for c in checks.iter().filter(|c| c.name == "recentErrors") {
+        let failures = c.extra.get("failures").and_then(Value::as_array);
+        for f in failures.into_iter().flatten() {
+            let code = f["code"].as_u64().unwrap_or_default();
+            if let Some(h) = f["hint"].as_str() {
+                out.push(format!("Error {code}: {h}."));
+            }
+        }
     }
     out
 }
@@ -290,15 +420,16 @@ pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
                 .append_pair("To", n.as_str())
                 .append_pair("PageSize", "3")
                 .finish();
-            let recent = match http
-                .get_json(
-                    &creds,
-                    &format!("{api}/2010-04-01/Accounts/{sid}/Messages.json?{q}"),
-                )
-                .await
-            {
-                Ok(v) => recent_errors_verdict(&v),
-                Err(e) => rest_failure("recentErrors", &e),
+            let messages = format!("{api}/2010-04-01/Accounts/{sid}/Messages.json");
+            let inbound = http.get_json(&creds, &format!("{messages}?{q}")).await;
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("From", n.as_str())
+                .append_pair("PageSize", &RECENT_SENDS.to_string())
+                .finish();
+            let sends = http.get_json(&creds, &format!("{messages}?{q}")).await;
+            let recent = match (inbound, sends) {
+                (Ok(i), Ok(s)) => recent_errors_verdict(&i, Some(&s)),
+                (Err(e), _) | (_, Err(e)) => rest_failure("recentErrors", &e),
             };
             (webhook, recent)
         }
@@ -311,14 +442,28 @@ pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
                 Ok(v) => webhook_verdict(&public, v.get("inbound_request_url").and_then(Value::as_str), v.get("inbound_method").and_then(Value::as_str), "Messaging Service"),
                 Err(e) => rest_failure("webhook", &e),
             };
-            (
-                webhook,
-                Check::new(
-                    "recentErrors",
-                    Status::Skipped,
-                    "needs fromNumber to look up inbound messages",
-                ),
-            )
+            // Twilio cannot list a service's messages by service: read the account's
+            // latest and keep the ones this service sent.
+            let q = format!("PageSize={}", RECENT_SENDS * 5);
+            let recent = match http
+                .get_json(
+                    &creds,
+                    &format!("{api}/2010-04-01/Accounts/{sid}/Messages.json?{q}"),
+                )
+                .await
+            {
+                Ok(mut v) => {
+                    if let Some(list) = v.get_mut("messages").and_then(Value::as_array_mut) {
+                        list.retain(|m| {
+                            m.get("messaging_service_sid").and_then(Value::as_str)
+                                == Some(mg.as_str())
+                        });
+                    }
+                    recent_errors_verdict(&json!({}), Some(&v))
+                }
+                Err(e) => rest_failure("recentErrors", &e),
+            };
+            (webhook, recent)
         }
     };
     vec![credentials, webhook, recent]
@@ -339,8 +484,14 @@ impl SetupPlan {
     }
 }
 
-/// Reads the current inbound URL and plans the change to `publicWebhookUrl` + POST.
-pub async fn plan_setup(http: &HttpTwilio, account: &Account) -> Result<SetupPlan, String> {
+/// Reads the current inbound URL and plans the change to `publicWebhookUrl` + POST
+/// (and the fallback URL and retry override when asked).
+pub async fn plan_setup(
+    http: &HttpTwilio,
+    account: &Account,
+    opts: &SetupOptions,
+) -> Result<SetupPlan, String> {
+    opts.validate()?;
     let creds = Creds::of(account);
     let public = account
         .public_url()
@@ -375,17 +526,27 @@ pub async fn plan_setup(http: &HttpTwilio, account: &Account) -> Result<SetupPla
             if pn.is_empty() {
                 return Err("Twilio's answer has no number SID".into());
             }
+            let url = opts.webhook_url(&public);
+            let mut fields = vec![
+                ("SmsUrl", get("sms_url"), url.clone()),
+                (
+                    "SmsMethod",
+                    get("sms_method").to_ascii_uppercase(),
+                    "POST".into(),
+                ),
+            ];
+            if let Some(f) = &opts.fallback_url {
+                fields.push(("SmsFallbackUrl", get("sms_fallback_url"), f.clone()));
+                fields.push((
+                    "SmsFallbackMethod",
+                    get("sms_fallback_method").to_ascii_uppercase(),
+                    "POST".into(),
+                ));
+            }
             Ok(SetupPlan {
                 what: format!("number {n} ({pn})"),
-                url: public.clone(),
-                fields: vec![
-                    ("SmsUrl", get("sms_url"), public),
-                    (
-                        "SmsMethod",
-                        get("sms_method").to_ascii_uppercase(),
-                        "POST".into(),
-                    ),
-                ],
+                url,
+                fields,
                 post_to: format!("{api}/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers/{pn}.json"),
             })
         }
@@ -401,17 +562,27 @@ pub async fn plan_setup(http: &HttpTwilio, account: &Account) -> Result<SetupPla
                     .unwrap_or_default()
                     .to_string()
             };
+            let url = opts.webhook_url(&public);
+            let mut fields = vec![
+                ("InboundRequestUrl", get("inbound_request_url"), url.clone()),
+                (
+                    "InboundMethod",
+                    get("inbound_method").to_ascii_uppercase(),
+                    "POST".into(),
+                ),
+            ];
+            if let Some(f) = &opts.fallback_url {
+                fields.push(("FallbackUrl", get("fallback_url"), f.clone()));
+                fields.push((
+                    "FallbackMethod",
+                    get("fallback_method").to_ascii_uppercase(),
+                    "POST".into(),
+                ));
+            }
             Ok(SetupPlan {
                 what: format!("Messaging Service {mg}"),
-                url: public.clone(),
-                fields: vec![
-                    ("InboundRequestUrl", get("inbound_request_url"), public),
-                    (
-                        "InboundMethod",
-                        get("inbound_method").to_ascii_uppercase(),
-                        "POST".into(),
-                    ),
-                ],
+                url,
+                fields,
                 post_to: format!("{base}/v1/Services/{mg}"),
             })
         }
@@ -471,6 +642,50 @@ mod tests {
     }
 
     #[test]
+    fn setup_options_table() {
+        let public = "https://sms.example.com/webhooks/sms";
+        let o = |fallback: Option<&str>, retries| SetupOptions {
+            fallback_url: fallback.map(str::to_string),
+            retries,
+        };
+        assert_eq!(o(None, None).webhook_url(public), public);
+        assert_eq!(
+            o(None, Some(3)).webhook_url(public),
+            "https://sms.example.com/webhooks/sms#rc=3&rp=all"
+        );
+        assert_eq!(
+            o(None, Some(1)).webhook_url("https://a.example/x#ct=500"),
+            "https://a.example/x#rc=1&rp=all"
+        );
+        let valid = [
+            o(None, Some(0)),
+            o(None, Some(5)),
+            o(Some("https://b.example/sms"), None),
+        ];
+        for v in valid {
+            assert_eq!(v.validate(), Ok(()), "{v:?}");
+        }
+        let invalid = [
+            (o(None, Some(6)), "at most 5"),
+            (o(Some("b.example/sms"), None), "not an absolute URL"),
+            (o(Some("ftp://b.example/sms"), None), "http(s)"),
+            (o(Some("https://u:p@b.example/sms"), None), "credentials"),
+        ];
+        for (v, want) in invalid {
+            let e = v.validate().unwrap_err();
+            assert!(e.contains(want), "{v:?}: {e}");
+        }
+        // A URL with the override still matches the configured one.
+        let c = webhook_verdict(
+            public,
+            Some(&o(None, Some(2)).webhook_url(public)),
+            Some("POST"),
+            "number",
+        );
+        assert_eq!(c.status, Status::Ok, "{}", c.detail);
+    }
+
+    #[test]
     fn recent_errors_table() {
         let cases = [
             (json!({"messages": []}), Status::Ok),
@@ -482,11 +697,49 @@ mod tests {
             (json!({}), Status::Ok),
         ];
         for (v, want) in cases {
-            let c = recent_errors_verdict(&v);
+            let c = recent_errors_verdict(&v, None);
             assert_eq!(c.status, want, "{v}");
             if want == Status::Error {
                 assert_eq!(c.extra["code"], 11200);
             }
         }
+    }
+
+    #[test]
+    fn recent_send_failures_by_code() {
+        let sent = |status: &str, code: Option<u32>| json!({"status": status, "error_code": code, "direction": "outbound-api"});
+        let mut list: Vec<Value> = (0..16).map(|_| sent("delivered", None)).collect();
+        list.extend((0..4).map(|_| sent("undelivered", Some(30034))));
+        list.push(sent("failed", Some(30007)));
+        // Only the newest 20 count, and inbound ones in the answer do not.
+        list.insert(
+            0,
+            json!({"status": "received", "error_code": 30034, "direction": "inbound"}),
+        );
+        let c = recent_errors_verdict(&json!({"messages": []}), Some(&json!({ "messages": list })));
+        assert_eq!(c.status, Status::Error);
+        assert_eq!(c.extra["code"], 30034);
+        assert!(
+            c.detail.starts_with("4 of the last 20 replies failed with 30034: this number is not registered for US A2P 10DLC: send through a Messaging Service with an approved campaign (messagingServiceSid)"),
+            "{}",
+            c.detail
+        );
+        assert!(!c.detail.contains("30007"), "the 21st send is not read");
+        // Sent but failing with a code (e.g. 30003) only counts when it failed.
+        let ok = recent_errors_verdict(
+            &json!({}),
+            Some(&json!({"messages": [sent("delivered", None), sent("sent", Some(30003))]})),
+        );
+        assert_eq!(ok.status, Status::Ok);
+        // Both kinds at once: 11200 first.
+        let both = recent_errors_verdict(
+            &json!({"messages": [{"error_code": 11200}]}),
+            Some(&json!({"messages": [sent("failed", Some(21608))]})),
+        );
+        assert_eq!(both.extra["code"], 11200);
+        assert_eq!(both.extra["failures"].as_array().map(Vec::len), Some(2));
+        assert!(both
+            .detail
+            .contains("1 of the last 1 replies failed with 21608"));
     }
 }

@@ -5,127 +5,32 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::Notify;
 
 use crate::acme;
+use crate::agent::{Agents, Hub};
+use crate::app::{App, LiveConfig};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::http;
 use crate::http::tls::CertResolver;
+use crate::inbound::Inbound;
 use crate::metrics::Metrics;
-use crate::store::{now_ms, GroupCommit, Store, StoreError};
+use crate::outbound::Outbox;
+use crate::store::{Store, StoreError, Writer};
 use crate::twilio::MessagesApi;
+
+pub use crate::shutdown::Shutdown;
 
 /// How long processed SIDs are remembered for deduplication (the contract asks for at
 /// least 24 hours).
 pub const SEEN_RETENTION_MS: u64 = 72 * 60 * 60 * 1000;
 /// How often certificate files are checked for renewal.
 const CERT_POLL: Duration = Duration::from_secs(5);
-
-/// State shared by every task of the daemon.
-pub struct App {
-    pub store: Arc<Store>,
-    pub commit: GroupCommit,
-    config: RwLock<Arc<Config>>,
-    /// Where the config came from, for reloads (`None`: built in memory, e.g. the demo).
-    config_path: Option<PathBuf>,
-    pub tls: Option<Arc<CertResolver>>,
-    pub twilio: Arc<dyn MessagesApi>,
-    pub metrics: Metrics,
-    /// Serialises changes to access state (pairing, approvals) between the processor
-    /// and admin commands, since sled transactions cannot scan.
-    pub access_lock: Mutex<()>,
-    pub wake_processor: Notify,
-    pub wake_outbound: Notify,
-    pub wake_media: Notify,
-    pub agents: crate::agent::Hub,
-    pub log_limit: crate::logging::LogLimiter,
-}
-
-impl App {
-    pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Loads the config file again and applies it; a config that fails validation is
-    /// refused and the running one kept. Returns a summary for the log and the CLI.
-    pub fn reload(&self) -> Result<String, String> {
-        let path = self
-            .config_path
-            .as_ref()
-            .ok_or("this gateway was started without a config file; nothing to reload")?;
-        let new = crate::config::load(path).map_err(|e| e.to_string())?;
-        let old = self.config();
-        let mut notes = Vec::new();
-        let g = (&old.gateway, &new.gateway);
-        if g.0.listen != g.1.listen
-            || g.0.state_dir != g.1.state_dir
-            || g.0.agent_socket != g.1.agent_socket
-            || g.0.admin_socket != g.1.admin_socket
-            || g.0.metrics_listen != g.1.metrics_listen
-        {
-            notes.push(
-                "listen address, stateDir, sockets and metricsListen take effect after a restart"
-                    .to_string(),
-            );
-        }
-        let tls_files = |c: &Config| {
-            c.gateway
-                .tls
-                .as_ref()
-                .map(|t| (t.cert_file.clone(), t.key_file.clone()))
-        };
-        if tls_files(&old) != tls_files(&new) {
-            notes.push("gateway.tls files changed: restart to serve the new ones".to_string());
-        }
-        if old.gateway.acme != new.gateway.acme {
-            notes.push("gateway.tls.acme changed: restart to apply it".to_string());
-        }
-        if let Some(tls) = &self.tls {
-            tls.reload().map_err(|e| {
-                format!("gateway.tls: {e}; the running configuration and certificate are kept")
-            })?;
-        }
-        let accounts: Vec<String> = new
-            .sms
-            .accounts
-            .iter()
-            .map(|a| format!("{} ({}, {})", a.id, a.webhook_path, a.dm_policy.as_str()))
-            .collect();
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        let mut summary = format!("configuration reloaded: accounts {}", accounts.join(", "));
-        for n in notes {
-            summary.push_str("; ");
-            summary.push_str(&n);
-        }
-        Ok(summary)
-    }
-}
-
-/// A shutdown signal every task can wait on.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    pub fn new() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Self(rx))
-    }
-
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -143,6 +48,7 @@ pub enum DaemonError {
 /// A daemon whose store is open and whose sockets are bound, ready to serve.
 pub struct Daemon {
     app: Arc<App>,
+    media_wake: Arc<Notify>,
     admin: UnixListener,
     agent: UnixListener,
     metrics: Option<TcpListener>,
@@ -224,7 +130,13 @@ impl Daemon {
         // disk. tokio keeps the handler installed for the life of the process.
         let xfsz = tokio::signal::unix::SignalKind::from_raw(rustix::process::Signal::Xfsz as i32);
         let _ = tokio::signal::unix::signal(xfsz);
+        // Everything the daemon creates from here on (sled's later files, media copies,
+        // certificates) is owner-only; sockets get their documented modes explicitly.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let store = Arc::new(Store::open(&config.gateway.state_dir)?);
+        if let Some(mode) = store.state_dir_exposed() {
+            tracing::warn!(state_dir = %config.gateway.state_dir.display(), "gateway.stateDir has mode {mode:o}: the group or others can enter it; the database inside is owner-only, but make the directory owner-only too: chmod 700 {}", config.gateway.state_dir.display());
+        }
         let mut acme = None;
         let resolver = match (&config.gateway.tls, &config.gateway.acme) {
             (Some(t), _) => Some(Arc::new(CertResolver::new(&t.cert_file, &t.key_file)?)),
@@ -258,23 +170,45 @@ impl Daemon {
             }
             None => None,
         };
+        let writer = Writer::start(store.clone());
+        let config = Arc::new(LiveConfig::new(config, config_path));
+        let hub = Arc::new(Hub::default());
+        let outbox = Arc::new(Outbox::new(hub.clone()));
+        let media_wake = Arc::new(Notify::new());
+        let agents = Arc::new(Agents {
+            hub: hub.clone(),
+            outbox: outbox.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            config: config.clone(),
+            log_limit: crate::logging::LogLimiter::new(20),
+            not_reading_after: not_reading_after(),
+        });
+        let inbound = Arc::new(Inbound {
+            writer: writer.clone(),
+            config: config.clone(),
+            hub: hub.clone(),
+            outbox: outbox.clone(),
+            media: media_wake.clone(),
+        });
+        // What waits for agents, in memory from now on; records that do not decode are
+        // quarantined on the way.
+        hub.load(store.inbox()?);
         let app = Arc::new(App {
-            commit: GroupCommit::start(store.clone()),
             store,
-            config: RwLock::new(Arc::new(config)),
-            config_path,
+            writer,
+            config,
             tls: resolver,
             twilio,
-            metrics: Metrics::default(),
-            access_lock: Mutex::new(()),
-            wake_processor: Notify::new(),
-            wake_outbound: Notify::new(),
-            wake_media: Notify::new(),
-            agents: crate::agent::Hub::default(),
+            metrics: Arc::new(Metrics::default()),
+            agents,
+            outbox,
+            inbound,
             log_limit: crate::logging::LogLimiter::new(20),
         });
         Ok(Self {
             app,
+            media_wake,
             admin,
             agent,
             metrics,
@@ -306,25 +240,41 @@ impl Daemon {
         for a in &config.sms.inactive {
             tracing::warn!(account = %a.id, "not serving account {:?}: {}", a.id, a.reason);
         }
+        let sender = crate::outbound::sender::Sender {
+            store: app.store.clone(),
+            writer: app.writer.clone(),
+            outbox: app.outbox.clone(),
+            config: app.config.clone(),
+            twilio: app.twilio.clone(),
+            metrics: app.metrics.clone(),
+        };
+        let inbound = app.inbound.clone();
         let mut tasks = vec![
-            tokio::spawn(crate::inbound::run(app.clone(), stop.clone())),
-            tokio::spawn(crate::outbound::run(app.clone(), stop.clone())),
+            tokio::spawn(async move { inbound.drain_spool().await }),
+            tokio::spawn(crate::outbound::sender::run(sender, stop.clone())),
             tokio::spawn(crate::admin::server::run(
                 self.admin,
                 app.clone(),
                 stop.clone(),
             )),
-            tokio::spawn(prune_seen(app.clone(), stop.clone())),
+            tokio::spawn(prune(app.writer.clone(), stop.clone())),
             tokio::spawn(crate::agent::server::run(
                 self.agent,
-                app.clone(),
+                app.agents.clone(),
                 stop.clone(),
             )),
-            tokio::spawn(crate::agent::fetch_media(app.clone(), stop.clone())),
-            tokio::spawn(crate::agent::maintain(app.clone(), stop.clone())),
+            tokio::spawn(crate::agent::fetch_media(
+                app.agents.clone(),
+                self.media_wake.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(crate::agent::maintain(app.agents.clone(), stop.clone())),
+            tokio::spawn(resync_after_recovery(app.clone(), stop.clone())),
             tokio::spawn(reload_on_sighup(app.clone(), stop.clone())),
             tokio::spawn(watchdog(stop.clone())),
         ];
+        // Media downloads for messages that waited for them across a restart.
+        self.media_wake.notify_one();
         if app.tls.as_ref().is_some_and(|t| t.files().is_some()) {
             tasks.push(tokio::spawn(watch_certificate(app.clone(), stop.clone())));
         }
@@ -371,9 +321,8 @@ impl Daemon {
             )));
         }
         tracing::info!(agent_socket = %config.gateway.agent_socket.display(), "agents connect here");
-        // Anything admitted before a restart and not yet processed.
-        app.wake_processor.notify_one();
-        tracing::info!(listen = %local, spool = app.store.spool_len(), inbox = app.store.inbox_len(), outbound = app.store.outbound_len(), "smsgate ready");
+        let d = app.depths();
+        tracing::info!(listen = %local, spool = app.store.spool_len(), inbox = d.waiting, outbound = app.store.outbound_len(), "smsgate ready");
         crate::systemd::notify("READY=1");
         http::run(listener, self.tls, app.clone(), shutdown).await;
         crate::systemd::notify("STOPPING=1");
@@ -391,32 +340,58 @@ impl Daemon {
     }
 }
 
-async fn prune_seen(app: Arc<App>, mut stop: Shutdown) {
+async fn prune(writer: Writer, mut stop: Shutdown) {
     loop {
         // Not at startup (a big store would delay serving), then hourly.
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(600)) => {}
             () = stop.wait() => return,
         }
-        let store = app.store.clone();
-        let pruned = tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            store
-                .prune_texted(now, crate::access::budget::DAY_MS)
-                .and(store.prune_seen(now, SEEN_RETENTION_MS))
-        })
-        .await;
+        let pruned = writer
+            .write(|st, _| {
+                let now = now_ms();
+                st.prune_texted(now, crate::access::budget::DAY_MS)?;
+                st.prune_seen(now, SEEN_RETENTION_MS)
+            })
+            .await;
         match pruned {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!("forgot {n} processed SIDs older than the retention"),
-            Ok(Err(e)) => tracing::warn!("pruning processed SIDs failed: {e}"),
-            Err(e) => tracing::warn!("pruning task failed: {e}"),
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("forgot {n} processed SIDs older than the retention"),
+            Err(e) => tracing::warn!("pruning processed SIDs failed: {e}"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(3000)) => {}
             () = stop.wait() => return,
         }
     }
+}
+
+/// After the store was reopened following a write error, the in-memory queues are
+/// rebuilt from what is durable.
+async fn resync_after_recovery(app: Arc<App>, mut stop: Shutdown) {
+    loop {
+        tokio::select! {
+            () = app.writer.recovered() => {}
+            () = stop.wait() => return,
+        }
+        match app.store.inbox() {
+            Ok(inbox) => app.agents.hub.load(inbox),
+            Err(e) => tracing::error!("cannot read the agent inbox after the store recovered: {e}"),
+        }
+        if let Err(e) = app.outbox.load(&app.store) {
+            tracing::error!("cannot read the outbound queue after the store recovered: {e}");
+        }
+    }
+}
+
+/// `SMSGATE_AGENT_NOT_READING_SECS` shortens the not-reading limit (tests, operators
+/// with fast agents); 30 s otherwise.
+fn not_reading_after() -> Duration {
+    std::env::var("SMSGATE_AGENT_NOT_READING_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(crate::agent::server::NOT_READING, Duration::from_secs)
 }
 
 async fn reload_on_sighup(app: Arc<App>, mut stop: Shutdown) {

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::admin::{client, Request};
 use crate::agent::exec::Responder;
-use crate::daemon::{Daemon, Shutdown};
+use crate::daemon::Daemon;
+use crate::shutdown::Shutdown;
 
 const PHONE: &str = "+15550100001";
 const NUMBER: &str = "+15550006789";

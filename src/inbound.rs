@@ -1,17 +1,25 @@
-//! Processing admitted webhooks, oldest first: opt-out keywords, the access decision,
-//! pairing requests, and forwarding to the agent inbox. The decision is
-//! [`crate::access::plan`]; this module gathers its facts and applies its outcome in
-//! one store transaction.
+//! Processing admitted webhooks: opt-out keywords, the access decision, pairing
+//! requests, and forwarding to the agent inbox. The decision is
+//! [`crate::access::plan`]; [`effects_for`] gathers its facts and turns its outcome
+//! into store changes, which [`Inbound::admit`] writes together with the message's
+//! dedupe mark, as one batch under one fsync, on the store writer (so the read of the
+//! access state and the write are race-free). A message is thus processed when it is
+//! admitted; the spool only holds webhooks admitted by earlier versions, drained at
+//! start.
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::access::{self, budget, new_code, PairingRequest, Plan, PAIRING_TTL_MS};
+use crate::agent::Hub;
+use crate::app::LiveConfig;
 use crate::config::Config;
-use crate::daemon::{App, Shutdown};
+use crate::outbound::Outbox;
 use crate::phone::E164;
 use crate::store::{
-    now_ms, AgentMessage, Effects, InboundRecord, Media, Purpose, Store, StoreError,
+    Admission, AgentMessage, Effects, Hooks, InboundRecord, Media, Purpose, RejectedRecord, Seq,
+    StatusUpdate, Store, StoreError, Writer,
 };
 
 pub fn pairing_code_text(code: &str) -> String {
@@ -22,45 +30,115 @@ pub fn pairing_code_text(code: &str) -> String {
 
 pub const APPROVED_TEXT: &str = "You're approved: your messages now reach the agent.";
 
-/// Runs until shutdown, processing whatever the webhook admits.
-pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
-    loop {
-        match process_next(&app).await {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!("processing the inbound spool failed: {e}; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+/// The handles admission needs.
+pub struct Inbound {
+    pub writer: Writer,
+    pub config: Arc<LiveConfig>,
+    pub hub: Arc<Hub>,
+    pub outbox: Arc<Outbox>,
+    /// Wakes the media downloader.
+    pub media: Arc<Notify>,
+}
+
+impl Inbound {
+    /// Admits and processes one webhook: dedupe, decision and its effects are one batch;
+    /// returns once that batch is on disk.
+    pub async fn admit(&self, rec: InboundRecord) -> Result<Admission, StoreError> {
+        let config = self.config.get();
+        let (hub, outbox, media) = (self.hub.clone(), self.outbox.clone(), self.media.clone());
+        self.writer
+            .write(move |st, hooks| {
+                if st.is_seen(&rec.sid)? {
+                    return Ok(Admission::Duplicate);
+                }
+                let fx = effects_for(&config, st, &rec, rec.received_at_ms)?;
+                let seq = st.admit_processed(&rec.sid, rec.received_at_ms, &fx)?;
+                after_commit(hooks, fx, seq, hub, outbox, media);
+                Ok(Admission::Admitted)
+            })
+            .await
+    }
+
+    /// Keeps a webhook that is never processed (deduplicated like admissions).
+    pub async fn reject(&self, rec: RejectedRecord) -> Result<Admission, StoreError> {
+        self.writer
+            .write(move |st, _| st.admit_rejected(&rec))
+            .await
+    }
+
+    /// Records a delivery status callback; the agent that sent the message hears of it.
+    pub async fn status(
+        &self,
+        sid: String,
+        status: String,
+        error_code: Option<String>,
+        now: u64,
+    ) -> Result<StatusUpdate, StoreError> {
+        let outbox = self.outbox.clone();
+        self.writer
+            .write(move |st, hooks| {
+                let update = st.record_status(&sid, &status, error_code.as_deref(), now)?;
+                if update == StatusUpdate::Applied {
+                    hooks.after(move || outbox.status(&sid, &status, error_code.as_deref()));
+                }
+                Ok(update)
+            })
+            .await
+    }
+
+    /// Processes what earlier versions left in the spool, oldest first.
+    pub async fn drain_spool(&self) {
+        loop {
+            let config = self.config.get();
+            let (hub, outbox, media) = (self.hub.clone(), self.outbox.clone(), self.media.clone());
+            let step = self
+                .writer
+                .write(move |st, hooks| {
+                    let Some((key, rec)) = st.next_spooled()? else {
+                        return Ok(false);
+                    };
+                    let fx = effects_for(&config, st, &rec, crate::clock::now_ms())?;
+                    let seq = st.complete(key, &fx)?;
+                    after_commit(hooks, fx, seq, hub, outbox, media);
+                    Ok(true)
+                })
+                .await;
+            match step {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!("processing the inbound spool failed: {e}; the rest waits for the next start");
+                    return;
+                }
             }
-        }
-        tokio::select! {
-            () = app.wake_processor.notified() => {}
-            () = shutdown.wait() => return,
         }
     }
 }
 
-/// Processes the oldest spooled message; `false` when the spool is empty.
-pub async fn process_next(app: &App) -> Result<bool, StoreError> {
-    let _guard = app.access_lock.lock().await;
-    let Some((key, rec)) = app.store.next_spooled()? else {
-        return Ok(false);
-    };
-    let config = app.config();
-    let effects = effects_for(&config, &app.store, &rec, now_ms())?;
-    app.store.complete(&key, &effects)?;
-    if !effects.outbound.is_empty() {
-        app.wake_outbound.notify_one();
-    }
-    if let Some(msg) = &effects.forward {
-        if msg.media_pending {
-            app.wake_media.notify_one();
-        } else {
-            app.agents.pump(app);
+/// Once the effects are durable: the agent hub and the sender learn of them.
+fn after_commit(
+    hooks: &mut Hooks,
+    fx: Effects,
+    seq: Option<Seq>,
+    hub: Arc<Hub>,
+    outbox: Arc<Outbox>,
+    media: Arc<Notify>,
+) {
+    let Effects {
+        forward, outbound, ..
+    } = fx;
+    hooks.after(move || {
+        if let (Some(msg), Some(seq)) = (forward, seq) {
+            let pending = msg.media_pending;
+            hub.enqueue(seq.0, msg);
+            if pending {
+                media.notify_one();
+            }
         }
-    }
-    Ok(true)
+        if !outbound.is_empty() {
+            outbox.queued(outbound);
+        }
+    });
 }
 
 fn media(rec: &InboundRecord) -> Vec<Media> {
@@ -116,6 +194,7 @@ pub fn effects_for(
         approved: store.is_approved(&account.id, &from)?,
         opted_out: store.is_opted_out(&account.id, &from)?,
         pending: &pending,
+        opt_out_type: access::opt_out_type(rec.field("OptOutType"), &rec.sid),
     };
     let plan = access::plan(&from, body, &facts);
     let who = from.redacted();
@@ -128,6 +207,9 @@ pub fn effects_for(
         Plan::OptIn => {
             tracing::info!(account = %account.id, %sid, from = %who, "sender opted back in (START)");
             fx.opt = Some((account.id.clone(), from, false));
+        }
+        Plan::Help => {
+            tracing::info!(account = %account.id, %sid, from = %who, "message not forwarded: Twilio marked it HELP (OptOutType) and answers it itself");
         }
         Plan::Forward => {
             tracing::info!(account = %account.id, %sid, from = %who, "message queued for the agent");
@@ -187,4 +269,92 @@ pub fn effects_for(
         }
     }
     Ok(fx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn config(extra: &str) -> (tempfile::TempDir, Config, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.json5");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "AC0123456789abcdef0123456789abcdef", authToken: "t", fromNumber: "+15550001111", publicWebhookUrl: "https://sms.example.test/webhooks/sms", {extra} }} }} }}"#,
+                dir.path().join("state").display()
+            ),
+        )
+        .expect("write config");
+        let config = crate::config::load(&path).expect("config loads");
+        let store = Store::open(&config.gateway.state_dir).expect("store");
+        (dir, config, store)
+    }
+
+    fn rec(sid: &str, from: &str, body: &str) -> InboundRecord {
+        InboundRecord {
+            sid: sid.into(),
+            account: "default".into(),
+            params: [("From", from), ("To", "+15550001111"), ("Body", body)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            received_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn effects_table() {
+        type Check = fn(&Effects) -> bool;
+        let cases: [(&str, &str, &str, Check); 6] = [
+            (
+                "open policy forwards",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "hi",
+                |fx| fx.forward.as_ref().is_some_and(|m| m.text == "hi") && fx.outbound.is_empty(),
+            ),
+            ("pairing texts a code", "", "hi", |fx| {
+                fx.forward.is_none() && fx.new_pairing.is_some() && fx.outbound.len() == 1
+            }),
+            (
+                "STOP opts out",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "STOP",
+                |fx| matches!(fx.opt, Some((_, _, true))) && fx.forward.is_none(),
+            ),
+            (
+                "START opts in",
+                r#"dmPolicy: "open", allowFrom: ["*"]"#,
+                "START",
+                |fx| matches!(fx.opt, Some((_, _, false))),
+            ),
+            ("disabled drops", r#"dmPolicy: "disabled""#, "hi", |fx| {
+                fx.forward.is_none() && fx.outbound.is_empty() && fx.new_pairing.is_none()
+            }),
+            (
+                "allowlist refuses a stranger",
+                r#"dmPolicy: "allowlist", allowFrom: ["+15550009999"]"#,
+                "hi",
+                |fx| fx.forward.is_none() && fx.outbound.is_empty(),
+            ),
+        ];
+        for (name, extra, body, check) in cases {
+            let (_d, config, store) = config(extra);
+            let fx = effects_for(&config, &store, &rec("SM1", "+15557654321", body), 1_000)
+                .expect("effects");
+            assert!(check(&fx), "{name}: {fx:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_sender_or_a_gone_account_is_dropped_not_an_error() {
+        let (_d, config, store) = config(r#"dmPolicy: "open", allowFrom: ["*"]"#);
+        let fx = effects_for(&config, &store, &rec("SM1", "not-a-number", "hi"), 1).expect("ok");
+        assert!(fx.forward.is_none());
+        let mut r = rec("SM2", "+15557654321", "hi");
+        r.account = "gone".into();
+        let fx = effects_for(&config, &store, &r, 1).expect("ok");
+        assert!(fx.forward.is_none());
+    }
 }

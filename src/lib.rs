@@ -5,27 +5,35 @@
 //! Layout: `config` (file → validated types), `twilio` (signature, form, REST client),
 //! `store` (sled), `access` (who may talk: pure decisions), `http` (the webhook
 //! listener), `inbound` (processing admitted messages), `outbound` (the send queue),
-//! `admin` (the CLI's way into the daemon), `text` (SMS-ready text), `daemon` (wiring).
+//! `admin` (the CLI's way into the daemon), `text` (SMS-ready text), `app` (the
+//! running gateway's handles), `shutdown` and `clock` (the bottom of the graph), `daemon`
+//! (wiring; imported only by `cli`). The pipeline: docs/architecture.md.
 
 pub mod access;
 pub mod acme;
 pub mod admin;
 pub mod agent;
+pub mod app;
+pub mod bridge;
 pub mod channels;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod http;
 pub mod inbound;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod phone;
 pub mod secret;
+pub mod shutdown;
 pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod text;
+pub mod texts;
 pub mod twilio;
 pub mod unix_socket;

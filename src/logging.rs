@@ -58,6 +58,23 @@ impl LogLimiter {
         s.1 += 1;
         Some(std::mem::take(&mut s.2))
     }
+
+    /// [`Self::allow`] at the current wall-clock second.
+    pub fn allow_now(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.allow(now)
+    }
+}
+
+/// The tail of a rate-limited line: `" (N similar lines suppressed)"`, or nothing.
+pub fn suppressed(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} similar lines suppressed)")
+    }
 }
 
 #[cfg(test)]
@@ -73,5 +90,11 @@ mod tests {
         assert_eq!(l.allow(1), None);
         assert_eq!(l.allow(2), Some(2));
         assert_eq!(l.allow(2), Some(0));
+    }
+
+    #[test]
+    fn suppressed_names_the_count_only_when_something_was_dropped() {
+        assert_eq!(suppressed(0), "");
+        assert_eq!(suppressed(4999), " (4999 similar lines suppressed)");
     }
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 
-use crate::daemon::{App, Shutdown};
+use crate::app::App;
+use crate::http::serve::{self, Limits};
+use crate::shutdown::Shutdown;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -41,7 +42,7 @@ impl Metrics {
 
     /// Everything, with the daemon's current gauges.
     pub fn scrape(&self, app: &App) -> String {
-        let (flushes, flush_micros) = app.commit.stats();
+        let (flushes, flush_micros, _) = app.writer.stats();
         let mut gauges = vec![
             (
                 "smsgate_spool_depth",
@@ -66,7 +67,7 @@ impl Metrics {
             (
                 "smsgate_agent_connections",
                 "agents connected to the agent socket",
-                app.agents.connections() as u64,
+                app.agents.hub.connections() as u64,
             ),
         ];
         if let Some(not_after) = app.tls.as_ref().and_then(|t| t.not_after()) {
@@ -123,45 +124,35 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown.
+/// Open connections at most on the metrics listener: a scraper needs one or two.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown, through
+/// the same serve loop (cap, idle clock, rate-limited logs) as the webhook listener.
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, mut stop: Shutdown) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            () = stop.wait() => return,
-        };
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
         let app = app.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move {
-                        let mut resp = if req.uri().path() == "/metrics" {
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(
-                                app.metrics.scrape(&app),
-                            )));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static(
-                                    "text/plain; version=0.0.4",
-                                ),
-                            );
-                            r
-                        } else {
-                            hyper::Response::new(Full::new(Bytes::from_static(b"see /metrics\n")))
-                        };
-                        if req.uri().path() != "/metrics" {
-                            *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        async move {
+            if req.uri().path() != "/metrics" {
+                let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"see /metrics\n")));
+                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                return r;
+            }
+            let mut r = hyper::Response::new(Full::new(Bytes::from(app.metrics.scrape(&app))));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+    };
+    let limits = Limits::new("metrics", MAX_CONNECTIONS);
+    serve::serve(
+        listener,
+        None,
+        limits,
+        handler,
+        async move { stop.wait().await },
+    )
+    .await;
 }

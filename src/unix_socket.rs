@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Binds a Unix socket, replacing a stale file only when nothing answers on it.
 pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {

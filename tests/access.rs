@@ -471,3 +471,117 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     use smsgate::store::OutboundState::*;
     assert_eq!(states, [Failed, Unknown]);
 }
+
+/// Issue 9, finding 10: `Stop.`, full-width `ＳＴＯＰ` and `STOP` + a zero-width space opt
+/// the sender out and never reach the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_variants_opt_out_and_are_not_forwarded() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
+    let variants = [
+        ("+15557653101", "Stop."),
+        ("+15557653102", "ＳＴＯＰ"),
+        ("+15557653103", "STOP\u{200B}"),
+        ("+15557653104", "\u{FEFF}“unsubscribe”"),
+    ];
+    for (i, (who, body)) in variants.iter().enumerate() {
+        let sid = format!("SM66{i:030}");
+        assert_eq!(
+            post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, body))
+                .await
+                .0,
+            200
+        );
+    }
+    // Messages are processed oldest first: the next one the agent sees is this.
+    let after = inbound(
+        "SM67000000000000000000000000000001",
+        "+15557653199",
+        "after",
+    );
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &after).await.0, 200);
+    assert_eq!(agent.next_of("message")["text"], "after");
+    assert!(twilio.sends().is_empty(), "smsgate never answers STOP");
+    assert_eq!(gw.stop().code(), Some(0));
+    assert_eq!(inbox_ids(&t), ["SM67000000000000000000000000000001"]);
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    for (who, body) in variants {
+        let n = smsgate::phone::E164::parse(who).unwrap();
+        assert!(store.is_opted_out("default", &n).unwrap(), "{body:?}");
+    }
+}
+
+/// CONTRACT §8: Twilio's Advanced Opt-Out `OptOutType` is authoritative, custom keywords
+/// included: STOP opts out, START clears it, HELP is not forwarded; an unknown value is
+/// logged and the message handled as if it had none. smsgate answers none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn opt_out_type_stop_start_help_with_custom_keywords() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
+    let stays_out = "+15557653201";
+    let comes_back = "+15557653202";
+    let helped = "+15557653203";
+    let odd = "+15557653204";
+    let steps: [(&str, &str, &str, Option<&str>); 5] = [
+        (
+            "SM68000000000000000000000000000001",
+            stays_out,
+            "ARRET",
+            Some("STOP"),
+        ),
+        (
+            "SM68000000000000000000000000000002",
+            comes_back,
+            "ARRET",
+            Some("STOP"),
+        ),
+        (
+            "SM68000000000000000000000000000003",
+            comes_back,
+            "REPRENDRE",
+            Some("START"),
+        ),
+        (
+            "SM68000000000000000000000000000004",
+            helped,
+            "AIDE",
+            Some("HELP"),
+        ),
+        (
+            "SM68000000000000000000000000000005",
+            odd,
+            "bonjour",
+            Some("MAYBE"),
+        ),
+    ];
+    for (sid, who, body, opt) in steps {
+        let mut p = inbound(sid, who, body);
+        if let Some(opt) = opt {
+            p.push(("OptOutType", opt));
+        }
+        assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
+    }
+    let after = inbound("SM68000000000000000000000000000006", odd, "after");
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &after).await.0, 200);
+    // Only the message with an unknown OptOutType and the one after it get through.
+    assert_eq!(agent.next_of("message")["text"], "bonjour");
+    assert_eq!(agent.next_of("message")["text"], "after");
+    assert!(gw.wait_log("unknown OptOutType", Duration::from_secs(5)));
+    assert!(gw.wait_log("Twilio marked it HELP", Duration::from_secs(5)));
+    assert!(twilio.sends().is_empty(), "smsgate never answers a keyword");
+    assert_eq!(gw.stop().code(), Some(0));
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let opted = |who: &str| {
+        store
+            .is_opted_out("default", &smsgate::phone::E164::parse(who).unwrap())
+            .unwrap()
+    };
+    assert!(opted(stays_out));
+    assert!(!opted(comes_back));
+    assert!(!opted(helped));
+    assert!(!opted(odd));
+}

@@ -626,7 +626,7 @@ async fn dead_letters_after_max_age_and_requeue() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMg0000000000000000000000000000001",
+                "SMf0000000000000000000000000000001",
                 "+15557654321",
                 "anyone?"
             )
@@ -645,13 +645,13 @@ async fn dead_letters_after_max_age_and_requeue() {
     );
     let list: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
-    assert_eq!(list[0]["id"], "SMg0000000000000000000000000000001");
+    assert_eq!(list[0]["id"], "SMf0000000000000000000000000000001");
     assert_eq!(list[0]["kind"], "deadLetter");
     let mut agent = TestAgent::connect(&agent_sock(&t));
     assert!(agent.next_within(Duration::from_millis(300)).is_none());
     assert!(cli(
         &config,
-        &["queue", "requeue", "SMg0000000000000000000000000000001"]
+        &["queue", "requeue", "SMf0000000000000000000000000000001"]
     )
     .status
     .success());

@@ -38,7 +38,7 @@ async fn the_documented_python_agent_works() {
         post_signed(
             &gw,
             "/webhooks/sms",
-            &inbound("SMh0000000000000000000000000000001", "+15557654321", "ping")
+            &inbound("SMd0000000000000000000000000000001", "+15557654321", "ping")
         )
         .await
         .0,

@@ -404,7 +404,7 @@ fn dockerfile_and_docker_config_agree() {
 /// A signed webhook (number `n`) is answered 200 and reaches the agent.
 async fn still_serving(agent: &mut common::TestAgent, gw: &common::Gateway, n: u32) {
     use common::*;
-    let sid = format!("SMr{n:031}");
+    let sid = format!("SMe{n:031}");
     let text = format!("message {n}");
     let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, "+15557650002", &text)).await;
     assert_eq!(status, 200);

@@ -111,17 +111,17 @@ fn probe_matching_mismatched_get_and_11200() {
     assert_eq!(check(&v, "recentErrors")["code"], 11200);
     assert!(v["accounts"][0]["hints"].to_string().contains("11200"));
     // The Messages lookup asked for our number and three messages.
-    let q = twilio
+    let asked: Vec<String> = twilio
         .requests()
         .into_iter()
-        .rev()
-        .find(|r| r.path.ends_with("/Messages.json") && r.method == "GET")
-        .unwrap()
-        .query
-        .unwrap();
+        .filter(|r| r.path.ends_with("/Messages.json") && r.method == "GET")
+        .filter_map(|r| r.query)
+        .collect();
     assert!(
-        q.contains("PageSize=3") && q.contains("To=%2B15550001111"),
-        "{q}"
+        asked
+            .iter()
+            .any(|q| q.contains("PageSize=3") && q.contains("To=%2B15550001111")),
+        "{asked:?}"
     );
 
     // Bad credentials: error, the rest skipped.
@@ -157,7 +157,8 @@ fn probe_messaging_service_and_tailscale_hint() {
     let (code, v) = probe(&config);
     assert_eq!(code, 0, "{v}");
     assert_eq!(check(&v, "webhook")["status"], "ok");
-    assert_eq!(check(&v, "recentErrors")["status"], "skipped");
+    // A service's own sends are read back too (none failed here).
+    assert_eq!(check(&v, "recentErrors")["status"], "ok");
     let hints = v["accounts"][0]["hints"].to_string();
     assert!(
         hints.contains(
@@ -221,6 +222,114 @@ fn setup_dry_run_then_for_real() {
     assert!(stdout(&out).contains("nothing to do"));
 }
 
+#[test]
+fn probe_counts_failed_replies_by_code_with_hints() {
+    let t = TestDir::new();
+    let twilio = healthy_twilio();
+    let config = t.config(&twilio, "");
+    let sent = |status: &str, code: Option<u32>| json!({"sid": "SMx", "status": status, "error_code": code, "direction": "outbound-api", "from": FROM});
+    let mut list: Vec<serde_json::Value> = (0..16).map(|_| sent("delivered", None)).collect();
+    list.extend((0..4).map(|_| sent("undelivered", Some(30034))));
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+        200,
+        json!({ "messages": list }),
+    );
+    let (code, v) = probe(&config);
+    assert_eq!(code, 1, "{v}");
+    let c = check(&v, "recentErrors");
+    assert_eq!(c["status"], "error", "{c}");
+    assert_eq!(c["code"], 30034);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4 of the last 20 replies failed with 30034: this number is not registered for US A2P 10DLC"),
+        "{c}"
+    );
+    assert!(c["hint"].as_str().unwrap().contains("messagingServiceSid"));
+    assert!(v["accounts"][0]["hints"]
+        .to_string()
+        .contains("Error 30034: this number is not registered"));
+    // Our own sends were asked for by our number.
+    let asked: Vec<String> = twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Messages.json"))
+        .filter_map(|r| r.query)
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.contains("From=%2B15550001111") && q.contains("PageSize=20")),
+        "{asked:?}"
+    );
+    // Human output says it too.
+    let out = cli(&config, &["channels", "status", "--probe"]);
+    assert!(stdout(&out).contains("30034"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_fallback_url_and_retries_and_a_signed_webhook_through_the_override() {
+    let t = TestDir::new();
+    let twilio = healthy_twilio();
+    number_route(&twilio, "https://demo.twilio.com/welcome/sms/reply", "GET");
+    twilio.route("POST", &format!("/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers/PN0123456789abcdef0123456789abcdef.json"), 200, json!({"sid": "PN0123456789abcdef0123456789abcdef"}));
+    let config = t.config(&twilio, "");
+    let out = cli(&config, &["channels", "setup", "--retries", "9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("at most 5"), "{}", stderr(&out));
+    let out = cli(
+        &config,
+        &[
+            "channels",
+            "setup",
+            "--fallback-url",
+            "https://backup.example.test/sms",
+            "--retries",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let update = twilio
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    let with_override = format!("{PUBLIC}#rc=3&rp=all");
+    assert_eq!(update.field("SmsUrl"), Some(with_override.as_str()));
+    assert_eq!(update.field("SmsMethod"), Some("POST"));
+    assert_eq!(
+        update.field("SmsFallbackUrl"),
+        Some("https://backup.example.test/sms")
+    );
+    assert_eq!(update.field("SmsFallbackMethod"), Some("POST"));
+    // Twilio now has the URL with the override: the probe still calls it a match.
+    number_route(&twilio, &with_override, "POST");
+    let (code, v) = probe(&config);
+    assert_eq!(check(&v, "webhook")["status"], "ok", "{v}");
+    assert_eq!(code, 0, "{v}");
+
+    // The gateway configured with the override in its URL: Twilio signs the URL
+    // without the fragment, and the signature check agrees.
+    let t2 = TestDir::new();
+    let config = t2.write_config(&format!(
+        r#"{{ gateway: {{ listen: "127.0.0.1:0", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{SID}", authToken: "{TOKEN}", fromNumber: "{FROM}",
+        publicWebhookUrl: "{with_override}", apiBaseUrl: "{}", dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
+        t2.state().display(),
+        twilio.base_url()
+    ));
+    let gw = Gateway::start(&config);
+    let params = inbound("SM0123456789abcdef0123456789abcd01", "+15557650002", "hi");
+    let (status, _) = post_signed(&gw, "/webhooks/sms", &params).await;
+    assert_eq!(status, 200, "{}", gw.log());
+    // Signed over the URL with its fragment is not what Twilio does: refused.
+    let wrong = sign(TOKEN, &with_override, &params);
+    let (status, _) = post(&gw, "/webhooks/sms", &params, Some(&wrong)).await;
+    assert_eq!(status, 403);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
     let t = TestDir::new();
@@ -236,7 +345,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000001",
+                "SMa0000000000000000000000000000001",
                 "+15557650002",
                 "before"
             )
@@ -265,7 +374,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000002",
+                "SMa0000000000000000000000000000002",
                 "+15557650002",
                 "after"
             )
@@ -298,7 +407,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000003",
+                "SMa0000000000000000000000000000003",
                 "+15557650002",
                 "still"
             )
@@ -328,7 +437,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
             &gw,
             "/webhooks/sms",
             &inbound(
-                "SMi0000000000000000000000000000004",
+                "SMa0000000000000000000000000000004",
                 "+15557650002",
                 "locked out"
             )
@@ -435,7 +544,7 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
     let twilio = FakeTwilio::start();
     let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
     let p = inbound(
-        "SMj0000000000000000000000000000001",
+        "SMb0000000000000000000000000000001",
         "+15557654321",
         "in flight",
     );
@@ -475,7 +584,7 @@ async fn metrics_scrape_health_and_rotated_keys() {
     let gw = Gateway::start_with(&config, &[("SHARED", "shared-secret")]);
     // The previous token still validates; a random one does not.
     let p = inbound(
-        "SMk0000000000000000000000000000001",
+        "SMc0000000000000000000000000000001",
         "+15557654321",
         "old token",
     );
@@ -498,7 +607,7 @@ async fn metrics_scrape_health_and_rotated_keys() {
     );
     // HMAC-SHA256 with a shared key, as Twilio's newer signing sends it.
     let p2 = inbound(
-        "SMk0000000000000000000000000000002",
+        "SMc0000000000000000000000000000002",
         "+15557654321",
         "shared key",
     );

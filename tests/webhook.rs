@@ -431,6 +431,7 @@ async fn signed_by_twilios_python_library() {
         "+15557654321",
         "héllo & ünïcode 👋",
     );
+    p[6] = ("NumMedia", "1");
     p.push(("MediaUrl0", "https://api.twilio.com/x?a=1&b=2"));
     let url = format!("{PUBLIC}?q=1");
     let input = serde_json::json!({"token": TOKEN, "url": url, "params": p});
@@ -473,4 +474,73 @@ async fn signed_by_twilios_python_library() {
         "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
     );
     assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// Issue 9, finding 2: Twilio signs one concatenation of names and values, so a captured
+/// body re-split into other parameters keeps its signature. A "new" SID made that way
+/// (`MessageSid=<sid>NumMedia0`, `NumMedia` dropped) is refused with 400, and the agent
+/// sees the text once.
+#[tokio::test(flavor = "multi_thread")]
+async fn resplit_replay_is_refused_and_the_agent_sees_the_text_once() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
+    let sid = "SM7a0000000000000000000000000000b1";
+    let p = inbound(sid, "+15557654321", "transfer 100");
+    let sig = sign(TOKEN, PUBLIC, &p);
+    assert_eq!(post(&gw, "/webhooks/sms", &p, Some(&sig)).await.0, 200);
+    assert_eq!(agent.next_of("message")["text"], "transfer 100");
+
+    // Each forgery validates against the captured signature (checked with our own
+    // signer), yet is refused.
+    let absorb = |name: &str, next: &str| -> Vec<(String, String)> {
+        let value = |k: &str| p.iter().find(|(n, _)| *n == k).unwrap().1.to_string();
+        p.iter()
+            .filter(|(n, _)| *n != next)
+            .map(|(n, v)| {
+                if *n == name {
+                    (n.to_string(), format!("{v}{next}{}", value(next)))
+                } else {
+                    (n.to_string(), v.to_string())
+                }
+            })
+            .collect()
+    };
+    let forgeries = [
+        absorb("MessageSid", "NumMedia"),
+        absorb("SmsSid", "SmsStatus"),
+        absorb("AccountSid", "ApiVersion"),
+        absorb("NumMedia", "SmsSid"),
+        absorb("From", "MessageSid"),
+    ];
+    for forged in &forgeries {
+        let pairs: Vec<(&str, &str)> = forged
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(sign(TOKEN, PUBLIC, &pairs), sig, "still signed: {pairs:?}");
+        let (status, body) = post(&gw, "/webhooks/sms", &pairs, Some(&sig)).await;
+        assert_eq!(status, 400, "{pairs:?}: {body}");
+    }
+
+    // A later message arrives next: nothing forged was queued before it.
+    let p2 = inbound(
+        "SM7a0000000000000000000000000000b2",
+        "+15557654321",
+        "after",
+    );
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &p2).await.0, 200);
+    assert_eq!(agent.next_of("message")["text"], "after");
+    assert!(gw.wait_log("is not a message SID", Duration::from_secs(5)));
+    assert!(!gw.log().contains("5557654321"), "{}", gw.log());
+    assert_eq!(gw.stop().code(), Some(0));
+    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let ids: Vec<String> = store
+        .inbox()
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.id)
+        .collect();
+    assert_eq!(ids, [sid, "SM7a0000000000000000000000000000b2"]);
 }

@@ -18,16 +18,86 @@ pub enum Keyword {
 }
 
 /// Twilio's opt-out and opt-in keywords for long codes: the whole body, one word,
-/// case-insensitive, surrounding whitespace ignored.
+/// case-insensitive, after [`normalize_keyword`]. `HELP`/`INFO` are not on the list:
+/// without Advanced Opt-Out's `OptOutType: HELP` a body "help" is a message for the
+/// agent like any other.
 pub fn keyword(body: &str) -> Option<Keyword> {
-    let word = body.trim().to_ascii_uppercase();
-    match word.as_str() {
+    match normalize_keyword(body).as_str() {
         "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" | "REVOKE" | "OPTOUT" => {
             Some(Keyword::OptOut)
         }
         "START" | "YES" | "UNSTOP" => Some(Keyword::OptIn),
         _ => None,
     }
+}
+
+/// A body as a keyword matcher sees it: Unicode NFKC (full-width `ＳＴＯＰ` is `STOP`),
+/// without invisible characters (zero-width spaces, joiners, BOMs, bidi marks, variation
+/// selectors: Unicode's default-ignorable and format characters, and controls other
+/// than whitespace) anywhere, trimmed of whitespace and punctuation at both ends
+/// (`Stop.`, `¡STOP!`, `"stop"`), upper-cased. Punctuation inside is kept: `STOP-IT`
+/// is not `STOPIT`.
+pub fn normalize_keyword(body: &str) -> String {
+    use icu_normalizer::ComposingNormalizerBorrowed;
+    use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory, GeneralCategoryGroup};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+
+    // A keyword is one short word; a longer body is a message, and skipping it bounds
+    // the work done on a hostile one.
+    const LONGEST: usize = 1024;
+    if body.len() > LONGEST {
+        return String::new();
+    }
+    let nfkc = ComposingNormalizerBorrowed::new_nfkc().normalize(body);
+    let ignorable = CodePointSetData::new::<DefaultIgnorableCodePoint>();
+    let category = CodePointMapData::<GeneralCategory>::new();
+    let visible: String = nfkc
+        .chars()
+        .filter(|&c| {
+            !(ignorable.contains(c)
+                || category.get(c) == GeneralCategory::Format
+                || (c.is_control() && !c.is_whitespace()))
+        })
+        .collect();
+    let edge =
+        |c: char| c.is_whitespace() || GeneralCategoryGroup::Punctuation.contains(category.get(c));
+    visible.trim_matches(edge).to_uppercase()
+}
+
+/// Twilio's Advanced Opt-Out verdict on an inbound message (`OptOutType`): Twilio has
+/// matched the body against the Messaging Service's keywords (custom ones and other
+/// languages included) and answered the sender itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOutType {
+    Stop,
+    Start,
+    Help,
+}
+
+impl OptOutType {
+    /// `STOP`, `START`, `HELP` (any case, surrounding whitespace ignored); anything else
+    /// is `None`, which the caller logs and treats as no `OptOutType`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "STOP" => Some(OptOutType::Stop),
+            "START" => Some(OptOutType::Start),
+            "HELP" => Some(OptOutType::Help),
+            _ => None,
+        }
+    }
+}
+
+/// The `OptOutType` field of a webhook: absent or empty is `None`; a value Twilio does
+/// not document is logged (once per message) and ignored, so a new Twilio value never
+/// drops a message.
+pub fn opt_out_type(value: Option<&str>, sid: &str) -> Option<OptOutType> {
+    let value = value.filter(|v| !v.trim().is_empty())?;
+    let parsed = OptOutType::parse(value);
+    if parsed.is_none() {
+        let shown: String = value.chars().take(32).collect();
+        tracing::warn!(%sid, "unknown OptOutType {shown:?} ignored: the message is handled as if it had none");
+    }
+    parsed
 }
 
 /// The access decision for one sender.
@@ -77,6 +147,8 @@ pub struct Facts<'a> {
     pub opted_out: bool,
     /// The account's pairing requests that have not expired.
     pub pending: &'a [PairingRequest],
+    /// Twilio's Advanced Opt-Out verdict on this message, if any.
+    pub opt_out_type: Option<OptOutType>,
 }
 
 /// What to do with one inbound message.
@@ -86,6 +158,8 @@ pub enum Plan {
     OptOut,
     /// START and friends: clear the opt-out.
     OptIn,
+    /// `OptOutType: HELP`: Twilio has answered it; not forwarded to the agent.
+    Help,
     Forward,
     /// A new pairing request: store it and text the code (unless opted out).
     RequestPairing {
@@ -98,7 +172,16 @@ pub enum Plan {
     Deny(DenyReason),
 }
 
+/// Opt-out first (Twilio's `OptOutType` is authoritative, our keyword list applies when
+/// it is absent), then the access decision. smsgate never answers any keyword itself:
+/// Twilio does.
 pub fn plan(sender: &E164, body: &str, facts: &Facts<'_>) -> Plan {
+    match facts.opt_out_type {
+        Some(OptOutType::Stop) => return Plan::OptOut,
+        Some(OptOutType::Start) => return Plan::OptIn,
+        Some(OptOutType::Help) => return Plan::Help,
+        None => {}
+    }
     match keyword(body) {
         Some(Keyword::OptOut) => return Plan::OptOut,
         Some(Keyword::OptIn) => return Plan::OptIn,
@@ -144,8 +227,67 @@ mod tests {
         for w in ["START", "yes", "Unstop"] {
             assert_eq!(keyword(w), Some(Keyword::OptIn), "{w:?}");
         }
-        for w in ["stop it", "HELP", "", "STOP!", "please stop"] {
+        for w in [
+            "stop it",
+            "HELP",
+            "",
+            "please stop",
+            "STOP-IT",
+            "S T O P",
+            "🛑",
+        ] {
             assert_eq!(keyword(w), None, "{w:?}");
+        }
+    }
+
+    /// Issue 9, finding 10: what a phone shows as STOP is STOP.
+    #[test]
+    fn keyword_variants_are_normalised() {
+        let cases = [
+            ("Stop.", Some(Keyword::OptOut)),
+            ("STOP!", Some(Keyword::OptOut)),
+            ("¡stop!", Some(Keyword::OptOut)),
+            ("\"STOP\"", Some(Keyword::OptOut)),
+            ("“stop”", Some(Keyword::OptOut)),
+            ("stop…", Some(Keyword::OptOut)),
+            ("STOP。", Some(Keyword::OptOut)),
+            ("ＳＴＯＰ", Some(Keyword::OptOut)),
+            ("ｓｔｏｐ！", Some(Keyword::OptOut)),
+            ("STOP\u{200B}", Some(Keyword::OptOut)),
+            ("\u{FEFF}STOP", Some(Keyword::OptOut)),
+            ("ST\u{200D}OP", Some(Keyword::OptOut)),
+            ("\u{202E}STOP\u{202C}", Some(Keyword::OptOut)),
+            ("STOP\u{FE0F}", Some(Keyword::OptOut)),
+            ("S\u{00AD}TOP", Some(Keyword::OptOut)),
+            ("\u{3000}STOP\u{00A0}", Some(Keyword::OptOut)),
+            ("unsubscribe.", Some(Keyword::OptOut)),
+            ("Start!", Some(Keyword::OptIn)),
+            ("ＹＥＳ", Some(Keyword::OptIn)),
+            ("STOP\u{0000}", Some(Keyword::OptOut)),
+            ("STOPS", None),
+            ("STOP 🛑", None),
+            ("STOP\nNOW", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(keyword(body), want, "{body:?}");
+        }
+        assert_eq!(normalize_keyword(" Ｈｅｌｌｏ, world! "), "HELLO, WORLD");
+        assert_eq!(normalize_keyword(&"x".repeat(5000)), "");
+    }
+
+    #[test]
+    fn opt_out_type_values() {
+        let cases = [
+            (None, None),
+            (Some(""), None),
+            (Some("STOP"), Some(OptOutType::Stop)),
+            (Some("start"), Some(OptOutType::Start)),
+            (Some(" HELP "), Some(OptOutType::Help)),
+            (Some("UNSUBSCRIBE"), None),
+            (Some("STOPSTOP"), None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(opt_out_type(value, "SM1"), want, "{value:?}");
         }
     }
 
@@ -214,6 +356,11 @@ mod tests {
             approved,
             opted_out,
             pending,
+            opt_out_type: None,
+        };
+        let twilio = |t, approved| Facts {
+            opt_out_type: Some(t),
+            ..facts(approved, false, &[])
         };
         let cases: Vec<(&str, Facts, Plan)> = vec![
             (
@@ -231,6 +378,15 @@ mod tests {
             ("hi", facts(true, false, &three), Plan::Forward),
             ("STOP", facts(true, false, &[]), Plan::OptOut),
             ("start", facts(false, true, &[]), Plan::OptIn),
+            ("Stop.", facts(true, false, &[]), Plan::OptOut),
+            ("ＳＴＯＰ", facts(false, false, &[]), Plan::OptOut),
+            // Advanced Opt-Out: Twilio's verdict wins over the body, custom keywords too.
+            ("ARRET", twilio(OptOutType::Stop, true), Plan::OptOut),
+            ("ARRET", twilio(OptOutType::Stop, false), Plan::OptOut),
+            ("REPRENDRE", twilio(OptOutType::Start, false), Plan::OptIn),
+            ("AIDE", twilio(OptOutType::Help, true), Plan::Help),
+            ("STOP", twilio(OptOutType::Help, true), Plan::Help),
+            ("hi", twilio(OptOutType::Help, false), Plan::Help),
         ];
         for (i, (body, f, want)) in cases.into_iter().enumerate() {
             assert_eq!(plan(&s, body, &f), want, "case {i}");

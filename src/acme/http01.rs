@@ -7,11 +7,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::daemon::Shutdown;
+use crate::http::serve::{self, Limits};
+use crate::shutdown::Shutdown;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -45,39 +44,36 @@ impl Tokens {
     }
 }
 
-/// Serves challenge answers until shutdown.
+/// Open connections at most on the HTTP-01 listener. A CA validates from a handful of
+/// vantage points, one request each; strangers beyond the cap are evicted, oldest idle
+/// first, so they can neither exhaust descriptors nor lock the CA out.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves challenge answers until shutdown, through the same serve loop (cap, idle
+/// clock, rate-limited logs) as the webhook listener.
 pub async fn serve(listener: TcpListener, tokens: Tokens, mut stop: Shutdown) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("HTTP-01 listener: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.wait() => return,
-        };
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<Incoming>| {
-                let answer = tokens.answer(req.uri().path());
-                async move {
-                    let mut rsp = hyper::Response::new(Full::new(Bytes::from(
-                        answer.clone().unwrap_or_else(|| "not found\n".into()),
-                    )));
-                    if answer.is_none() {
-                        *rsp.status_mut() = hyper::StatusCode::NOT_FOUND;
-                    }
-                    Ok::<_, std::convert::Infallible>(rsp)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
-        });
-    }
+    let handler = move |req: hyper::Request<Incoming>| {
+        let answer = tokens.answer(req.uri().path());
+        async move {
+            let found = answer.is_some();
+            let mut rsp = hyper::Response::new(Full::new(Bytes::from(
+                answer.unwrap_or_else(|| "not found\n".into()),
+            )));
+            if !found {
+                *rsp.status_mut() = hyper::StatusCode::NOT_FOUND;
+            }
+            rsp
+        }
+    };
+    let limits = Limits::new("HTTP-01", MAX_CONNECTIONS);
+    serve::serve(
+        listener,
+        None,
+        limits,
+        handler,
+        async move { stop.wait().await },
+    )
+    .await;
 }
 
 #[cfg(test)]

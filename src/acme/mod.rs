@@ -18,8 +18,8 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 
 use crate::config::AcmeSettings;
-use crate::daemon::Shutdown;
 use crate::http::tls::CertResolver;
+use crate::shutdown::Shutdown;
 
 /// Retry delay after the first failure; doubles per failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -102,11 +102,7 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::now_unix;
 
 /// When renewal is due: a third of the lifetime before expiry (day 60 of 90).
 pub fn renew_at(not_before: i64, not_after: i64) -> i64 {

@@ -8,8 +8,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{ops, Request, Response};
-use crate::agent::hub::{GroupResult, Waiter};
-use crate::daemon::{App, Shutdown};
+use crate::app::App;
+use crate::outbound::{GroupResult, Waiter};
+use crate::shutdown::Shutdown;
 use crate::store::Purpose;
 
 const MAX_REQUEST: usize = 64 * 1024;
@@ -54,15 +55,26 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
     }
     let resp = match serde_json::from_str::<Request>(line.trim()) {
         Err(e) => Response::err(format!("invalid admin request: {e}")),
-        Ok(Request::Status) => Response::ok(serde_json::json!({
-            "running": true,
-            "pid": std::process::id(),
-            "spool": app.store.spool_len(),
-            "agentQueue": app.store.inbox_len(),
-            "outbound": app.store.outbound_len(),
-            "deadLetters": app.store.dead_len(),
-            "agents": app.agents.connections(),
-        })),
+        Ok(Request::Status) => {
+            let d = app.depths();
+            Response::ok(serde_json::json!({
+                "running": true,
+                "pid": std::process::id(),
+                "spool": app.store.spool_len(),
+                "agentQueue": app.store.inbox_len(),
+                "outbound": app.store.outbound_len(),
+                "deadLetters": app.store.dead_len(),
+                "agents": app.agents.hub.connections(),
+                // From memory: zero everywhere means nothing is left to do (tests wait
+                // on this instead of sleeping).
+                "waiting": d.waiting,
+                "inFlight": d.in_flight,
+                "sending": d.outbound,
+                "quiet": d.waiting == 0 && d.in_flight == 0 && d.outbound == 0,
+                "storeWritable": app.writer.health().is_ok(),
+                "quarantined": app.store.quarantined_len(),
+            }))
+        }
         Ok(Request::Reload) => match app.reload() {
             Ok(summary) => {
                 tracing::info!("{summary}");
@@ -79,15 +91,30 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
             message_send(app, account.as_deref(), &to, &text).await
         }
         Ok(req) => {
-            let _guard = app.access_lock.lock().await;
-            let (resp, outcome) = ops::execute(&app.store, &app.config(), &req);
-            if outcome.queued_sms {
-                app.wake_outbound.notify_one();
+            // On the writer: the operation's reads and writes are race-free against
+            // admissions, and its changes share the writer's fsync.
+            let config = app.config();
+            let ran = app
+                .writer
+                .write(move |st, _| Ok(ops::execute(st, &config, &req)))
+                .await;
+            match ran {
+                Ok((resp, outcome)) => {
+                    if outcome.queued_sms {
+                        if let Err(e) = app.outbox.load(&app.store) {
+                            tracing::error!("cannot read the outbound queue: {e}");
+                        }
+                    }
+                    if outcome.requeued_message {
+                        match app.store.inbox() {
+                            Ok(inbox) => app.agents.hub.load(inbox),
+                            Err(e) => tracing::error!("cannot read the agent inbox: {e}"),
+                        }
+                    }
+                    resp
+                }
+                Err(e) => Response::err(e.to_string()),
             }
-            if outcome.requeued_message {
-                app.agents.pump(app);
-            }
-            resp
         }
     };
     reply(stream, &resp).await
@@ -97,8 +124,9 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
 async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let waiter = Waiter::Once(tx);
-    if let Err(r) = app.agents.queue_text(
-        app,
+    let planned = match app.outbox.plan(
+        &app.config(),
+        &app.store,
         account,
         Some(to),
         text,
@@ -106,7 +134,25 @@ async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) ->
         Purpose::Cli,
         waiter,
     ) {
-        return Response::err(r.message);
+        Ok(p) => p,
+        Err(r) => return Response::err(r.message),
+    };
+    let group = planned.group;
+    let outbox = app.outbox.clone();
+    let written = app
+        .writer
+        .write(move |st, hooks| {
+            st.enqueue(&planned.records)?;
+            hooks.after(move || {
+                tracing::info!(account = %planned.account, to = %planned.to.redacted(), parts = planned.records.len(), "queued for sending");
+                outbox.queued(planned.records);
+            });
+            Ok(())
+        })
+        .await;
+    if let Err(e) = written {
+        app.outbox.abandon(group);
+        return Response::err(format!("cannot queue the message: {e}"));
     }
     match tokio::time::timeout(std::time::Duration::from_secs(25), rx).await {
         Ok(Ok(GroupResult::Sent { sids, segments })) => {

@@ -33,17 +33,19 @@ struct Incoming {
     to: String,
     text: String,
     media: usize,
+    conversation: String,
 }
 
 fn parse_message(v: &Value) -> Option<Incoming> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    let m = crate::agent::protocol::InboundMessage::from_value(v)?;
     Some(Incoming {
-        id: s("id")?,
-        account: s("account").unwrap_or_default(),
-        from: s("from").unwrap_or_default(),
-        to: s("to").unwrap_or_default(),
-        text: s("text").unwrap_or_default(),
-        media: v.get("media").and_then(Value::as_array).map_or(0, Vec::len),
+        conversation: m.conversation_key(),
+        media: m.media.len(),
+        id: m.id,
+        account: m.account,
+        from: m.from,
+        to: m.to,
+        text: m.text,
     })
 }
 
@@ -53,7 +55,7 @@ pub async fn run(
     socket: PathBuf,
     responder: Responder,
     max_concurrent: usize,
-    mut stop: crate::daemon::Shutdown,
+    mut stop: crate::shutdown::Shutdown,
 ) {
     let limit = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut warned = false;
@@ -174,6 +176,7 @@ async fn run_command(argv: &[String], timeout: Duration, msg: &Incoming) -> Opti
         .env("SMS_TO", &msg.to)
         .env("SMS_ACCOUNT", &msg.account)
         .env("SMS_MESSAGE_ID", &msg.id)
+        .env("SMS_CONVERSATION", &msg.conversation)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,6 +1,6 @@
 //! The agent side: the socket a local agent connects to, the hub that delivers
-//! messages and carries replies into the outbound queue, media downloads for MMS, and
-//! the built-in agents (`agent echo`, `agent exec`).
+//! messages, media downloads for MMS, and the built-in agents (`agent echo`,
+//! `agent exec`).
 
 pub mod exec;
 pub mod hub;
@@ -11,59 +11,78 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::{App, Shutdown};
+use crate::app::LiveConfig;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, Writer};
 use crate::twilio::Creds;
 
 pub use hub::Hub;
 
+/// The handles the agent socket and its helpers need.
+pub struct Agents {
+    pub hub: Arc<Hub>,
+    pub outbox: Arc<crate::outbound::Outbox>,
+    pub store: Arc<Store>,
+    pub writer: Writer,
+    pub config: Arc<LiveConfig>,
+    /// Bad agent lines are logged at this rate at most.
+    pub log_limit: crate::logging::LogLimiter,
+    /// Sent bytes unread this long: the agent is not reading ([`server::NOT_READING`]).
+    pub not_reading_after: Duration,
+}
+
 /// Downloads MMS media for messages that wait for it, then lets the hub deliver them.
-pub async fn fetch_media(app: Arc<App>, mut shutdown: Shutdown) {
-    let dir = app.config().gateway.state_dir.join("media");
+pub async fn fetch_media(
+    agents: Arc<Agents>,
+    wake: Arc<tokio::sync::Notify>,
+    mut shutdown: Shutdown,
+) {
+    let dir = agents.config.get().gateway.state_dir.join("media");
     loop {
-        let pending: Vec<_> = match app.store.inbox() {
-            Ok(i) => i.into_iter().filter(|(_, m)| m.media_pending).collect(),
-            Err(e) => {
-                tracing::error!("cannot read the inbox: {e}");
-                Vec::new()
-            }
-        };
-        for (seq, mut msg) in pending {
-            let config = app.config();
-            let Some(account) = config.sms.account(&msg.account) else {
-                msg.media_pending = false;
-                let _ = app.store.put_inbox(seq, &msg);
-                continue;
-            };
-            let http = match media::client(&account.api_base_url) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("cannot build the media client: {e}");
-                    continue;
-                }
-            };
-            let fetched =
-                media::download_all(&http, &Creds::of(account), &msg.id, &msg.media, &dir).await;
-            for (i, f) in fetched.into_iter().enumerate() {
-                if let Some(m) = msg.media.get_mut(i) {
-                    m.path = f.path.map(|p| p.display().to_string());
-                }
-                if let Some(e) = f.error {
-                    tracing::warn!(id = %msg.id, "attachment {i} not downloaded: {e}");
-                    msg.text.push_str(&format!(
-                        "\n[attachment {} ({}) could not be downloaded: {e}]",
-                        i + 1,
-                        f.content_type
-                    ));
+        for (seq, mut msg) in agents.hub.media_pending() {
+            let config = agents.config.get();
+            if let Some(account) = config.sms.account(&msg.account) {
+                let http = match media::client(&account.api_base_url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("cannot build the media client: {e}");
+                        continue;
+                    }
+                };
+                let fetched =
+                    media::download_all(&http, &Creds::of(account), &msg.id, &msg.media, &dir)
+                        .await;
+                for (i, f) in fetched.into_iter().enumerate() {
+                    if let Some(m) = msg.media.get_mut(i) {
+                        m.path = f.path.map(|p| p.display().to_string());
+                    }
+                    if let Some(e) = f.error {
+                        tracing::warn!(id = %msg.id, "attachment {i} not downloaded: {e}");
+                        msg.text.push_str(&format!(
+                            "\n[attachment {} ({}) could not be downloaded: {e}]",
+                            i + 1,
+                            f.content_type
+                        ));
+                    }
                 }
             }
             msg.media_pending = false;
-            if let Err(e) = app.store.put_inbox(seq, &msg) {
+            let hub = agents.hub.clone();
+            let m = msg.clone();
+            let written = agents
+                .writer
+                .write(move |st, hooks| {
+                    st.put_inbox(seq, &m)?;
+                    hooks.after(move || hub.enqueue(seq, m));
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = written {
                 tracing::error!("cannot update {}: {e}", msg.id);
             }
-            app.agents.pump(&app);
         }
         tokio::select! {
-            () = app.wake_media.notified() => {}
+            () = wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
             () = shutdown.wait() => return,
         }
@@ -71,11 +90,34 @@ pub async fn fetch_media(app: Arc<App>, mut shutdown: Shutdown) {
 }
 
 /// Dead letters and old reply routes, once a minute.
-pub async fn maintain(app: Arc<App>, mut shutdown: Shutdown) {
+pub async fn maintain(agents: Arc<Agents>, mut shutdown: Shutdown) {
     loop {
-        let max_age = app.config().gateway.agent_queue_max_age.as_millis() as u64;
-        app.agents.expire(&app, max_age);
-        if let Err(e) = app.store.prune_routes(crate::store::now_ms(), max_age) {
+        let max_age = agents.config.get().gateway.agent_queue_max_age.as_millis() as u64;
+        let now = crate::clock::now_ms();
+        let expired = agents.hub.take_expired(now.saturating_sub(max_age));
+        for (seq, msg) in expired {
+            let (id, account) = (msg.id.clone(), msg.account.clone());
+            let hub = agents.hub.clone();
+            let m = msg.clone();
+            match agents
+                .writer
+                .write(move |st, _| st.dead_letter(seq, &m, now))
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(%id, %account, "no agent acknowledged this message within gateway.agentQueueMaxAge; moved to the dead letters (`smsgate queue list`)")
+                }
+                Err(e) => {
+                    tracing::error!("cannot move {id} to the dead letters: {e}");
+                    hub.enqueue(seq, msg);
+                }
+            }
+        }
+        let pruned = agents
+            .writer
+            .write(move |st, _| st.prune_routes(now, max_age))
+            .await;
+        if let Err(e) = pruned {
             tracing::warn!("pruning reply routes failed: {e}");
         }
         tokio::select! {

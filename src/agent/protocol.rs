@@ -130,6 +130,55 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
     }
 }
 
+/// A `message` line as an agent reads it (the built-in agents and bridges use this).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMessage {
+    pub id: String,
+    #[serde(default)]
+    pub account: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub media: Vec<InboundMedia>,
+    /// Opaque, stable for one (account, sender) until the sender texts `/new`
+    /// (CONTRACT §4, §7). Absent from daemons that predate conversations.
+    #[serde(default)]
+    pub conversation: Option<String>,
+}
+
+/// One MMS attachment of a `message` line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMedia {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub content_type: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl InboundMessage {
+    /// Parses a `message` line's object; `None` when it has no string `id`.
+    pub fn from_value(v: &Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    /// The conversation key: the daemon's `conversation`, or `<account>:<from>` from a
+    /// daemon that does not send one (then a sender cannot start over).
+    pub fn conversation_key(&self) -> String {
+        match &self.conversation {
+            Some(c) if !c.is_empty() => c.clone(),
+            _ => format!("{}:{}", self.account, self.from),
+        }
+    }
+}
+
 /// Who a `sent`/`error` line answers: a `send`'s `ref`, or a `reply`'s message `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answering {
@@ -276,6 +325,23 @@ mod tests {
             eleven.join(",")
         ))
         .is_err());
+    }
+
+    #[test]
+    fn inbound_message_and_conversation_key() {
+        let v: Value = serde_json::from_str(r#"{"type":"message","id":"SM1","account":"default","from":"+15557654321","to":"+15551234567","text":"hi","media":[{"url":"https://x","contentType":"image/png","path":"/tmp/a"}],"receivedAt":"2026-11-22T12:00:00Z","conversation":"c-42"}"#).unwrap();
+        let m = InboundMessage::from_value(&v).unwrap();
+        assert_eq!(m.conversation_key(), "c-42");
+        assert_eq!(m.media[0].content_type, "image/png");
+        let v: Value =
+            serde_json::from_str(r#"{"type":"message","id":"SM1","account":"a","from":"+1555"}"#)
+                .unwrap();
+        assert_eq!(
+            InboundMessage::from_value(&v).unwrap().conversation_key(),
+            "a:+1555"
+        );
+        assert!(InboundMessage::from_value(&json!({"type":"message"})).is_none());
+        assert!(InboundMessage::from_value(&json!({"id": 5})).is_none());
     }
 
     #[test]

@@ -1,19 +1,36 @@
 //! The agent socket: a Unix stream socket (mode 0660) speaking newline-delimited JSON.
-//! Each connection has a reader (lines to the hub) and a writer (the hub's lines out),
-//! so a slow agent never blocks the daemon.
+//! Each connection has a reader (lines to [`dispatch`]) and a writer (the hub's lines
+//! out), so a slow agent never blocks the daemon. The writer also watches whether the
+//! agent reads what it is sent: bytes it wrote that stay unread in the socket for
+//! [`NOT_READING`] (Linux `TIOCOUTQ`) mean the agent is not reading, as opposed to
+//! thinking (it read the message and has not answered yet: model calls take minutes);
+//! such a connection is dropped and its messages go to another agent at once.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedReadHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Notify};
 
-use super::protocol::{self, LineError, MAX_LINE};
-use crate::daemon::{App, Shutdown};
+use super::hub::ConnId;
+use super::protocol::{self, AgentLine, Answering, LineError, MAX_LINE};
+use super::Agents;
+use crate::clock::now_ms;
+use crate::outbound::Waiter;
+use crate::shutdown::Shutdown;
+use crate::store::area::Batch;
+use crate::store::Purpose;
 
-pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+/// How long sent bytes may stay unread before the agent counts as not reading.
+pub const NOT_READING: Duration = Duration::from_secs(30);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run(listener: UnixListener, agents: Arc<Agents>, mut shutdown: Shutdown) {
     while let Some(stream) = crate::unix_socket::accept(&listener, "agent", &mut shutdown).await {
-        tokio::spawn(connection(app.clone(), stream));
+        tokio::spawn(connection(agents.clone(), stream));
     }
 }
 
@@ -55,23 +72,83 @@ async fn read_line(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> std::
     Ok(Read::TooLong)
 }
 
-async fn connection(app: Arc<App>, stream: UnixStream) {
-    let (conn, mut rx) = app.agents.connect();
-    let (read, mut write) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        while let Some(mut line) = rx.recv().await {
-            line.push('\n');
-            if write.write_all(line.as_bytes()).await.is_err() {
-                break;
+/// Bytes written to a Unix socket that its peer has not read yet (`None` if the
+/// kernel does not say).
+fn unread_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one int through the pointer, which points
+    // to a live c_int; `fd` is an open socket owned by the caller for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    (rc == 0).then_some(n.max(0) as u64)
+}
+
+/// Why the writer stopped.
+enum WriterEnd {
+    Closed,
+    NotReading(u64),
+}
+
+async fn write_lines(
+    mut rx: mpsc::Receiver<String>,
+    mut write: OwnedWriteHalf,
+    limit: Duration,
+) -> WriterEnd {
+    let fd = write.as_ref().as_raw_fd();
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unread_since: Option<Instant> = None;
+    let end = loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some(mut line) = line else { break WriterEnd::Closed };
+                line.push('\n');
+                // A full socket buffer blocks the write: past the limit, not reading.
+                match tokio::time::timeout(limit, write.write_all(line.as_bytes())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break WriterEnd::Closed,
+                    Err(_) => break WriterEnd::NotReading(limit.as_secs()),
+                }
+            }
+            _ = tick.tick() => {
+                match unread_bytes(fd) {
+                    Some(n) if n > 0 => {
+                        let since = *unread_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= limit {
+                            break WriterEnd::NotReading(since.elapsed().as_secs());
+                        }
+                    }
+                    _ => unread_since = None,
+                }
             }
         }
-        let _ = write.shutdown().await;
-    });
-    app.agents.pump(&app);
+    };
+    let _ = write.shutdown().await;
+    end
+}
+
+async fn connection(agents: Arc<Agents>, stream: UnixStream) {
+    let (conn, rx, answers) = agents.hub.connect();
+    let (read, write) = stream.into_split();
+    let stop_reading = Arc::new(Notify::new());
+    let writer = {
+        let (agents, stop) = (agents.clone(), stop_reading.clone());
+        tokio::spawn(async move {
+            let end = write_lines(rx, write, agents.not_reading_after).await;
+            if let WriterEnd::NotReading(secs) = end {
+                agents.hub.drop_not_reading(conn, secs);
+            }
+            stop.notify_one();
+        })
+    };
+    agents.hub.pump();
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
-    loop {
-        match read_line(&mut reader, &mut buf).await {
+    let why = loop {
+        let read = tokio::select! {
+            r = read_line(&mut reader, &mut buf) => r,
+            () = stop_reading.notified() => break "closed by the daemon",
+        };
+        match read {
             Ok(Read::Line) => {
                 let line = match std::str::from_utf8(&buf) {
                     Ok(l) => l.trim(),
@@ -81,12 +158,14 @@ async fn connection(app: Arc<App>, stream: UnixStream) {
                             reference: None,
                             id: None,
                         };
-                        app.agents.send_line(conn, protocol::line_error(&e));
+                        answer(&answers, bad_line(&agents, conn, &e)).await;
                         continue;
                     }
                 };
                 if !line.is_empty() {
-                    app.agents.handle_line(&app, conn, line);
+                    if let Some(a) = dispatch(&agents, conn, line) {
+                        answer(&answers, a).await;
+                    }
                 }
             }
             Ok(Read::TooLong) => {
@@ -95,12 +174,232 @@ async fn connection(app: Arc<App>, stream: UnixStream) {
                     reference: None,
                     id: None,
                 };
-                app.agents.send_line(conn, protocol::line_error(&e));
+                answer(&answers, bad_line(&agents, conn, &e)).await;
             }
-            Ok(Read::Eof) | Err(_) => break,
+            Ok(Read::Eof) => break "the agent closed the connection",
+            Err(_) => break "read error",
         }
-    }
-    app.agents.disconnect(&app, conn);
+    };
+    agents.hub.disconnect(conn, why);
     // The hub dropped its sender, so the writer drains and ends.
     let _ = writer.await;
+}
+
+/// Queues an answer to the connection's own line, waiting while its buffer is full.
+async fn answer(answers: &mpsc::WeakSender<String>, line: String) {
+    if let Some(tx) = answers.upgrade() {
+        let _ = tx.send(line).await;
+    }
+}
+
+/// The answer to a malformed line; its log line is rate-limited (an agent in a loop
+/// must not fill the disk).
+fn bad_line(agents: &Agents, conn: ConnId, e: &LineError) -> String {
+    if let Some(suppressed) = agents.log_limit.allow(crate::clock::now_secs()) {
+        let more = if suppressed > 0 {
+            format!(" ({suppressed} similar lines suppressed)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(conn, "agent sent a bad line: {}{more}", e.message);
+    }
+    protocol::line_error(e)
+}
+
+/// Handles one line from an agent; returns the immediate answer, if any (refusals).
+/// Outcomes that come later (`sent`, a failed write) go through the hub.
+pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String> {
+    let parsed = match protocol::parse(line) {
+        Ok(p) => p,
+        Err(e) => return Some(bad_line(agents, conn, &e)),
+    };
+    match parsed {
+        AgentLine::Ack { id } => match agents.hub.begin_ack(conn, &id) {
+            Ok(acking) => {
+                let hub = agents.hub.clone();
+                let hub2 = agents.hub.clone();
+                let (id_ok, id_fail) = (id.clone(), id);
+                agents.writer.submit(
+                    "an agent's ack",
+                    move |st, hooks| {
+                        let mut b = Batch::new();
+                        st.ack_into(&mut b, acking.seq, &acking.msg, now_ms());
+                        st.apply(b)?;
+                        let media = acking.msg.media;
+                        hooks.after(move || {
+                            hub.acked(&id_ok, true);
+                            remove_media(&media);
+                        });
+                        Ok(())
+                    },
+                    move |_| hub2.acked(&id_fail, false),
+                );
+                None
+            }
+            Err(message) => Some(protocol::error_line(&Answering::Id(id), &message, None)),
+        },
+        AgentLine::Reply {
+            id,
+            text,
+            media_urls,
+        } => reply(agents, conn, id, &text, media_urls),
+        AgentLine::Send {
+            to,
+            account,
+            text,
+            reference,
+            media_urls,
+        } => {
+            let answering = Answering::Ref(reference.clone());
+            let purpose = Purpose::Send { reference };
+            let config = agents.config.get();
+            match agents.outbox.plan(
+                &config,
+                &agents.store,
+                account.as_deref(),
+                to.as_deref(),
+                &text,
+                media_urls,
+                purpose,
+                Waiter::Agent(conn, answering.clone()),
+            ) {
+                Ok(planned) => {
+                    write_planned(agents, conn, answering, None, planned);
+                    None
+                }
+                Err(r) => Some(protocol::error_line(&answering, &r.message, r.code)),
+            }
+        }
+    }
+}
+
+/// A reply counts as the ack, whatever becomes of the reply itself: the ack and the
+/// queued parts are one batch.
+fn reply(
+    agents: &Arc<Agents>,
+    conn: ConnId,
+    id: String,
+    text: &str,
+    media_urls: Vec<String>,
+) -> Option<String> {
+    let answering = Answering::Id(id.clone());
+    let acking = agents.hub.begin_ack(conn, &id).ok();
+    let route = match &acking {
+        Some(a) => Some((a.msg.account.clone(), a.msg.from.clone())),
+        None => agents
+            .store
+            .route(&id)
+            .ok()
+            .flatten()
+            .map(|r| (r.account, r.from)),
+    };
+    let Some((account, to)) = route else {
+        return Some(protocol::error_line(
+            &answering,
+            &format!("unknown message id {id:?}"),
+            None,
+        ));
+    };
+    let config = agents.config.get();
+    let planned = agents.outbox.plan(
+        &config,
+        &agents.store,
+        Some(&account),
+        Some(to.as_str()),
+        text,
+        media_urls,
+        Purpose::Reply {
+            message_id: id.clone(),
+        },
+        Waiter::Agent(conn, answering.clone()),
+    );
+    match planned {
+        Ok(planned) => {
+            write_planned(agents, conn, answering, acking.map(|a| (id, a)), planned);
+            None
+        }
+        Err(r) => {
+            if let Some(a) = acking {
+                write_planned_ack_only(agents, id, a);
+            }
+            Some(protocol::error_line(&answering, &r.message, r.code))
+        }
+    }
+}
+
+fn write_planned_ack_only(agents: &Arc<Agents>, id: String, a: super::hub::Acking) {
+    let (hub, hub2) = (agents.hub.clone(), agents.hub.clone());
+    let id2 = id.clone();
+    agents.writer.submit(
+        "an agent's ack",
+        move |st, hooks| {
+            let mut b = Batch::new();
+            st.ack_into(&mut b, a.seq, &a.msg, now_ms());
+            st.apply(b)?;
+            let media = a.msg.media;
+            hooks.after(move || {
+                hub.acked(&id, true);
+                remove_media(&media);
+            });
+            Ok(())
+        },
+        move |_| hub2.acked(&id2, false),
+    );
+}
+
+/// Writes a planned text (with the ack of the message it answers, if any) as one batch.
+fn write_planned(
+    agents: &Arc<Agents>,
+    conn: ConnId,
+    answering: Answering,
+    ack: Option<(String, super::hub::Acking)>,
+    planned: crate::outbound::Planned,
+) {
+    let (hub, outbox) = (agents.hub.clone(), agents.outbox.clone());
+    let (hub2, outbox2) = (agents.hub.clone(), agents.outbox.clone());
+    let group = planned.group;
+    let ack_id = ack.as_ref().map(|(id, _)| id.clone());
+    agents.writer.submit(
+        "a queued text",
+        move |st, hooks| {
+            let mut b = Batch::new();
+            let mut media = Vec::new();
+            if let Some((_, a)) = &ack {
+                st.ack_into(&mut b, a.seq, &a.msg, now_ms());
+                media = a.msg.media.clone();
+            }
+            st.enqueue_into(&mut b, &planned.records);
+            st.apply(b)?;
+            let n = planned.records.len();
+            hooks.after(move || {
+                if let Some((id, _)) = ack {
+                    hub.acked(&id, true);
+                    remove_media(&media);
+                }
+                tracing::info!(account = %planned.account, to = %planned.to.redacted(), parts = n, "queued for sending");
+                outbox.queued(planned.records);
+            });
+            Ok(())
+        },
+        move |e| {
+            if let Some(id) = ack_id {
+                hub2.acked(&id, false);
+            }
+            outbox2.abandon(group);
+            hub2.send_line(
+                conn,
+                protocol::error_line(&answering, &format!("cannot queue the message: {e}"), None),
+            );
+        },
+    );
+}
+
+fn remove_media(media: &[crate::store::Media]) {
+    let paths: Vec<std::path::PathBuf> = media
+        .iter()
+        .filter_map(|m| m.path.as_ref().map(Into::into))
+        .collect();
+    if !paths.is_empty() {
+        super::media::remove_files(&paths);
+    }
 }

@@ -102,6 +102,12 @@ pub enum ChannelsCmd {
         /// Show the change, make none
         #[arg(long)]
         dry_run: bool,
+        /// Also set the fallback URL Twilio calls when the webhook fails
+        #[arg(long, value_name = "URL")]
+        fallback_url: Option<String>,
+        /// Add Twilio's connection override #rc=N&rp=all to the webhook URL (0-5)
+        #[arg(long, value_name = "N")]
+        retries: Option<u8>,
     },
 }
 
@@ -169,6 +175,76 @@ pub enum AgentCmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Bridge to an Agent Client Protocol agent (gemini --acp, claude-code-acp, codex-acp,
+    /// opencode acp, openclaw acp): one session per conversation
+    Acp {
+        /// Working directory for the agent's sessions (default: the bridge's own)
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        #[command(flatten)]
+        common: BridgeArgs,
+        /// Answer the agent's permission requests: deny (reject) or allow (allow once)
+        #[arg(long, value_enum, default_value = "deny")]
+        permissions: Permissions,
+        /// Seconds a prompt may run before it is cancelled with session/cancel
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        timeout: u64,
+        /// The ACP agent's command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Bridge to an OpenAI-compatible chat-completions server (ollama, llama.cpp, vLLM,
+    /// LM Studio, OpenClaw's or Hermes' gateway, OpenAI)
+    Openai {
+        /// The API base, e.g. http://127.0.0.1:11434/v1 (POST {URL}/chat/completions)
+        #[arg(long, value_name = "URL")]
+        base_url: String,
+        /// The model name
+        #[arg(long, value_name = "NAME")]
+        model: String,
+        /// Environment variable holding the API key (sent as a Bearer token)
+        #[arg(long, value_name = "VAR")]
+        api_key_env: Option<String>,
+        /// System prompt
+        #[arg(long, value_name = "TEXT", conflicts_with = "system_file")]
+        system: Option<String>,
+        /// System prompt from a file
+        #[arg(long, value_name = "FILE")]
+        system_file: Option<PathBuf>,
+        /// Earlier turns (a text and its reply) sent with each new text
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        history: usize,
+        #[command(flatten)]
+        common: BridgeArgs,
+        /// Seconds one model call may take before it is retried
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+    },
+}
+
+/// Options both bridges take.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Where the bridge keeps its state (default: $STATE_DIRECTORY, else
+    /// <gateway stateDir>/bridges/<kind>)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Texts of one conversation within this many ms of the previous one become one
+    /// prompt (0 = off)
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub coalesce: u64,
+    /// Longest reply in characters; a longer one is cut and ends with "…"
+    #[arg(long, default_value_t = 4000, value_name = "N")]
+    pub max_chars: usize,
+    /// Agent socket (default: gateway.agentSocket from the config)
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Permissions {
+    Deny,
+    Allow,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,7 +48,18 @@ pub fn run(path: &Option<PathBuf>, cmd: ChannelsCmd) -> Result<ExitCode> {
             }
             status(path, probe, json)
         }
-        ChannelsCmd::Setup { account, dry_run } => setup(path, account.as_deref(), dry_run),
+        ChannelsCmd::Setup {
+            account,
+            dry_run,
+            fallback_url,
+            retries,
+        } => {
+            let opts = channels::SetupOptions {
+                fallback_url,
+                retries,
+            };
+            setup(path, account.as_deref(), dry_run, &opts)
+        }
     }
 }
 
@@ -252,7 +263,13 @@ fn print_tls(tls: &Value) {
     );
 }
 
-fn setup(path: &Option<PathBuf>, account: Option<&str>, dry_run: bool) -> Result<ExitCode> {
+fn setup(
+    path: &Option<PathBuf>,
+    account: Option<&str>,
+    dry_run: bool,
+    opts: &channels::SetupOptions,
+) -> Result<ExitCode> {
+    opts.validate().map_err(|e| anyhow!(e))?;
     let config = load_config(path)?;
     let account = config
         .sms
@@ -261,7 +278,7 @@ fn setup(path: &Option<PathBuf>, account: Option<&str>, dry_run: bool) -> Result
     let http = crate::twilio::HttpTwilio::new().map_err(|e| anyhow!(e))?;
     let rt = runtime()?;
     let plan = rt
-        .block_on(channels::plan_setup(&http, account))
+        .block_on(channels::plan_setup(&http, account, opts))
         .map_err(|e| anyhow!("{e}"))?;
     println!("{} (account {}):", plan.what, account.id);
     for (field, old, new) in &plan.fields {

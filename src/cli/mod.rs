@@ -2,6 +2,7 @@
 //! failures to exit codes (1; clap itself exits 2 on a command line that does not parse).
 
 pub mod args;
+mod bridge;
 mod channels_cmd;
 mod config_cmd;
 mod send;
@@ -324,6 +325,9 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
                 max_concurrent,
             )
         }
+        cmd @ (args::AgentCmd::Acp { .. } | args::AgentCmd::Openai { .. }) => {
+            return bridge::run(path, cmd);
+        }
     };
     let socket = match socket {
         Some(s) => s,
@@ -334,7 +338,7 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
         format: crate::config::LogFormat::Text,
     });
     runtime()?.block_on(async move {
-        let (tx, stop) = crate::daemon::Shutdown::new();
+        let (tx, stop) = crate::shutdown::Shutdown::new();
         tokio::spawn(async move {
             crate::daemon::signal().await;
             let _ = tx.send(true);

@@ -81,7 +81,7 @@ async fn direct(
             bail!("{to} has opted out (replied STOP); nothing was sent");
         }
     }
-    let parts = crate::agent::hub::plan_parts(message, account.text_chunk_limit, &[])
+    let parts = crate::outbound::plan_parts(message, account.text_chunk_limit, &[])
         .map_err(|r| anyhow!(r.message))?;
     let twilio = Arc::new(HttpTwilio::new().map_err(|e| anyhow!(e))?);
     let mut sids = Vec::new();

@@ -24,6 +24,9 @@ pub enum WebhookError {
     BadSignatureSettings(String),
     #[error("missing field {0}")]
     MissingField(&'static str),
+    /// A field that is not of the shape Twilio sends (see `twilio::fields`).
+    #[error("{0}")]
+    BadField(#[from] crate::twilio::fields::FieldError),
     #[error("the daemon is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -37,7 +40,9 @@ impl WebhookError {
             WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            WebhookError::BadBody(_) | WebhookError::MissingField(_) => StatusCode::BAD_REQUEST,
+            WebhookError::BadBody(_)
+            | WebhookError::MissingField(_)
+            | WebhookError::BadField(_) => StatusCode::BAD_REQUEST,
             WebhookError::MissingSignature
             | WebhookError::BadSignature
             | WebhookError::BadSignatureSettings(_) => StatusCode::FORBIDDEN,

@@ -7,12 +7,13 @@ use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 
 use super::error::WebhookError;
+use crate::app::App;
+use crate::clock::now_ms;
 use crate::config::{Account, InboundCheck, Sender};
-use crate::daemon::App;
 use crate::phone::redact_str;
 use crate::secret::Secret;
-use crate::store::{now_ms, Admission, InboundRecord, RejectedRecord, StatusUpdate};
-use crate::twilio::{form, signature};
+use crate::store::{Admission, InboundRecord, RejectedRecord};
+use crate::twilio::{fields, form, signature};
 
 /// Twilio's inbound bodies are a few KiB; anything bigger is not Twilio.
 pub const MAX_BODY: usize = 32 * 1024;
@@ -35,8 +36,17 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     if req.method() == Method::GET {
         match path.as_str() {
             "/healthz" => return respond(StatusCode::OK, "text/plain", "ok\n"),
-            // The listener only binds once the store is open, so serving means ready.
-            "/readyz" => return respond(StatusCode::OK, "text/plain", "ready\n"),
+            // The listener only binds once the store is open; ready while it can write.
+            "/readyz" => {
+                return match app.writer.health() {
+                    Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n"),
+                    Err(why) => respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }
             _ => {}
         }
     }
@@ -51,7 +61,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let status = e.status();
             app.metrics.webhook(status.as_u16());
             // Rejections are what a flood produces: their log lines are rate-limited.
-            let now = crate::store::now_ms() / 1000;
+            let now = crate::clock::now_secs();
             if let Some(dropped) = app.log_limit.allow(now) {
                 let dropped = if dropped > 0 {
                     format!(" ({dropped} similar lines suppressed)")
@@ -126,19 +136,23 @@ async fn receive(
         }
     }
 
-    let sid = form::message_sid(&params)
-        .ok_or(WebhookError::MissingField("MessageSid"))?
-        .to_string();
+    // Shapes before anything is stored: a re-split signed body must not pass as new.
+    let checked = fields::check(&params)?;
+    let sid = checked.sid.to_string();
     let now = now_ms();
 
-    if let Some(status) = form::delivery_status(&params) {
+    if let Some(status) = checked.delivery_status {
         let error_code = form::field(&params, "ErrorCode").filter(|c| !c.is_empty());
-        let update = app.store.record_status(&sid, status, error_code, now)?;
-        app.commit.flush().await?;
+        let update = app
+            .inbound
+            .status(
+                sid.clone(),
+                status.to_string(),
+                error_code.map(str::to_string),
+                now,
+            )
+            .await?;
         tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
-        if update == StatusUpdate::Applied {
-            app.agents.status(&sid, status, error_code);
-        }
         app.metrics.webhook(200);
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));
     }
@@ -160,7 +174,7 @@ async fn receive(
                 reason,
                 received_at_ms: now,
             };
-            app.store.admit_rejected(&rec)?
+            app.inbound.reject(rec).await?
         }
         None => {
             let rec = InboundRecord {
@@ -169,17 +183,12 @@ async fn receive(
                 params,
                 received_at_ms: now,
             };
-            app.store.admit(&rec)?
+            // Returns after the fsync that made it durable; a duplicate waits for that
+            // fsync too, since its first copy may be in the same batch. The hub learns
+            // of the message from the writer, so a client that leaves now loses nothing.
+            app.inbound.admit(rec).await?
         }
     };
-    // Wake the processor before waiting for the flush: if the client went away during
-    // the wait, this future is dropped, and a wake-up after it would be lost. The
-    // processor may start early; nothing it does is durable before this flush is.
-    if admission == Admission::Admitted {
-        app.wake_processor.notify_one();
-    }
-    // A duplicate waits for the flush too: its first copy may still be in flight.
-    app.commit.flush().await?;
     match admission {
         Admission::Admitted => {
             tracing::info!(account = %account.id, %sid, from = %redact_for_log(&from), "webhook admitted");

@@ -123,3 +123,12 @@ pub struct OutboundRecord {
     #[serde(default)]
     pub parts: u32,
 }
+
+/// The latest delivery status of a message we sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub status: String,
+    #[serde(rename = "errorCode")]
+    pub error_code: Option<String>,
+    pub at: u64,
+}

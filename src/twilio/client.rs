@@ -72,7 +72,27 @@ impl std::fmt::Display for ApiError {
         if let Some(more) = &self.more_info {
             write!(f, " ({more})")?;
         }
+        if let Some(hint) = self.hint() {
+            write!(f, ". Hint: {hint}")?;
+        }
         Ok(())
+    }
+}
+
+impl ApiError {
+    /// What the error code means and what to do (see [`super::hints`]).
+    pub fn hint(&self) -> Option<&'static super::hints::Hint> {
+        self.code.and_then(super::hints::hint)
+    }
+}
+
+impl SendError {
+    /// The Twilio error code, when Twilio gave one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            SendError::Rejected(a) => a.code,
+            _ => None,
+        }
     }
 }
 
@@ -95,7 +115,19 @@ pub enum SendError {
 /// The Twilio operations smsgate uses.
 pub trait MessagesApi: Send + Sync {
     fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>>;
+
+    /// Our messages to `req.to` since `attempt_ms`, for resolving a send whose outcome
+    /// is unknown (see [`super::reconcile`]).
+    fn list_sent<'a>(
+        &'a self,
+        req: &'a SendRequest,
+        attempt_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>>;
 }
+
+/// How many pages of 50 a lookup reads at most (a recipient we text hundreds of times
+/// a day is not a person chatting with an agent).
+const LOOKUP_MAX_PAGES: usize = 5;
 
 /// The real client.
 #[derive(Clone)]
@@ -191,6 +223,38 @@ pub fn messages_url(creds: &Creds) -> String {
 }
 
 impl MessagesApi for HttpTwilio {
+    fn list_sent<'a>(
+        &'a self,
+        req: &'a SendRequest,
+        attempt_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>> {
+        Box::pin(async move {
+            let mut url = format!(
+                "{}?{}",
+                messages_url(&req.creds),
+                lookup_query(req, attempt_ms)
+            );
+            let mut out = Vec::new();
+            for _ in 0..LOOKUP_MAX_PAGES {
+                let page = self.get_json(&req.creds, &url).await?;
+                let (mut list, next) =
+                    super::reconcile::parse_page(&page).map_err(RestError::Unavailable)?;
+                out.append(&mut list);
+                match next {
+                    // Twilio gives the next page as a path on the same API host.
+                    Some(path) if path.starts_with('/') => {
+                        url = format!(
+                            "{}{path}",
+                            req.creds.api_base_url.as_str().trim_end_matches('/')
+                        );
+                    }
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>> {
         Box::pin(async move {
             let secrets = [&req.creds.auth_token];
@@ -282,6 +346,19 @@ impl MessagesApi for HttpTwilio {
             }
         })
     }
+}
+
+/// The query of a lookup: `To`, our `From` (a Messaging Service picks the number
+/// itself, so it is left out and the match checks the service), `DateSent>=`.
+pub fn lookup_query(req: &SendRequest, attempt_ms: u64) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("To", req.to.as_str());
+    if let Sender::Number(n) = &req.sender {
+        q.append_pair("From", n.as_str());
+    }
+    q.append_pair("DateSent>", &super::reconcile::date_sent_from(attempt_ms));
+    q.append_pair("PageSize", "50");
+    q.finish()
 }
 
 /// A failed REST call for probes and setup.

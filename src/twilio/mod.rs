@@ -2,7 +2,10 @@
 //! facts about message statuses.
 
 pub mod client;
+pub mod fields;
 pub mod form;
+pub mod hints;
+pub mod reconcile;
 pub mod signature;
 
 pub use client::{ApiError, Creds, HttpTwilio, MessagesApi, SendError, SendRequest, Sent};

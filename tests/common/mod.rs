@@ -465,6 +465,37 @@ impl Gateway {
         self.child.kill().unwrap();
         let _ = self.child.wait();
     }
+
+    /// Posts a signed inbound SMS (`inbound(sid, from, body)`) to the default path.
+    pub async fn admit(&self, sid: &str, from: &str, body: &str) -> u16 {
+        post_signed(self, "/webhooks/sms", &inbound(sid, from, body))
+            .await
+            .0
+    }
+
+    /// The admin socket's `status`: queue depths, agents, store health.
+    pub fn status(&self, config: &Path) -> serde_json::Value {
+        let out = cli(config, &["channels", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["daemon"].clone()
+    }
+
+    /// The quiescence barrier: waits until nothing is waiting for an agent, in flight
+    /// or queued to send (from the daemon's own counts), instead of sleeping and
+    /// hoping nothing else happens.
+    pub fn wait_quiet(&self, config: &Path, timeout: Duration) -> bool {
+        wait_until(timeout, || self.status(config)["quiet"] == true)
+    }
+
+    /// `GET path` on the webhook listener: the status code.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Gateway {

@@ -1,0 +1,409 @@
+//! `agent openai`: each turn is `POST {base}/chat/completions` with the system prompt,
+//! the conversation's last `--history` turns and the new text; `user` is the
+//! conversation id. The transcript lives in the state directory, one file per
+//! conversation. A call that fails (429, 5xx, a hang, a body that is not a completion)
+//! is retried with backoff for as long as it takes: the message stays unacknowledged,
+//! it is never answered with an error text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{guard, state, Turn};
+use crate::secret::Secret;
+
+/// A completion body larger than this is refused without being read whole.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct OpenAiOptions {
+    /// `--base-url`, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<Secret>,
+    pub system: Option<String>,
+    /// Turns (a text and its reply) kept and sent.
+    pub history: usize,
+    pub state_dir: PathBuf,
+    pub timeout: Duration,
+    /// The cost guard, applied to what the transcript keeps too.
+    pub max_chars: usize,
+}
+
+/// One turn of a conversation as the transcript keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The message ids this turn answered: a redelivered message that was already
+    /// answered gets the same reply again, without a second call.
+    pub ids: Vec<String>,
+    pub user: String,
+    pub assistant: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub conversation: String,
+    pub turns: Vec<Exchange>,
+}
+
+/// Why a call did not give a reply (each is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {snippet}")]
+    Status {
+        status: u16,
+        snippet: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the response is larger than {} MiB; refused", MAX_BODY / 1024 / 1024)]
+    TooLarge,
+    #[error("the response is not JSON: {0}")]
+    NotJson(String),
+    #[error("the response has no choices[0].message.content")]
+    NoChoices,
+}
+
+impl CallError {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the newest `history` turns.
+pub fn trim(turns: &mut Vec<Exchange>, history: usize) {
+    if turns.len() > history {
+        turns.drain(..turns.len() - history);
+    }
+}
+
+/// The `messages` of a request: the system prompt, the last `history` turns, the text.
+pub fn messages(
+    system: Option<&str>,
+    turns: &[Exchange],
+    history: usize,
+    text: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
+        out.push(json!({"role": "system", "content": s}));
+    }
+    let skip = turns.len().saturating_sub(history);
+    for t in &turns[skip..] {
+        out.push(json!({"role": "user", "content": t.user}));
+        out.push(json!({"role": "assistant", "content": t.assistant}));
+    }
+    out.push(json!({"role": "user", "content": text}));
+    out
+}
+
+/// The reply already given to a turn that ended with `last_id`, if any.
+pub fn already_answered<'a>(transcript: &'a Transcript, last_id: &str) -> Option<&'a str> {
+    transcript
+        .turns
+        .iter()
+        .rev()
+        .find(|t| t.ids.last().map(String::as_str) == Some(last_id))
+        .map(|t| t.assistant.as_str())
+}
+
+/// How long to wait before attempt `attempt + 1`: 1 s doubling to 60 s, or what the
+/// server asked for with Retry-After (at most 10 min).
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(ra) = retry_after {
+        return ra.min(Duration::from_secs(600));
+    }
+    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+}
+
+/// `choices[0].message.content` of a completion body.
+pub fn parse_reply(body: &[u8]) -> Result<String, CallError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        let head: String = String::from_utf8_lossy(&body[..body.len().min(80)]).into();
+        CallError::NotJson(format!("{e} (starts with {head:?})"))
+    })?;
+    v.pointer("/choices/0/message/content")
+        .and_then(|c| match c {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            // Content parts: keep the text ones.
+            Value::Array(parts) => Some(
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join(""),
+            ),
+            _ => None,
+        })
+        .ok_or(CallError::NoChoices)
+}
+
+fn retry_after_header(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+pub struct OpenAiBridge {
+    opts: OpenAiOptions,
+    http: reqwest::Client,
+    url: String,
+}
+
+impl OpenAiBridge {
+    pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
+        state::ensure_dir(&opts.state_dir).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let url = format!("{}/chat/completions", opts.base_url.trim_end_matches('/'));
+        Ok(Self { opts, http, url })
+    }
+
+    fn path(&self, conversation: &str) -> PathBuf {
+        self.opts
+            .state_dir
+            .join(state::file_name(conversation, "json"))
+    }
+
+    pub async fn answer(&self, turn: &Turn) -> Option<String> {
+        let path = self.path(&turn.conversation);
+        let mut transcript = match state::read_json::<Transcript>(&path) {
+            Ok(Some(t)) => t,
+            Ok(None) => Transcript {
+                conversation: turn.conversation.clone(),
+                turns: Vec::new(),
+            },
+            Err(e) => {
+                tracing::error!(conversation = %turn.log_name(), "{e}; this conversation starts with an empty transcript");
+                Transcript {
+                    conversation: turn.conversation.clone(),
+                    turns: Vec::new(),
+                }
+            }
+        };
+        let ids = turn.ids();
+        if let Some(reply) = ids.last().and_then(|l| already_answered(&transcript, l)) {
+            tracing::info!(conversation = %turn.log_name(), "a redelivered message was answered before; sending the same reply again");
+            return Some(reply.to_string());
+        }
+        let prompt = turn.prompt();
+        let messages = messages(
+            self.opts.system.as_deref(),
+            &transcript.turns,
+            self.opts.history,
+            &prompt,
+        );
+        let body = json!({
+            "model": self.opts.model,
+            "messages": messages,
+            "user": turn.conversation,
+        });
+        let mut attempt = 0u32;
+        let reply = loop {
+            match self.call(&body).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    let wait = backoff(attempt, e.retry_after());
+                    tracing::warn!(
+                        conversation = %turn.log_name(),
+                        "model call to {} failed (attempt {}): {e}; retrying in {} s, the message stays unacknowledged",
+                        self.url,
+                        attempt + 1,
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        };
+        let (kept, _) = guard::cap(reply.trim(), self.opts.max_chars);
+        transcript.turns.push(Exchange {
+            ids,
+            user: prompt,
+            assistant: kept,
+        });
+        trim(&mut transcript.turns, self.opts.history.max(1));
+        if let Err(e) = state::write_json(&path, &transcript) {
+            tracing::error!(conversation = %turn.log_name(), "{e}; the reply is sent but this turn is not remembered");
+        }
+        Some(reply)
+    }
+
+    async fn call(&self, body: &Value) -> Result<String, CallError> {
+        let secs = self.opts.timeout.as_secs();
+        let mut req = self.http.post(&self.url).json(body);
+        if let Some(key) = &self.opts.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        // One deadline for the whole exchange: headers and body.
+        let exchange = async {
+            let resp = req.send().await.map_err(|e| {
+                if e.is_timeout() {
+                    CallError::Timeout(secs)
+                } else {
+                    CallError::Transport(without_url(&e))
+                }
+            })?;
+            let status = resp.status();
+            let retry_after = retry_after_header(resp.headers());
+            if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+                return Err(CallError::TooLarge);
+            }
+            let body = read_capped(resp).await?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                // A server may echo the key back in its complaint.
+                let keys: Vec<&Secret> = self.opts.api_key.iter().collect();
+                return Err(CallError::Status {
+                    status: status.as_u16(),
+                    snippet: crate::secret::scrub(text.trim(), &keys),
+                    retry_after,
+                });
+            }
+            parse_reply(&body)
+        };
+        tokio::time::timeout(self.opts.timeout, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout(secs)))
+    }
+}
+
+/// Reads a body up to [`MAX_BODY`], chunk by chunk: a 100 MB answer is refused after
+/// the first 4 MiB, never buffered whole.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| CallError::Transport(without_url(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(CallError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(n: u32) -> Exchange {
+        Exchange {
+            ids: vec![format!("SM{n}")],
+            user: format!("q{n}"),
+            assistant: format!("a{n}"),
+        }
+    }
+
+    #[test]
+    fn trim_and_messages() {
+        let mut turns: Vec<Exchange> = (1..=5).map(ex).collect();
+        trim(&mut turns, 3);
+        assert_eq!(turns, vec![ex(3), ex(4), ex(5)]);
+        trim(&mut turns, 10);
+        assert_eq!(turns.len(), 3);
+        let m = messages(Some("be brief"), &turns, 2, "new");
+        let roles: Vec<&str> = m.iter().map(|v| v["role"].as_str().unwrap()).collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "user", "assistant", "user"]
+        );
+        assert_eq!(m[1]["content"], "q4");
+        assert_eq!(m[5]["content"], "new");
+        let m = messages(None, &turns, 0, "only");
+        assert_eq!(m, vec![json!({"role": "user", "content": "only"})]);
+        assert_eq!(messages(Some("  "), &[], 5, "x").len(), 1);
+    }
+
+    #[test]
+    fn redelivered_answered_once() {
+        let t = Transcript {
+            conversation: "c".into(),
+            turns: vec![
+                Exchange {
+                    ids: vec!["SM1".into(), "SM2".into()],
+                    user: "a\nb".into(),
+                    assistant: "r1".into(),
+                },
+                ex(3),
+            ],
+        };
+        assert_eq!(already_answered(&t, "SM2"), Some("r1"));
+        assert_eq!(already_answered(&t, "SM3"), Some("a3"));
+        assert_eq!(already_answered(&t, "SM1"), None);
+        assert_eq!(already_answered(&t, "SM9"), None);
+    }
+
+    #[test]
+    fn backoff_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            (0, None, s(1)),
+            (1, None, s(2)),
+            (5, None, s(32)),
+            (6, None, s(60)),
+            (60, None, s(60)),
+            (0, Some(s(7)), s(7)),
+            (3, Some(s(0)), s(0)),
+            (0, Some(s(100_000)), s(600)),
+        ];
+        for (attempt, ra, want) in cases {
+            assert_eq!(backoff(attempt, ra), want, "{attempt} {ra:?}");
+        }
+    }
+
+    #[test]
+    fn parse_reply_table() {
+        let ok = [
+            (
+                r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#,
+                "hi",
+            ),
+            (
+                r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#,
+                "ab",
+            ),
+            (r#"{"choices":[{"message":{"content":""}}]}"#, ""),
+        ];
+        for (body, want) in ok {
+            assert_eq!(parse_reply(body.as_bytes()).unwrap(), want, "{body}");
+        }
+        let bad = [
+            ("<html>502 Bad Gateway</html>", "not JSON"),
+            ("", "not JSON"),
+            (r#"{"choices":[]}"#, "no choices"),
+            (
+                r#"{"choices":[{"message":{"content":null}}]}"#,
+                "no choices",
+            ),
+            (r#"{"error":{"message":"x"}}"#, "no choices"),
+        ];
+        for (body, needle) in bad {
+            let e = parse_reply(body.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The sender: works through the in-memory outbound queue, one message at a time, in
+//! order per recipient. Retries 429, 5xx and refused connections with exponential
+//! backoff and jitter; never retries a request that may have reached Twilio (a retry
+//! could text the person twice). Every state change is written through the store
+//! writer; the attempt is durable before the request leaves.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{Outbox, PartOutcome};
+use crate::app::LiveConfig;
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{OutboundRecord, OutboundState, Store, StoreError, Writer};
+use crate::twilio::{Creds, MessagesApi, SendError, SendRequest};
+
+/// Attempts before a retryable failure counts as failed for good (about 40 minutes of
+/// backoff in all).
+pub const MAX_ATTEMPTS: u32 = 12;
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// The wait before the next attempt after `attempts` tries. `jitter` in [0, 1) scales
+/// the doubling delay into its upper half, so the first retry comes within 2 s;
+/// `Retry-After` wins when it asks for longer.
+pub fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exp = attempts.saturating_sub(1).min(16);
+    let base = Duration::from_secs(1u64 << exp).min(MAX_BACKOFF);
+    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(RETRY_AFTER_CAP)),
+        None => jittered,
+    }
+}
+
+/// What one pass over the queue decides: which records to attempt now (in order) and
+/// when the next one falls due. Pure: a recipient whose earlier message waits blocks
+/// their later ones (chunk order).
+pub fn due(queue: &[OutboundRecord], now: u64) -> (Vec<u64>, Option<u64>) {
+    let mut blocked = HashSet::new();
+    let mut attempt = Vec::new();
+    let mut next: Option<u64> = None;
+    for rec in queue {
+        if rec.state != OutboundState::Queued {
+            continue;
+        }
+        let recipient = (rec.account.as_str(), rec.to.as_str());
+        if !blocked.insert(recipient) {
+            continue;
+        }
+        if rec.next_attempt_ms > now {
+            next = Some(next.map_or(rec.next_attempt_ms, |n| n.min(rec.next_attempt_ms)));
+        } else {
+            attempt.push(rec.id);
+        }
+    }
+    (attempt, next)
+}
+
+/// The handles the sender needs.
+pub struct Sender {
+    pub store: Arc<Store>,
+    pub writer: Writer,
+    pub outbox: Arc<Outbox>,
+    pub config: Arc<LiveConfig>,
+    pub twilio: Arc<dyn MessagesApi>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub async fn run(s: Sender, mut shutdown: Shutdown) {
+    match s.writer.write(|st, _| st.mark_interrupted_sends_unknown()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("{n} send(s) were in flight when the daemon stopped; their outcome is unknown and they will not be retried (see `smsgate queue list`)"),
+        Err(e) => tracing::error!("cannot check for interrupted sends: {e}"),
+    }
+    if let Err(e) = s.outbox.load(&s.store) {
+        tracing::error!("cannot read the outbound queue: {e}");
+    }
+    loop {
+        let wait = match send_due(&s, &mut shutdown).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::error!("outbound queue: {e}; retrying in 1s");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = s.outbox.woken() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Sends every due message (a recipient's next part as soon as the previous one is
+/// sent); returns how long until the next one is due.
+async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, StoreError> {
+    loop {
+        let queue = s.outbox.snapshot();
+        let (attempt, next_due) = due(&queue, now_ms());
+        if attempt.is_empty() || shutdown.is_set() {
+            return Ok(match next_due {
+                Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(10)),
+                None => Duration::from_secs(60),
+            });
+        }
+        for id in attempt {
+            if shutdown.is_set() {
+                break;
+            }
+            if let Some(rec) = queue.iter().find(|r| r.id == id).cloned() {
+                send_one(s, rec).await?;
+            }
+        }
+    }
+}
+
+/// Writes `rec` (through the writer) and keeps the in-memory queue in step.
+async fn save(s: &Sender, rec: &OutboundRecord) -> Result<(), StoreError> {
+    let r = rec.clone();
+    s.writer.write(move |st, _| st.put_outbound(&r)).await?;
+    s.outbox.update(rec);
+    Ok(())
+}
+
+/// One attempt. Returns when the message is due again if it waits for another attempt.
+async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, StoreError> {
+    let config = s.config.get();
+    let to = rec.to.redacted().to_string();
+    let Some(account) = config.sms.account(&rec.account) else {
+        return finish(
+            s,
+            rec,
+            OutboundState::Failed,
+            "its account is no longer configured".into(),
+            None,
+        )
+        .await;
+    };
+    if s.store.is_opted_out(&account.id, &rec.to)? {
+        return finish(
+            s,
+            rec,
+            OutboundState::Failed,
+            "recipient opted out (replied STOP); not sent".into(),
+            None,
+        )
+        .await;
+    }
+    // Durably mark the attempt before making it: after a crash we must know that this
+    // message may already have gone out.
+    rec.state = OutboundState::Sending;
+    rec.attempts += 1;
+    save(s, &rec).await?;
+    let req = SendRequest {
+        creds: Creds::of(account),
+        to: rec.to.clone(),
+        sender: account.sender.clone(),
+        body: rec.body.clone(),
+        media_urls: rec.media_urls.clone(),
+        // Delivery statuses come back to our own webhook route.
+        status_callback: account.public_url().map(|u| u.raw.clone()),
+    };
+    match s.twilio.send(&req).await {
+        Ok(sent) => {
+            let id = rec.id;
+            s.writer.write(move |st, _| st.remove_outbound(id)).await?;
+            s.outbox.forget(id);
+            let segments = sent
+                .segments
+                .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
+            s.outbox.part_done(
+                &rec,
+                PartOutcome::Sent {
+                    sid: sent.sid.clone(),
+                    segments,
+                },
+            );
+            s.metrics.send_ok();
+            tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments, part = rec.part + 1, parts = rec.parts, purpose = ?rec.purpose, "sent");
+            Ok(None)
+        }
+        Err(SendError::Retryable {
+            detail,
+            retry_after,
+        }) if rec.attempts < MAX_ATTEMPTS => {
+            let wait = backoff(rec.attempts, retry_after, rand::thread_rng().gen());
+            tracing::warn!(account = %account.id, to = %to, attempt = rec.attempts, "send failed, retrying in {:.1}s: {detail}", wait.as_secs_f64());
+            s.metrics.send_failure("retry");
+            rec.state = OutboundState::Queued;
+            rec.next_attempt_ms = now_ms() + wait.as_millis() as u64;
+            rec.last_error = Some(detail);
+            save(s, &rec).await?;
+            Ok(Some(rec.next_attempt_ms))
+        }
+        Err(SendError::Retryable { detail, .. }) => {
+            s.metrics.send_failure("retry");
+            finish(
+                s,
+                rec,
+                OutboundState::Failed,
+                format!("gave up after {MAX_ATTEMPTS} attempts: {detail}"),
+                None,
+            )
+            .await
+        }
+        Err(SendError::Rejected(e)) => {
+            s.metrics.send_failure(
+                &e.code
+                    .map_or_else(|| e.http_status.to_string(), |c| c.to_string()),
+            );
+            if e.code == Some(21610) {
+                let (acc, num) = (account.id.clone(), rec.to.clone());
+                s.writer
+                    .write(move |st, _| st.set_opted_out(&acc, &num, now_ms()))
+                    .await?;
+                tracing::warn!(account = %account.id, to = %to, "recipient has opted out at Twilio (21610); marked opted out");
+            }
+            let code = e.code;
+            finish(s, rec, OutboundState::Failed, e.to_string(), code).await
+        }
+        Err(SendError::Unknown(detail)) => {
+            s.metrics.send_failure("unknown");
+            finish(
+                s,
+                rec,
+                OutboundState::Unknown,
+                format!("outcome unknown: {detail}; not retried, since Twilio may have sent it"),
+                None,
+            )
+            .await
+        }
+    }
+}
+
+async fn finish(
+    s: &Sender,
+    mut rec: OutboundRecord,
+    state: OutboundState,
+    why: String,
+    code: Option<u32>,
+) -> Result<Option<u64>, StoreError> {
+    tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = ?state, "send not completed: {why}");
+    rec.state = state;
+    rec.last_error = Some(why.clone());
+    save(s, &rec).await?;
+    s.outbox
+        .part_done(&rec, PartOutcome::Failed { message: why, code });
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phone::E164;
+    use crate::store::Purpose;
+
+    #[test]
+    fn backoff_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            (1, None, 0.0, Duration::from_millis(500)),
+            (1, None, 1.0, s(1)),
+            (2, None, 1.0, s(2)),
+            (3, None, 0.0, s(2)),
+            (4, None, 1.0, s(8)),
+            (1, Some(s(30)), 0.5, s(30)),
+            (5, Some(s(1)), 1.0, s(16)),
+            (30, None, 1.0, MAX_BACKOFF),
+            (1, Some(s(99_999)), 0.0, RETRY_AFTER_CAP),
+        ];
+        for (attempts, ra, jitter, want) in cases {
+            assert_eq!(
+                backoff(attempts, ra, jitter),
+                want,
+                "attempts {attempts}, retry-after {ra:?}"
+            );
+        }
+        // The first retry always comes within 2 s.
+        assert!(backoff(1, None, 0.999) < s(2));
+    }
+
+    fn rec(id: u64, to: &str, at: u64) -> OutboundRecord {
+        let mut r = OutboundRecord::new(
+            id,
+            "default",
+            E164::parse(to).expect("number"),
+            format!("part {id}"),
+            Purpose::Cli,
+            0,
+        );
+        r.next_attempt_ms = at;
+        r
+    }
+
+    #[test]
+    fn due_table() {
+        let a = "+15550000001";
+        let b = "+15550000002";
+        type Case = (
+            &'static str,
+            Vec<OutboundRecord>,
+            u64,
+            Vec<u64>,
+            Option<u64>,
+        );
+        let cases: [Case; 5] = [
+            ("empty", vec![], 10, vec![], None),
+            (
+                "both due",
+                vec![rec(1, a, 0), rec(2, b, 5)],
+                10,
+                vec![1, 2],
+                None,
+            ),
+            (
+                "a recipient's later part waits for the earlier one",
+                vec![rec(1, a, 0), rec(2, a, 0)],
+                10,
+                vec![1],
+                None,
+            ),
+            (
+                "an earlier part not due blocks a due later part",
+                vec![rec(1, a, 50), rec(2, a, 0), rec(3, b, 0)],
+                10,
+                vec![3],
+                Some(50),
+            ),
+            (
+                "failed records are skipped",
+                vec![
+                    {
+                        let mut r = rec(1, a, 0);
+                        r.state = OutboundState::Failed;
+                        r
+                    },
+                    rec(2, a, 20),
+                ],
+                10,
+                vec![],
+                Some(20),
+            ),
+        ];
+        for (name, queue, now, want, next) in cases {
+            assert_eq!(due(&queue, now), (want, next), "{name}");
+        }
+    }
+}

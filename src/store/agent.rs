@@ -1,0 +1,123 @@
+//! The agent inbox (messages until an agent acknowledges them), reply routes and dead
+//! letters.
+
+use super::area::{Batch, Seq};
+use super::{dec, enc, AgentMessage, DeadLetter, Route, Store, StoreError};
+
+impl Store {
+    /// Every message in the inbox, oldest first. Entries that do not decode are
+    /// quarantined and skipped.
+    pub fn inbox(&self) -> Result<Vec<(u64, AgentMessage)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inbox.iter() {
+            let (k, v) = item?;
+            match (Seq::parse(&k), dec::<AgentMessage>(&v)) {
+                (Some(seq), Ok(msg)) => out.push((seq.0, msg)),
+                (_, Err(e)) => self.quarantine(&self.inbox, &k, &e),
+                (None, Ok(_)) => {
+                    self.quarantine(&self.inbox, &k, &StoreError::Decode("bad key".into()))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    pub fn put_inbox(&self, seq: u64, msg: &AgentMessage) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        b.insert(&self.inbox, Seq(seq).bytes(), enc(msg));
+        self.apply(b)
+    }
+
+    /// The changes acknowledging `msg` makes: its body goes, a route for late replies
+    /// stays. Added to `b` so a reply's ack and its queued parts are one batch.
+    pub(crate) fn ack_into(&self, b: &mut Batch, seq: u64, msg: &AgentMessage, now: u64) {
+        let route = Route {
+            account: msg.account.clone(),
+            from: msg.from.clone(),
+            at_ms: now,
+        };
+        b.remove(&self.inbox, Seq(seq).bytes());
+        b.insert(&self.routes, msg.id.as_bytes(), enc(&route));
+    }
+
+    /// Acknowledges a message (when its body is not at hand, e.g. in tests).
+    pub fn ack_inbox(&self, seq: u64, now: u64) -> Result<Option<AgentMessage>, StoreError> {
+        let Some(v) = self.inbox.get(Seq(seq).bytes())? else {
+            return Ok(None);
+        };
+        let msg: AgentMessage = dec(&v)?;
+        let mut b = Batch::new();
+        self.ack_into(&mut b, seq, &msg, now);
+        self.apply(b)?;
+        Ok(Some(msg))
+    }
+
+    pub fn route(&self, message_id: &str) -> Result<Option<Route>, StoreError> {
+        match self.routes.get(message_id.as_bytes())? {
+            Some(v) => Ok(Some(dec(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets reply routes older than `max_age_ms` (and routes that do not decode).
+    pub fn prune_routes(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        for item in self.routes.iter() {
+            let (k, v) = item?;
+            let old = dec::<Route>(&v).map_or(true, |r| now.saturating_sub(r.at_ms) > max_age_ms);
+            if old {
+                b.remove(&self.routes, &k);
+            }
+        }
+        self.apply(b)
+    }
+
+    /// Moves an unacknowledged message to the dead letters.
+    pub fn dead_letter(&self, seq: u64, msg: &AgentMessage, now: u64) -> Result<(), StoreError> {
+        let dead = DeadLetter {
+            message: msg.clone(),
+            dead_at_ms: now,
+        };
+        let mut b = Batch::new();
+        b.remove(&self.inbox, Seq(seq).bytes());
+        b.insert(&self.dead, msg.id.as_bytes(), enc(&dead));
+        self.apply(b)
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().map(|item| dec(&item?.1)).collect()
+    }
+
+    /// Puts a dead letter back at the end of the inbox.
+    pub fn requeue_dead(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let Some(v) = self.dead.get(id.as_bytes())? else {
+            return Ok(false);
+        };
+        let mut d: DeadLetter = dec(&v)?;
+        d.message.received_at_ms = now;
+        let seq = Seq(self.next_id()?);
+        let mut b = Batch::new();
+        b.remove(&self.dead, id.as_bytes());
+        b.insert(&self.inbox, seq.bytes(), enc(&d.message));
+        self.apply(b)?;
+        Ok(true)
+    }
+
+    pub fn purge_dead(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let Some(v) = self.dead.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut b = Batch::new();
+        b.remove(&self.dead, id.as_bytes());
+        self.apply(b)?;
+        Ok(Some(dec(&v)?))
+    }
+
+    pub fn dead_len(&self) -> usize {
+        self.dead.len()
+    }
+}

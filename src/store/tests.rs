@@ -1,0 +1,191 @@
+//! The store in-process: a real sled in a temp dir, no sockets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::area::{Batch, Seq};
+use super::*;
+use crate::phone::E164;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Store::open(&dir.path().join("state")).expect("store opens");
+    (dir, s)
+}
+
+fn msg(id: &str) -> AgentMessage {
+    AgentMessage {
+        id: id.into(),
+        account: "default".into(),
+        from: E164::parse("+15557654321").expect("number"),
+        to: "+15550001111".into(),
+        text: "hi".into(),
+        media: Vec::new(),
+        received_at_ms: 5,
+        media_pending: false,
+    }
+}
+
+#[test]
+fn admission_and_its_effects_are_one_batch_and_dedupe() {
+    let (_d, s) = store();
+    assert!(!s.is_seen("SM1").expect("read"));
+    let fx = Effects {
+        now: 5,
+        forward: Some(msg("SM1")),
+        ..Default::default()
+    };
+    let seq = s.admit_processed("SM1", 5, &fx).expect("write");
+    assert!(seq.is_some());
+    assert!(s.is_seen("SM1").expect("read"));
+    let inbox = s.inbox().expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1.id, "SM1");
+    // The spool path dedupes against the same marks.
+    let rec = InboundRecord {
+        sid: "SM1".into(),
+        account: "default".into(),
+        params: Vec::new(),
+        received_at_ms: 6,
+    };
+    assert_eq!(s.admit(&rec).expect("admit"), Admission::Duplicate);
+}
+
+#[test]
+fn an_ack_removes_the_body_and_keeps_a_route() {
+    let (_d, s) = store();
+    let fx = Effects {
+        now: 5,
+        forward: Some(msg("SM2")),
+        ..Default::default()
+    };
+    let seq = s
+        .admit_processed("SM2", 5, &fx)
+        .expect("write")
+        .expect("seq");
+    let mut b = Batch::new();
+    s.ack_into(&mut b, seq.0, &msg("SM2"), 9);
+    s.apply(b).expect("ack");
+    assert!(s.inbox().expect("inbox").is_empty());
+    let route = s.route("SM2").expect("read").expect("route");
+    assert_eq!(route.at_ms, 9);
+    assert_eq!(route.from.as_str(), "+15557654321");
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_quarantined_not_fatal() {
+    let (_d, s) = store();
+    let mut b = Batch::new();
+    b.insert(&s.inbox, Seq(1).bytes(), b"{not json".to_vec());
+    b.insert(&s.inbox, Seq(2).bytes(), enc(&msg("SM3")));
+    b.insert(&s.outbound, 7u64.to_be_bytes(), b"garbage".to_vec());
+    s.apply(b).expect("write");
+    let inbox = s.inbox().expect("the good one is read");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1.id, "SM3");
+    assert!(s.outbound().expect("outbound").is_empty());
+    assert_eq!(s.quarantined_len(), 2);
+    assert_eq!(s.inbox_len(), 1, "quarantined entries left the inbox");
+}
+
+#[test]
+fn statuses_dedupe_on_sid_and_status_and_never_go_back() {
+    let (_d, s) = store();
+    let cases = [
+        ("sent", StatusUpdate::Applied, "sent"),
+        ("sent", StatusUpdate::Duplicate, "sent"),
+        ("delivered", StatusUpdate::Applied, "delivered"),
+        ("queued", StatusUpdate::Stale, "delivered"),
+    ];
+    for (status, want, now_status) in cases {
+        assert_eq!(
+            s.record_status("SMx", status, None, 1).expect("write"),
+            want,
+            "{status}"
+        );
+        assert_eq!(
+            s.delivery_status("SMx").expect("read").as_deref(),
+            Some(now_status)
+        );
+    }
+}
+
+#[test]
+fn the_layout_of_earlier_versions_is_migrated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    {
+        std::fs::create_dir_all(&state).expect("dir");
+        let db = sled::open(state.join("db")).expect("sled");
+        db.open_tree("seen")
+            .expect("tree")
+            .insert("SMold", &5u64.to_be_bytes())
+            .expect("insert");
+        db.open_tree("inbox")
+            .expect("tree")
+            .insert(Seq(3).bytes(), enc(&msg("SMold")))
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let s = Store::open(&state).expect("opens and migrates");
+    assert!(s.is_seen("SMold").expect("read"));
+    assert_eq!(s.inbox().expect("inbox")[0].0, 3);
+    drop(s);
+    let s = Store::open(&state).expect("opens again");
+    assert_eq!(s.inbox().expect("inbox").len(), 1, "migrated once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_shares_fsyncs_and_runs_hooks_only_after_them() {
+    let (_d, s) = store();
+    let s = Arc::new(s);
+    let w = Writer::start(s.clone());
+    let hooks = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let (w, hooks) = (w.clone(), hooks.clone());
+        tasks.push(tokio::spawn(async move {
+            w.write(move |st, h| {
+                let fx = Effects {
+                    now: i,
+                    forward: Some(msg(&format!("SM{i}"))),
+                    ..Default::default()
+                };
+                st.admit_processed(&format!("SM{i}"), i, &fx)?;
+                h.after(move || {
+                    hooks.fetch_add(1, Ordering::SeqCst);
+                });
+                Ok(i)
+            })
+            .await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.expect("task").expect("write"), i as u64);
+    }
+    assert_eq!(
+        hooks.load(Ordering::SeqCst),
+        200,
+        "every hook ran before its answer"
+    );
+    let (flushes, _, requests) = w.stats();
+    assert_eq!(requests, 200);
+    assert!(flushes < 200, "{flushes} fsyncs for 200 writes");
+    assert_eq!(s.inbox().expect("inbox").len(), 200);
+    // A failing request answers its error and runs no hook; the rest of its batch and
+    // the writer carry on.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let failed = w
+        .write(move |_, h| {
+            h.after(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+            Err::<(), _>(StoreError::Decode("refused".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert!(w.health().is_ok());
+    assert!(w.write(|st, _| st.is_seen("SM1")).await.expect("write"));
+}

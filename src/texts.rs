@@ -1,0 +1,330 @@
+//! The few texts smsgate sends by itself (the pairing code, "approved", "new
+//! conversation"), built in for the languages OpenClaw's SMS docs ship in and
+//! overridable per account (`language`, `texts` in the config).
+//!
+//! Everything here is pure: the config validates templates with [`validate`], the
+//! inbound path renders them with [`Texts::pairing_code`].
+
+use crate::text::{count_segments, Encoding};
+
+/// A language smsgate has built-in wording for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Language {
+    #[default]
+    En,
+    Hi,
+    Zh,
+    Ja,
+    Ko,
+}
+
+impl Language {
+    pub const ALL: [Language; 5] = [
+        Language::En,
+        Language::Hi,
+        Language::Zh,
+        Language::Ja,
+        Language::Ko,
+    ];
+
+    /// Parses the config value (`"en"`, `"hi"`, `"zh"`, `"ja"`, `"ko"`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.code() == s)
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::Hi => "hi",
+            Language::Zh => "zh",
+            Language::Ja => "ja",
+            Language::Ko => "ko",
+        }
+    }
+}
+
+/// Which of the texts a template is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PairingCode,
+    Approved,
+    NewConversation,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::PairingCode, Kind::Approved, Kind::NewConversation];
+
+    /// The config key under `texts`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::PairingCode => "pairingCode",
+            Kind::Approved => "approved",
+            Kind::NewConversation => "newConversation",
+        }
+    }
+
+    /// Placeholders a template of this kind must contain.
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Kind::PairingCode => &["code"],
+            Kind::Approved | Kind::NewConversation => &[],
+        }
+    }
+}
+
+/// The longest text smsgate will send of its own (Twilio's Body limit).
+pub const MAX_CHARS: usize = 1600;
+
+fn built_in(lang: Language, kind: Kind) -> &'static str {
+    use Kind::*;
+    use Language::*;
+    match (lang, kind) {
+        (En, PairingCode) => "Your pairing code is {code}. To let you talk to the agent, its owner runs: smsgate pairing approve sms {code} (valid for 1 hour).",
+        (En, Approved) => "You're approved: your messages now reach the agent.",
+        (En, NewConversation) => "New conversation: the agent starts afresh.",
+        (Hi, PairingCode) => "आपका पेयरिंग कोड {code} है। एजेंट से बात करने की अनुमति देने के लिए उसका मालिक चलाए: smsgate pairing approve sms {code} (1 घंटे तक मान्य)।",
+        (Hi, Approved) => "आपको अनुमति मिल गई है: अब आपके संदेश एजेंट तक पहुँचेंगे।",
+        (Hi, NewConversation) => "नई बातचीत शुरू हुई: एजेंट पिछली बातें भूल गया है।",
+        (Zh, PairingCode) => "您的配对码是 {code}。要让您与智能体对话，其所有者需运行：smsgate pairing approve sms {code}（1 小时内有效）。",
+        (Zh, Approved) => "您已获批准：您的消息现在会发送给智能体。",
+        (Zh, NewConversation) => "已开始新对话：智能体不再记得之前的内容。",
+        (Ja, PairingCode) => "ペアリングコードは {code} です。エージェントと話せるようにするには、所有者が次を実行します: smsgate pairing approve sms {code}（有効期限 1 時間）。",
+        (Ja, Approved) => "承認されました。メッセージがエージェントに届くようになりました。",
+        (Ja, NewConversation) => "新しい会話を始めました。エージェントは以前の内容を覚えていません。",
+        (Ko, PairingCode) => "페어링 코드는 {code}입니다. 에이전트와 대화하려면 소유자가 다음을 실행합니다: smsgate pairing approve sms {code} (1시간 동안 유효).",
+        (Ko, Approved) => "승인되었습니다. 이제 메시지가 에이전트에게 전달됩니다.",
+        (Ko, NewConversation) => "새 대화를 시작했습니다. 에이전트는 이전 내용을 기억하지 않습니다.",
+    }
+}
+
+/// The placeholders (`{name}`) in a template, in order. `{{` and `}}` are literal braces.
+fn placeholders(template: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        let (c, after) = (&rest[i..i + 1], &rest[i + 1..]);
+        if after.starts_with(c) {
+            rest = &after[1..];
+            continue;
+        }
+        if c == "}" {
+            return Err("has a '}' with no '{' before it (write '}}' for a literal brace)".into());
+        }
+        let end = after
+            .find('}')
+            .ok_or("has a '{' that is never closed (write '{{' for a literal brace)")?;
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// Checks one `texts.<key>` template; the error says what to change (the caller adds
+/// the key path).
+pub fn validate(kind: Kind, template: &str) -> Result<(), String> {
+    if template.trim().is_empty() {
+        return Err("is empty; remove the key to use the built-in text".into());
+    }
+    let found = placeholders(template)?;
+    let allowed = kind.required();
+    if let Some(bad) = found.iter().find(|p| !allowed.contains(p)) {
+        let known = if allowed.is_empty() {
+            "this text takes no placeholders".to_string()
+        } else {
+            format!("the only placeholder here is {{{}}}", allowed.join("}, {"))
+        };
+        return Err(format!("has an unknown placeholder {{{bad}}}; {known}"));
+    }
+    if let Some(missing) = allowed.iter().find(|p| !found.contains(p)) {
+        return Err(format!(
+            "must contain {{{missing}}} (where the text shows it), e.g. \"Your code is {{{missing}}}\""
+        ));
+    }
+    let chars = template.chars().count();
+    if chars > MAX_CHARS {
+        return Err(format!(
+            "is {chars} characters; an SMS body takes at most {MAX_CHARS}"
+        ));
+    }
+    Ok(())
+}
+
+fn render(template: &str, code: &str) -> String {
+    let mut out = String::with_capacity(template.len() + code.len());
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let (c, after) = (&rest[i..i + 1], &rest[i + 1..]);
+        if after.starts_with(c) {
+            out.push_str(c);
+            rest = &after[1..];
+        } else if let (Some(end), "{") = (after.find('}'), c) {
+            if &after[..end] == "code" {
+                out.push_str(code);
+            }
+            rest = &after[end + 1..];
+        } else {
+            // Unreachable for a validated template; keep the text as written.
+            out.push_str(c);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One account's texts: the built-in wording of its language, with its overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Texts {
+    pub language: Language,
+    pub pairing_code: Option<String>,
+    pub approved: Option<String>,
+    pub new_conversation: Option<String>,
+}
+
+impl Texts {
+    /// The template in force for `kind`.
+    pub fn template(&self, kind: Kind) -> &str {
+        let custom = match kind {
+            Kind::PairingCode => &self.pairing_code,
+            Kind::Approved => &self.approved,
+            Kind::NewConversation => &self.new_conversation,
+        };
+        custom
+            .as_deref()
+            .unwrap_or_else(|| built_in(self.language, kind))
+    }
+
+    pub fn pairing_code(&self, code: &str) -> String {
+        render(self.template(Kind::PairingCode), code)
+    }
+
+    pub fn approved(&self) -> String {
+        render(self.template(Kind::Approved), "")
+    }
+
+    pub fn new_conversation(&self) -> String {
+        render(self.template(Kind::NewConversation), "")
+    }
+
+    /// What each text costs, for `config show`: (key, encoding, characters, segments),
+    /// the pairing code measured with a code in it.
+    pub fn costs(&self) -> Vec<(&'static str, &'static str, usize, u32)> {
+        Kind::ALL
+            .iter()
+            .map(|&kind| {
+                let text = match kind {
+                    Kind::PairingCode => self.pairing_code("ABCD2345"),
+                    Kind::Approved => self.approved(),
+                    Kind::NewConversation => self.new_conversation(),
+                };
+                let c = count_segments(&text);
+                let enc = match c.encoding {
+                    Encoding::Gsm7 => "GSM-7",
+                    Encoding::Ucs2 => "UCS-2",
+                };
+                (kind.key(), enc, text.chars().count(), c.segments)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_texts_are_valid_in_every_language() {
+        for lang in Language::ALL {
+            assert_eq!(Language::parse(lang.code()), Some(lang));
+            let t = Texts {
+                language: lang,
+                ..Texts::default()
+            };
+            for kind in Kind::ALL {
+                assert_eq!(
+                    validate(kind, built_in(lang, kind)),
+                    Ok(()),
+                    "{lang:?} {kind:?}"
+                );
+            }
+            let text = t.pairing_code("ABCD2345");
+            assert_eq!(text.matches("ABCD2345").count(), 2, "{text}");
+            assert!(!text.contains('{'), "{text}");
+            assert!(
+                text.contains("smsgate pairing approve sms ABCD2345"),
+                "{text}"
+            );
+        }
+        assert_eq!(Language::parse("fr"), None);
+    }
+
+    #[test]
+    fn english_wording_is_unchanged() {
+        let t = Texts::default();
+        assert_eq!(t.pairing_code("X"), "Your pairing code is X. To let you talk to the agent, its owner runs: smsgate pairing approve sms X (valid for 1 hour).");
+        assert_eq!(
+            t.approved(),
+            "You're approved: your messages now reach the agent."
+        );
+    }
+
+    #[test]
+    fn template_validation_table() {
+        use Kind::*;
+        let cases: &[(Kind, &str, Option<&str>)] = &[
+            (PairingCode, "Code: {code}", None),
+            (PairingCode, "{code} {{literal}} {code}", None),
+            (PairingCode, "Your code", Some("must contain {code}")),
+            (PairingCode, "Code {cod}", Some("unknown placeholder {cod}")),
+            (PairingCode, "Code {code", Some("never closed")),
+            (PairingCode, "Code code}", Some("no '{' before it")),
+            (PairingCode, "  ", Some("is empty")),
+            (Approved, "Welcome!", None),
+            (Approved, "Welcome {code}", Some("takes no placeholders")),
+            (NewConversation, "Fresh start.", None),
+        ];
+        for (kind, t, want) in cases {
+            let got = validate(*kind, t);
+            match want {
+                None => assert_eq!(got, Ok(()), "{t}"),
+                Some(w) => {
+                    let e = got.unwrap_err();
+                    assert!(e.contains(w), "{t}: {e}");
+                }
+            }
+        }
+        let long = format!("{{code}}{}", "x".repeat(1600));
+        assert!(validate(PairingCode, &long)
+            .unwrap_err()
+            .contains("at most 1600"));
+    }
+
+    #[test]
+    fn overrides_and_rendering() {
+        let t = Texts {
+            language: Language::Ja,
+            pairing_code: Some("Code {{not a placeholder}}: {code}".into()),
+            ..Texts::default()
+        };
+        assert_eq!(t.pairing_code("ZZ"), "Code {not a placeholder}: ZZ");
+        assert_eq!(t.approved(), built_in(Language::Ja, Kind::Approved));
+    }
+
+    #[test]
+    fn costs_show_ucs2_for_hindi() {
+        let en = Texts::default().costs();
+        assert!(en.iter().all(|c| c.1 == "GSM-7"), "{en:?}");
+        let hi = Texts {
+            language: Language::Hi,
+            ..Texts::default()
+        }
+        .costs();
+        let pairing = hi.iter().find(|c| c.0 == "pairingCode").unwrap();
+        assert_eq!(pairing.1, "UCS-2");
+        assert!(
+            pairing.3 >= 2,
+            "a Hindi pairing text is more than 70 characters: {pairing:?}"
+        );
+    }
+}

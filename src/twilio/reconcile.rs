@@ -1,0 +1,331 @@
+//! Resolving a send whose outcome is unknown (the request went out, no answer came
+//! back) by asking Twilio instead of guessing.
+//!
+//! Twilio's create call has no idempotency key, so a blind retry can text someone twice
+//! and giving up can lose the text. Instead: after a settle time, list the account's
+//! messages to that recipient from that sender since the attempt and look for our body.
+//! Found: it was sent (record its SID). Not found at the first check: look once more
+//! later (a long code sends about one segment a second, so a busy number's queue can
+//! hold a message a while, and `DateSent` is only set once it leaves). Not found at the
+//! second check either: Twilio never created it, so send it, once. Twilio unreachable or
+//! answering nonsense: keep asking with backoff; never send blind.
+//!
+//! Everything here is pure; the outbound sender carries out the [`Step`]s.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+/// How long after the attempt the first lookup runs.
+pub const FIRST_CHECK_MS: u64 = 2 * 60 * 1000;
+/// How long after the attempt the second (last) lookup runs.
+pub const SECOND_CHECK_MS: u64 = 10 * 60 * 1000;
+/// Backoff between lookups that failed (Twilio unreachable), at most.
+pub const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
+/// Slack for clocks: a listed message created this long before the attempt still counts.
+pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// One message from Twilio's list, the fields the match needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub sid: String,
+    pub body: String,
+    /// Milliseconds since the epoch, from `date_created` (RFC 2822), if readable.
+    pub created_ms: Option<u64>,
+    pub direction: String,
+    pub messaging_service_sid: Option<String>,
+}
+
+/// Reads one page of `Messages.json`: the messages and the next page's URI.
+pub fn parse_page(v: &Value) -> Result<(Vec<Listed>, Option<String>), String> {
+    let list = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("Twilio's message list has no \"messages\" array")?;
+    let s = |m: &Value, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let messages = list
+        .iter()
+        .filter_map(|m| {
+            Some(Listed {
+                sid: s(m, "sid")?,
+                body: s(m, "body").unwrap_or_default(),
+                created_ms: s(m, "date_created").and_then(|d| parse_rfc2822_ms(&d)),
+                direction: s(m, "direction").unwrap_or_default(),
+                messaging_service_sid: s(m, "messaging_service_sid"),
+            })
+        })
+        .collect();
+    let next = s(v, "next_page_uri").filter(|u| !u.is_empty());
+    Ok((messages, next))
+}
+
+fn parse_rfc2822_ms(s: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The `DateSent>=` value for a lookup: the UTC date of the attempt, a day earlier when
+/// the attempt was close to midnight (clock skew between us and Twilio).
+pub fn date_sent_from(attempt_ms: u64) -> String {
+    let from = attempt_ms.saturating_sub(CLOCK_SKEW_MS);
+    let t = time::OffsetDateTime::from_unix_timestamp((from / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// Our message among those listed: an outbound one with exactly our body, created no
+/// earlier than the attempt (less clock slack), from our Messaging Service when we sent
+/// through one, and not a message we already know we sent (`known` SIDs: an identical
+/// earlier text must not be taken for this one). The oldest such message wins.
+pub fn find_match<'a>(
+    listed: &'a [Listed],
+    body: &str,
+    attempt_ms: u64,
+    service: Option<&str>,
+    known: &HashSet<String>,
+) -> Option<&'a Listed> {
+    listed
+        .iter()
+        .filter(|m| m.direction.starts_with("outbound") || m.direction.is_empty())
+        .filter(|m| m.body == body)
+        .filter(|m| !known.contains(&m.sid))
+        .filter(|m| service.is_none_or(|s| m.messaging_service_sid.as_deref() == Some(s)))
+        .filter(|m| m.created_ms.is_none_or(|c| c + CLOCK_SKEW_MS >= attempt_ms))
+        .min_by_key(|m| m.created_ms.unwrap_or(u64::MAX))
+}
+
+/// Where a send of unknown outcome stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for the first check.
+    Unknown,
+    /// The first check found nothing; waiting for the second.
+    Checking,
+}
+
+/// What a lookup came back with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupOutcome {
+    Found(String),
+    NotFound,
+    /// Twilio unreachable, an error, or an unreadable answer.
+    Failed,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing yet: look up at this time (ms since the epoch).
+    LookupAt(u64),
+    /// It was sent: record this SID, tell the agent `sent`.
+    Found(String),
+    /// Twilio never created it: send it (once).
+    Resend,
+}
+
+/// When the next lookup for a send attempted at `attempt_ms` is due, before any lookup
+/// has run.
+pub fn first_step(attempt_ms: u64) -> Step {
+    Step::LookupAt(attempt_ms + FIRST_CHECK_MS)
+}
+
+/// The decision after a lookup at `now` in `stage` (`failures`: lookups that failed in a
+/// row, this one included when it failed).
+pub fn after_lookup(
+    stage: Stage,
+    outcome: LookupOutcome,
+    attempt_ms: u64,
+    now: u64,
+    failures: u32,
+) -> (Stage, Step) {
+    match outcome {
+        LookupOutcome::Found(sid) => (stage, Step::Found(sid)),
+        LookupOutcome::Failed => {
+            let backoff = (15_000u64 << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
+            (stage, Step::LookupAt(now + backoff))
+        }
+        LookupOutcome::NotFound => match stage {
+            Stage::Unknown => {
+                let second = attempt_ms + SECOND_CHECK_MS;
+                if now >= second {
+                    // The first check ran late (a restart, Twilio down for a while):
+                    // it already is the late check.
+                    (Stage::Checking, Step::Resend)
+                } else {
+                    (Stage::Checking, Step::LookupAt(second))
+                }
+            }
+            Stage::Checking => (Stage::Checking, Step::Resend),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listed(sid: &str, body: &str, created_ms: Option<u64>, dir: &str) -> Listed {
+        Listed {
+            sid: sid.into(),
+            body: body.into(),
+            created_ms,
+            direction: dir.into(),
+            messaging_service_sid: None,
+        }
+    }
+
+    #[test]
+    fn match_table() {
+        let t0 = 1_800_000_000_000;
+        let none = HashSet::new();
+        let ours = listed("SM1", "hello", Some(t0 + 1000), "outbound-api");
+        let cases: Vec<(Vec<Listed>, Option<&str>)> = vec![
+            (vec![ours.clone()], Some("SM1")),
+            (
+                vec![listed("SM2", "hello!", Some(t0), "outbound-api")],
+                None,
+            ),
+            (vec![listed("SM3", "hello", Some(t0), "inbound")], None),
+            // Long before the attempt: an older identical text.
+            (
+                vec![listed("SM4", "hello", Some(t0 - 3_600_000), "outbound-api")],
+                None,
+            ),
+            // Within the clock slack.
+            (
+                vec![listed("SM5", "hello", Some(t0 - 60_000), "outbound-api")],
+                Some("SM5"),
+            ),
+            // No readable date: body and direction decide.
+            (
+                vec![listed("SM6", "hello", None, "outbound-api")],
+                Some("SM6"),
+            ),
+            // The oldest of two candidates.
+            (
+                vec![
+                    listed("SM8", "hello", Some(t0 + 5000), "outbound-api"),
+                    listed("SM7", "hello", Some(t0 + 1000), "outbound-reply"),
+                ],
+                Some("SM7"),
+            ),
+        ];
+        for (list, want) in cases {
+            let got = find_match(&list, "hello", t0, None, &none).map(|m| m.sid.as_str());
+            assert_eq!(got, want, "{list:?}");
+        }
+        let known: HashSet<String> = ["SM1".to_string()].into();
+        assert_eq!(
+            find_match(std::slice::from_ref(&ours), "hello", t0, None, &known),
+            None
+        );
+        let mut svc = ours.clone();
+        svc.messaging_service_sid = Some("MG1".into());
+        assert!(find_match(std::slice::from_ref(&svc), "hello", t0, Some("MG1"), &none).is_some());
+        assert!(find_match(&[svc], "hello", t0, Some("MG2"), &none).is_none());
+        assert!(find_match(&[ours], "hello", t0, Some("MG1"), &none).is_none());
+    }
+
+    #[test]
+    fn steps_table() {
+        use LookupOutcome::*;
+        use Stage::*;
+        let a = 1_000_000;
+        assert_eq!(first_step(a), Step::LookupAt(a + FIRST_CHECK_MS));
+        let cases = [
+            (
+                Unknown,
+                Found("SM1".into()),
+                a + FIRST_CHECK_MS,
+                0,
+                (Unknown, Step::Found("SM1".into())),
+            ),
+            (
+                Unknown,
+                NotFound,
+                a + FIRST_CHECK_MS,
+                0,
+                (Checking, Step::LookupAt(a + SECOND_CHECK_MS)),
+            ),
+            (
+                Unknown,
+                NotFound,
+                a + SECOND_CHECK_MS + 1,
+                0,
+                (Checking, Step::Resend),
+            ),
+            (
+                Checking,
+                NotFound,
+                a + SECOND_CHECK_MS,
+                0,
+                (Checking, Step::Resend),
+            ),
+            (
+                Checking,
+                Found("SM2".into()),
+                a + SECOND_CHECK_MS,
+                0,
+                (Checking, Step::Found("SM2".into())),
+            ),
+            (
+                Unknown,
+                Failed,
+                a + FIRST_CHECK_MS,
+                1,
+                (Unknown, Step::LookupAt(a + FIRST_CHECK_MS + 30_000)),
+            ),
+            (
+                Checking,
+                Failed,
+                a,
+                30,
+                (Checking, Step::LookupAt(a + MAX_LOOKUP_BACKOFF_MS)),
+            ),
+        ];
+        for (stage, outcome, now, failures, want) in cases {
+            assert_eq!(
+                after_lookup(stage, outcome.clone(), a, now, failures),
+                want,
+                "{stage:?} {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_lookup_never_resends() {
+        // Whatever the stage and however late, Failed only ever schedules another lookup.
+        for stage in [Stage::Unknown, Stage::Checking] {
+            for late in [0, SECOND_CHECK_MS, 100 * SECOND_CHECK_MS] {
+                let (_, step) = after_lookup(stage, LookupOutcome::Failed, 0, late, 3);
+                assert!(matches!(step, Step::LookupAt(_)), "{step:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pages_and_dates() {
+        let page = json!({
+            "messages": [
+                {"sid": "SM1", "body": "hi", "date_created": "Tue, 01 Dec 2026 12:00:00 +0000", "direction": "outbound-api"},
+                {"body": "no sid: skipped"},
+            ],
+            "next_page_uri": "/2010-04-01/Accounts/AC1/Messages.json?Page=1",
+        });
+        let (list, next) = parse_page(&page).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].created_ms, Some(1_796_126_400_000));
+        assert_eq!(
+            next.as_deref(),
+            Some("/2010-04-01/Accounts/AC1/Messages.json?Page=1")
+        );
+        assert!(parse_page(&json!({"messages": "x"})).is_err());
+        assert!(parse_page(&json!([])).is_err());
+        let (empty, next) = parse_page(&json!({"messages": [], "next_page_uri": null})).unwrap();
+        assert!(empty.is_empty() && next.is_none());
+        // 2026-12-01 00:01 UTC: a day earlier, for clock slack.
+        assert_eq!(date_sent_from(1_796_083_260_000), "2026-11-30");
+        assert_eq!(date_sent_from(1_796_126_400_000), "2026-12-01");
+    }
+}

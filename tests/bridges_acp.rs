@@ -1,0 +1,309 @@
+//! `smsgate agent acp` end to end: the real daemon, the real bridge binary, and a real
+//! ACP agent built on the official TypeScript SDK (tests/support/acp_agent.mjs).
+
+#[path = "support/bridges.rs"]
+mod bridges;
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bridges::*;
+use common::*;
+
+const A: &str = "+15557650001";
+const B: &str = "+15557650002";
+const C: &str = "+15557650003";
+const D: &str = "+15557650004";
+const E: &str = "+15557650005";
+const F: &str = "+15557650006";
+const G: &str = "+15557650007";
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+async fn text(gw: &Gateway, from: &str, body: &str) {
+    let sid = format!("SM{:032x}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, from, body)).await;
+    assert_eq!(status, 200);
+}
+
+/// Waits for the `n`th SMS to `to` and returns its body.
+fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String {
+    assert!(
+        wait_until(timeout, || twilio.sends_to(to).len() >= n),
+        "no SMS #{n} to {to} within {timeout:?}; sends: {:?}",
+        twilio
+            .sends()
+            .iter()
+            .map(|r| (
+                r.field("To").map(String::from),
+                r.field("Body").map(String::from)
+            ))
+            .collect::<Vec<_>>()
+    );
+    twilio.sends_to(to)[n - 1]
+        .field("Body")
+        .unwrap()
+        .to_string()
+}
+
+struct Setup {
+    t: TestDir,
+    twilio: FakeTwilio,
+    gw: Gateway,
+    events: Events,
+}
+
+fn setup() -> Setup {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let events = Events(t.path().join("agent").join("events.jsonl"));
+    Setup {
+        t,
+        twilio,
+        gw,
+        events,
+    }
+}
+
+impl Setup {
+    fn bridge(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut args: Vec<String> = vec![
+            "acp".into(),
+            "--socket".into(),
+            s(&self.t.state().join("agent.sock")),
+            "--state-dir".into(),
+            s(&self.t.path().join("bridge-state")),
+            "--cwd".into(),
+            s(self.t.path()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push("--".into());
+        args.extend(acp_agent_command());
+        let dir = s(&self.t.path().join("agent"));
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("ACP_AGENT_DIR", &dir));
+        let b = Bridge::start(&args, &env);
+        assert!(
+            b.wait_log("is running", Duration::from_secs(30)),
+            "the ACP agent did not start; bridge log:\n{}",
+            b.log()
+        );
+        b
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_separation_permissions_and_restart_with_session_load() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0"], &[]);
+    let init = st.events.wait("initialize", 1, Duration::from_secs(10));
+    assert_eq!(
+        init["params"]["clientCapabilities"]["fs"],
+        serde_json::json!({"readTextFile": false, "writeTextFile": false})
+    );
+    assert_eq!(init["params"]["clientCapabilities"]["terminal"], false);
+
+    // Memory within a conversation.
+    text(&st.gw, A, "hello").await;
+    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    assert_eq!(r, "[1] heard: hello | earlier: nothing");
+    text(&st.gw, A, "again").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        "[2] heard: again | earlier: hello"
+    );
+    // Another sender is another session.
+    text(&st.gw, B, "hi").await;
+    assert_eq!(
+        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
+        "[1] heard: hi | earlier: nothing"
+    );
+    let new = st.events.of("new");
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[0]["cwd"], s(st.t.path()));
+    assert_eq!(new[0]["mcpServers"], serde_json::json!([]));
+
+    // Permission requests are rejected by default.
+    text(&st.gw, A, "PERMISSION to write?").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
+        "permission: no"
+    );
+    assert!(bridge.log().contains("rejected (--permissions deny)"));
+
+    // Restart: the conversation continues through session/load, and the replayed
+    // history is not texted.
+    assert_eq!(bridge.stop().code(), Some(0));
+    let bridge = st.bridge(&["--coalesce", "0", "--permissions", "allow"], &[]);
+    text(&st.gw, A, "after restart").await;
+    let r = nth_sms(&st.twilio, A, 4, Duration::from_secs(20));
+    assert_eq!(
+        r,
+        "[4] heard: after restart | earlier: hello / again / PERMISSION to write?"
+    );
+    let loads = st.events.of("load");
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert_eq!(loads[0]["found"], true);
+    assert_eq!(st.twilio.sends_to(A).len(), 4, "the replay was texted");
+    assert!(bridge
+        .log()
+        .contains("reopened its ACP session with session/load"));
+
+    // Allowed with the flag: allow-once, never allow-always.
+    text(&st.gw, A, "PERMISSION again").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 5, Duration::from_secs(20)),
+        "permission: yes-once"
+    );
+
+    // The turn log names the conversation (number redacted), duration and sizes,
+    // not the text.
+    let log = bridge.log();
+    assert!(log.contains("conversation=default:***0001"), "{log}");
+    assert!(!log.contains("after restart"), "{log}");
+    assert!(!log.contains(A), "{log}");
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_load_session_a_restart_starts_a_new_session() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
+    text(&st.gw, A, "hello").await;
+    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    assert_eq!(bridge.stop().code(), Some(0));
+    let bridge = st.bridge(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
+    text(&st.gw, A, "hello again").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        "[1] heard: hello again | earlier: nothing"
+    );
+    assert!(st.events.of("load").is_empty());
+    assert!(bridge.log().contains("does not offer loadSession"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_crash_timeout_garbage_flood_and_silence() {
+    let st = setup();
+    let bridge = st.bridge(
+        &["--coalesce", "0", "--timeout", "2", "--max-chars", "300"],
+        &[],
+    );
+
+    // kill -9 mid-turn: the agent is restarted and the text still answered.
+    text(&st.gw, A, "DIEONCE please").await;
+    let hanging = st.events.wait("hanging", 1, Duration::from_secs(20));
+    let pid = hanging["pid"].as_u64().unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(30));
+    assert_eq!(r, "[1] heard: DIEONCE please | earlier: nothing");
+    assert!(bridge.log().contains("went away during this turn"));
+    assert!(st.events.of("start").len() >= 2);
+
+    // A crash mid-reply: the half reply is not sent; the whole one is.
+    text(&st.gw, B, "CRASHONCE now").await;
+    let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(30));
+    assert_eq!(r, "[1] heard: CRASHONCE now | earlier: nothing");
+
+    // Never answers: cancelled after --timeout, acknowledged without a reply.
+    text(&st.gw, C, "HANG forever").await;
+    let cancel = st.events.wait("cancel", 1, Duration::from_secs(20));
+    assert!(cancel["sessionId"].as_str().unwrap().starts_with("sess-"));
+    assert!(bridge.wait_log(
+        "conversation=default:***0003 texts=1",
+        Duration::from_secs(20)
+    ));
+    assert!(bridge.log().contains("did not finish within --timeout 2 s"));
+
+    // Garbage on stdout: logged, ignored, the turn still answered.
+    text(&st.gw, D, "GARBAGE first").await;
+    assert_eq!(
+        nth_sms(&st.twilio, D, 1, Duration::from_secs(20)),
+        "[1] heard: GARBAGE first | earlier: nothing"
+    );
+    assert!(bridge.log().contains("not JSON-RPC"));
+
+    // A flood of 500,000 characters: one SMS of at most 300 characters ending in "…".
+    text(&st.gw, E, "FLOOD me").await;
+    let r = nth_sms(&st.twilio, E, 1, Duration::from_secs(60));
+    assert!(r.chars().count() <= 300 && r.ends_with('…'), "{r}");
+    assert!(bridge.wait_log("cut to --max-chars 300", Duration::from_secs(5)));
+    let rss = rss_kib(bridge.child.id());
+    assert!(rss < 200 * 1024, "bridge RSS {rss} KiB after the flood");
+
+    // A turn with no text: acknowledged, nothing sent. Then a normal one to G proves
+    // the SILENT turn finished (turns of different conversations are independent,
+    // so wait on the log line instead).
+    text(&st.gw, F, "SILENT please").await;
+    assert!(bridge.wait_log(
+        "conversation=default:***0006 texts=1",
+        Duration::from_secs(20)
+    ));
+    text(&st.gw, G, "last").await;
+    nth_sms(&st.twilio, G, 1, Duration::from_secs(20));
+    assert!(st.twilio.sends_to(F).is_empty());
+    assert!(st.twilio.sends_to(C).is_empty());
+
+    // Everything was acknowledged: nothing waits in the daemon's inbox.
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    let inbox = smsgate::store::Store::open(&st.t.state())
+        .unwrap()
+        .inbox()
+        .unwrap();
+    assert!(inbox.is_empty(), "{inbox:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "1500"], &[]);
+    for body in ["hey", "can you", "check my 3pm"] {
+        text(&st.gw, A, body).await;
+    }
+    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    assert_eq!(
+        r,
+        "[1] heard: hey\ncan you\ncheck my 3pm | earlier: nothing"
+    );
+    assert_eq!(st.events.of("prompt").len(), 1);
+    assert!(bridge.log().contains("texts=3"));
+    // The reply came after the window closed, so this one is a turn of its own.
+    text(&st.gw, A, "and 4pm?").await;
+    let r = nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    assert_eq!(
+        r,
+        "[2] heard: and 4pm? | earlier: hey\ncan you\ncheck my 3pm"
+    );
+    assert_eq!(st.twilio.sends_to(A).len(), 2);
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert!(smsgate::store::Store::open(&st.t.state())
+        .unwrap()
+        .inbox()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs daemon conversations"]
+async fn slash_new_starts_a_new_session() {
+    let st = setup();
+    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
+    text(&st.gw, A, "hello").await;
+    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    text(&st.gw, A, "/new").await;
+    // The daemon's confirmation.
+    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    text(&st.gw, A, "who am I?").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
+        "[1] heard: who am I? | earlier: nothing"
+    );
+    assert_eq!(st.events.of("new").len(), 2);
+}

@@ -1,0 +1,536 @@
+//! `smsgate agent openai` end to end: the real daemon and bridge binaries, a recording
+//! stand-in for a chat-completions server, and Prism serving OpenAI's own spec.
+
+#[path = "support/bridges.rs"]
+mod bridges;
+mod common;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bridges::*;
+use common::*;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Bytes, Frame};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+const A: &str = "+15557650001";
+const B: &str = "+15557650002";
+const KEY: &str = "sk-test-not-a-real-key-123";
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+async fn text(gw: &Gateway, from: &str, body: &str) {
+    let sid = format!("SM{:032x}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, from, body)).await;
+    assert_eq!(status, 200);
+}
+
+fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String {
+    assert!(
+        wait_until(timeout, || twilio.sends_to(to).len() >= n),
+        "no SMS #{n} to {to} within {timeout:?}"
+    );
+    twilio.sends_to(to)[n - 1]
+        .field("Body")
+        .unwrap()
+        .to_string()
+}
+
+// ---- the stand-in -----------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Canned {
+    /// A completion with this content.
+    Content(String),
+    /// Any status and body, with an optional Retry-After.
+    Raw(u16, String, Option<u64>),
+    /// 200 with a body of this many bytes of spaces, streamed.
+    Huge(usize),
+    /// Never answer.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    authorization: Option<String>,
+    body: Value,
+}
+
+#[derive(Clone)]
+struct StandIn {
+    addr: std::net::SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// (conversation `user` it applies to, answer), in order.
+    script: Arc<Mutex<VecDeque<(String, Canned)>>>,
+}
+
+struct HugeBody(usize);
+
+static SPACES: [u8; 65536] = [b' '; 65536];
+
+impl hyper::body::Body for HugeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.0.min(SPACES.len());
+        self.0 -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&SPACES[..n])))))
+    }
+}
+
+impl StandIn {
+    fn start() -> Self {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (c, s) = (calls.clone(), script.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (c, s) = (c.clone(), s.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let (c, s) = (c.clone(), s.clone());
+                            async move { Ok::<_, Infallible>(answer(req, c, s).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        Self {
+            addr,
+            calls,
+            script,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    fn push(&self, user: &str, c: Canned) {
+        self.script.lock().unwrap().push_back((user.into(), c));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn calls_for(&self, user: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.body["user"] == user)
+            .collect()
+    }
+}
+
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Arc<Mutex<VecDeque<(String, Canned)>>>,
+) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let ok_path = req.method() == "POST" && req.uri().path() == "/v1/chat/completions";
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let user = body["user"].as_str().unwrap_or("").to_string();
+    let n = {
+        let mut c = calls.lock().unwrap();
+        c.push(Call {
+            authorization,
+            body: body.clone(),
+        });
+        c.iter().filter(|c| c.body["user"] == user.as_str()).count()
+    };
+    let canned = {
+        let mut s = script.lock().unwrap();
+        let i = s.iter().position(|(u, _)| *u == user);
+        i.and_then(|i| s.remove(i)).map(|(_, c)| c)
+    };
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    let canned = if ok_path {
+        canned.unwrap_or_else(|| Canned::Content(format!("reply {n}: {last}")))
+    } else {
+        Canned::Raw(404, "no such path".into(), None)
+    };
+    let (status, body, retry_after): (u16, BoxBody<Bytes, Infallible>, Option<u64>) = match canned {
+        Canned::Content(c) => (
+            200,
+            Full::new(Bytes::from(
+                json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": c}}]})
+                .to_string(),
+            ))
+            .boxed(),
+            None,
+        ),
+        Canned::Raw(status, body, ra) => (status, Full::new(Bytes::from(body)).boxed(), ra),
+        Canned::Huge(n) => (200, HugeBody(n).boxed(), None),
+        Canned::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (500, Full::new(Bytes::new()).boxed(), None)
+        }
+    };
+    let mut resp = hyper::Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    if let Some(ra) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", ra.to_string().parse().unwrap());
+    }
+    resp
+}
+
+// ---- set-up -----------------------------------------------------------------------
+
+struct Setup {
+    t: TestDir,
+    twilio: FakeTwilio,
+    gw: Gateway,
+}
+
+fn setup() -> Setup {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    Setup { t, twilio, gw }
+}
+
+impl Setup {
+    fn bridge(&self, base_url: &str, extra: &[&str]) -> Bridge {
+        let mut args: Vec<String> = vec![
+            "openai".into(),
+            "--base-url".into(),
+            base_url.into(),
+            "--model".into(),
+            "test-model".into(),
+            "--api-key-env".into(),
+            "SMSGATE_TEST_API_KEY".into(),
+            "--socket".into(),
+            s(&self.t.state().join("agent.sock")),
+            "--state-dir".into(),
+            s(&self.t.path().join("bridge-state")),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let b = Bridge::start(&args, &[("SMSGATE_TEST_API_KEY", KEY)]);
+        assert!(
+            b.wait_log("bridge connected", Duration::from_secs(20)),
+            "{}",
+            b.log()
+        );
+        b
+    }
+}
+
+fn roles_and_contents(call: &Call) -> Vec<(String, String)> {
+    call.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transcript_user_system_bearer_history_restart_and_retry() {
+    let st = setup();
+    let model = StandIn::start();
+    let conv_a = format!("default:{A}");
+    let conv_b = format!("default:{B}");
+    let bridge = st.bridge(
+        &model.url(),
+        &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
+    );
+    text(&st.gw, A, "one").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "reply 1: one"
+    );
+    let c = &model.calls_for(&conv_a)[0];
+    assert_eq!(c.authorization.as_deref(), Some(&*format!("Bearer {KEY}")));
+    assert_eq!(c.body["model"], "test-model");
+    assert_eq!(c.body["user"], conv_a.as_str());
+    assert_eq!(
+        roles_and_contents(c),
+        pairs(&[("system", "Be brief."), ("user", "one")])
+    );
+    text(&st.gw, A, "two").await;
+    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    assert_eq!(
+        roles_and_contents(&model.calls_for(&conv_a)[1]),
+        pairs(&[
+            ("system", "Be brief."),
+            ("user", "one"),
+            ("assistant", "reply 1: one"),
+            ("user", "two")
+        ])
+    );
+    // Another sender has a transcript of its own.
+    text(&st.gw, B, "hello").await;
+    assert_eq!(
+        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
+        "reply 1: hello"
+    );
+    assert_eq!(
+        roles_and_contents(&model.calls_for(&conv_b)[0]),
+        pairs(&[("system", "Be brief."), ("user", "hello")])
+    );
+
+    // A restart keeps the transcript; a 503 is retried (after its Retry-After).
+    assert_eq!(bridge.stop().code(), Some(0));
+    let bridge = st.bridge(
+        &model.url(),
+        &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
+    );
+    model.push(
+        &conv_a,
+        Canned::Raw(503, r#"{"error":{"message":"overloaded"}}"#.into(), Some(1)),
+    );
+    text(&st.gw, A, "three").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
+        "reply 4: three"
+    );
+    let calls = model.calls_for(&conv_a);
+    assert_eq!(calls.len(), 4);
+    assert_eq!(roles_and_contents(&calls[2]), roles_and_contents(&calls[3]));
+    assert!(bridge.log().contains("HTTP 503"), "{}", bridge.log());
+    assert!(bridge.log().contains("retrying in 1 s"), "{}", bridge.log());
+    // --history 2: the oldest turn drops out.
+    text(&st.gw, A, "four").await;
+    nth_sms(&st.twilio, A, 4, Duration::from_secs(20));
+    assert_eq!(
+        roles_and_contents(&model.calls_for(&conv_a)[4]),
+        pairs(&[
+            ("system", "Be brief."),
+            ("user", "two"),
+            ("assistant", "reply 2: two"),
+            ("user", "three"),
+            ("assistant", "reply 4: three"),
+            ("user", "four")
+        ])
+    );
+    // The transcript is private; neither the key nor a number is in the log.
+    let dir = st.t.path().join("bridge-state");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let md = f.unwrap().metadata().unwrap();
+        assert_eq!(md.permissions().mode() & 0o077, 0);
+    }
+    let log = bridge.log();
+    assert!(!log.contains(KEY) && !log.contains(A), "{log}");
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
+    let st = setup();
+    let model = StandIn::start();
+    let conv_a = format!("default:{A}");
+    let bridge = st.bridge(&model.url(), &["--timeout", "2", "--coalesce", "0"]);
+    model.push(
+        &conv_a,
+        Canned::Raw(200, "<html>502 Bad Gateway</html>".into(), None),
+    );
+    model.push(&conv_a, Canned::Raw(200, r#"{"choices":[]}"#.into(), None));
+    model.push(&conv_a, Canned::Huge(100 * 1024 * 1024));
+    model.push(&conv_a, Canned::Hang);
+    text(&st.gw, A, "hi").await;
+    // Meanwhile another conversation is answered: A's trouble holds up only A.
+    text(&st.gw, B, "side by side").await;
+    assert_eq!(
+        nth_sms(&st.twilio, B, 1, Duration::from_secs(10)),
+        "reply 1: side by side"
+    );
+    assert!(st.twilio.sends_to(A).is_empty());
+    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(60));
+    assert_eq!(r, "reply 5: hi");
+    let log = bridge.log();
+    for needle in [
+        "the response is not JSON",
+        "has no choices[0].message.content",
+        "larger than 4 MiB",
+        "no answer within 2 s",
+        "the message stays unacknowledged",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in:\n{log}");
+    }
+    let rss = rss_kib(bridge.child.id());
+    assert!(rss < 100 * 1024, "bridge RSS {rss} KiB after a 100 MB body");
+    assert_eq!(st.twilio.sends_to(A).len(), 1);
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bursts_coalesce_and_long_replies_are_cut() {
+    let st = setup();
+    let model = StandIn::start();
+    let conv_b = format!("default:{B}");
+    let bridge = st.bridge(&model.url(), &["--coalesce", "1500", "--max-chars", "500"]);
+    for body in ["hey", "can you", "check my 3pm"] {
+        text(&st.gw, A, body).await;
+    }
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "reply 1: hey\ncan you\ncheck my 3pm"
+    );
+    text(&st.gw, A, "and 4pm?").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        "reply 2: and 4pm?"
+    );
+    assert_eq!(model.calls_for(&format!("default:{A}")).len(), 2);
+
+    model.push(&conv_b, Canned::Content("word ".repeat(20_000)));
+    text(&st.gw, B, "write a novel").await;
+    let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(20));
+    assert!(r.chars().count() <= 500 && r.ends_with('…'), "{r}");
+    assert_eq!(st.twilio.sends_to(B).len(), 1, "one SMS, not 70");
+    assert!(bridge.wait_log("cut to --max-chars 500", Duration::from_secs(5)));
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert!(smsgate::store::Store::open(&st.t.state())
+        .unwrap()
+        .inbox()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs daemon conversations"]
+async fn slash_new_starts_an_empty_transcript() {
+    let st = setup();
+    let model = StandIn::start();
+    let _bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    text(&st.gw, A, "one").await;
+    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    text(&st.gw, A, "/new").await;
+    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    text(&st.gw, A, "fresh").await;
+    nth_sms(&st.twilio, A, 3, Duration::from_secs(20));
+    let last = model.calls().last().cloned().unwrap();
+    assert_eq!(roles_and_contents(&last), pairs(&[("user", "fresh")]));
+    assert_ne!(last.body["user"], format!("default:{A}"));
+}
+
+// ---- OpenAI's spec under Prism ------------------------------------------------------
+
+struct Prism(std::process::Child);
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_prism() -> (Prism, u16) {
+    use std::io::BufRead;
+    let prism = repo().join(".tools/node/node_modules/.bin/prism");
+    assert!(
+        prism.exists(),
+        "this test needs Prism: run scripts/install-test-tools"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = repo().join("tests/contract/openai_chat.trimmed.json");
+    let mut child = std::process::Command::new(prism)
+        .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .arg(spec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("Prism is listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("Prism did not start");
+    (Prism(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_match_openais_spec_under_prism() {
+    let (_prism, port) = start_prism();
+    // Prism answers a request that breaks the spec with 422 (checked here, so a spec
+    // that Prism silently fails to compile cannot make this test pass vacuously).
+    let bad = client()
+        .post(format!("http://127.0.0.1:{port}/chat/completions"))
+        .bearer_auth("k")
+        .json(&json!({"model": "m", "messages": [{"role": "bogus", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 422);
+
+    let st = setup();
+    let bridge = st.bridge(
+        &format!("http://127.0.0.1:{port}"),
+        &["--system", "Answer briefly.", "--coalesce", "0"],
+    );
+    text(&st.gw, A, "hello").await;
+    // The spec's example completion says "string".
+    assert_eq!(nth_sms(&st.twilio, A, 1, Duration::from_secs(20)), "string");
+    // With history (user and assistant turns) too.
+    text(&st.gw, A, "and again").await;
+    assert_eq!(nth_sms(&st.twilio, A, 2, Duration::from_secs(20)), "string");
+    let log = bridge.log();
+    assert!(!log.contains("HTTP 4"), "{log}");
+    assert_eq!(bridge.stop().code(), Some(0));
+}

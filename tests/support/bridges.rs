@@ -1,0 +1,130 @@
+//! Shared by tests/bridges_*.rs: a bridge process (`smsgate agent acp|openai`) with its
+//! log captured, and the ACP test agent's event file.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{bin, wait_until};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `node` and the ACP SDK, or a failing test that says how to get them.
+pub fn acp_agent_command() -> Vec<String> {
+    let sdk = repo().join(".tools/node/node_modules/@agentclientprotocol/sdk/package.json");
+    assert!(
+        sdk.exists(),
+        "the ACP tests need @agentclientprotocol/sdk: run scripts/install-test-tools"
+    );
+    vec![
+        "node".into(),
+        repo()
+            .join("tests/support/acp_agent.mjs")
+            .display()
+            .to_string(),
+    ]
+}
+
+pub struct Bridge {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Bridge {
+    /// `smsgate agent <args…>` with `env`; stderr is captured.
+    pub fn start(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.arg("agent")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("SMSGATE_LOG")
+            .env_remove("STATE_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// SIGTERM; the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "bridge did not stop within 15 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ACP test agent's events (tests/support/acp_agent.mjs).
+pub struct Events(pub PathBuf);
+
+impl Events {
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn of(&self, ev: &str) -> Vec<serde_json::Value> {
+        self.all().into_iter().filter(|e| e["ev"] == ev).collect()
+    }
+
+    /// Waits for the `n`th event of kind `ev` and returns it.
+    pub fn wait(&self, ev: &str, n: usize, timeout: Duration) -> serde_json::Value {
+        assert!(
+            wait_until(timeout, || self.of(ev).len() >= n),
+            "no {n} {ev:?} events within {timeout:?}; events: {:?}",
+            self.all()
+        );
+        self.of(ev)[n - 1].clone()
+    }
+}
+
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}

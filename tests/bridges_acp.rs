@@ -234,6 +234,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     assert!(r.chars().count() <= 300 && r.ends_with('…'), "{r}");
     assert!(bridge.wait_log("cut to --max-chars 300", Duration::from_secs(5)));
     let rss = rss_kib(bridge.child.id());
+    eprintln!("bridge RSS after a 500,000-character flood: {rss} KiB");
     assert!(rss < 200 * 1024, "bridge RSS {rss} KiB after the flood");
 
     // A turn with no text: acknowledged, nothing sent. Then a normal one to G proves
@@ -266,7 +267,12 @@ async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
     for body in ["hey", "can you", "check my 3pm"] {
         text(&st.gw, A, body).await;
     }
+    let last_text = std::time::Instant::now();
     let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    eprintln!(
+        "the burst's reply reached Twilio {} ms after the last text (window 1500 ms)",
+        (st.twilio.sends_to(A)[0].at - last_text).as_millis()
+    );
     assert_eq!(
         r,
         "[1] heard: hey\ncan you\ncheck my 3pm | earlier: nothing"
@@ -306,4 +312,82 @@ async fn slash_new_starts_a_new_session() {
         "[1] heard: who am I? | earlier: nothing"
     );
     assert_eq!(st.events.of("new").len(), 2);
+}
+
+#[test]
+fn an_agent_that_cannot_start_is_retried_with_a_clear_log_line() {
+    let t = TestDir::new();
+    let b = Bridge::start(
+        &[
+            "acp".into(),
+            "--socket".into(),
+            s(&t.path().join("agent.sock")),
+            "--state-dir".into(),
+            s(&t.path().join("state")),
+            "--".into(),
+            "/nonexistent/acp-agent".into(),
+            "--acp".into(),
+        ],
+        &[],
+    );
+    assert!(
+        b.wait_log(
+            "cannot start the ACP agent /nonexistent/acp-agent: cannot run",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        b.log()
+    );
+    assert!(b.wait_log("restarting the ACP agent", Duration::from_secs(5)));
+    assert_eq!(b.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mms_picture_becomes_an_image_block() {
+    let st = setup();
+    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
+    let sid = "MMf0000000000000000000000000000001";
+    let media_url = format!(
+        "{}/2010-04-01/Accounts/{SID}/Messages/{sid}/Media/ME0000000000000000000000000000001",
+        st.twilio.base_url()
+    );
+    let mut p = inbound(sid, A, "PICTURE of my cat");
+    p[6] = ("NumMedia", "1");
+    p.extend([
+        ("MediaUrl0", media_url.as_str()),
+        ("MediaContentType0", "image/jpeg"),
+    ]);
+    assert_eq!(post_signed(&st.gw, "/webhooks/sms", &p).await.0, 200);
+    // The fake Twilio serves 17 bytes of "JPEG".
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "pictures: image/jpeg 17 bytes"
+    );
+    let prompt = st.events.wait("prompt", 1, Duration::from_secs(5));
+    assert_eq!(prompt["images"], 1);
+    assert_eq!(prompt["text"], "PICTURE of my cat");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_run_side_by_side_and_sigterm_mid_turn_exits_0() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "300"], &[]);
+    text(&st.gw, A, "HANG until stopped").await;
+    st.events.wait("prompt", 1, Duration::from_secs(20));
+    // A's turn is still running; B is answered meanwhile.
+    text(&st.gw, B, "hi").await;
+    assert_eq!(
+        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
+        "[1] heard: hi | earlier: nothing"
+    );
+    assert!(st.events.of("cancel").is_empty());
+    // SIGTERM with a turn in flight: exit 0, and A's text stays with the gateway.
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert!(st.twilio.sends_to(A).is_empty());
+    assert_eq!(st.gw.stop().code(), Some(0));
+    let inbox = smsgate::store::Store::open(&st.t.state())
+        .unwrap()
+        .inbox()
+        .unwrap();
+    assert_eq!(inbox.len(), 1, "A's text waits for the next agent");
 }

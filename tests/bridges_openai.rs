@@ -403,6 +403,7 @@ async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
         assert!(log.contains(needle), "{needle:?} not in:\n{log}");
     }
     let rss = rss_kib(bridge.child.id());
+    eprintln!("bridge RSS after a 100 MB body: {rss} KiB");
     assert!(rss < 100 * 1024, "bridge RSS {rss} KiB after a 100 MB body");
     assert_eq!(st.twilio.sends_to(A).len(), 1);
     assert_eq!(bridge.stop().code(), Some(0));
@@ -441,6 +442,29 @@ async fn bursts_coalesce_and_long_replies_are_cut() {
         .inbox()
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridge_killed_mid_call_loses_nothing() {
+    let st = setup();
+    let model = StandIn::start();
+    let conv_a = format!("default:{A}");
+    let mut bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    model.push(&conv_a, Canned::Hang);
+    text(&st.gw, A, "are you there?").await;
+    assert!(wait_until(Duration::from_secs(20), || model
+        .calls_for(&conv_a)
+        .len()
+        == 1));
+    bridge.child.kill().unwrap();
+    let _ = bridge.child.wait();
+    let _bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "reply 2: are you there?"
+    );
+    assert_eq!(model.calls_for(&conv_a).len(), 2);
+    assert_eq!(st.twilio.sends_to(A).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -493,13 +493,14 @@ impl AcpBridge {
                 truncate(&result.to_string(), 200)
             )));
         };
-        let snapshot = {
+        {
+            // Held across the (small, fsynced) write: two conversations starting at
+            // once must not race their snapshots onto the same file.
             let mut map = lock(&self.sessions);
             map.insert(conv.clone(), sid.to_string());
-            map.clone()
-        };
-        if let Err(e) = state::write_json(&Self::map_path(&self.opts.state_dir), &snapshot) {
-            tracing::error!("{e}; after a restart this conversation starts a new session");
+            if let Err(e) = state::write_json(&Self::map_path(&self.opts.state_dir), &*map) {
+                tracing::error!("{e}; after a restart this conversation starts a new session");
+            }
         }
         lock(&conn.open).insert(sid.to_string());
         Ok(sid.to_string())

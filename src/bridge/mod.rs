@@ -46,6 +46,25 @@ impl Turn {
         guard::join_texts(self.texts.iter().map(|m| m.text.as_str()))
     }
 
+    /// The prompt for a model that cannot see attachments: the texts, and a note of
+    /// what was attached (a bare picture is not an empty prompt).
+    pub fn prompt_noting_media(&self) -> String {
+        let media: Vec<&str> = self
+            .texts
+            .iter()
+            .flat_map(|m| &m.media)
+            .map(|m| m.content_type.as_str())
+            .collect();
+        let mut text = self.prompt();
+        if !media.is_empty() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&format!("[attached: {}]", media.join(", ")));
+        }
+        text
+    }
+
     /// The ids, oldest first.
     pub fn ids(&self) -> Vec<String> {
         self.texts.iter().map(|m| m.id.clone()).collect()
@@ -331,6 +350,18 @@ mod tests {
         assert_eq!(l.lines.lines().count(), 3);
         let l = turn_lines(&turn, None, 4000);
         assert_eq!(l.lines.lines().count(), 3);
+        assert_eq!(turn.prompt_noting_media(), turn.prompt());
+        let mut pic = turn.clone();
+        pic.texts[2].text = String::new();
+        pic.texts[2].media = vec![crate::agent::protocol::InboundMedia {
+            url: "u".into(),
+            content_type: "image/jpeg".into(),
+            path: None,
+        }];
+        assert_eq!(
+            pic.prompt_noting_media(),
+            "hey\ncan you\n[attached: image/jpeg]"
+        );
         let l = turn_lines(&turn, Some("x".repeat(50)), 10);
         assert!(l.cut);
         assert_eq!(l.reply_chars, 10);

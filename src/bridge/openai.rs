@@ -105,14 +105,34 @@ pub fn messages(
     out
 }
 
-/// The reply already given to a turn that ended with `last_id`, if any.
-pub fn already_answered<'a>(transcript: &'a Transcript, last_id: &str) -> Option<&'a str> {
-    transcript
-        .turns
-        .iter()
-        .rev()
-        .find(|t| t.ids.last().map(String::as_str) == Some(last_id))
-        .map(|t| t.assistant.as_str())
+/// What a turn's texts already got, judged from the transcript (they may be
+/// redelivered after a crash or a lost connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Earlier<'a> {
+    /// Not answered yet: ask the model.
+    No,
+    /// The turn ending with this batch's last text was answered, but its reply may
+    /// not have reached the gateway: send the same reply again.
+    Resend(&'a str),
+    /// These texts were the earlier part of an answered turn: its reply went out
+    /// before their acks were written, so only acknowledge them.
+    AckOnly,
+}
+
+/// Looks `ids` (a batch, oldest first) up in the transcript.
+pub fn earlier<'a>(transcript: &'a Transcript, ids: &[String]) -> Earlier<'a> {
+    let Some(last) = ids.last() else {
+        return Earlier::No;
+    };
+    for t in transcript.turns.iter().rev() {
+        if t.ids.last() == Some(last) {
+            return Earlier::Resend(&t.assistant);
+        }
+        if ids.iter().all(|id| t.ids.contains(id)) {
+            return Earlier::AckOnly;
+        }
+    }
+    Earlier::No
 }
 
 /// How long to wait before attempt `attempt + 1`: 1 s doubling to 60 s, or what the
@@ -192,11 +212,18 @@ impl OpenAiBridge {
             }
         };
         let ids = turn.ids();
-        if let Some(reply) = ids.last().and_then(|l| already_answered(&transcript, l)) {
-            tracing::info!(conversation = %turn.log_name(), "a redelivered message was answered before; sending the same reply again");
-            return Some(reply.to_string());
+        match earlier(&transcript, &ids) {
+            Earlier::No => {}
+            Earlier::Resend(reply) => {
+                tracing::info!(conversation = %turn.log_name(), "a redelivered message was answered before; sending the same reply again");
+                return Some(reply.to_string());
+            }
+            Earlier::AckOnly => {
+                tracing::info!(conversation = %turn.log_name(), "redelivered messages were part of a turn already answered; acknowledged");
+                return None;
+            }
         }
-        let prompt = turn.prompt();
+        let prompt = turn.prompt_noting_media();
         let messages = messages(
             self.opts.system.as_deref(),
             &transcript.turns,
@@ -351,10 +378,20 @@ mod tests {
                 ex(3),
             ],
         };
-        assert_eq!(already_answered(&t, "SM2"), Some("r1"));
-        assert_eq!(already_answered(&t, "SM3"), Some("a3"));
-        assert_eq!(already_answered(&t, "SM1"), None);
-        assert_eq!(already_answered(&t, "SM9"), None);
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (ids(&["SM1", "SM2"]), Earlier::Resend("r1")),
+            (ids(&["SM2"]), Earlier::Resend("r1")),
+            (ids(&["SM3"]), Earlier::Resend("a3")),
+            // the reply to SM1+SM2 went out before SM1's ack: SM1 alone is only acked
+            (ids(&["SM1"]), Earlier::AckOnly),
+            (ids(&["SM9"]), Earlier::No),
+            (ids(&["SM1", "SM9"]), Earlier::No),
+            (ids(&[]), Earlier::No),
+        ];
+        for (batch, want) in cases {
+            assert_eq!(earlier(&t, &batch), want, "{batch:?}");
+        }
     }
 
     #[test]

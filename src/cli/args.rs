@@ -237,7 +237,7 @@ pub struct BridgeArgs {
     #[arg(long, default_value_t = 4000, value_name = "N")]
     pub max_chars: usize,
     /// Agent socket (default: gateway.agentSocket from the config)
-    #[arg(long)]
+    #[arg(long, env = "SMSGATE_AGENT_SOCKET")]
     pub socket: Option<PathBuf>,
 }
 

@@ -23,8 +23,11 @@ FROM debian:bookworm-slim
 # The builder image has Debian's ca-certificates bundle: taking the file from there keeps
 # apt out of this stage (smsgate itself also carries webpki roots for Twilio's TLS).
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# A system account (no password aging) with a uid above Debian's system range, so it
+# matches no host account: -K raises SYS_UID_MAX for this call, which keeps useradd from
+# warning that 10001 is above it.
 RUN groupadd --system --gid 10001 smsgate \
-    && useradd --system --no-log-init --uid 10001 --gid smsgate \
+    && useradd --system -K SYS_UID_MAX=10001 --no-log-init --uid 10001 --gid smsgate \
         --home-dir /var/lib/smsgate --no-create-home --shell /usr/sbin/nologin smsgate \
     && install -d -m 0700 -o smsgate -g smsgate /var/lib/smsgate
 COPY --from=build /out/smsgate /usr/local/bin/smsgate

@@ -270,6 +270,26 @@ fn unit_and_systemd_config_agree() {
     );
     assert_eq!(&start[1..], ["gateway"]);
     assert_eq!(&pre[1..], ["config", "validate"]);
+    // `kill -HUP` would exit 0 whatever the daemon makes of the new config; `smsgate
+    // reload` waits for the answer, so `systemctl reload` fails when it is refused.
+    let reload = exec_words(&service_value(&entries, "ExecReload"));
+    assert_eq!(reload, [start[0].as_str(), "reload"], "ExecReload");
+
+    // ProtectKernelTunables= and ProtectControlGroups= imply MountAPIVFS=, which exempts
+    // /run (and the world-writable /run/lock) from ProtectSystem=strict; the unit must
+    // make it read-only itself (scripts/test-systemd checks the writes for real).
+    if service_value(&entries, "ProtectSystem") == "strict"
+        && ["ProtectKernelTunables", "ProtectControlGroups"]
+            .iter()
+            .any(|k| service_values(&entries, k).iter().any(|v| v == "yes"))
+    {
+        assert!(
+            service_values(&entries, "ReadOnlyPaths")
+                .iter()
+                .any(|v| v.split_whitespace().any(|p| p == "/run")),
+            "ReadOnlyPaths=/run is missing: /run and /run/lock would stay writable"
+        );
+    }
 
     let config = json5_file("config/systemd.json5");
     let config_path = service_values(&entries, "Environment")

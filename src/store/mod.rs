@@ -36,11 +36,16 @@ pub use writer::{Hooks, Writer};
 pub enum StoreError {
     #[error("the store at {path} is locked by another process (is `smsgate gateway` running as another user, or another copy?)")]
     Locked { path: PathBuf },
-    #[error("the store at {path} belongs to uid {owner} ({name}); run this command as that user, e.g. `sudo -u {name} smsgate …`")]
+    #[error(
+        "the store at {path} belongs to uid {owner} ({name}), but smsgate runs as uid {me}; {fix}"
+    )]
     WrongOwner {
         path: PathBuf,
         owner: u32,
         name: String,
+        me: u32,
+        /// What to do about it: [`ownership_fix`].
+        fix: String,
     },
     #[error("cannot open the store at {path}: {message}")]
     Open { path: PathBuf, message: String },
@@ -144,11 +149,7 @@ impl Store {
         let meta = std::fs::metadata(state_dir).map_err(|e| open_err(e.to_string()))?;
         let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
-            return Err(StoreError::WrongOwner {
-                path: state_dir.to_path_buf(),
-                owner: meta.uid(),
-                name: user_name(meta.uid()),
-            });
+            return Err(wrong_owner(state_dir, meta.uid()));
         }
         let handles = open_db(&path, state_dir, meta.uid())?;
         restrict_permissions(&path)
@@ -306,11 +307,7 @@ fn open_db(path: &Path, state_dir: &Path, owner: u32) -> Result<Handles, StoreEr
                 }
             }
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                StoreError::WrongOwner {
-                    path: state_dir.to_path_buf(),
-                    owner,
-                    name: user_name(owner),
-                }
+                wrong_owner(state_dir, owner)
             }
             sled::Error::Corruption { .. }
             | sled::Error::ReportableBug(_)
@@ -347,6 +344,51 @@ fn restrict_permissions(db_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn wrong_owner(state_dir: &Path, owner: u32) -> StoreError {
+    let me = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let name = user_name(owner);
+    let in_container = ["/.dockerenv", "/run/.containerenv"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+        || std::env::var_os("container").is_some();
+    StoreError::WrongOwner {
+        path: state_dir.to_path_buf(),
+        fix: ownership_fix(state_dir, owner, &name, me, gid, in_container),
+        owner,
+        name,
+        me,
+    }
+}
+
+/// What an operator should do when the state directory belongs to `owner` and smsgate
+/// runs as `me`:`gid`. Running as the owner suits an operator's CLI command run as the
+/// wrong user (root, say); it is the wrong advice for the daemon in a container, which
+/// runs as a fixed uid (10001 in our image): there the directory, usually a bind mount
+/// created by root on the host, must be given to that uid.
+pub fn ownership_fix(
+    state_dir: &Path,
+    owner: u32,
+    owner_name: &str,
+    me: u32,
+    gid: u32,
+    in_container: bool,
+) -> String {
+    let dir = state_dir.display();
+    let chown = format!("chown -R {me}:{gid} {dir}");
+    if me == 0 && in_container {
+        format!("run this command as that user: `docker exec -u {owner} …`")
+    } else if me == 0 {
+        format!("run this command as that user, e.g. `sudo -u {owner_name} smsgate …`")
+    } else if in_container {
+        format!("this container runs smsgate as uid {me}, so give it the directory: `{chown}` (for a bind mount, run that on the host's directory, e.g. `sudo chown -R {me}:{gid} /srv/smsgate`)")
+    } else if owner == 0 {
+        format!("give the directory to the user smsgate runs as: `sudo {chown}`")
+    } else {
+        format!("run this command as that user (`sudo -u {owner_name} smsgate …`), or, if smsgate should run as uid {me}, give it the directory: `sudo {chown}`")
+    }
+}
+
 fn user_name(uid: u32) -> String {
     // /etc/passwd is the portable answer without NSS bindings; good enough for a hint.
     std::fs::read_to_string("/etc/passwd")
@@ -375,6 +417,65 @@ pub struct Effects {
     /// (account, number, id): the sender's conversation is now `id` (a first message,
     /// or `/new`).
     pub conversation: Option<(String, crate::phone::E164, String)>,
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::ownership_fix;
+    use std::path::Path;
+
+    #[test]
+    fn the_fix_depends_on_who_runs_and_where() {
+        let dir = Path::new("/var/lib/smsgate");
+        // (owner, owner name, me, in a container) -> must contain, must not contain
+        let table: &[(u32, &str, u32, bool, &str, &str)] = &[
+            // The image's fixed uid on a root-owned bind mount: chown, never "run as root".
+            (
+                0,
+                "root",
+                10001,
+                true,
+                "chown -R 10001:10001",
+                "sudo -u root",
+            ),
+            // Same, the mount made by a host user.
+            (
+                1000,
+                "uid 1000",
+                10001,
+                true,
+                "chown -R 10001:10001",
+                "sudo -u",
+            ),
+            // An operator's CLI run as root on the service's store: run as its owner.
+            (998, "smsgate", 0, false, "sudo -u smsgate smsgate", "chown"),
+            // A service user on a root-owned directory on a VPS: chown, not "run as root".
+            (
+                0,
+                "root",
+                998,
+                false,
+                "sudo chown -R 998:10001",
+                "sudo -u root",
+            ),
+            // `docker exec -u 0` on the image's store: as its owner, not chown to root.
+            (10001, "uid 10001", 0, true, "docker exec -u 10001", "chown"),
+            // Two ordinary users: either way, both named.
+            (
+                1000,
+                "alice",
+                998,
+                false,
+                "sudo -u alice smsgate",
+                "-u root",
+            ),
+        ];
+        for &(owner, name, me, container, want, never) in table {
+            let fix = ownership_fix(dir, owner, name, me, 10001, container);
+            assert!(fix.contains(want), "{owner} {me} {container}: {fix}");
+            assert!(!fix.contains(never), "{owner} {me} {container}: {fix}");
+        }
+    }
 }
 
 #[cfg(test)]

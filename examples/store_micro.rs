@@ -82,11 +82,11 @@ fn main() -> anyhow::Result<()> {
     let store = Store::open(std::path::Path::new(&dir))?;
     let base = 1_000_000u64;
 
-    measure("Store::admit (one sled transaction)", n, |i| {
+    measure("Store::admit (dedupe get + one Batch)", n, |i| {
         store.admit(&record(base + i))?;
         Ok(())
     })?;
-    measure("Store::approve_sender (plain insert)", n, |i| {
+    measure("Store::approve_sender (a one-insert Batch)", n, |i| {
         let number = E164::parse(&format!("+1557{:07}", i)).map_err(|e| anyhow::anyhow!("{e}"))?;
         store.approve_sender("default", &number, now_ms())?;
         Ok(())

@@ -449,18 +449,24 @@ async fn watchdog(mut stop: Shutdown) {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn signal() {
+/// The handlers are installed when this is called, not when the future is first
+/// polled: a SIGTERM right after "smsgate ready" is logged must stop the daemon
+/// cleanly, not kill it with the default action.
+pub fn signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

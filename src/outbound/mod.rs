@@ -112,7 +112,7 @@ impl Outbox {
     /// a store reopen) and wakes the sender.
     pub fn load(&self, store: &Store) -> Result<(), StoreError> {
         let queued = store
-            .outbound()?
+            .live_outbound()?
             .into_iter()
             .filter(|r| r.state.is_pending())
             .map(|r| (r.id, r))

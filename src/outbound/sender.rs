@@ -85,7 +85,7 @@ pub struct Sender {
 pub async fn run(s: Sender, mut shutdown: Shutdown) {
     match s.writer.write(|st, _| st.mark_interrupted_sends_unknown()).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!("{n} send(s) were in flight when the daemon stopped; their outcome is unknown and they will not be retried (see `smsgate queue list`)"),
+        Ok(n) => tracing::warn!("{n} send(s) were in flight when the daemon stopped; their outcome is unknown: Twilio will be asked whether they exist before anything is sent again (see `smsgate queue list`)"),
         Err(e) => tracing::error!("cannot check for interrupted sends: {e}"),
     }
     if let Err(e) = s.outbox.load(&s.store) {

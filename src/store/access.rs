@@ -95,7 +95,7 @@ impl Store {
                 Purpose::PairingApproved,
                 now,
             );
-            b.insert(&self.outbound, out.id.to_be_bytes(), enc(&out));
+            self.enqueue_into(&mut b, std::slice::from_ref(&out));
         }
         self.apply(b)?;
         Ok(Some(req))

@@ -27,8 +27,10 @@ pub(crate) enum Tag {
     Dead = b'd',
     /// Latest delivery status per outbound Twilio SID.
     Status = b't',
-    /// Sends waiting, in flight, unknown or failed, by id.
+    /// Sends waiting or in flight, by id: what the sender loads at start.
     Outbound = b'o',
+    /// Sends that ended unknown or failed, by id (kept for `queue list`).
+    Finished = b'f',
     /// Pairing requests: account \0 code.
     Pairing = b'p',
     /// Approved senders: account \0 number.

@@ -200,9 +200,7 @@ impl Store {
             }
             None => {}
         }
-        for r in &effects.outbound {
-            b.insert(&self.outbound, r.id.to_be_bytes(), enc(r));
-        }
+        self.enqueue_into(b, &effects.outbound);
         if let Some((account, number, id)) = &effects.conversation {
             b.insert(
                 &self.conversations,

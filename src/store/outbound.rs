@@ -1,6 +1,7 @@
-//! The outbound queue: sends waiting for their (next) attempt, in flight, and those
-//! that ended unknown or failed (kept for `queue list` until requeued or purged). A
-//! sent message is removed.
+//! The outbound queue: sends waiting for their (next) attempt, in flight, or of unknown
+//! outcome waiting for a lookup (area `o`), and, in their own area (`f`), those that
+//! failed for good, kept for `queue list` until requeued or purged. A sent message is
+//! removed.
 
 use super::area::{Batch, Seq};
 use super::{dec, enc, OutboundRecord, OutboundState, Purpose, Store, StoreError};
@@ -10,8 +11,23 @@ impl Store {
     /// Adds `records` to `b` (a reply's parts go in the batch of its ack).
     pub(crate) fn enqueue_into(&self, b: &mut Batch, records: &[OutboundRecord]) {
         for r in records {
-            b.insert(&self.outbound, r.id.to_be_bytes(), enc(r));
+            self.put_into(b, r);
         }
+    }
+
+    /// Writes `r` to the area its state belongs in, and out of the other.
+    fn put_into(&self, b: &mut Batch, r: &OutboundRecord) {
+        let key = Seq(r.id).bytes();
+        let (to, from) = match r.state {
+            // Unknown sends are still the sender's: it asks Twilio about them.
+            OutboundState::Queued
+            | OutboundState::Sending
+            | OutboundState::Unknown
+            | OutboundState::Checking => (&self.outbound, &self.finished),
+            OutboundState::Failed => (&self.finished, &self.outbound),
+        };
+        b.remove(from, key);
+        b.insert(to, key, enc(r));
     }
 
     pub fn enqueue(&self, records: &[OutboundRecord]) -> Result<(), StoreError> {
@@ -38,39 +54,46 @@ impl Store {
         ))
     }
 
-    /// Every record, in id order; records that do not decode are quarantined.
-    pub fn outbound(&self) -> Result<Vec<OutboundRecord>, StoreError> {
+    fn records_in(&self, area: &super::area::Area) -> Result<Vec<OutboundRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.outbound.iter() {
+        for item in area.iter() {
             let (k, v) = item?;
             match dec::<OutboundRecord>(&v) {
                 Ok(r) => out.push(r),
-                Err(e) => self.quarantine(&self.outbound, &k, &e),
+                Err(e) => self.quarantine(area, &k, &e),
             }
         }
         Ok(out)
     }
 
-    pub fn outbound_record(&self, id: u64) -> Result<Option<OutboundRecord>, StoreError> {
-        match self.outbound.get(Seq(id).bytes())? {
-            Some(v) => Ok(Some(dec(&v)?)),
-            None => Ok(None),
-        }
+    /// Sends waiting or in flight, in id order (what the sender loads); records that do
+    /// not decode are quarantined.
+    pub fn live_outbound(&self) -> Result<Vec<OutboundRecord>, StoreError> {
+        self.records_in(&self.outbound)
+    }
+
+    /// Every record, live and finished, in id order.
+    pub fn outbound(&self) -> Result<Vec<OutboundRecord>, StoreError> {
+        let mut all = self.records_in(&self.outbound)?;
+        all.extend(self.records_in(&self.finished)?);
+        all.sort_by_key(|r| r.id);
+        Ok(all)
     }
 
     pub fn outbound_len(&self) -> usize {
-        self.outbound.len()
+        self.outbound.len() + self.finished.len()
     }
 
     pub fn put_outbound(&self, r: &OutboundRecord) -> Result<(), StoreError> {
         let mut b = Batch::new();
-        b.insert(&self.outbound, r.id.to_be_bytes(), enc(r));
+        self.put_into(&mut b, r);
         self.apply(b)
     }
 
     pub fn remove_outbound(&self, id: u64) -> Result<(), StoreError> {
         let mut b = Batch::new();
-        b.remove(&self.outbound, id.to_be_bytes());
+        b.remove(&self.outbound, Seq(id).bytes());
+        b.remove(&self.finished, Seq(id).bytes());
         self.apply(b)
     }
 
@@ -78,14 +101,14 @@ impl Store {
     pub fn mark_interrupted_sends_unknown(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut b = Batch::new();
-        for mut r in self.outbound()? {
+        for mut r in self.live_outbound()? {
             if r.state == OutboundState::Sending {
                 r.state = OutboundState::Unknown;
                 let attempt = r.attempted_at_ms.unwrap_or(r.created_ms);
                 r.attempted_at_ms = Some(attempt);
                 r.next_attempt_ms = crate::twilio::reconcile::first_check_at(attempt);
                 r.last_error = Some("the daemon stopped while this send was in flight; it may or may not have been sent: Twilio will be asked".into());
-                b.insert(&self.outbound, r.id.to_be_bytes(), enc(&r));
+                self.put_into(&mut b, &r);
                 n += 1;
             }
         }

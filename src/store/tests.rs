@@ -190,3 +190,32 @@ async fn the_writer_shares_fsyncs_and_runs_hooks_only_after_them() {
     assert!(w.health().is_ok());
     assert!(w.write(|st, _| st.is_seen("SM1")).await.expect("write"));
 }
+
+#[test]
+fn finished_sends_move_to_their_own_area_and_back_on_requeue() {
+    let (_d, s) = store();
+    let mut r = OutboundRecord::new(
+        7,
+        "default",
+        E164::parse("+15557654321").expect("number"),
+        "hi".into(),
+        Purpose::Cli,
+        1,
+    );
+    s.enqueue(std::slice::from_ref(&r)).expect("enqueue");
+    assert_eq!(s.live_outbound().expect("live").len(), 1);
+    r.state = OutboundState::Failed;
+    s.put_outbound(&r).expect("fail");
+    assert!(
+        s.live_outbound().expect("live").is_empty(),
+        "the sender no longer sees it"
+    );
+    assert_eq!(s.outbound().expect("all")[0].state, OutboundState::Failed);
+    assert_eq!(s.outbound_len(), 1);
+    r.state = OutboundState::Queued;
+    s.put_outbound(&r).expect("requeue");
+    assert_eq!(s.live_outbound().expect("live").len(), 1);
+    assert_eq!(s.outbound_len(), 1);
+    s.remove_outbound(7).expect("sent");
+    assert_eq!(s.outbound_len(), 0);
+}

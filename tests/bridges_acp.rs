@@ -161,7 +161,7 @@ async fn memory_separation_permissions_and_restart_with_session_load() {
     // The turn log names the conversation (number redacted), duration and sizes,
     // not the text.
     let log = bridge.log();
-    assert!(log.contains("conversation=default:***0001"), "{log}");
+    assert!(log.contains("conversation=c-"), "{log}");
     assert!(!log.contains("after restart"), "{log}");
     assert!(!log.contains(A), "{log}");
     assert_eq!(bridge.stop().code(), Some(0));
@@ -215,7 +215,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     let cancel = st.events.wait("cancel", 1, Duration::from_secs(20));
     assert!(cancel["sessionId"].as_str().unwrap().starts_with("sess-"));
     assert!(bridge.wait_log(
-        "conversation=default:***0003 texts=1",
+        "from=***0003 texts=1",
         Duration::from_secs(20)
     ));
     assert!(bridge.log().contains("did not finish within --timeout 2 s"));
@@ -242,7 +242,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     // so wait on the log line instead).
     text(&st.gw, F, "SILENT please").await;
     assert!(bridge.wait_log(
-        "conversation=default:***0006 texts=1",
+        "from=***0006 texts=1",
         Duration::from_secs(20)
     ));
     text(&st.gw, G, "last").await;

@@ -397,11 +397,15 @@ mod tests {
         );
         assert_eq!(
             error_line(&Answering::Id("SM9".into()), "nope", Some(21610)),
-            r#"{"type":"error","message":"nope","id":"SM9","code":21610}"#
+            r#"{"type":"error","message":"nope","id":"SM9","code":21610,"hint":"the recipient replied STOP: nothing is sent to them until they text START"}"#
         );
         assert_eq!(
             status_line("SM1", "delivered", None),
             r#"{"type":"status","sid":"SM1","status":"delivered","errorCode":null}"#
+        );
+        assert_eq!(
+            status_line("SM1", "undelivered", Some("30034")),
+            r#"{"type":"status","sid":"SM1","status":"undelivered","errorCode":30034,"hint":"this number is not registered for US A2P 10DLC: send through a Messaging Service with an approved campaign (messagingServiceSid)"}"#
         );
     }
 }

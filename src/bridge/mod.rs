@@ -253,8 +253,14 @@ async fn worker(
         let answer = backend.answer(&turn).await;
         let lines = turn_lines(&turn, answer, settings.max_chars);
         let chars_in = turn.prompt().chars().count();
+        let from = turn
+            .texts
+            .first()
+            .map(|t| crate::phone::redact_numbers_in(&t.from))
+            .unwrap_or_default();
         tracing::info!(
             conversation = %turn.log_name(),
+            from = %from,
             texts = turn.texts.len(),
             ms = started.elapsed().as_millis() as u64,
             chars_in,

@@ -407,3 +407,99 @@ fn admin_commands_work_without_the_services_credentials() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("CREDENTIALS_DIRECTORY"));
 }
+
+/// Issue 9, finding 4: a config whose token is unquoted, unterminated, of the wrong type
+/// or next to a syntax error never shows the token: not in `config validate`, `config
+/// show`, `channels status` (text and JSON), nor in the daemon's log after a SIGHUP
+/// reload of it. Every output is searched for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_config_never_shows_a_token() {
+    const NEW: &str = "n3w-s3cret-t0ken-value";
+    const NUMERIC: &str = "987654321098765";
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let quoted_token = format!(r#"authToken: "{TOKEN}""#);
+    assert!(good.contains(&quoted_token));
+    let variants = [
+        good.replace(&quoted_token, &format!("authToken: {NEW}")),
+        good.replace(&quoted_token, &format!("authToken: \"{NEW}")),
+        good.replace(&quoted_token, &format!("authToken: '{NEW}\"")),
+        good.replace(&quoted_token, &format!("authToken:\n      {NEW}")),
+        good.replace(&quoted_token, &format!("authToken: {NUMERIC}")),
+        good.replace(
+            &quoted_token,
+            &format!("{quoted_token}, previousAuthTokens: [{NEW}]"),
+        ),
+        good.replace(
+            &quoted_token,
+            &format!("{quoted_token}, webhookSigningKeys: {{ k1: {NEW} }}"),
+        ),
+        // A syntax error elsewhere on the token's line.
+        good.replace(&format!(r#"fromNumber: "{FROM}""#), "fromNumber: +1 555"),
+    ];
+    let gw = Gateway::start(&config);
+    let pid = gw.child.id().to_string();
+    let c = config.to_str().unwrap();
+    for (i, text) in variants.iter().enumerate() {
+        std::fs::write(&config, text).unwrap();
+        for args in [
+            vec!["config", "validate"],
+            vec!["config", "show"],
+            vec!["config", "show", "--json"],
+            vec!["channels", "status"],
+            vec!["channels", "status", "--json"],
+        ] {
+            let mut a = vec!["--config", c];
+            a.extend(&args);
+            let out = run(&a, &[]);
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "variant {i} {args:?}: {all}");
+            for secret in [NEW, NUMERIC, TOKEN] {
+                assert!(
+                    !all.contains(secret),
+                    "variant {i}: `{}` shows a token:\n{all}",
+                    args.join(" ")
+                );
+            }
+        }
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || gw
+                .log()
+                .matches("reload refused")
+                .count()
+                > i),
+            "variant {i}: {}",
+            gw.log()
+        );
+    }
+    // The running daemon also scrubs its own token wherever it would be quoted.
+    std::fs::write(
+        &config,
+        good.replace(
+            r#"apiBaseUrl:"#,
+            &format!("dmPolicy: {TOKEN} @, apiBaseUrl:"),
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .matches("reload refused")
+        .count()
+        > variants.len()));
+    let log = gw.log();
+    assert!(log.contains("line "), "the error still says where: {log}");
+    for secret in [NEW, NUMERIC, TOKEN] {
+        assert!(!log.contains(secret), "token in the daemon log:\n{log}");
+    }
+    assert_eq!(gw.stop().code(), Some(0));
+}

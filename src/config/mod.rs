@@ -6,6 +6,7 @@
 
 pub mod patch;
 pub mod raw;
+pub mod redact;
 pub mod show;
 pub mod validate;
 
@@ -272,7 +273,8 @@ pub fn parse_json5(text: &str) -> Result<serde_json::Value, String> {
     if let Some(line) = nesting_beyond(text, MAX_NESTING) {
         return Err(format!("objects and lists nest more than {MAX_NESTING} levels deep (line {line}); no configuration needs that"));
     }
-    json5::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())
+    // The parser's own message quotes the source line, secrets and all: rebuild it.
+    json5::from_str::<serde_json::Value>(text).map_err(|e| redact::syntax_error(text, &e))
 }
 
 /// The line where `[`/`{` nesting first exceeds `limit`, outside strings and comments.
@@ -348,13 +350,25 @@ fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
         path: path.to_path_buf(),
         error,
     })?;
+    // Whatever is shown about this file is scrubbed of every secret known so far (the
+    // running configuration's, in the daemon) and of the environment's token.
+    let env_token: Vec<&str> = env.get("TWILIO_AUTH_TOKEN").into_iter().collect();
     let value = parse_json5(&text).map_err(|message| LoadError::Syntax {
         path: path.to_path_buf(),
-        message,
+        message: redact::scrub_known(&message, &env_token),
     })?;
     validate::validate_value(&value, env).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
-        errors,
+        errors: ConfigErrors(
+            errors
+                .0
+                .into_iter()
+                .map(|p| Problem {
+                    path: p.path,
+                    message: redact::scrub_known(&p.message, &env_token),
+                })
+                .collect(),
+        ),
     })
 }
 

@@ -122,10 +122,26 @@ fn take<'a, T>(
     match f {
         None => None,
         Some(Field::Ok(v)) => Some(v),
+        Some(Field::Invalid(v)) if super::redact::is_secret_path(path) => {
+            // Say what kind of value it is, never the value: it may be the token.
+            p.add(path, format!("expected {expected}, found {}", kind_of(v)));
+            None
+        }
         Some(Field::Invalid(v)) => {
             p.add(path, format!("expected {expected}, found {}", describe(v)));
             None
         }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -972,6 +988,12 @@ fn resolve_secret(input: &SecretInput, path: &str, env: &Env, p: &mut Problems) 
     resolve_secret_strict(input, path, env, p)
 }
 
+/// Every resolved secret is remembered, so later messages never show it.
+fn remembered(secret: Secret) -> Secret {
+    super::redact::remember(&secret);
+    secret
+}
+
 fn resolve_secret_strict(
     input: &SecretInput,
     path: &str,
@@ -983,7 +1005,7 @@ fn resolve_secret_strict(
             p.add(path, "is empty; set the auth token from the Twilio Console");
             return None;
         }
-        SecretInput::Plain(s) => return Some(Secret::new(s.clone())),
+        SecretInput::Plain(s) => return Some(remembered(Secret::new(s.clone()))),
         SecretInput::Ref(r) => r,
     };
     if let Some(provider) = &r.provider {
@@ -997,7 +1019,7 @@ fn resolve_secret_strict(
     }
     match r.source.as_str() {
         "env" => match env.get(&r.id) {
-            Some(v) => Some(Secret::new(v)),
+            Some(v) => Some(remembered(Secret::new(v))),
             None => {
                 p.add(path, format!("SecretRef {{ source: \"env\", id: {:?} }} is unresolved: the environment variable is not set; set it or change the ref", r.id));
                 None
@@ -1030,7 +1052,7 @@ fn resolve_secret_strict(
                         );
                         None
                     } else {
-                        Some(Secret::new(s))
+                        Some(remembered(Secret::new(s)))
                     }
                 }
                 Err(e) => {

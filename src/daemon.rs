@@ -53,6 +53,13 @@ impl App {
         }
     }
 
+    /// The config file this daemon reloads, as it resolves now (symlinks followed), so
+    /// `config patch` can tell whether it patched the file the daemon runs from.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let path = self.config_path.as_ref()?;
+        Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+    }
+
     /// Loads the config file again and applies it; a config that fails validation is
     /// refused and the running one kept. Returns a summary for the log and the CLI.
     pub fn reload(&self) -> Result<String, String> {

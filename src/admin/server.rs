@@ -62,6 +62,7 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
             "outbound": app.store.outbound_len(),
             "deadLetters": app.store.dead_len(),
             "agents": app.agents.connections(),
+            "configPath": app.config_file(),
         })),
         Ok(Request::Reload) => match app.reload() {
             Ok(summary) => {

@@ -163,7 +163,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
             Kind::ErrorCode => {
                 let code = (1..=6).contains(&value.len())
                     && value.bytes().all(|b| b.is_ascii_digit())
-                    && !value.starts_with('0');
+                    && (value == "0" || !value.starts_with('0'));
                 if !(value.is_empty() || code) {
                     return Err(FieldError::bad(name, "is not a Twilio error code"));
                 }
@@ -666,6 +666,12 @@ mod tests {
                 Err("ErrorCode"),
             ),
             ("ErrorCode empty", vec![("ErrorCode", Some(""))], Ok(())),
+            ("ErrorCode zero", vec![("ErrorCode", Some("0"))], Ok(())),
+            (
+                "ErrorCode leading zero",
+                vec![("ErrorCode", Some("030003"))],
+                Err("ErrorCode"),
+            ),
             (
                 "ApiVersion absorbs",
                 vec![("ApiVersion", Some("2010-04-01Bodyhi"))],

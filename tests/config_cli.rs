@@ -674,3 +674,68 @@ fn patch_through_a_symlink_keeps_the_link_and_tells_the_truth() {
     assert!(std::fs::read_to_string(&real).unwrap().contains("800"));
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// Issue 9, finding 4: `config patch` (dry run and real) never prints signing keys,
+/// previous tokens or a token inside an added account, nor a broken patch's token.
+#[test]
+fn patch_output_never_shows_a_secret() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let c = config.to_str().unwrap();
+    let patch = t.path().join("patch.json5");
+    std::fs::write(
+        &patch,
+        r#"{ channels: { sms: {
+            webhookSigningKeys: { k1: "signing-key-s3cret" },
+            previousAuthTokens: ["previous-t0ken-s3cret"],
+            accounts: { b: { authToken: "account-b-s3cret", fromNumber: "+15550002222",
+                             webhookPath: "/webhooks/b", publicWebhookUrl: "https://sms.example.test/webhooks/b" } },
+        } } }"#,
+    )
+    .unwrap();
+    for dry in [true, false] {
+        let mut args = vec![
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(all.contains("webhookSigningKeys"), "{all}");
+        assert!(
+            !all.contains("s3cret") && !all.contains(TOKEN),
+            "dry run {dry}: {all}"
+        );
+    }
+    // A patch that does not parse, its token unquoted.
+    std::fs::write(
+        &patch,
+        "{ channels: { sms: { authToken: new-t0ken-s3cret } } }",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not valid JSON5") && !err.contains("s3cret"),
+        "{err}"
+    );
+}

@@ -16,13 +16,15 @@ use crate::secret::Secret;
 pub const MASK: &str = "***";
 
 /// Whether a config key holds a secret: `authToken`, `previousAuthTokens`,
-/// `webhookSigningKeys`, and, so a future key is covered by its name, any key ending in
-/// `token(s)`, `key(s)` or `secret(s)`, or containing `password` (case-insensitive).
-/// `keyFile` (a path) is not a secret.
+/// `webhookSigningKeys`, and, so a future or misspelt key (`authTokn`) is covered by its
+/// name, any key containing `token`, `secret`, `password` or `auth`, or ending in
+/// `key(s)` (case-insensitive). `keyFile` (a path) is not a secret.
 pub fn is_secret_key(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    let n = n.trim_end_matches('s');
-    n.ends_with("token") || n.ends_with("key") || n.ends_with("secret") || n.contains("password")
+    ["token", "secret", "password", "auth"]
+        .iter()
+        .any(|w| n.contains(w))
+        || n.trim_end_matches('s').ends_with("key")
 }
 
 /// Whether a dotted key path (`channels.sms.webhookSigningKeys.k1`,
@@ -281,6 +283,8 @@ mod tests {
             "clientSecret",
             "dbPassword",
             "AUTHTOKEN",
+            "authTokn",
+            "tokenValue",
         ] {
             assert!(is_secret_key(k), "{k}");
         }

@@ -145,6 +145,13 @@ impl App {
         self.config.reload(self.tls.as_deref())
     }
 
+    /// The config file this daemon reloads, as it resolves now (symlinks followed), so
+    /// `config patch` can tell whether it patched the file the daemon runs from.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let path = self.config.path.as_ref()?;
+        Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+    }
+
     pub fn depths(&self) -> Depths {
         let hub = self.agents.hub.counts();
         Depths {

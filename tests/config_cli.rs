@@ -407,3 +407,335 @@ fn admin_commands_work_without_the_services_credentials() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("CREDENTIALS_DIRECTORY"));
 }
+
+/// Issue 9, finding 4: a config whose token is unquoted, unterminated, of the wrong type
+/// or next to a syntax error never shows the token: not in `config validate`, `config
+/// show`, `channels status` (text and JSON), nor in the daemon's log after a SIGHUP
+/// reload of it. Every output is searched for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_config_never_shows_a_token() {
+    const NEW: &str = "n3w-s3cret-t0ken-value";
+    const NUMERIC: &str = "987654321098765";
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let quoted_token = format!(r#"authToken: "{TOKEN}""#);
+    assert!(good.contains(&quoted_token));
+    let variants = [
+        good.replace(&quoted_token, &format!("authToken: {NEW}")),
+        good.replace(&quoted_token, &format!("authToken: \"{NEW}")),
+        good.replace(&quoted_token, &format!("authToken: '{NEW}\"")),
+        good.replace(&quoted_token, &format!("authToken:\n      {NEW}")),
+        good.replace(&quoted_token, &format!("authToken: {NUMERIC}")),
+        good.replace(
+            &quoted_token,
+            &format!("{quoted_token}, previousAuthTokens: [{NEW}]"),
+        ),
+        good.replace(
+            &quoted_token,
+            &format!("{quoted_token}, webhookSigningKeys: {{ k1: {NEW} }}"),
+        ),
+        // A syntax error elsewhere on the token's line.
+        good.replace(&format!(r#"fromNumber: "{FROM}""#), "fromNumber: +1 555"),
+    ];
+    let gw = Gateway::start(&config);
+    let pid = gw.child.id().to_string();
+    let c = config.to_str().unwrap();
+    for (i, text) in variants.iter().enumerate() {
+        std::fs::write(&config, text).unwrap();
+        for args in [
+            vec!["config", "validate"],
+            vec!["config", "show"],
+            vec!["config", "show", "--json"],
+            vec!["channels", "status"],
+            vec!["channels", "status", "--json"],
+        ] {
+            let mut a = vec!["--config", c];
+            a.extend(&args);
+            let out = run(&a, &[]);
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "variant {i} {args:?}: {all}");
+            for secret in [NEW, NUMERIC, TOKEN] {
+                assert!(
+                    !all.contains(secret),
+                    "variant {i}: `{}` shows a token:\n{all}",
+                    args.join(" ")
+                );
+            }
+        }
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || gw
+                .log()
+                .matches("reload refused")
+                .count()
+                > i),
+            "variant {i}: {}",
+            gw.log()
+        );
+    }
+    // The running daemon also scrubs its own token wherever it would be quoted.
+    std::fs::write(
+        &config,
+        good.replace(
+            r#"apiBaseUrl:"#,
+            &format!("dmPolicy: {TOKEN} @, apiBaseUrl:"),
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .matches("reload refused")
+        .count()
+        > variants.len()));
+    let log = gw.log();
+    assert!(log.contains("line "), "the error still says where: {log}");
+    for secret in [NEW, NUMERIC, TOKEN] {
+        assert!(!log.contains(secret), "token in the daemon log:\n{log}");
+    }
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// Issue 9, finding 9: a config over 1 MiB is refused, naming the file and the cap.
+#[test]
+fn a_config_over_one_mib_is_refused_before_it_is_read() {
+    let t = TestDir::new();
+    let mut text = String::from("{ gateway: { stateDir: \"/var/lib/smsgate\" },\n");
+    text.push_str(&format!("// {}\n}}\n", "x".repeat(2 * 1024 * 1024)));
+    let config = t.write_config(&text);
+    let c = config.to_str().unwrap();
+    for args in [
+        vec!["config", "validate"],
+        vec!["config", "show"],
+        vec!["channels", "status"],
+    ] {
+        let mut a = vec!["--config", c];
+        a.extend(&args);
+        let out = run(&a, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(c) && err.contains("1 MiB"), "{args:?}: {err}");
+    }
+    // config patch reads both files capped too.
+    let small = t.path().join("small.json5");
+    std::fs::write(&small, "{}").unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            c,
+            "--config",
+            small.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("1 MiB"), "{}", stderr(&out));
+}
+
+/// Issue 9, finding 9: `fromNumber: null` in a named account means unset: the account
+/// uses its Messaging Service instead of inheriting the top level's number.
+#[test]
+fn null_in_a_named_account_does_not_inherit() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let mg = "MG0123456789abcdef0123456789abcdef";
+    let config = t.config(
+        &twilio,
+        &format!(
+            r#"accounts: {{ svc: {{ fromNumber: null, messagingServiceSid: "{mg}", webhookPath: "/webhooks/svc",
+                publicWebhookUrl: "https://sms.example.test/webhooks/svc" }} }},"#
+        ),
+    );
+    let out = run(
+        &[
+            "config",
+            "show",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let svc = &v["channels"]["sms"]["accounts"]["svc"];
+    assert_eq!(svc["messagingServiceSid"], mg, "{v}");
+    assert_ne!(svc["fromNumber"], FROM, "{v}");
+}
+
+/// Issue 9, finding 9: two accounts sharing a sender number or a public URL are
+/// refused, and the error names both key paths.
+#[test]
+fn accounts_sharing_a_number_or_url_are_refused() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let c1 = t.config(
+        &twilio,
+        r#"accounts: { b: { fromNumber: "+15550001111", webhookPath: "/webhooks/b", publicWebhookUrl: "https://sms.example.test/webhooks/b" } },"#,
+    );
+    let out = run(
+        &["config", "validate", "--config", c1.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("channels.sms.accounts.b.fromNumber")
+            && err.contains("(channels.sms.fromNumber)"),
+        "{err}"
+    );
+    let c2 = t.config(
+        &twilio,
+        r#"accounts: { b: { fromNumber: "+15550002222", webhookPath: "/webhooks/b" } },"#,
+    );
+    let out = run(
+        &["config", "validate", "--config", c2.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("channels.sms.accounts.b.publicWebhookUrl")
+            && err.contains("(channels.sms.publicWebhookUrl)"),
+        "{err}"
+    );
+}
+
+/// Issue 9, finding 9: `config patch` on a symlinked config writes the file the link
+/// points to (the link stays), and says the running gateway reloaded it only when that
+/// gateway runs from that file.
+#[test]
+fn patch_through_a_symlink_keeps_the_link_and_tells_the_truth() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let real = t.config(&twilio, r#"allowFrom: ["+15557654321"]"#);
+    let deploy = t.path().join("deploy");
+    std::fs::create_dir(&deploy).unwrap();
+    let link = deploy.join("smsgate.json5");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let patch = t.path().join("patch.json5");
+    std::fs::write(&patch, r#"{ channels: { sms: { textChunkLimit: 900 } } }"#).unwrap();
+    let patch_via_link = || {
+        run(
+            &[
+                "config",
+                "patch",
+                "--file",
+                patch.to_str().unwrap(),
+                "--config",
+                link.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+
+    // A gateway running from another file (same sockets): not reloaded, and it says so.
+    let other = t.path().join("other.json5");
+    std::fs::copy(&real, &other).unwrap();
+    let gw = Gateway::start(&other);
+    let out = patch_via_link();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("reloaded it"), "{text}");
+    assert!(text.contains("not this file"), "{text}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&real).unwrap().contains("900"));
+    assert!(!std::fs::read_to_string(&other).unwrap().contains("900"));
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // A gateway running from the link: reloaded.
+    let gw = Gateway::start(&link);
+    std::fs::write(&patch, r#"{ channels: { sms: { textChunkLimit: 800 } } }"#).unwrap();
+    let out = patch_via_link();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("The running gateway reloaded it."),
+        "{}",
+        stdout(&out)
+    );
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(5)));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&real).unwrap().contains("800"));
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// Issue 9, finding 4: `config patch` (dry run and real) never prints signing keys,
+/// previous tokens or a token inside an added account, nor a broken patch's token.
+#[test]
+fn patch_output_never_shows_a_secret() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let c = config.to_str().unwrap();
+    let patch = t.path().join("patch.json5");
+    std::fs::write(
+        &patch,
+        r#"{ channels: { sms: {
+            webhookSigningKeys: { k1: "signing-key-s3cret" },
+            previousAuthTokens: ["previous-t0ken-s3cret"],
+            accounts: { b: { authToken: "account-b-s3cret", fromNumber: "+15550002222",
+                             webhookPath: "/webhooks/b", publicWebhookUrl: "https://sms.example.test/webhooks/b" } },
+        } } }"#,
+    )
+    .unwrap();
+    for dry in [true, false] {
+        let mut args = vec![
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(all.contains("webhookSigningKeys"), "{all}");
+        assert!(
+            !all.contains("s3cret") && !all.contains(TOKEN),
+            "dry run {dry}: {all}"
+        );
+    }
+    // A patch that does not parse, its token unquoted.
+    std::fs::write(
+        &patch,
+        "{ channels: { sms: { authToken: new-t0ken-s3cret } } }",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not valid JSON5") && !err.contains("s3cret"),
+        "{err}"
+    );
+}

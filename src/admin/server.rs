@@ -74,6 +74,7 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
                 "quiet": d.waiting == 0 && d.in_flight == 0 && d.outbound == 0,
                 "storeWritable": app.writer.health().is_ok(),
                 "quarantined": app.store.quarantined_len(),
+                "configPath": app.config_file(),
             }))
         }
         Ok(Request::Reload) => match app.reload() {

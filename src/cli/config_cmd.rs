@@ -41,13 +41,26 @@ pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
     }
 }
 
+fn read_text(path: &Path, what: &str) -> Result<String> {
+    config::read_capped(path, config::MAX_CONFIG_BYTES).map_err(|e| match e {
+        config::CappedReadError::Io(e) => anyhow!("cannot read {what} {}: {e}", path.display()),
+        config::CappedReadError::TooLarge => anyhow!(
+            "{what} {} is larger than {} bytes (1 MiB), the most a config may be; check the path",
+            path.display(),
+            config::MAX_CONFIG_BYTES
+        ),
+    })
+}
+
 fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCode> {
-    let original_text = std::fs::read_to_string(target)
-        .with_context(|| format!("cannot read config file {}", target.display()))?;
+    let original_text = read_text(target, "config file")?;
+    // A symlinked config (e.g. into a deploy checkout) is written where it points, so
+    // the link stays a link.
+    let real = std::fs::canonicalize(target)
+        .with_context(|| format!("cannot resolve config file {}", target.display()))?;
     let original = config::parse_json5(&original_text)
         .map_err(|e| anyhow!("config file {} is not valid JSON5: {e}", target.display()))?;
-    let patch_text = std::fs::read_to_string(patch_path)
-        .with_context(|| format!("cannot read patch file {}", patch_path.display()))?;
+    let patch_text = read_text(patch_path, "patch file")?;
     let patch_value = config::parse_json5(&patch_text).map_err(|e| {
         anyhow!(
             "patch file {} is not valid JSON5: {e}",
@@ -59,10 +72,13 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     }
     let mut merged = original.clone();
     patch::merge(&mut merged, &patch_value);
-    let new_config = match config::validate::validate_value(&merged, &Env::from_process()) {
+    let env = Env::from_process();
+    let env_token: Vec<&str> = env.get("TWILIO_AUTH_TOKEN").into_iter().collect();
+    let new_config = match config::validate::validate_value(&merged, &env) {
         Ok(c) => c,
         Err(errors) => bail!(
-            "patch refused, the configuration would be invalid; nothing was written.\n{errors}"
+            "patch refused, the configuration would be invalid; nothing was written.\n{}",
+            config::redact::scrub_known(&errors.to_string(), &env_token)
         ),
     };
     let changes = patch::diff(&original, &merged);
@@ -79,17 +95,87 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     }
     let mut text = serde_json::to_string_pretty(&merged)?;
     text.push('\n');
-    write_atomically(target, text.as_bytes())?;
-    println!("Wrote {}.", target.display());
+    write_atomically(&real, text.as_bytes())?;
+    if real == target {
+        println!("Wrote {}.", target.display());
+    } else {
+        println!(
+            "Wrote {} (the file {} links to).",
+            real.display(),
+            target.display()
+        );
+    }
     if original_text.contains("//") || original_text.contains("/*") {
         // The json5 crate parses comments away; there is nothing to write them back from.
         eprintln!("note: the file was rewritten as plain JSON; its comments were not kept");
     }
-    // A running daemon applies the change now.
-    match crate::admin::client::call(&new_config, &crate::admin::Request::Reload) {
+    tell_running_gateway(&new_config, &real)
+}
+
+/// Asks a running daemon to reload, but only when it runs from the file just written:
+/// one running from another file would reload that one and the claim would be false.
+fn tell_running_gateway(new_config: &config::Config, written: &Path) -> Result<ExitCode> {
+    use crate::admin::client::{call, AdminError};
+    use crate::admin::Request;
+    let daemon_file = match call(new_config, &Request::Status) {
+        // Absent (a daemon from before it said): ask it to reload and claim no more.
+        Ok(r) if r.ok => match r.data.get("configPath") {
+            Some(serde_json::Value::String(p)) => Some(PathBuf::from(p)),
+            Some(_) => None,
+            None => {
+                return match call(new_config, &Request::Reload) {
+                    Ok(r) if r.ok => {
+                        println!("Asked the running gateway to reload its config file; check with `smsgate channels status` that it runs from this one.");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Ok(r) => bail!(
+                        "written, but the running gateway refused to reload: {}",
+                        r.error.unwrap_or_default()
+                    ),
+                    Err(e) => {
+                        eprintln!("note: written, but the running gateway could not be asked to reload ({e}); send it SIGHUP");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                };
+            }
+        },
+        Ok(r) => {
+            eprintln!("note: written, but the running gateway did not answer a status request ({}); send it SIGHUP to reload", r.error.unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(AdminError::NotRunning(_)) => {
+            println!("No gateway is running; it takes effect at the next start.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            eprintln!("note: written, but the running gateway could not be asked to reload ({e}); send it SIGHUP");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match daemon_file {
+        Some(f) if f == written => {}
+        Some(f) => {
+            println!(
+                "The running gateway (on {}) runs from {}, not this file, so it was not reloaded; the change takes effect when a gateway runs from {}.",
+                new_config.gateway.admin_socket.display(),
+                f.display(),
+                written.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {
+            println!(
+                "The running gateway (on {}) was started without a config file, so it was not reloaded; restart it with --config {}.",
+                new_config.gateway.admin_socket.display(),
+                written.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    match call(new_config, &Request::Reload) {
         Ok(r) if r.ok => println!("The running gateway reloaded it."),
         Ok(r) => bail!("written, but the running gateway refused to reload it: {}", r.error.unwrap_or_default()),
-        Err(crate::admin::client::AdminError::NotRunning(_)) => println!("No gateway is running; it takes effect at the next start."),
+        Err(AdminError::NotRunning(_)) => println!("No gateway is running; it takes effect at the next start."),
         Err(e) => eprintln!("note: written, but the running gateway could not be asked to reload ({e}); send it SIGHUP"),
     }
     Ok(ExitCode::SUCCESS)

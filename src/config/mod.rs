@@ -6,6 +6,7 @@
 
 pub mod patch;
 pub mod raw;
+pub mod redact;
 pub mod show;
 pub mod validate;
 
@@ -256,10 +257,47 @@ pub enum LoadError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("config file {path} is larger than {limit} bytes (1 MiB), the most a config may be; no configuration needs that much: check that --config or SMSGATE_CONFIG names the right file")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("config file {path} is not valid JSON5: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config file {path}: {errors}")]
     Invalid { path: PathBuf, errors: ConfigErrors },
+}
+
+/// The largest config file read (a 200 MB one once took 16 GB of memory to refuse).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Why a size-capped read failed.
+#[derive(Debug)]
+pub enum CappedReadError {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Reads a UTF-8 text file of at most `limit` bytes. A bigger regular file is refused
+/// from its size before any of it is read; anything else (a pipe, `/dev/zero`) is read
+/// no further than one byte past the limit.
+pub fn read_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(CappedReadError::Io)?;
+    let meta = file.metadata().map_err(CappedReadError::Io)?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(CappedReadError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(CappedReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(CappedReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        CappedReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not UTF-8 text",
+        ))
+    })
 }
 
 /// How deep objects and lists may nest (serde_json's own limit).
@@ -272,7 +310,8 @@ pub fn parse_json5(text: &str) -> Result<serde_json::Value, String> {
     if let Some(line) = nesting_beyond(text, MAX_NESTING) {
         return Err(format!("objects and lists nest more than {MAX_NESTING} levels deep (line {line}); no configuration needs that"));
     }
-    json5::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())
+    // The parser's own message quotes the source line, secrets and all: rebuild it.
+    json5::from_str::<serde_json::Value>(text).map_err(|e| redact::syntax_error(text, &e))
 }
 
 /// The line where `[`/`{` nesting first exceeds `limit`, outside strings and comments.
@@ -344,23 +383,68 @@ pub fn load_without_secrets(path: &Path) -> Result<Config, LoadError> {
 }
 
 fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
-        path: path.to_path_buf(),
-        error,
+    let text = read_capped(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        CappedReadError::Io(error) => LoadError::Read {
+            path: path.to_path_buf(),
+            error,
+        },
+        CappedReadError::TooLarge => LoadError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_BYTES,
+        },
     })?;
+    // Whatever is shown about this file is scrubbed of every secret known so far (the
+    // running configuration's, in the daemon) and of the environment's token.
+    let env_token: Vec<&str> = env.get("TWILIO_AUTH_TOKEN").into_iter().collect();
     let value = parse_json5(&text).map_err(|message| LoadError::Syntax {
         path: path.to_path_buf(),
-        message,
+        message: redact::scrub_known(&message, &env_token),
     })?;
     validate::validate_value(&value, env).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
-        errors,
+        errors: ConfigErrors(
+            errors
+                .0
+                .into_iter()
+                .map(|p| Problem {
+                    path: p.path,
+                    message: redact::scrub_known(&p.message, &env_token),
+                })
+                .collect(),
+        ),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, "{}").unwrap();
+        assert_eq!(read_capped(&small, 2).unwrap(), "{}");
+        assert!(matches!(
+            read_capped(&small, 1),
+            Err(CappedReadError::TooLarge)
+        ));
+        // Not a regular file: read up to the cap, never to the end.
+        assert!(matches!(
+            read_capped(Path::new("/dev/zero"), 1024),
+            Err(CappedReadError::TooLarge)
+        ));
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            read_capped(&missing, 9),
+            Err(CappedReadError::Io(_))
+        ));
+        std::fs::write(&small, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            read_capped(&small, 9),
+            Err(CappedReadError::Io(_))
+        ));
+    }
 
     #[test]
     fn nesting_table() {

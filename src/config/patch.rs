@@ -52,20 +52,33 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// Keys whose values are secrets: a diff shows that they changed, never what to.
-fn is_secret_key(path: &str) -> bool {
-    let last = path.rsplit('.').next().unwrap_or(path);
-    last.eq_ignore_ascii_case("authToken")
-        || path.contains("authToken.")
-        || last.to_ascii_lowercase().contains("token")
-        || last.to_ascii_lowercase().contains("secret")
+/// A value as a diff shows it: a secret (by its key path, see
+/// [`super::redact::is_secret_path`]) as `***`, and inside an object every secret
+/// key's value too, so adding or removing a whole account hides its token.
+fn render(path: &str, v: &Value) -> String {
+    if super::redact::is_secret_path(path) {
+        return super::redact::MASK.into();
+    }
+    masked(v).to_string()
 }
 
-fn render(path: &str, v: &Value) -> String {
-    if is_secret_key(path) {
-        return "***".into();
+fn masked(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if super::redact::is_secret_key(k) {
+                        Value::String(super::redact::MASK.into())
+                    } else {
+                        masked(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(masked).collect()),
+        other => other.clone(),
     }
-    v.to_string()
 }
 
 /// The leaf-level differences between two documents.
@@ -164,6 +177,41 @@ mod tests {
                 "- channels.sms.allowFrom: [\"+1\"]",
                 "+ channels.sms.defaultTo: \"+2\"",
             ]
+        );
+    }
+
+    /// Issue 9, finding 4: signing keys, previous tokens, and secrets inside a whole
+    /// object added or removed are never shown.
+    #[test]
+    fn diff_hides_every_secret() {
+        let before = json!({"channels": {"sms": {
+            "webhookSigningKeys": {"k1": "sk-one-secret"},
+            "previousAuthTokens": ["prev-secret"],
+            "accounts": {"old": {"authToken": "old-secret", "fromNumber": "+15550000001"}},
+        }}});
+        let after = json!({"channels": {"sms": {
+            "webhookSigningKeys": {"k1": "sk-two-secret", "k2": {"source": "env", "id": "K2"}},
+            "previousAuthTokens": ["prev-secret", "prev2-secret"],
+            "accounts": {"new": {"authToken": "new-secret", "webhookSigningKeys": {"a": "nested-secret"}}},
+        }}});
+        let text: Vec<String> = diff(&before, &after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let text = text.join("\n");
+        assert!(!text.contains("secret\""), "{text}");
+        assert!(!text.contains("-secret"), "{text}");
+        assert!(
+            text.contains("~ channels.sms.webhookSigningKeys.k1: *** -> ***"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+ channels.sms.webhookSigningKeys.k2: ***"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+15550000001"),
+            "non-secrets are still shown: {text}"
         );
     }
 }

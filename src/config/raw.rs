@@ -69,29 +69,62 @@ pub struct RawChannels {
     pub sms: Option<RawAccount>,
 }
 
+/// An account key that is present: `null` becomes `Some(Field::Invalid(Null))` instead
+/// of `None`, so an account can say "unset" and stop inheriting the key (see
+/// [`is_unset`]). Absent keys stay `None` through `#[serde(default)]`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Field<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Field::<T>::deserialize(d).map(Some)
+}
+
+/// Whether a key is unset: absent, or `null`.
+pub fn is_unset<T>(f: &Option<Field<T>>) -> bool {
+    matches!(f, None | Some(Field::Invalid(Value::Null)))
+}
+
 /// The keys of `channels.sms` and of each `channels.sms.accounts.<id>`. `accounts`,
 /// `defaultAccount` are only meaningful at the top; validation says so when they
 /// appear inside an account.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RawAccount {
+    #[serde(default, deserialize_with = "nullable")]
     pub enabled: Option<Field<bool>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub account_sid: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub auth_token: Option<Field<SecretInput>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub previous_auth_tokens: Option<Field<Vec<SecretInput>>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub webhook_signing_keys: Option<Field<BTreeMap<String, SecretInput>>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub from_number: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub messaging_service_sid: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub public_webhook_url: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub webhook_path: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub dm_policy: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub allow_from: Option<Field<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub default_to: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub text_chunk_limit: Option<Field<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub dangerously_disable_signature_validation: Option<Field<bool>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub api_base_url: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub messaging_api_base_url: Option<Field<String>>,
     pub accounts: Option<BTreeMap<String, RawAccount>>,
+    #[serde(default, deserialize_with = "nullable")]
     pub default_account: Option<Field<String>>,
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use url::Url;
 
-use super::raw::{Field, RawAccount, RawAcme, RawConfig, SecretInput, SecretRef};
+use super::raw::{is_unset, Field, RawAccount, RawAcme, RawConfig, SecretInput, SecretRef};
 use super::{
     Account, AcmeSettings, AllowFrom, Config, ConfigErrors, DmPolicy, Gateway, InactiveAccount,
     InboundCheck, LogFormat, LogSettings, Problem, PublicUrl, Sender, SmsChannel, TlsFiles,
@@ -120,12 +120,29 @@ fn take<'a, T>(
     p: &mut Problems,
 ) -> Option<&'a T> {
     match f {
-        None => None,
+        // `null` means unset, everywhere.
+        None | Some(Field::Invalid(Value::Null)) => None,
         Some(Field::Ok(v)) => Some(v),
+        Some(Field::Invalid(v)) if super::redact::is_secret_path(path) => {
+            // Say what kind of value it is, never the value: it may be the token.
+            p.add(path, format!("expected {expected}, found {}", kind_of(v)));
+            None
+        }
         Some(Field::Invalid(v)) => {
             p.add(path, format!("expected {expected}, found {}", describe(v)));
             None
         }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -554,7 +571,8 @@ fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
         .unwrap_or(true);
 
     let named = top.accounts.clone().unwrap_or_default();
-    let has_sender = |r: &RawAccount| r.from_number.is_some() || r.messaging_service_sid.is_some();
+    let has_sender =
+        |r: &RawAccount| !is_unset(&r.from_number) || !is_unset(&r.messaging_service_sid);
     let mut ids: Vec<String> = Vec::new();
     if has_sender(top) || has_sender(&env_raw) || named.contains_key("default") {
         ids.push("default".into());
@@ -578,6 +596,7 @@ fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
     let mut accounts = Vec::new();
     let mut inactive = Vec::new();
     let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    let mut unique: BTreeMap<String, (String, String)> = BTreeMap::new();
     for id in &ids {
         let mut layers = Vec::new();
         if let Some(r) = named.get(id) {
@@ -611,6 +630,7 @@ fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
         match account(id, &layers, p) {
             Resolved::Usable(a) => {
                 check_path(&mut paths, id, &a.webhook_path, &layers, p);
+                check_unique(&mut unique, &a, &layers, p);
                 accounts.push(*a);
             }
             Resolved::Inactive(a) => {
@@ -674,6 +694,61 @@ fn check_path(
             format!("{SMS}.accounts.{id}.webhookPath")
         };
         p.add(key_path, format!("{path:?} is also the webhook path of account {other:?}; every account needs its own, e.g. \"/webhooks/sms/{id}\""));
+    }
+}
+
+/// Two usable accounts may not share a sender or a public webhook URL: with one URL
+/// (and one token) a webhook signed for one account's path passes on the other's, under
+/// the other's policy. Both key paths are named; the values are not (they are phone
+/// numbers, which error messages that reach the log must not carry).
+fn check_unique(
+    seen: &mut BTreeMap<String, (String, String)>,
+    a: &Account,
+    layers: &Layers,
+    p: &mut Problems,
+) {
+    let own_path = |key: &str, from: String| {
+        if from.contains(".accounts.") || a.id == "default" {
+            from
+        } else {
+            // Inherited from the top level: the fix goes into this account.
+            format!("{SMS}.accounts.{}.{key}", a.id)
+        }
+    };
+    let (key, what, value) = match &a.sender {
+        Sender::Number(n) => ("fromNumber", "sender number", format!("number {n}")),
+        Sender::MessagingService(mg) => (
+            "messagingServiceSid",
+            "Messaging Service",
+            format!("service {mg}"),
+        ),
+    };
+    let from = match key {
+        "fromNumber" => layers.get(key, |r| &r.from_number).1,
+        _ => layers.get(key, |r| &r.messaging_service_sid).1,
+    };
+    let mut entries = vec![(value, own_path(key, from), what, key)];
+    if let Some(url) = a.public_url() {
+        let mut u = url.parsed.clone();
+        u.set_fragment(None);
+        let from = layers.get("publicWebhookUrl", |r| &r.public_webhook_url).1;
+        entries.push((
+            format!("url {u}"),
+            own_path("publicWebhookUrl", from),
+            "publicWebhookUrl",
+            "publicWebhookUrl",
+        ));
+    }
+    for (value, path, what, key) in entries {
+        match seen.get(&value) {
+            Some((other, other_path)) => p.add(
+                path.clone(),
+                format!("is the same {what} as account {other:?} has ({other_path}); two accounts cannot share one, or a webhook for one would be accepted as the other's: give account {:?} its own {key}", a.id),
+            ),
+            None => {
+                seen.insert(value, (a.id.clone(), path));
+            }
+        }
     }
 }
 
@@ -939,7 +1014,7 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
 }
 
 fn f_unset<'a, T: 'a>(l: &Layers<'a>, f: impl Fn(&'a RawAccount) -> &'a Option<Field<T>>) -> bool {
-    l.get("", f).0.is_none()
+    is_unset(l.get("", f).0)
 }
 
 fn public_url(s: &str, path: &str, p: &mut Problems) -> Option<PublicUrl> {
@@ -972,6 +1047,12 @@ fn resolve_secret(input: &SecretInput, path: &str, env: &Env, p: &mut Problems) 
     resolve_secret_strict(input, path, env, p)
 }
 
+/// Every resolved secret is remembered, so later messages never show it.
+fn remembered(secret: Secret) -> Secret {
+    super::redact::remember(&secret);
+    secret
+}
+
 fn resolve_secret_strict(
     input: &SecretInput,
     path: &str,
@@ -983,7 +1064,7 @@ fn resolve_secret_strict(
             p.add(path, "is empty; set the auth token from the Twilio Console");
             return None;
         }
-        SecretInput::Plain(s) => return Some(Secret::new(s.clone())),
+        SecretInput::Plain(s) => return Some(remembered(Secret::new(s.clone()))),
         SecretInput::Ref(r) => r,
     };
     if let Some(provider) = &r.provider {
@@ -997,7 +1078,7 @@ fn resolve_secret_strict(
     }
     match r.source.as_str() {
         "env" => match env.get(&r.id) {
-            Some(v) => Some(Secret::new(v)),
+            Some(v) => Some(remembered(Secret::new(v))),
             None => {
                 p.add(path, format!("SecretRef {{ source: \"env\", id: {:?} }} is unresolved: the environment variable is not set; set it or change the ref", r.id));
                 None
@@ -1016,7 +1097,15 @@ fn resolve_secret_strict(
                     }
                 }
             };
-            match std::fs::read_to_string(&full) {
+            // A token is 32 characters; a cap keeps `id: "/dev/zero"` from eating memory.
+            let read = super::read_capped(&full, 64 * 1024).map_err(|e| match e {
+                super::CappedReadError::Io(e) => e,
+                super::CappedReadError::TooLarge => std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "it is larger than 64 KiB, too large for a secret",
+                ),
+            });
+            match read {
                 Ok(s) => {
                     let s = s.strip_suffix('\n').unwrap_or(&s);
                     let s = s.strip_suffix('\r').unwrap_or(s);
@@ -1030,7 +1119,7 @@ fn resolve_secret_strict(
                         );
                         None
                     } else {
-                        Some(Secret::new(s))
+                        Some(remembered(Secret::new(s)))
                     }
                 }
                 Err(e) => {
@@ -1128,5 +1217,134 @@ mod acme_tests {
             both[0].message.contains("remove certFile and keyFile"),
             "{both:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+    use serde_json::json;
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const MG: &str = "MG0123456789abcdef0123456789abcdef";
+
+    fn sms(sms: Value) -> Result<Config, Vec<Problem>> {
+        let config =
+            json!({ "gateway": { "stateDir": "/var/lib/smsgate" }, "channels": { "sms": sms } });
+        validate_value(&config, &Env::default()).map_err(|e| e.0)
+    }
+
+    fn base() -> serde_json::Map<String, Value> {
+        json!({
+            "accountSid": AC, "authToken": "tok", "fromNumber": "+15550001111",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/sms",
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    }
+
+    fn with_accounts(accounts: Value) -> Value {
+        let mut top = base();
+        top.insert("accounts".into(), accounts);
+        Value::Object(top)
+    }
+
+    /// Issue 9, finding 9: `null` in a named account is "unset": it does not inherit.
+    #[test]
+    fn null_means_unset_and_stops_inheritance() {
+        let c = sms(with_accounts(json!({"mg": {
+            "fromNumber": null, "messagingServiceSid": MG,
+            "webhookPath": "/webhooks/mg", "publicWebhookUrl": "https://sms.example.com/webhooks/mg",
+        }})))
+        .unwrap();
+        let mg = c.sms.account("mg").unwrap();
+        assert_eq!(mg.sender, Sender::MessagingService(MG.into()));
+        // Without a sender of its own, the account is not usable (nothing inherited).
+        let c = sms(with_accounts(json!({"x": {
+            "fromNumber": null, "webhookPath": "/webhooks/x",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/x",
+        }})))
+        .unwrap();
+        assert!(c.sms.account("x").is_none());
+        assert!(c
+            .sms
+            .inactive
+            .iter()
+            .any(|a| a.id == "x" && a.reason.contains("fromNumber")));
+        // null elsewhere is the default, never "expected …, found null".
+        let mut top = base();
+        for k in [
+            "dmPolicy",
+            "allowFrom",
+            "textChunkLimit",
+            "defaultTo",
+            "enabled",
+            "webhookPath",
+        ] {
+            top.insert(k.into(), Value::Null);
+        }
+        let c = sms(Value::Object(top)).unwrap();
+        let a = c.sms.account("default").unwrap();
+        assert_eq!(a.dm_policy, DmPolicy::Pairing);
+        assert_eq!(a.text_chunk_limit, 1500);
+        assert_eq!(a.webhook_path, "/webhooks/sms");
+        // A top-level null sender means there is no default account.
+        let mut top = base();
+        top.insert("fromNumber".into(), Value::Null);
+        let c = sms(Value::Object(top)).unwrap();
+        assert!(c.sms.accounts.is_empty());
+    }
+
+    /// Issue 9, finding 9: no two accounts share a sender or a public URL; both key
+    /// paths are named.
+    #[test]
+    fn shared_senders_and_urls_are_refused() {
+        let cases: Vec<(Value, Vec<&str>)> = vec![
+            (
+                // Inherits the top level's number next to the default account.
+                json!({"support": {"webhookPath": "/webhooks/support", "publicWebhookUrl": "https://sms.example.com/webhooks/support"}}),
+                vec!["channels.sms.accounts.support.fromNumber"],
+            ),
+            (
+                json!({"support": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/support"}}),
+                vec!["channels.sms.accounts.support.publicWebhookUrl"],
+            ),
+            (
+                // The same URL written with the default port is the same URL.
+                json!({"support": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/support",
+                    "publicWebhookUrl": "https://SMS.example.com:443/webhooks/sms#rc=2"}}),
+                vec!["channels.sms.accounts.support.publicWebhookUrl"],
+            ),
+            (
+                json!({
+                    "a": {"fromNumber": null, "messagingServiceSid": MG, "webhookPath": "/a", "publicWebhookUrl": "https://sms.example.com/a"},
+                    "b": {"fromNumber": null, "messagingServiceSid": MG, "webhookPath": "/b", "publicWebhookUrl": "https://sms.example.com/b"},
+                }),
+                vec!["channels.sms.accounts.b.messagingServiceSid"],
+            ),
+            (
+                json!({"support": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/support",
+                    "publicWebhookUrl": "https://sms.example.com/webhooks/support"}}),
+                vec![],
+            ),
+        ];
+        for (accounts, want) in cases {
+            let got = sms(with_accounts(accounts.clone()));
+            match (got, want.is_empty()) {
+                (Ok(_), true) => {}
+                (Err(problems), false) => {
+                    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+                    assert_eq!(paths, want, "{accounts}");
+                    let m = &problems[0].message;
+                    assert!(
+                        m.contains("account \"") && m.contains("channels.sms."),
+                        "{m}"
+                    );
+                    assert!(!m.contains("+1555"), "no phone number in the message: {m}");
+                }
+                (got, _) => panic!("{accounts}: {got:?}"),
+            }
+        }
     }
 }

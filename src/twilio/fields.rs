@@ -113,19 +113,19 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                 }
             }
             Kind::AccountSid => {
-                if !is_sid(value, &["AC"]) {
+                if !is_config_sid(value, "AC") {
                     return Err(FieldError::bad(
                         name,
-                        "is not an Account SID (AC and 32 hex digits)",
+                        "is not an Account SID (AC and 32 letters or digits)",
                     ));
                 }
             }
             Kind::MessagingServiceSid => {
                 // Empty when the message did not go through a Messaging Service.
-                if !value.is_empty() && !is_sid(value, &["MG"]) {
+                if !value.is_empty() && !is_config_sid(value, "MG") {
                     return Err(FieldError::bad(
                         name,
-                        "is not a Messaging Service SID (MG and 32 hex digits)",
+                        "is not a Messaging Service SID (MG and 32 letters or digits)",
                     ));
                 }
             }
@@ -163,7 +163,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
             Kind::ErrorCode => {
                 let code = (1..=6).contains(&value.len())
                     && value.bytes().all(|b| b.is_ascii_digit())
-                    && !value.starts_with('0');
+                    && (value == "0" || !value.starts_with('0'));
                 if !(value.is_empty() || code) {
                     return Err(FieldError::bad(name, "is not a Twilio error code"));
                 }
@@ -276,6 +276,17 @@ pub fn is_sid(value: &str, prefixes: &[&str]) -> bool {
     value.len() == 34
         && prefixes.iter().any(|p| value.starts_with(p))
         && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An Account or Messaging Service SID as the config accepts it (`accountSid`,
+/// `messagingServiceSid`: the prefix and 32 ASCII letters or digits), so a webhook
+/// carrying the configured value always passes; it must then equal the account's
+/// (see `http::webhook`). The fixed length is what stops absorption: every Twilio
+/// parameter name has letters, so a value that swallowed a neighbour is too long.
+fn is_config_sid(value: &str, prefix: &str) -> bool {
+    value.len() == 34
+        && value.starts_with(prefix)
+        && value[2..].bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// `0` or a decimal without leading zeros, at most 3 digits.
@@ -666,6 +677,22 @@ mod tests {
                 Err("ErrorCode"),
             ),
             ("ErrorCode empty", vec![("ErrorCode", Some(""))], Ok(())),
+            (
+                "AccountSid as configs may write it",
+                vec![("AccountSid", Some("ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"))],
+                Ok(()),
+            ),
+            (
+                "AccountSid too short",
+                vec![("AccountSid", Some("AC0123456789abcdef"))],
+                Err("AccountSid"),
+            ),
+            ("ErrorCode zero", vec![("ErrorCode", Some("0"))], Ok(())),
+            (
+                "ErrorCode leading zero",
+                vec![("ErrorCode", Some("030003"))],
+                Err("ErrorCode"),
+            ),
             (
                 "ApiVersion absorbs",
                 vec![("ApiVersion", Some("2010-04-01Bodyhi"))],

@@ -214,10 +214,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     text(&st.gw, C, "HANG forever").await;
     let cancel = st.events.wait("cancel", 1, Duration::from_secs(20));
     assert!(cancel["sessionId"].as_str().unwrap().starts_with("sess-"));
-    assert!(bridge.wait_log(
-        "from=***0003 texts=1",
-        Duration::from_secs(20)
-    ));
+    assert!(bridge.wait_log("from=***0003 texts=1", Duration::from_secs(20)));
     assert!(bridge.log().contains("did not finish within --timeout 2 s"));
 
     // Garbage on stdout: logged, ignored, the turn still answered.
@@ -241,10 +238,7 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     // the SILENT turn finished (turns of different conversations are independent,
     // so wait on the log line instead).
     text(&st.gw, F, "SILENT please").await;
-    assert!(bridge.wait_log(
-        "from=***0006 texts=1",
-        Duration::from_secs(20)
-    ));
+    assert!(bridge.wait_log("from=***0006 texts=1", Duration::from_secs(20)));
     text(&st.gw, G, "last").await;
     nth_sms(&st.twilio, G, 1, Duration::from_secs(20));
     assert!(st.twilio.sends_to(F).is_empty());

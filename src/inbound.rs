@@ -22,14 +22,6 @@ use crate::store::{
     StatusUpdate, Store, StoreError, Writer,
 };
 
-pub fn pairing_code_text(code: &str) -> String {
-    format!(
-        "Your pairing code is {code}. To let you talk to the agent, its owner runs: smsgate pairing approve sms {code} (valid for 1 hour)."
-    )
-}
-
-pub const APPROVED_TEXT: &str = "You're approved: your messages now reach the agent.";
-
 /// The handles admission needs.
 pub struct Inbound {
     pub writer: Writer,
@@ -228,7 +220,7 @@ pub fn effects_for(
             fx.outbound.push(store.new_outbound(
                 &account.id,
                 from.clone(),
-                crate::texts::Texts::default().new_conversation(),
+                account.texts.new_conversation(),
                 Purpose::NewConversation,
                 now,
             )?);
@@ -271,7 +263,7 @@ pub fn effects_for(
                     fx.outbound.push(store.new_outbound(
                         &account.id,
                         from.clone(),
-                        pairing_code_text(&code),
+                        account.texts.pairing_code(&code),
                         Purpose::PairingCode,
                         now,
                     )?);

@@ -585,3 +585,56 @@ async fn opt_out_type_stop_start_help_with_custom_keywords() {
     assert!(!opted(helped));
     assert!(!opted(odd));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_built_in_language_reaches_the_stranger_and_a_custom_text_wins() {
+    let cases = [
+        ("en", "Your pairing code is"),
+        ("hi", "पेयरिंग कोड"),
+        ("zh", "配对码"),
+        ("ja", "ペアリングコード"),
+        ("ko", "페어링 코드"),
+    ];
+    for (i, (lang, marker)) in cases.iter().enumerate() {
+        let t = TestDir::new();
+        let twilio = FakeTwilio::start();
+        let config = t.config(&twilio, &format!(r#"language: "{lang}""#));
+        let gw = Gateway::start(&config);
+        let stranger = format!("+1555767{i:04}");
+        assert_eq!(gw.admit(&format!("SMe{i:031}"), &stranger, "hi").await, 200);
+        let sent = twilio.wait_sends(1, Duration::from_secs(10));
+        let body = sent[0].field("Body").unwrap();
+        assert!(body.contains(marker), "{lang}: {body}");
+        let list: serde_json::Value =
+            serde_json::from_slice(&cli(&config, &["pairing", "list", "--json"]).stdout).unwrap();
+        assert!(
+            body.contains(list[0]["code"].as_str().unwrap()),
+            "{lang}: {body}"
+        );
+    }
+    // A custom text overrides the language's, for the approval too.
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"language: "ja", texts: { pairingCode: "Code: {code}", approved: "Welcome aboard." }"#,
+    );
+    let gw = Gateway::start(&config);
+    assert_eq!(
+        gw.admit("SMe1000000000000000000000000000009", "+15557670099", "hi")
+            .await,
+        200
+    );
+    let sent = twilio.wait_sends(1, Duration::from_secs(10));
+    let code = sent[0]
+        .field("Body")
+        .unwrap()
+        .strip_prefix("Code: ")
+        .unwrap()
+        .to_string();
+    assert!(cli(&config, &["pairing", "approve", &code])
+        .status
+        .success());
+    let sent = twilio.wait_sends(2, Duration::from_secs(10));
+    assert_eq!(sent[1].field("Body"), Some("Welcome aboard."));
+}

@@ -142,6 +142,20 @@ impl StandIn {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The conversation id (`user`) of the first call whose new text was `text`.
+    fn user_of(&self, text: &str) -> String {
+        self.calls()
+            .into_iter()
+            .find(|c| {
+                c.body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .is_some_and(|m| m["content"] == text)
+            })
+            .and_then(|c| c.body["user"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no call for {text:?}"))
+    }
+
     fn calls_for(&self, user: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -171,17 +185,20 @@ async fn answer(
         });
         c.iter().filter(|c| c.body["user"] == user.as_str()).count()
     };
-    let canned = {
-        let mut s = script.lock().unwrap();
-        let i = s.iter().position(|(u, _)| *u == user);
-        i.and_then(|i| s.remove(i)).map(|(_, c)| c)
-    };
     let last = body["messages"]
         .as_array()
         .and_then(|m| m.last())
         .and_then(|m| m["content"].as_str())
         .unwrap_or("?")
         .to_string();
+    // A script entry answers a call of its conversation, or a call whose new text is
+    // exactly its key (the daemon picks conversation ids, so a test scripts a call by
+    // the text it is about to send).
+    let canned = {
+        let mut s = script.lock().unwrap();
+        let i = s.iter().position(|(u, _)| *u == user || *u == last);
+        i.and_then(|i| s.remove(i)).map(|(_, c)| c)
+    };
     let canned = if ok_path {
         canned.unwrap_or_else(|| Canned::Content(format!("reply {n}: {last}")))
     } else {
@@ -282,8 +299,6 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn transcript_user_system_bearer_history_restart_and_retry() {
     let st = setup();
     let model = StandIn::start();
-    let conv_a = format!("default:{A}");
-    let conv_b = format!("default:{B}");
     let bridge = st.bridge(
         &model.url(),
         &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
@@ -292,6 +307,12 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
     assert_eq!(
         nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
         "reply 1: one"
+    );
+    // `user` is the daemon's conversation id (opaque, nothing of the number).
+    let conv_a = model.user_of("one");
+    assert!(
+        conv_a.starts_with("c-") && !conv_a.contains("555"),
+        "{conv_a}"
     );
     let c = &model.calls_for(&conv_a)[0];
     assert_eq!(c.authorization.as_deref(), Some(&*format!("Bearer {KEY}")));
@@ -318,6 +339,8 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
         nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
         "reply 1: hello"
     );
+    let conv_b = model.user_of("hello");
+    assert_ne!(conv_a, conv_b);
     assert_eq!(
         roles_and_contents(&model.calls_for(&conv_b)[0]),
         pairs(&[("system", "Be brief."), ("user", "hello")])
@@ -330,7 +353,7 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
         &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
     );
     model.push(
-        &conv_a,
+        "three",
         Canned::Raw(503, r#"{"error":{"message":"overloaded"}}"#.into(), Some(1)),
     );
     text(&st.gw, A, "three").await;
@@ -373,15 +396,16 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
 async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
     let st = setup();
     let model = StandIn::start();
-    let conv_a = format!("default:{A}");
     let bridge = st.bridge(&model.url(), &["--timeout", "2", "--coalesce", "0"]);
+    // Scripted by A's text: each retry of "hi" takes the next bad answer.
+    let conv_a = "hi";
     model.push(
-        &conv_a,
+        conv_a,
         Canned::Raw(200, "<html>502 Bad Gateway</html>".into(), None),
     );
-    model.push(&conv_a, Canned::Raw(200, r#"{"choices":[]}"#.into(), None));
-    model.push(&conv_a, Canned::Huge(100 * 1024 * 1024));
-    model.push(&conv_a, Canned::Hang);
+    model.push(conv_a, Canned::Raw(200, r#"{"choices":[]}"#.into(), None));
+    model.push(conv_a, Canned::Huge(100 * 1024 * 1024));
+    model.push(conv_a, Canned::Hang);
     text(&st.gw, A, "hi").await;
     // Meanwhile another conversation is answered: A's trouble holds up only A.
     text(&st.gw, B, "side by side").await;
@@ -413,7 +437,6 @@ async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
 async fn bursts_coalesce_and_long_replies_are_cut() {
     let st = setup();
     let model = StandIn::start();
-    let conv_b = format!("default:{B}");
     let bridge = st.bridge(&model.url(), &["--coalesce", "1500", "--max-chars", "500"]);
     for body in ["hey", "can you", "check my 3pm"] {
         text(&st.gw, A, body).await;
@@ -427,9 +450,9 @@ async fn bursts_coalesce_and_long_replies_are_cut() {
         nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
         "reply 2: and 4pm?"
     );
-    assert_eq!(model.calls_for(&format!("default:{A}")).len(), 2);
+    assert_eq!(model.calls_for(&model.user_of("and 4pm?")).len(), 2);
 
-    model.push(&conv_b, Canned::Content("word ".repeat(20_000)));
+    model.push("write a novel", Canned::Content("word ".repeat(20_000)));
     text(&st.gw, B, "write a novel").await;
     let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(20));
     assert!(r.chars().count() <= 500 && r.ends_with('…'), "{r}");
@@ -448,14 +471,11 @@ async fn bursts_coalesce_and_long_replies_are_cut() {
 async fn a_bridge_killed_mid_call_loses_nothing() {
     let st = setup();
     let model = StandIn::start();
-    let conv_a = format!("default:{A}");
     let mut bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
-    model.push(&conv_a, Canned::Hang);
+    model.push("are you there?", Canned::Hang);
     text(&st.gw, A, "are you there?").await;
-    assert!(wait_until(Duration::from_secs(20), || model
-        .calls_for(&conv_a)
-        .len()
-        == 1));
+    assert!(wait_until(Duration::from_secs(20), || model.calls().len() == 1));
+    let conv_a = model.user_of("are you there?");
     bridge.child.kill().unwrap();
     let _ = bridge.child.wait();
     let _bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
@@ -480,7 +500,11 @@ async fn slash_new_starts_an_empty_transcript() {
     nth_sms(&st.twilio, A, 3, Duration::from_secs(20));
     let last = model.calls().last().cloned().unwrap();
     assert_eq!(roles_and_contents(&last), pairs(&[("user", "fresh")]));
-    assert_ne!(last.body["user"], format!("default:{A}"));
+    assert_ne!(
+        last.body["user"],
+        model.user_of("one"),
+        "a new conversation id"
+    );
 }
 
 // ---- OpenAI's spec under Prism ------------------------------------------------------

@@ -739,3 +739,37 @@ fn patch_output_never_shows_a_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn texts_and_language_are_checked_and_their_cost_shown() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"language: "tlh", texts: { pairingCode: "Your code", welcome: "hi", approved: "Hi {name}" }"#,
+    );
+    let out = cli(&config, &["config", "validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for want in [
+        "channels.sms.language",
+        "\"tlh\" has no built-in texts",
+        "channels.sms.texts.pairingCode",
+        "must contain {code}",
+        "channels.sms.texts.welcome",
+        "channels.sms.texts.approved",
+        "unknown placeholder {name}",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+    let config = t.config(&twilio, r#"language: "hi""#);
+    let out = cli(&config, &["config", "show", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    let pairing = v
+        .pointer("/channels/sms/accounts/default/texts/pairingCode")
+        .unwrap_or_else(|| panic!("no texts in {text}"));
+    assert_eq!(pairing["encoding"], "UCS-2", "{pairing}");
+    assert!(pairing["segments"].as_u64().unwrap() >= 2, "{pairing}");
+}

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::{Request, Response};
 use crate::config::Config;
-use crate::inbound::APPROVED_TEXT;
 use crate::phone::E164;
 use crate::store::{now_ms, OutboundRecord, OutboundState, Store, StoreError};
 
@@ -63,7 +62,14 @@ fn run(
             let opted_out_before = |r: &crate::access::PairingRequest| {
                 store.is_opted_out(&r.account, &r.sender).unwrap_or(false)
             };
-            match store.approve_pairing(code, now, APPROVED_TEXT).map_err(store_err)? {
+            // The approved text in the language of the account that paired.
+            let notice = |account: &str| {
+                config.sms.account(account).map_or_else(
+                    || crate::texts::Texts::default().approved(),
+                    |a| a.texts.approved(),
+                )
+            };
+            match store.approve_pairing(code, now, notice).map_err(store_err)? {
                 Some(r) => {
                     store.flush().map_err(store_err)?;
                     let texted = !opted_out_before(&r);

@@ -147,6 +147,8 @@ pub struct Account {
     pub allow_from: AllowFrom,
     pub default_to: Option<E164>,
     pub text_chunk_limit: usize,
+    /// The texts smsgate sends itself (pairing code, approved, new conversation).
+    pub texts: crate::texts::Texts,
     pub api_base_url: Url,
     pub messaging_api_base_url: Url,
 }

@@ -123,6 +123,11 @@ pub struct RawAccount {
     pub api_base_url: Option<Field<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub messaging_api_base_url: Option<Field<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub language: Option<Field<String>>,
+    /// `{ pairingCode, approved, newConversation }`; keys checked by validation.
+    #[serde(default, deserialize_with = "nullable")]
+    pub texts: Option<Field<BTreeMap<String, String>>>,
     pub accounts: Option<BTreeMap<String, RawAccount>>,
     #[serde(default, deserialize_with = "nullable")]
     pub default_account: Option<Field<String>>,

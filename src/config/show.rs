@@ -79,6 +79,15 @@ fn account(a: &Account) -> Value {
         "allowFrom": allow,
         "defaultTo": a.default_to.as_ref().map(ToString::to_string),
         "textChunkLimit": a.text_chunk_limit,
+        "language": a.texts.language.code(),
+        // What each text costs: Hindi, Chinese, Japanese and Korean are UCS-2 (70
+        // characters a segment), so a text twice as short can cost twice as much.
+        "texts": a.texts.costs().into_iter().map(|(key, encoding, chars, segments)| {
+            (key.to_string(), serde_json::json!({
+                "text": a.texts.template(crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key).unwrap_or(crate::texts::Kind::Approved)),
+                "encoding": encoding, "characters": chars, "segments": segments,
+            }))
+        }).collect::<serde_json::Map<String, serde_json::Value>>(),
         "dangerouslyDisableSignatureValidation": matches!(a.inbound, InboundCheck::Unsigned { .. }),
         "apiBaseUrl": a.api_base_url.as_str(),
         "messagingApiBaseUrl": a.messaging_api_base_url.as_str(),

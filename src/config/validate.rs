@@ -921,6 +921,45 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             1500
         }
     };
+    let (f, path) = l.get("language", |r| &r.language);
+    let language = match take(f, &path, "a language code string", p) {
+        None => crate::texts::Language::default(),
+        Some(s) => crate::texts::Language::parse(s.trim()).unwrap_or_else(|| {
+            p.add(
+                &path,
+                format!("{s:?} has no built-in texts; use \"en\", \"hi\", \"zh\", \"ja\" or \"ko\" (or write your own under texts)"),
+            );
+            crate::texts::Language::default()
+        }),
+    };
+    let (f, texts_path) = l.get("texts", |r| &r.texts);
+    let mut texts = crate::texts::Texts {
+        language,
+        ..Default::default()
+    };
+    for (key, template) in take(f, &texts_path, "an object of texts", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{texts_path}.{key}");
+        let Some(kind) = crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key) else {
+            p.add(
+                &path,
+                "unknown text; the texts are pairingCode, approved and newConversation",
+            );
+            continue;
+        };
+        if let Err(e) = crate::texts::validate(kind, template) {
+            p.add(&path, e);
+            continue;
+        }
+        let slot = match kind {
+            crate::texts::Kind::PairingCode => &mut texts.pairing_code,
+            crate::texts::Kind::Approved => &mut texts.approved,
+            crate::texts::Kind::NewConversation => &mut texts.new_conversation,
+        };
+        *slot = Some(template.clone());
+    }
     let base_url = |key: &str,
                     default: &str,
                     f: &Option<Field<String>>,
@@ -1004,6 +1043,7 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 allow_from,
                 default_to,
                 text_chunk_limit,
+                texts,
                 api_base_url,
                 messaging_api_base_url,
             }))

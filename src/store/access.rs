@@ -68,7 +68,7 @@ impl Store {
         &self,
         code: &str,
         now: u64,
-        notice: &str,
+        notice: impl Fn(&str) -> String,
     ) -> Result<Option<PairingRequest>, StoreError> {
         let Some(req) = self.find_pairing(code, now)? else {
             return Ok(None);
@@ -91,7 +91,7 @@ impl Store {
                 self.next_id()?,
                 &req.account,
                 req.sender.clone(),
-                notice.to_string(),
+                notice(&req.account),
                 Purpose::PairingApproved,
                 now,
             );

@@ -27,6 +27,32 @@ fn gateway(config: &std::path::Path) -> Gateway {
     )
 }
 
+/// The recipient every test texts (the account's `defaultTo`).
+const TO: &str = "+15557650000";
+
+struct Setup {
+    t: TestDir,
+    twilio: FakeTwilio,
+    config: std::path::PathBuf,
+    gw: Gateway,
+    agent: TestAgent,
+}
+
+fn setup() -> Setup {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, &format!(r#"defaultTo: "{TO}""#));
+    let gw = gateway(&config);
+    let agent = TestAgent::connect(&agent_sock(&t));
+    Setup {
+        t,
+        twilio,
+        config,
+        gw,
+        agent,
+    }
+}
+
 fn creates(twilio: &FakeTwilio, to: &str) -> usize {
     twilio.sends_to(to).len()
 }
@@ -42,18 +68,19 @@ fn lookups(twilio: &FakeTwilio) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_found_by_the_lookup_is_recorded_as_sent_not_sent_again() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let to = "+15557650000";
-    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
-    let gw = gateway(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
     // Twilio creates the message but its answer never arrives.
     twilio.push(Canned::Hang);
     agent.send(json!({"type": "send", "text": "did it go?", "ref": "u1"}));
     let sent = agent.next_of("sent");
     assert_eq!(sent["ref"], "u1");
-    let created = twilio.sends_to(to)[0].clone();
+    let created = twilio.sends_to(TO)[0].clone();
     assert_eq!(sent["sids"].as_array().unwrap().len(), 1, "{sent}");
     assert!(
         gw.wait_log("found at Twilio", Duration::from_secs(10)),
@@ -61,7 +88,7 @@ async fn a_send_found_by_the_lookup_is_recorded_as_sent_not_sent_again() {
         gw.log()
     );
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
-    assert_eq!(creates(&twilio, to), 1, "never sent twice");
+    assert_eq!(creates(&twilio, TO), 1, "never sent twice");
     assert_eq!(created.field("Body"), Some("did it go?"));
     // The lookup asked for our number to theirs since the attempt's day.
     let q = lookups(&twilio);
@@ -76,12 +103,13 @@ async fn a_send_found_by_the_lookup_is_recorded_as_sent_not_sent_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_twilio_never_created_is_sent_exactly_once_after_two_lookups() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let to = "+15557650000";
-    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
-    let gw = gateway(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
     twilio.push(Canned::Lost);
     agent.send(json!({"type": "send", "text": "lost in transit", "ref": "u2"}));
     let sent = agent.next_of("sent");
@@ -89,19 +117,20 @@ async fn a_send_twilio_never_created_is_sent_exactly_once_after_two_lookups() {
     assert!(gw.log().contains("asking once more"), "{}", gw.log());
     assert!(gw.log().contains("sending it (once)"), "{}", gw.log());
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
-    assert_eq!(creates(&twilio, to), 2, "the lost attempt and one resend");
+    assert_eq!(creates(&twilio, TO), 2, "the lost attempt and one resend");
     assert!(lookups(&twilio).len() >= 2, "two lookups before the resend");
     assert_eq!(gw.stop().code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twilio_unreachable_for_the_lookup_never_sends_blind_and_queue_list_shows_it() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let to = "+15557650000";
-    let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
-    let gw = gateway(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
     twilio.route(
         "GET",
         &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
@@ -129,7 +158,7 @@ async fn twilio_unreachable_for_the_lookup_never_sends_blind_and_queue_list_show
     assert!(wait_until(Duration::from_secs(60), || lookups(&twilio)
         .len()
         > before));
-    assert_eq!(creates(&twilio, to), 1);
+    assert_eq!(creates(&twilio, TO), 1);
     assert_eq!(agent.next_within(Duration::from_millis(1)), None);
     assert_eq!(gw.stop().code(), Some(0));
 }
@@ -137,12 +166,14 @@ async fn twilio_unreachable_for_the_lookup_never_sends_blind_and_queue_list_show
 #[tokio::test(flavor = "multi_thread")]
 async fn across_kill_9_between_the_attempt_and_the_lookup() {
     for created in [true, false] {
-        let t = TestDir::new();
-        let twilio = FakeTwilio::start();
-        let to = "+15557650000";
-        let config = t.config(&twilio, &format!(r#"defaultTo: "{to}""#));
-        let gw = gateway(&config);
-        let mut agent = TestAgent::connect(&agent_sock(&t));
+        let Setup {
+            t: _t,
+            twilio,
+            config,
+            gw,
+            mut agent,
+        } = setup();
+        let to = TO;
         twilio.push(if created { Canned::Hang } else { Canned::Lost });
         agent.send(json!({"type": "send", "text": "mid-crash", "ref": "k"}));
         assert!(wait_until(Duration::from_secs(10), || creates(&twilio, to) == 1));

@@ -247,6 +247,7 @@ impl Daemon {
             config: app.config.clone(),
             twilio: app.twilio.clone(),
             metrics: app.metrics.clone(),
+            windows: Default::default(),
         };
         let inbound = app.inbound.clone();
         let mut tasks = vec![
@@ -351,6 +352,7 @@ async fn prune(writer: Writer, mut stop: Shutdown) {
             .write(|st, _| {
                 let now = now_ms();
                 st.prune_texted(now, crate::access::budget::DAY_MS)?;
+                st.prune_sent_log(now, crate::access::budget::DAY_MS)?;
                 st.prune_seen(now, SEEN_RETENTION_MS)
             })
             .await;

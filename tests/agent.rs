@@ -827,3 +827,87 @@ async fn channels_status_lists_the_connected_agents() {
     );
     raw.send(json!({"type": "ack", "id": m["id"]}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_over_a_spending_limit_are_held_and_released() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let to = "+15557650000";
+    let bad = t.config(
+        &twilio,
+        r#"outboundLimits: { perHour: -1, perDay: "lots", perMinute: 3 }, releaseHeld: "sometimes""#,
+    );
+    let out = cli(&bad, &["config", "validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    for want in [
+        "channels.sms.outboundLimits.perHour",
+        "channels.sms.outboundLimits.perDay",
+        "channels.sms.outboundLimits.perMinute",
+        "channels.sms.releaseHeld",
+        "0 = no limit",
+    ] {
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+    }
+    let config = t.config(
+        &twilio,
+        &format!(r#"defaultTo: "{to}", outboundLimits: {{ perRecipientPerHour: 2 }}"#),
+    );
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    for (i, r) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
+        agent.send(json!({"type": "send", "text": format!("text {i}"), "ref": r}));
+        let line = if i < 2 {
+            agent.next_of("sent")
+        } else {
+            agent.next_of("error")
+        };
+        assert_eq!(line["ref"], *r, "{line}");
+        if i >= 2 {
+            let m = line["message"].as_str().unwrap();
+            assert!(
+                m.contains("outboundLimits.perRecipientPerHour") && m.contains("queue release"),
+                "{m}"
+            );
+        }
+    }
+    assert_eq!(
+        twilio.sends_to(to).len(),
+        2,
+        "the third and fourth are held"
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
+    let held: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "held")
+        .collect();
+    assert_eq!(held.len(), 2, "{list}");
+    assert_eq!(held[0]["limit"], "outboundLimits.perRecipientPerHour");
+    let first = held[0]["id"].as_str().unwrap().to_string();
+    // One by id, then the rest: each goes out once, over the limit, on the operator's word.
+    let out = cli(&config, &["queue", "release", &first]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(twilio.wait_sends(3, Duration::from_secs(10)).len(), 3);
+    let out = cli(&config, &["queue", "release", "--all"]);
+    assert!(
+        stdout(&out).contains("Released 1 held send(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(twilio.wait_sends(4, Duration::from_secs(10)).len(), 4);
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(twilio.sends_to(to).len(), 4);
+    assert_eq!(
+        cli(&config, &["queue", "release", "--all"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+    // The window survives a restart: the sent log counts what already went out.
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "send", "text": "after restart", "ref": "s5"}));
+    assert_eq!(agent.next_of("error")["ref"], "s5");
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -38,6 +38,10 @@ pub enum Request {
     QueuePurge {
         id: String,
     },
+    /// Send held sends (over a spending limit): one, or every one.
+    QueueRelease {
+        id: Option<String>,
+    },
     MessageSend {
         account: Option<String>,
         to: String,

@@ -116,6 +116,7 @@ fn run(
         })),
         Request::Reload => Err("reload needs the running daemon".into()),
         Request::QueueRequeue { id } => queue_requeue(store, id.trim(), now, outcome),
+        Request::QueueRelease { id } => queue_release(store, id.as_deref(), now, outcome),
         Request::QueuePurge { id } => queue_purge(store, id.trim()),
         Request::MessageSend { .. } => {
             Err("message send goes through the running daemon or straight to Twilio".into())
@@ -159,6 +160,7 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
             OutboundState::Unknown => "unknown",
             OutboundState::Checking => "checking",
             OutboundState::Failed => "failed",
+            OutboundState::Held => "held",
             OutboundState::Queued | OutboundState::Sending if r.resent => "resent",
             OutboundState::Queued | OutboundState::Sending => continue,
         };
@@ -169,6 +171,9 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
             "to": r.to.as_str(), "text": r.body, "error": r.last_error, "attempts": r.attempts,
             "createdAt": rfc3339(r.created_ms), "code": r.last_code,
             "hint": crate::twilio::hints::sentence(r.last_code), "nextCheck": next_check,
+            "limit": r.held_limit,
+            "releaseAt": (r.state == OutboundState::Held && r.next_attempt_ms != u64::MAX)
+                .then(|| rfc3339(r.next_attempt_ms)),
         }));
     }
     Ok(Value::Array(out))
@@ -178,10 +183,16 @@ fn outbound_by_id(store: &Store, id: &str) -> Result<Option<OutboundRecord>, Sto
     let Ok(n) = id.parse::<u64>() else {
         return Ok(None);
     };
-    Ok(store
-        .outbound()?
-        .into_iter()
-        .find(|r| r.id == n && matches!(r.state, OutboundState::Unknown | OutboundState::Failed)))
+    Ok(store.outbound()?.into_iter().find(|r| {
+        r.id == n
+            && matches!(
+                r.state,
+                OutboundState::Unknown
+                    | OutboundState::Checking
+                    | OutboundState::Failed
+                    | OutboundState::Held
+            )
+    }))
 }
 
 fn queue_requeue(
@@ -209,6 +220,38 @@ fn queue_requeue(
     Err(format!(
         "nothing in the queue has id {id:?} (see `smsgate queue list`)"
     ))
+}
+
+/// Lets held sends go, over the limits: the operator decided.
+fn queue_release(
+    store: &Store,
+    id: Option<&str>,
+    now: u64,
+    outcome: &mut Outcome,
+) -> Result<Value, String> {
+    let e = |e: StoreError| e.to_string();
+    let mut released = Vec::new();
+    for mut r in store.outbound().map_err(e)? {
+        let wanted = id.is_none_or(|id| id.trim() == r.id.to_string());
+        if r.state != OutboundState::Held || !wanted {
+            continue;
+        }
+        r.state = OutboundState::Queued;
+        r.released = true;
+        r.held_limit = None;
+        r.next_attempt_ms = now;
+        store.put_outbound(&r).map_err(e)?;
+        released.push(r.id.to_string());
+    }
+    if released.is_empty() {
+        return Err(match id {
+            Some(id) => format!("no held send has id {id:?} (see `smsgate queue list`)"),
+            None => "no send is held".to_string(),
+        });
+    }
+    store.flush().map_err(e)?;
+    outcome.queued_sms = true;
+    Ok(json!({"released": released}))
 }
 
 fn queue_purge(store: &Store, id: &str) -> Result<Value, String> {

@@ -130,6 +130,15 @@ pub enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Send a send held over a spending limit (outboundLimits), or every held one
+    Release {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -355,6 +355,12 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
         args::QueueCmd::List { json } => (Request::QueueList, json),
         args::QueueCmd::Requeue { id, json } => (Request::QueueRequeue { id }, json),
         args::QueueCmd::Purge { id, json } => (Request::QueuePurge { id }, json),
+        args::QueueCmd::Release { id, all, json } => (
+            Request::QueueRelease {
+                id: if all { None } else { id },
+            },
+            json,
+        ),
     };
     let listing = matches!(req, Request::QueueList);
     let data = admin(path, req)?;
@@ -390,6 +396,11 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
             );
         }
     } else {
+        if let Some(ids) = data.get("released").and_then(Value::as_array) {
+            let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
+            println!("Released {} held send(s): {}.", ids.len(), ids.join(", "));
+            return Ok(ExitCode::SUCCESS);
+        }
         let what = if data.get("requeued").is_some() {
             "Requeued"
         } else {

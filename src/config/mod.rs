@@ -149,6 +149,10 @@ pub struct Account {
     pub text_chunk_limit: usize,
     /// The texts smsgate sends itself (pairing code, approved, new conversation).
     pub texts: crate::texts::Texts,
+    /// Segments the agent may send per hour, day, recipient and hour.
+    pub outbound_limits: crate::limits::OutboundLimits,
+    /// `releaseHeld: "auto"`: a held send goes when its window allows.
+    pub release_held_auto: bool,
     pub api_base_url: Url,
     pub messaging_api_base_url: Url,
 }

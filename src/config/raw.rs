@@ -125,6 +125,11 @@ pub struct RawAccount {
     pub messaging_api_base_url: Option<Field<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub language: Option<Field<String>>,
+    /// `{ perHour, perDay, perRecipientPerHour }`; keys checked by validation.
+    #[serde(default, deserialize_with = "nullable")]
+    pub outbound_limits: Option<Field<BTreeMap<String, Value>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub release_held: Option<Field<String>>,
     /// `{ pairingCode, approved, newConversation }`; keys checked by validation.
     #[serde(default, deserialize_with = "nullable")]
     pub texts: Option<Field<BTreeMap<String, String>>>,

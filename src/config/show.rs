@@ -80,6 +80,12 @@ fn account(a: &Account) -> Value {
         "defaultTo": a.default_to.as_ref().map(ToString::to_string),
         "textChunkLimit": a.text_chunk_limit,
         "language": a.texts.language.code(),
+        "outboundLimits": {
+            "perHour": a.outbound_limits.per_hour,
+            "perDay": a.outbound_limits.per_day,
+            "perRecipientPerHour": a.outbound_limits.per_recipient_per_hour,
+        },
+        "releaseHeld": if a.release_held_auto { "auto" } else { "manual" },
         // What each text costs: Hindi, Chinese, Japanese and Korean are UCS-2 (70
         // characters a segment), so a text twice as short can cost twice as much.
         "texts": a.texts.costs().into_iter().map(|(key, encoding, chars, segments)| {

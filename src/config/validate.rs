@@ -960,6 +960,42 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         };
         *slot = Some(template.clone());
     }
+    let (f, limits_path) = l.get("outboundLimits", |r| &r.outbound_limits);
+    let mut outbound_limits = crate::limits::OutboundLimits::default();
+    for (key, v) in take(f, &limits_path, "an object of limits", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{limits_path}.{key}");
+        let slot = match key.as_str() {
+            "perHour" => &mut outbound_limits.per_hour,
+            "perDay" => &mut outbound_limits.per_day,
+            "perRecipientPerHour" => &mut outbound_limits.per_recipient_per_hour,
+            _ => {
+                p.add(&path, "unknown limit; the limits are perHour, perDay and perRecipientPerHour (SMS segments, 0 = no limit)");
+                continue;
+            }
+        };
+        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => *slot = n,
+            None => p.add(
+                &path,
+                format!(
+                    "expected a whole number of SMS segments, 0 or more (0 = no limit), found {}",
+                    describe(v)
+                ),
+            ),
+        }
+    }
+    let (f, path) = l.get("releaseHeld", |r| &r.release_held);
+    let release_held_auto = match take(f, &path, "\"manual\" or \"auto\"", p).map(String::as_str) {
+        None | Some("manual") => false,
+        Some("auto") => true,
+        Some(other) => {
+            p.add(&path, format!("{other:?} is not a release mode; use \"manual\" (smsgate queue release) or \"auto\" (when the window allows)"));
+            false
+        }
+    };
     let base_url = |key: &str,
                     default: &str,
                     f: &Option<Field<String>>,
@@ -1044,6 +1080,8 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 default_to,
                 text_chunk_limit,
                 texts,
+                outbound_limits,
+                release_held_auto,
                 api_base_url,
                 messaging_api_base_url,
             }))

@@ -4,7 +4,7 @@
 //! could text the person twice). Every state change is written through the store
 //! writer; the attempt is durable before the request leaves.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +13,10 @@ use rand::Rng;
 use super::{Outbox, PartOutcome};
 use crate::app::LiveConfig;
 use crate::clock::now_ms;
+use crate::limits::{SendWindow, Verdict};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{OutboundRecord, OutboundState, Store, StoreError, Writer};
+use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
 use crate::twilio::reconcile::{self, LookupOutcome, Stage, Step};
 use crate::twilio::{Creds, MessagesApi, SendError, SendRequest};
 
@@ -46,7 +47,14 @@ pub fn due(queue: &[OutboundRecord], now: u64) -> (Vec<u64>, Option<u64>) {
     let mut attempt = Vec::new();
     let mut next: Option<u64> = None;
     for rec in queue {
-        if matches!(rec.state, OutboundState::Unknown | OutboundState::Checking) {
+        if rec.state == OutboundState::Held && rec.next_attempt_ms == u64::MAX {
+            // Held until the operator releases it.
+            continue;
+        }
+        if matches!(
+            rec.state,
+            OutboundState::Unknown | OutboundState::Checking | OutboundState::Held
+        ) {
             // A lookup of an unknown send: due at its time, blocking nobody (the
             // recipient's later texts need not wait minutes for it).
             if rec.next_attempt_ms > now {
@@ -80,6 +88,22 @@ pub struct Sender {
     pub config: Arc<LiveConfig>,
     pub twilio: Arc<dyn MessagesApi>,
     pub metrics: Arc<Metrics>,
+    /// Per account, what went out in the last day (the spending limits' windows),
+    /// rebuilt from the store's sent log at start.
+    pub windows: std::sync::Mutex<HashMap<String, SendWindow>>,
+}
+
+impl Sender {
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, SendWindow>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a send counts against `outboundLimits`: what the agent sends (replies and
+/// its own sends). Pairing texts keep their own budget; the operator's `message send`
+/// and the texts smsgate sends itself are not the agent's bill.
+fn limited(rec: &OutboundRecord) -> bool {
+    matches!(rec.purpose, Purpose::Reply { .. } | Purpose::Send { .. }) && !rec.released
 }
 
 pub async fn run(s: Sender, mut shutdown: Shutdown) {
@@ -90,6 +114,15 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
     }
     if let Err(e) = s.outbox.load(&s.store) {
         tracing::error!("cannot read the outbound queue: {e}");
+    }
+    match s.store.sent_log() {
+        Ok(log) => {
+            let mut w = s.windows();
+            for (account, at, to, segments) in log {
+                w.entry(account).or_default().record(at, &to, segments);
+            }
+        }
+        Err(e) => tracing::error!("cannot read the sent log (spending limits start empty): {e}"),
     }
     loop {
         let wait = match send_due(&s, &mut shutdown).await {
@@ -125,6 +158,12 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
             }
             match queue.iter().find(|r| r.id == id).cloned() {
                 Some(rec) if rec.state == OutboundState::Queued => {
+                    send_one(s, rec).await?;
+                }
+                // A held send whose window allows it now (releaseHeld: "auto"): the
+                // limits are checked again before it goes.
+                Some(mut rec) if rec.state == OutboundState::Held => {
+                    rec.state = OutboundState::Queued;
                     send_one(s, rec).await?;
                 }
                 Some(rec) => look_up(s, rec).await?,
@@ -166,6 +205,54 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         )
         .await;
     }
+    if limited(&rec) {
+        let segments = crate::text::count_segments(&rec.body).segments.max(1);
+        let verdict = s.windows().entry(account.id.clone()).or_default().check(
+            &account.outbound_limits,
+            rec.to.as_str(),
+            segments,
+            now_ms(),
+        );
+        if let Verdict::Hold {
+            limit,
+            max,
+            until_ms,
+        } = verdict
+        {
+            let why = format!(
+                "held: over {} ({max} SMS segments); release it with `smsgate queue release {}`{}",
+                limit.key(),
+                rec.id,
+                match (account.release_held_auto, until_ms) {
+                    (true, Some(_)) => " (or wait: releaseHeld is auto)",
+                    _ => "",
+                }
+            );
+            // Said once per hold: an auto-release that finds the window still full
+            // holds it again quietly.
+            let first = rec.held_limit.is_none();
+            rec.state = OutboundState::Held;
+            rec.held_limit = Some(limit.key().to_string());
+            rec.next_attempt_ms = match (account.release_held_auto, until_ms) {
+                (true, Some(at)) => at,
+                _ => u64::MAX,
+            };
+            rec.last_error = Some(why.clone());
+            save(s, &rec).await?;
+            if first {
+                tracing::warn!(account = %account.id, to = %to, id = rec.id, "send {why}");
+                s.metrics.send_failure("held");
+                s.outbox.part_done(
+                    &rec,
+                    PartOutcome::Failed {
+                        message: why,
+                        code: None,
+                    },
+                );
+            }
+            return Ok(Some(rec.next_attempt_ms));
+        }
+    }
     // Durably mark the attempt before making it: after a crash we must know that this
     // message may already have gone out.
     rec.state = OutboundState::Sending;
@@ -184,11 +271,20 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     match s.twilio.send(&req).await {
         Ok(sent) => {
             let id = rec.id;
-            s.writer.write(move |st, _| st.remove_outbound(id)).await?;
-            s.outbox.forget(id);
             let segments = sent
                 .segments
                 .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
+            let at = now_ms();
+            let done = rec.clone();
+            s.writer
+                .write(move |st, _| st.complete_send(&done, segments, at))
+                .await?;
+            s.windows().entry(account.id.clone()).or_default().record(
+                at,
+                rec.to.as_str(),
+                segments,
+            );
+            s.outbox.forget(id);
             s.outbox.part_done(
                 &rec,
                 PartOutcome::Sent {
@@ -425,7 +521,11 @@ mod tests {
             Vec<u64>,
             Option<u64>,
         );
-        let cases: [Case; 5] = [
+        let with = |mut r: OutboundRecord, state| {
+            r.state = state;
+            r
+        };
+        let cases: [Case; 6] = [
             ("empty", vec![], 10, vec![], None),
             (
                 "both due",
@@ -461,6 +561,20 @@ mod tests {
                 10,
                 vec![],
                 Some(20),
+            ),
+            (
+                "unknown sends are looked up when due and block nobody; held ones wait for \
+                 the operator, or for their window under releaseHeld auto",
+                vec![
+                    with(rec(1, a, 5), OutboundState::Unknown),
+                    rec(2, a, 0),
+                    with(rec(3, b, u64::MAX), OutboundState::Held),
+                    with(rec(4, b, 8), OutboundState::Held),
+                    with(rec(5, b, 30), OutboundState::Checking),
+                ],
+                10,
+                vec![1, 2, 4],
+                Some(30),
             ),
         ];
         for (name, queue, now, want, next) in cases {

@@ -43,6 +43,9 @@ pub(crate) enum Tag {
     Quarantine = b'Q',
     /// (account, sender) → the sender's current conversation id.
     Conversation = b'c',
+    /// (account, time, id) → (recipient, segments) of a send that went out in the
+    /// last day: what the spending limits count.
+    SentLog = b'L',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.
@@ -212,6 +215,26 @@ pub(crate) fn texted_time(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// `account \0 time id`: one send that went out (for the spending limits).
+pub(crate) fn sent_key(account: &str, at_ms: u64, id: u64) -> Vec<u8> {
+    let mut k = account_prefix(account);
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The account and time of a [`sent_key`].
+pub(crate) fn sent_key_parts(key: &[u8]) -> Option<(String, u64)> {
+    let zero = key.iter().position(|&b| b == 0)?;
+    let account = std::str::from_utf8(&key[..zero]).ok()?.to_string();
+    let at = key
+        .get(zero + 1..zero + 9)?
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)?;
+    Some((account, at))
+}
+
 /// The dedupe key of a delivery status callback: (SID, status).
 pub(crate) fn status_seen_key(sid: &str, status: &str) -> Vec<u8> {
     pair_key(&format!("status:{sid}"), status)
@@ -234,6 +257,15 @@ mod tests {
         assert!(!pair_key("ab", "+1").starts_with(&account_prefix("a")));
         let k = texted_key("a", "+1", 42);
         assert_eq!(texted_time(&k), Some(42));
+        assert_eq!(
+            sent_key_parts(&sent_key("acc", 42, 7)),
+            Some(("acc".into(), 42))
+        );
+        assert!(
+            sent_key("a", 1, 9) < sent_key("a", 2, 0),
+            "time order within an account"
+        );
+        assert_eq!(sent_key_parts(b"no zero"), None);
         assert!(k.starts_with(&pair_key("a", "+1")));
         assert_eq!(texted_time(b"x"), None);
     }

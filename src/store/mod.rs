@@ -130,6 +130,7 @@ pub struct Store {
     pub(crate) texted: Area,
     pub(crate) quarantine: Area,
     pub(crate) conversations: Area,
+    pub(crate) sent_log: Area,
 }
 
 impl Store {
@@ -176,6 +177,7 @@ impl Store {
             texted: area(Tag::Texted),
             quarantine: area(Tag::Quarantine),
             conversations: area(Tag::Conversation),
+            sent_log: area(Tag::SentLog),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),

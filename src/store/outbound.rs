@@ -23,7 +23,8 @@ impl Store {
             OutboundState::Queued
             | OutboundState::Sending
             | OutboundState::Unknown
-            | OutboundState::Checking => (&self.outbound, &self.finished),
+            | OutboundState::Checking
+            | OutboundState::Held => (&self.outbound, &self.finished),
             OutboundState::Failed => (&self.finished, &self.outbound),
         };
         b.remove(from, key);
@@ -90,6 +91,54 @@ impl Store {
         self.apply(b)
     }
 
+    /// A send went out: it leaves the queue and, in the same batch, joins the log the
+    /// spending limits count.
+    pub fn complete_send(
+        &self,
+        r: &OutboundRecord,
+        segments: u32,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        b.remove(&self.outbound, Seq(r.id).bytes());
+        b.remove(&self.finished, Seq(r.id).bytes());
+        b.insert(
+            &self.sent_log,
+            super::area::sent_key(&r.account, at_ms, r.id),
+            enc(&(r.to.as_str(), segments)),
+        );
+        self.apply(b)
+    }
+
+    /// The sends of the last day: (account, time, recipient, segments).
+    pub fn sent_log(&self) -> Result<Vec<(String, u64, String, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.sent_log.iter() {
+            let (k, v) = item?;
+            let Some((account, at)) = super::area::sent_key_parts(&k) else {
+                continue;
+            };
+            match dec::<(String, u32)>(&v) {
+                Ok((to, segments)) => out.push((account, at, to, segments)),
+                Err(e) => self.quarantine(&self.sent_log, &k, &e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn prune_sent_log(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        for item in self.sent_log.iter() {
+            let (k, _) = item?;
+            let old = super::area::sent_key_parts(&k)
+                .is_none_or(|(_, at)| now.saturating_sub(at) > max_age_ms);
+            if old {
+                b.remove(&self.sent_log, &k);
+            }
+        }
+        self.apply(b)
+    }
+
     pub fn remove_outbound(&self, id: u64) -> Result<(), StoreError> {
         let mut b = Batch::new();
         b.remove(&self.outbound, Seq(id).bytes());
@@ -138,6 +187,8 @@ impl OutboundRecord {
             lookup_failures: 0,
             resent: false,
             last_code: None,
+            held_limit: None,
+            released: false,
         }
     }
 }

@@ -122,6 +122,9 @@ pub enum OutboundState {
     Unknown,
     /// The first lookup did not find it; the second, later one decides.
     Checking,
+    /// Over a spending limit (`outboundLimits`): kept, not sent, until `queue release`
+    /// (or, under `releaseHeld: "auto"`, until the window allows).
+    Held,
     /// Refused for good (Twilio error, opted-out recipient, too many retries).
     Failed,
 }
@@ -159,6 +162,12 @@ pub struct OutboundRecord {
     /// Twilio's error code when it refused for good (its hint is shown with it).
     #[serde(default)]
     pub last_code: Option<u32>,
+    /// The limit a held send is over (`outboundLimits.perHour`, …).
+    #[serde(default)]
+    pub held_limit: Option<String>,
+    /// Released by the operator: goes out whatever the limits say.
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl OutboundState {
@@ -166,7 +175,10 @@ impl OutboundState {
     pub fn is_pending(self) -> bool {
         matches!(
             self,
-            OutboundState::Queued | OutboundState::Unknown | OutboundState::Checking
+            OutboundState::Queued
+                | OutboundState::Unknown
+                | OutboundState::Checking
+                | OutboundState::Held
         )
     }
 }

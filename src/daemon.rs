@@ -270,6 +270,7 @@ impl Daemon {
                 stop.clone(),
             )),
             tokio::spawn(crate::agent::maintain(app.agents.clone(), stop.clone())),
+            tokio::spawn(crate::agent::pace(app.agents.clone(), stop.clone())),
             tokio::spawn(resync_after_recovery(app.clone(), stop.clone())),
             tokio::spawn(reload_on_sighup(app.clone(), stop.clone())),
             tokio::spawn(watchdog(stop.clone())),

@@ -9,6 +9,9 @@
 
 use std::collections::VecDeque;
 
+/// `inboundLimits.perSenderPerMinute` by default (as OpenClaw's channel has).
+pub const DEFAULT_INBOUND_PER_MINUTE: u32 = 30;
+
 const HOUR_MS: u64 = 60 * 60 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 const MINUTE_MS: u64 = 60 * 1000;

@@ -911,3 +911,58 @@ async fn sends_over_a_spending_limit_are_held_and_released() {
     assert_eq!(agent.next_of("error")["ref"], "s5");
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// One phone flooding: everything is stored and answered 200, but it reaches the agent
+/// no faster than inboundLimits.perSenderPerMinute; nothing is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_sender_reaches_the_agent_no_faster_than_the_limit() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"dmPolicy: "open", allowFrom: ["*"], inboundLimits: { perSenderPerMinute: 2 }"#,
+    );
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let started = std::time::Instant::now();
+    for i in 1..=3u32 {
+        assert_eq!(
+            gw.admit(
+                &format!("SMf{i:031}"),
+                "+15557650001",
+                &format!("flood {i}")
+            )
+            .await,
+            200
+        );
+    }
+    assert_eq!(
+        gw.admit("SMf1000000000000000000000000000000", "+15557650002", "calm")
+            .await,
+        200
+    );
+    let mut texts = Vec::new();
+    for _ in 0..3 {
+        let m = agent.next_of("message");
+        agent.send(json!({"type": "ack", "id": m["id"]}));
+        texts.push(m["text"].as_str().unwrap().to_string());
+    }
+    texts.sort();
+    assert_eq!(texts, ["calm", "flood 1", "flood 2"]);
+    assert_eq!(
+        gw.status(&config)["waiting"],
+        1,
+        "the third is stored and waits"
+    );
+    // The third goes once the first has left the minute.
+    let m = agent
+        .next_within(Duration::from_secs(75))
+        .expect("released within the minute");
+    assert_eq!(m["text"], "flood 3");
+    assert!(
+        started.elapsed() >= Duration::from_secs(55),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -70,6 +70,12 @@ struct State {
     waiting: BTreeMap<u64, AgentMessage>,
     in_flight: HashMap<String, Flight>,
     bound: HashMap<SenderKey, (ConnId, usize)>,
+    /// `inboundLimits.perSenderPerMinute` per account (absent: the default).
+    per_minute: HashMap<String, u32>,
+    /// When each sender's recent messages were delivered (the last minute's).
+    delivered_at: HashMap<SenderKey, Vec<u64>>,
+    /// The earliest time a message held back by the inbound limit may go.
+    next_release: Option<u64>,
 }
 
 /// A message being acknowledged: what the ack write needs.
@@ -134,6 +140,16 @@ impl Hub {
         );
         tracing::info!(conn = id, pid, "agent connected");
         (id, rx, weak)
+    }
+
+    /// Sets each account's `inboundLimits.perSenderPerMinute` (at start, on reload).
+    pub fn set_inbound_limits(&self, per_minute: HashMap<String, u32>) {
+        self.state().per_minute = per_minute;
+    }
+
+    /// When a message held back by the inbound limit may go next, if one is.
+    pub fn next_release(&self) -> Option<u64> {
+        self.state().next_release
     }
 
     /// Records what a connection said it is (`hello`).
@@ -295,14 +311,30 @@ fn emit(st: &mut State, conn: ConnId, line: String) {
 }
 
 fn pump(st: &mut State) {
+    st.next_release = None;
     if st.conns.is_empty() || st.waiting.is_empty() {
         return;
     }
     let mut blocked: HashSet<SenderKey> = HashSet::new();
     let mut delivered: Vec<u64> = Vec::new();
     let mut dropped: Vec<ConnId> = Vec::new();
-    for (seq, msg) in &st.waiting {
-        if st.conns.values().all(|c| c.in_flight >= MAX_IN_FLIGHT) {
+    let now = crate::clock::now_ms();
+    st.delivered_at.retain(|_, times| {
+        times.retain(|t| t + 60_000 > now);
+        !times.is_empty()
+    });
+    let State {
+        waiting,
+        conns,
+        bound,
+        in_flight,
+        per_minute,
+        delivered_at,
+        next_release,
+        ..
+    } = &mut *st;
+    for (seq, msg) in waiting.iter() {
+        if conns.values().all(|c| c.in_flight >= MAX_IN_FLIGHT) {
             break;
         }
         let key = (msg.account.clone(), msg.from.clone());
@@ -310,10 +342,24 @@ fn pump(st: &mut State) {
             blocked.insert(key);
             continue;
         }
-        let target = match st.bound.get(&key) {
+        // inboundLimits: a sender over the limit waits (stored; never dropped), and so
+        // do their later messages, in order.
+        let limit = per_minute
+            .get(&msg.account)
+            .copied()
+            .unwrap_or(crate::limits::DEFAULT_INBOUND_PER_MINUTE);
+        let recent = delivered_at.get(&key).map_or(&[][..], Vec::as_slice);
+        if let Some(at) = crate::limits::inbound_release_at(recent, limit, now) {
+            if !blocked.contains(&key) {
+                tracing::debug!(id = %msg.id, "held back by inboundLimits.perSenderPerMinute");
+            }
+            *next_release = Some(next_release.map_or(at, |n| n.min(at)));
+            blocked.insert(key);
+            continue;
+        }
+        let target = match bound.get(&key) {
             Some((c, _)) => Some(*c),
-            None => st
-                .conns
+            None => conns
                 .iter()
                 .filter(|(_, c)| c.in_flight < MAX_IN_FLIGHT)
                 .min_by_key(|(id, c)| (c.in_flight, **id))
@@ -323,7 +369,7 @@ fn pump(st: &mut State) {
             blocked.insert(key);
             continue;
         };
-        let Some(c) = st.conns.get_mut(&conn) else {
+        let Some(c) = conns.get_mut(&conn) else {
             blocked.insert(key);
             continue;
         };
@@ -338,9 +384,10 @@ fn pump(st: &mut State) {
             continue;
         }
         c.in_flight += 1;
-        st.bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
+        bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
+        delivered_at.entry(key.clone()).or_default().push(now);
         tracing::debug!(conn, id = %msg.id, "delivered to agent");
-        st.in_flight.insert(
+        in_flight.insert(
             msg.id.clone(),
             Flight {
                 conn,
@@ -349,7 +396,7 @@ fn pump(st: &mut State) {
                 msg: msg.clone(),
                 acking: false,
                 bound: true,
-                delivered_at_ms: crate::clock::now_ms(),
+                delivered_at_ms: now,
             },
         );
         delivered.push(*seq);
@@ -470,6 +517,34 @@ mod tests {
                 in_flight: 2
             }
         );
+    }
+
+    #[test]
+    fn a_sender_over_the_inbound_limit_waits_and_others_do_not() {
+        let hub = Hub::default();
+        hub.set_inbound_limits([("default".to_string(), 2)].into());
+        let (_a, mut ra, _) = hub.connect(None);
+        for i in 1..=3 {
+            hub.enqueue(i, msg(&format!("SM{i}"), "+15550000001"));
+        }
+        hub.enqueue(4, msg("SM4", "+15550000002"));
+        hub.pump();
+        let mut got = Vec::new();
+        while let Ok(line) = ra.try_recv() {
+            got.push(line);
+        }
+        assert_eq!(
+            got.len(),
+            3,
+            "two of the flooding sender's, and the other's: {got:?}"
+        );
+        assert!(got.iter().all(|l| !l.contains("SM3")));
+        assert_eq!(hub.counts().waiting, 1, "stored, waiting, not dropped");
+        assert!(hub.next_release().is_some());
+        // No limit: everything goes.
+        hub.set_inbound_limits([("default".to_string(), 0)].into());
+        hub.pump();
+        assert!(ra.try_recv().is_ok_and(|l| l.contains("SM3")));
     }
 
     #[test]

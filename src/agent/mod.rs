@@ -89,6 +89,32 @@ pub async fn fetch_media(
     }
 }
 
+/// Paces senders over `inboundLimits.perSenderPerMinute`: keeps the hub's limits in
+/// step with the config and pumps when a held-back message may go.
+pub async fn pace(agents: Arc<Agents>, mut shutdown: Shutdown) {
+    loop {
+        let config = agents.config.get();
+        agents.hub.set_inbound_limits(
+            config
+                .sms
+                .accounts
+                .iter()
+                .map(|a| (a.id.clone(), a.inbound_per_sender_per_minute))
+                .collect(),
+        );
+        agents.hub.pump();
+        // Until the next held-back message may go; at least every few seconds so a
+        // reloaded limit takes effect.
+        let wait = agents.hub.next_release().map_or(5_000, |at| {
+            at.saturating_sub(crate::clock::now_ms()).clamp(10, 5_000)
+        });
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
 /// Dead letters and old reply routes, once a minute.
 pub async fn maintain(agents: Arc<Agents>, mut shutdown: Shutdown) {
     loop {

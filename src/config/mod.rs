@@ -153,6 +153,9 @@ pub struct Account {
     pub outbound_limits: crate::limits::OutboundLimits,
     /// `releaseHeld: "auto"`: a held send goes when its window allows.
     pub release_held_auto: bool,
+    /// `inboundLimits.perSenderPerMinute`: texts one sender may get to the agent a
+    /// minute (the rest wait, stored); 0 = no limit.
+    pub inbound_per_sender_per_minute: u32,
     pub api_base_url: Url,
     pub messaging_api_base_url: Url,
 }

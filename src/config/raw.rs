@@ -130,6 +130,9 @@ pub struct RawAccount {
     pub outbound_limits: Option<Field<BTreeMap<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
     pub release_held: Option<Field<String>>,
+    /// `{ perSenderPerMinute }`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub inbound_limits: Option<Field<BTreeMap<String, Value>>>,
     /// `{ pairingCode, approved, newConversation }`; keys checked by validation.
     #[serde(default, deserialize_with = "nullable")]
     pub texts: Option<Field<BTreeMap<String, String>>>,

@@ -86,6 +86,7 @@ fn account(a: &Account) -> Value {
             "perRecipientPerHour": a.outbound_limits.per_recipient_per_hour,
         },
         "releaseHeld": if a.release_held_auto { "auto" } else { "manual" },
+        "inboundLimits": { "perSenderPerMinute": a.inbound_per_sender_per_minute },
         // What each text costs: Hindi, Chinese, Japanese and Korean are UCS-2 (70
         // characters a segment), so a text twice as short can cost twice as much.
         "texts": a.texts.costs().into_iter().map(|(key, encoding, chars, segments)| {

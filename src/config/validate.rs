@@ -987,6 +987,31 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             ),
         }
     }
+    let (f, inbound_path) = l.get("inboundLimits", |r| &r.inbound_limits);
+    let mut inbound_per_sender_per_minute = crate::limits::DEFAULT_INBOUND_PER_MINUTE;
+    for (key, v) in take(f, &inbound_path, "an object of limits", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{inbound_path}.{key}");
+        if key != "perSenderPerMinute" {
+            p.add(
+                &path,
+                "unknown limit; the inbound limit is perSenderPerMinute (0 = no limit)",
+            );
+            continue;
+        }
+        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => inbound_per_sender_per_minute = n,
+            None => p.add(
+                &path,
+                format!(
+                    "expected a whole number of texts a minute, 0 or more (0 = no limit), found {}",
+                    describe(v)
+                ),
+            ),
+        }
+    }
     let (f, path) = l.get("releaseHeld", |r| &r.release_held);
     let release_held_auto = match take(f, &path, "\"manual\" or \"auto\"", p).map(String::as_str) {
         None | Some("manual") => false,
@@ -1082,6 +1107,7 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 texts,
                 outbound_limits,
                 release_held_auto,
+                inbound_per_sender_per_minute,
                 api_base_url,
                 messaging_api_base_url,
             }))

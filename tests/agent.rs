@@ -966,3 +966,35 @@ async fn a_flooding_sender_reaches_the_agent_no_faster_than_the_limit() {
     );
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_account_wide_limit_holds_across_recipients() {
+    for limit in ["perHour", "perDay"] {
+        let t = TestDir::new();
+        let twilio = FakeTwilio::start();
+        let config = t.config(
+            &twilio,
+            &format!(r#"outboundLimits: {{ {limit}: 2, perRecipientPerHour: 0 }}"#),
+        );
+        let gw = Gateway::start(&config);
+        let mut agent = TestAgent::connect(&agent_sock(&t));
+        for (i, to) in ["+15557650001", "+15557650002", "+15557650003"]
+            .iter()
+            .enumerate()
+        {
+            agent.send(json!({"type": "send", "to": to, "text": "hi", "ref": format!("r{i}")}));
+            let line = agent.next_of(if i < 2 { "sent" } else { "error" });
+            assert_eq!(line["ref"], format!("r{i}"), "{limit}: {line}");
+            if i == 2 {
+                let m = line["message"].as_str().unwrap();
+                assert!(m.contains(&format!("outboundLimits.{limit}")), "{m}");
+            }
+        }
+        assert_eq!(twilio.sends().len(), 2, "{limit}");
+        assert!(cli(&config, &["queue", "release", "--all"])
+            .status
+            .success());
+        assert_eq!(twilio.wait_sends(3, Duration::from_secs(10)).len(), 3);
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}

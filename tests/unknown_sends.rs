@@ -233,3 +233,76 @@ async fn the_pairing_code_after_kill_9_right_after_the_200_is_texted_exactly_onc
         assert_eq!(gw.stop().code(), Some(0));
     }
 }
+
+/// Every code in the hint table, refused by Twilio at send time: its hint is in the
+/// agent's `error` line and in the log line; and as delivery failures of our own sends
+/// it is counted, with its hint, by `channels status --probe`.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_listed_error_code_comes_with_its_hint_in_log_agent_line_and_probe() {
+    const CODES: [u32; 17] = [
+        20003, 21211, 21408, 21608, 21610, 21612, 21614, 21617, 30003, 30004, 30005, 30006, 30007,
+        30008, 30034, 30035, 11200,
+    ];
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    for (i, code) in CODES.iter().enumerate() {
+        twilio.push(twilio_error(*code, 400));
+        // A fresh recipient each time: 21610 marks the one it hits as opted out.
+        let to = format!("+1555768{i:04}");
+        agent.send(json!({"type": "send", "to": to, "text": "x", "ref": format!("e{code}")}));
+        let e = agent.next_of("error");
+        assert_eq!(e["code"], *code, "{e}");
+        let hint = e["hint"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no hint for {code}: {e}"));
+        assert!(!hint.is_empty());
+        assert!(
+            gw.wait_log(&format!("with error {code}"), Duration::from_secs(5)),
+            "{}",
+            gw.log()
+        );
+        let line = gw
+            .log()
+            .lines()
+            .find(|l| l.contains(&format!("with error {code}")))
+            .unwrap()
+            .to_string();
+        assert!(line.contains(&format!("Hint: {hint}")), "{code}: {line}");
+    }
+    assert_eq!(gw.stop().code(), Some(0));
+    // The probe: our own recent sends that failed, counted by code, each with its hint.
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}.json"),
+        200,
+        json!({"sid": SID, "friendly_name": "Test", "status": "active"}),
+    );
+    twilio.route("GET", &format!("/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers.json"), 200, json!({
+        "incoming_phone_numbers": [{"sid": "PN0123456789abcdef0123456789abcdef", "phone_number": FROM, "sms_url": PUBLIC, "sms_method": "POST"}]
+    }));
+    let failed: Vec<serde_json::Value> = CODES
+        .iter()
+        .filter(|c| **c != 11200)
+        .map(|c| json!({"sid": "SMx", "status": "failed", "error_code": c, "direction": "outbound-api"}))
+        .collect();
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+        200,
+        json!({ "messages": failed }),
+    );
+    let out = cli(&config, &["channels", "status", "--probe", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hints = v["accounts"][0]["hints"].to_string();
+    for code in CODES.iter().filter(|c| **c != 11200) {
+        assert!(
+            hints.contains(&format!("Error {code}: ")),
+            "{code}: {hints}"
+        );
+    }
+}

@@ -124,7 +124,11 @@ async fn a_full_disk_is_a_503_not_ready_and_recovers_without_a_restart() {
     assert!(has_prlimit, "prlimit (util-linux) is needed");
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    // One sender floods on purpose here: no inbound pacing, so all reach the agent now.
+    let config = t.config(
+        &twilio,
+        r#"dmPolicy: "open", allowFrom: ["*"], inboundLimits: { perSenderPerMinute: 0 }"#,
+    );
     // The store may not grow past 3 MB: RLIMIT_FSIZE (the soft limit, which the
     // process's owner may raise again) stands in for a full disk.
     let gw = Gateway::start_wrapped(&config, &["prlimit", "--fsize=3000000:unlimited", "--"]);

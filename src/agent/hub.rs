@@ -147,6 +147,15 @@ impl Hub {
         self.state().per_minute = per_minute;
     }
 
+    /// Forgets senders with no delivery in the last minute (the pace task, every few
+    /// seconds).
+    pub fn prune_rates(&self, now: u64) {
+        self.state().delivered_at.retain(|_, times| {
+            times.retain(|t| t + 60_000 > now);
+            !times.is_empty()
+        });
+    }
+
     /// When a message held back by the inbound limit may go next, if one is.
     pub fn next_release(&self) -> Option<u64> {
         self.state().next_release
@@ -319,10 +328,6 @@ fn pump(st: &mut State) {
     let mut delivered: Vec<u64> = Vec::new();
     let mut dropped: Vec<ConnId> = Vec::new();
     let now = crate::clock::now_ms();
-    st.delivered_at.retain(|_, times| {
-        times.retain(|t| t + 60_000 > now);
-        !times.is_empty()
-    });
     let State {
         waiting,
         conns,
@@ -385,7 +390,13 @@ fn pump(st: &mut State) {
         }
         c.in_flight += 1;
         bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
-        delivered_at.entry(key.clone()).or_default().push(now);
+        if limit > 0 {
+            // Only this sender's minute is kept here; idle senders are forgotten by
+            // `prune_rates`, so a pump never walks every sender.
+            let times = delivered_at.entry(key.clone()).or_default();
+            times.retain(|t| t + 60_000 > now);
+            times.push(now);
+        }
         tracing::debug!(conn, id = %msg.id, "delivered to agent");
         in_flight.insert(
             msg.id.clone(),

@@ -102,6 +102,7 @@ pub async fn pace(agents: Arc<Agents>, mut shutdown: Shutdown) {
                 .map(|a| (a.id.clone(), a.inbound_per_sender_per_minute))
                 .collect(),
         );
+        agents.hub.prune_rates(crate::clock::now_ms());
         agents.hub.pump();
         // Until the next held-back message may go; at least every few seconds so a
         // reloaded limit takes effect.

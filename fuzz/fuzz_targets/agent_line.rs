@@ -30,6 +30,12 @@ fuzz_target!(|data: &[u8]| {
                     media_urls,
                     ..
                 } => (Answering::Ref(reference.clone()), &media_urls[..]),
+                AgentLine::Hello { kind } => {
+                    // A name for the operator's status: short, no control characters.
+                    assert!(!kind.is_empty() && kind.len() <= protocol::MAX_KIND);
+                    assert!(kind.chars().all(|c| c.is_ascii_graphic()), "{kind:?}");
+                    return;
+                }
             };
             assert!(media.len() <= protocol::MAX_MEDIA_URLS);
             for url in media {

@@ -274,16 +274,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             let segments = sent
                 .segments
                 .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
-            let at = now_ms();
-            let done = rec.clone();
-            s.writer
-                .write(move |st, _| st.complete_send(&done, segments, at))
-                .await?;
-            s.windows().entry(account.id.clone()).or_default().record(
-                at,
-                rec.to.as_str(),
-                segments,
-            );
+            record_sent(s, &rec, segments).await?;
             s.outbox.forget(id);
             s.outbox.part_done(
                 &rec,
@@ -414,10 +405,11 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
     match step {
         Step::Found(sid) => {
             tracing::info!(account = %account.id, to = %to, id = rec.id, %sid, "send of unknown outcome found at Twilio: it was sent; recorded, not sent again");
-            let id = rec.id;
-            s.writer.write(move |st, _| st.remove_outbound(id)).await?;
-            s.outbox.forget(id);
+            // It went out, so it leaves the queue and counts against the limits like
+            // any other send.
             let segments = crate::text::count_segments(&rec.body).segments;
+            record_sent(s, &rec, segments).await?;
+            s.outbox.forget(rec.id);
             s.outbox.part_done(
                 &rec,
                 PartOutcome::Sent {
@@ -446,6 +438,21 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
             save(s, &rec).await?;
         }
     }
+    Ok(())
+}
+
+/// A send went out: out of the queue and into the sent log (one batch), and into the
+/// account's spending window.
+async fn record_sent(s: &Sender, rec: &OutboundRecord, segments: u32) -> Result<(), StoreError> {
+    let at = now_ms();
+    let done = rec.clone();
+    s.writer
+        .write(move |st, _| st.complete_send(&done, segments, at))
+        .await?;
+    s.windows()
+        .entry(rec.account.clone())
+        .or_default()
+        .record(at, rec.to.as_str(), segments);
     Ok(())
 }
 

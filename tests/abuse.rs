@@ -96,7 +96,8 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
         );
     }
     twilio.wait_sends(1, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(300));
+    // Quiescence, not a sleep: nothing waits for the agent or to be sent.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(twilio.sends().len(), 1, "one code however many messages");
     // Reject and ask again, over and over: the per-number budget stops the texts.
     for round in 0..4 {

@@ -232,7 +232,8 @@ async fn at_most_three_pending_and_no_sms_beyond() {
         Duration::from_secs(5)
     ));
     twilio.wait_sends(3, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
+    // Quiescence, not a sleep: nothing waits for the agent or to be sent.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(twilio.sends().len(), 3, "only three codes are texted");
     assert_eq!(
         json(&cli(&config, &["pairing", "list", "--json"]))
@@ -348,7 +349,8 @@ async fn stop_means_no_sms_and_start_allows_it_again() {
     let code = list[0]["code"].as_str().unwrap().to_string();
     let approved = json(&cli(&config, &["pairing", "approve", &code, "--json"]));
     assert_eq!(approved["texted"], false);
-    std::thread::sleep(Duration::from_millis(300));
+    // Quiescence, not a sleep: nothing waits for the agent or to be sent.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert!(
         twilio.sends().is_empty(),
         "nothing is sent to an opted-out number"
@@ -394,7 +396,8 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
         r#"{"code":20429,"message":"Too Many Requests"}"#.into(),
         Some(1),
     ));
-    let gw = Gateway::start(&t.config(&twilio, ""));
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
     assert_eq!(
         post_signed(
             &gw,
@@ -455,7 +458,8 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
         200
     );
     assert!(gw.wait_log("outcome unknown", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Quiescence, not a sleep: nothing waits for the agent or to be sent.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(twilio.sends_to("+15557654003").len(), 1, "never sent twice");
     assert_eq!(gw.stop().code(), Some(0));
     let store = smsgate::store::Store::open(&t.state()).unwrap();

@@ -644,6 +644,7 @@ async fn dead_letters_after_max_age_and_requeue() {
         .0,
         200
     );
+    // The message must outlive agentQueueMaxAge (1 s): time passing is the point here.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(gw.stop().code(), Some(0));
     let gw = Gateway::start(&config);

@@ -215,10 +215,13 @@ impl Hub {
     pub fn load(&self, inbox: Vec<(u64, AgentMessage)>) {
         let mut st = self.state();
         let flying: HashSet<u64> = st.in_flight.values().map(|f| f.seq).collect();
-        st.waiting = inbox
+        // Merged, not replaced: a message enqueued after the snapshot was read (a
+        // webhook admitted right after a store reopen) must not drop out of memory.
+        let fresh: Vec<(u64, AgentMessage)> = inbox
             .into_iter()
             .filter(|(seq, _)| !flying.contains(seq))
             .collect();
+        st.waiting.extend(fresh);
         pump(&mut st);
     }
 

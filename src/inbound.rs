@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::access::{self, budget, new_code, PairingRequest, Plan, PAIRING_TTL_MS};
 use crate::agent::Hub;
 use crate::app::LiveConfig;
-use crate::config::Config;
+use crate::config::{Config, DmPolicy};
 use crate::outbound::Outbox;
 use crate::phone::E164;
 use crate::store::{
@@ -184,17 +184,32 @@ pub fn effects_for(
         return Ok(fx);
     };
     let body = rec.field("Body").unwrap_or_default();
-    let (pending, expired): (Vec<PairingRequest>, Vec<PairingRequest>) = store
-        .pairing_requests(&account.id)?
-        .into_iter()
-        .partition(|r| !r.is_expired(now));
+    // Only the facts the account's policy can use are read: an open channel does not
+    // walk the pairing area or look up approvals on every message. (`plan` reads
+    // `pending` and `opted_out` only when it pairs, `approved` only for allowlist and
+    // pairing.)
+    let pairs = account.dm_policy == DmPolicy::Pairing;
+    let (pending, expired): (Vec<PairingRequest>, Vec<PairingRequest>) = if pairs {
+        store
+            .pairing_requests(&account.id)?
+            .into_iter()
+            .partition(|r| !r.is_expired(now))
+    } else {
+        Default::default()
+    };
     fx.expire_pairing = expired;
     let attachments = media(rec);
+    let approved = match account.dm_policy {
+        DmPolicy::Allowlist | DmPolicy::Pairing if !account.allow_from.allows(&from) => {
+            store.is_approved(&account.id, &from)?
+        }
+        _ => false,
+    };
     let facts = access::Facts {
         policy: account.dm_policy,
         allow_from: &account.allow_from,
-        approved: store.is_approved(&account.id, &from)?,
-        opted_out: store.is_opted_out(&account.id, &from)?,
+        approved,
+        opted_out: pairs && store.is_opted_out(&account.id, &from)?,
         pending: &pending,
         opt_out_type: access::opt_out_type(rec.field("OptOutType"), &rec.sid),
         no_media: attachments.is_empty(),

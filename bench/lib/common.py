@@ -120,6 +120,20 @@ def proc_status(pid):
     return out
 
 
+def io_written(pid):
+    """Bytes the process caused to be written to storage (/proc/PID/io write_bytes),
+    None where the kernel does not account it."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k == "write_bytes":
+                    return int(v)
+    except OSError:
+        pass
+    return None
+
+
 def cpu_seconds(pid):
     """utime + stime of a process (all threads), seconds."""
     with open(f"/proc/{pid}/stat") as f:

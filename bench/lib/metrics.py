@@ -10,7 +10,7 @@ import sys
 
 import time
 
-from common import cpu_busy, cpu_seconds, http_get, proc_status, runq_wait
+from common import cpu_busy, cpu_seconds, http_get, io_written, proc_status, runq_wait
 
 
 def main():
@@ -20,6 +20,7 @@ def main():
         "proc": proc_status(pid),
         "cpu_s": cpu_seconds(pid),
         "runq_wait_s": runq_wait(pid),
+        "io_written": io_written(pid),
         "cpus_busy_s": cpu_busy(),
     }
     if port:

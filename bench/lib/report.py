@@ -122,6 +122,8 @@ def run_stats(d, c):
             # wrk stops counting at the deadline; up to `conns` answers come after.
             out["counts_consistent"] = 0 <= ok - out["wrk_200s"] <= c
             out["flushes"] = int(flushes)
+            if ok and after.get("io_written") is not None and before.get("io_written") is not None:
+                out["disk_bytes_per_webhook"] = round((after["io_written"] - before["io_written"]) / ok)
             if flushes:
                 out["webhooks_per_flush"] = round(ok / flushes, 2)
                 out["flush_ms_avg"] = round(1000 * flush_s / flushes, 3)
@@ -260,8 +262,8 @@ def main():
 
     # ---- the table ---------------------------------------------------------------
     p = print
-    p("| scenario | conns | req/s | p50 | p99 | errors | smsgate/bare | server CPU | CPU per request | other load on server CPU | webhooks per fsync |")
-    p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    p("| scenario | conns | req/s | p50 | p99 | errors | smsgate/bare | server CPU | CPU per request | other load on server CPU | webhooks per fsync | disk written per webhook |")
+    p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     label = {"bare": "bare hyper", "smsgate": "smsgate (empty store)",
              "grown": "smsgate, grown store ({:,} SIDs, {:,} senders)".format(
                  int(params.get("prefill_sids", 0)), int(params.get("prefill_senders", 0)))}
@@ -284,7 +286,8 @@ def main():
               f"| {err} | {ratio} | {fmt(r.get('server_cpu_pct'), '{:.0f}%')} "
               f"| {fmt(r.get('server_cpu_us_per_req'), '{:.0f} µs')} "
               f"| {fmt(r.get('other_load_on_server_cpu_pct'), '{:.0f}%')} "
-              f"| {fmt(r.get('webhooks_per_flush'), '{:.1f}')} |")
+              f"| {fmt(r.get('webhooks_per_flush'), '{:.1f}')} "
+              f"| {fmt(r.get('disk_bytes_per_webhook'), '{:,.0f} B')} |")
     p()
     p("| measure | bare hyper | smsgate | smsgate, grown store |")
     p("| --- | ---: | ---: | ---: |")

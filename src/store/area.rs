@@ -84,20 +84,50 @@ impl Area {
     }
 
     pub(crate) fn get(&self, k: impl AsRef<[u8]>) -> Result<Option<IVec>, StoreError> {
-        Ok(self.tree()?.get(self.full_key(k.as_ref()))?)
+        let key = self.full_key(k.as_ref());
+        if let Some(v) = pending_get(&key) {
+            return Ok(v);
+        }
+        Ok(self.tree()?.get(key)?)
     }
 
     pub(crate) fn contains_key(&self, k: impl AsRef<[u8]>) -> Result<bool, StoreError> {
-        Ok(self.tree()?.contains_key(self.full_key(k.as_ref()))?)
+        let key = self.full_key(k.as_ref());
+        if let Some(v) = pending_get(&key) {
+            return Ok(v.is_some());
+        }
+        Ok(self.tree()?.contains_key(key)?)
     }
 
     /// Entries whose key (without the area tag) starts with `prefix`, in key order;
     /// keys come back without the tag.
     pub(crate) fn scan(&self, prefix: &[u8]) -> Iter {
-        match self.tree() {
-            Ok(t) => Iter::Items(Box::new(t.scan_prefix(self.full_key(prefix)))),
-            Err(e) => Iter::Failed(Some(e)),
+        let full = self.full_key(prefix);
+        let tree = match self.tree() {
+            Ok(t) => t,
+            Err(e) => return Iter::Failed(Some(e)),
+        };
+        let pending = pending_range(&full);
+        if pending.is_empty() {
+            return Iter::Items(Box::new(tree.scan_prefix(full)));
         }
+        // The writer scanning an area it has pending changes in: merge them in.
+        let mut merged = std::collections::BTreeMap::new();
+        for item in tree.scan_prefix(&full) {
+            match item {
+                Ok((k, v)) => {
+                    merged.insert(k.to_vec(), v);
+                }
+                Err(e) => return Iter::Failed(Some(e.into())),
+            }
+        }
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        Iter::Merged(merged.into_iter())
     }
 
     pub(crate) fn iter(&self) -> Iter {
@@ -110,18 +140,15 @@ impl Area {
 
     /// Counts by walking the area (sled keeps no counts); for gauges, not hot paths.
     pub(crate) fn len(&self) -> usize {
-        self.tree().map_or(0, |t| {
-            t.scan_prefix([self.tag as u8])
-                .keys()
-                .filter(Result::is_ok)
-                .count()
-        })
+        self.iter().filter(Result::is_ok).count()
     }
 }
 
 /// An area's entries in key order, keys without the area tag.
 pub(crate) enum Iter {
     Items(Box<sled::Iter>),
+    /// The writer's view: sled's entries with its pending changes merged in.
+    Merged(std::collections::btree_map::IntoIter<Vec<u8>, IVec>),
     Failed(Option<StoreError>),
 }
 
@@ -134,6 +161,7 @@ impl Iterator for Iter {
                 let (k, v) = item?;
                 Ok((IVec::from(&k[1..]), v))
             }),
+            Iter::Merged(it) => it.next().map(|(k, v)| Ok((IVec::from(&k[1..]), v))),
             Iter::Failed(e) => e.take().map(Err),
         }
     }
@@ -142,27 +170,132 @@ impl Iterator for Iter {
 /// Changes to apply together, atomically, with [`super::Store::apply`].
 #[derive(Default)]
 pub(crate) struct Batch {
-    pub(crate) inner: sled::Batch,
-    pub(crate) empty: bool,
+    /// Full keys (area tag included) and their new value, `None` to remove; in order.
+    pub(crate) ops: Vec<(Vec<u8>, Option<IVec>)>,
 }
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        Self {
-            inner: sled::Batch::default(),
-            empty: true,
-        }
+        Self::default()
     }
 
     pub(crate) fn insert(&mut self, area: &Area, k: impl AsRef<[u8]>, v: impl Into<IVec>) {
-        self.inner.insert(area.full_key(k.as_ref()), v.into());
-        self.empty = false;
+        self.ops.push((area.full_key(k.as_ref()), Some(v.into())));
     }
 
     pub(crate) fn remove(&mut self, area: &Area, k: impl AsRef<[u8]>) {
-        self.inner.remove(area.full_key(k.as_ref()));
-        self.empty = false;
+        self.ops.push((area.full_key(k.as_ref()), None));
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub(crate) fn into_sled(self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in self.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        b
+    }
+}
+
+// ---- the writer's pending batch ---------------------------------------------------
+//
+// Why: sled 0.34 seals and writes its IO buffer (a pwrite and a sync_file_range on a
+// pool thread) twice for EVERY `apply_batch`, so one batch per message cost ~190 µs of
+// CPU against ~40 µs for the same inserts applied as one batch per fsync
+// (docs/performance.md, "sled batches"). The writer therefore collects the changes of
+// every request it applies under one fsync into one pending batch, applies that once,
+// and flushes. Requests in the same round must still see each other's changes (a
+// repeated SID, a sender's first message creating its conversation), so reads on the
+// writer thread look at the pending changes first. Other threads never see them until
+// they are applied, exactly as before: nothing is visible to them that the writer has
+// not at least applied, and what they act on they learn from after-commit hooks.
+//
+// It is thread-local because only the writer thread ever has one: a store method run
+// elsewhere (a test, startup) applies directly, as before.
+
+thread_local! {
+    static PENDING: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The writer's changes not yet applied to sled: the ops in order, and the latest value
+/// per key for reads.
+#[derive(Default)]
+struct Pending {
+    ops: Vec<(Vec<u8>, Option<IVec>)>,
+    latest: std::collections::BTreeMap<Vec<u8>, Option<IVec>>,
+}
+
+/// Starts collecting this thread's writes (the writer, at the start of a round).
+pub(crate) fn pending_begin() {
+    PENDING.with(|p| *p.borrow_mut() = Some(Pending::default()));
+}
+
+/// Where this thread's pending ops are now: a request's savepoint.
+pub(crate) fn pending_mark() -> usize {
+    PENDING.with(|p| p.borrow().as_ref().map_or(0, |p| p.ops.len()))
+}
+
+/// Drops the ops after `mark`: a request that failed leaves nothing behind.
+pub(crate) fn pending_rollback(mark: usize) {
+    PENDING.with(|p| {
+        if let Some(p) = p.borrow_mut().as_mut() {
+            if p.ops.len() > mark {
+                p.ops.truncate(mark);
+                p.latest = p.ops.iter().cloned().collect();
+            }
+        }
+    });
+}
+
+/// Ends collecting and returns what was collected (empty when nothing was).
+pub(crate) fn pending_take() -> Batch {
+    PENDING.with(|p| Batch {
+        ops: p.borrow_mut().take().map(|p| p.ops).unwrap_or_default(),
+    })
+}
+
+/// Whether this thread is collecting (then [`super::Store::apply`] defers to the writer).
+pub(crate) fn pending_active() -> bool {
+    PENDING.with(|p| p.borrow().is_some())
+}
+
+/// Adds `batch` to this thread's pending changes; gives it back if there are none.
+pub(crate) fn pending_push(batch: Batch) -> Option<Batch> {
+    PENDING.with(|p| match p.borrow_mut().as_mut() {
+        Some(p) => {
+            for (k, v) in &batch.ops {
+                p.latest.insert(k.clone(), v.clone());
+            }
+            p.ops.extend(batch.ops);
+            None
+        }
+        None => Some(batch),
+    })
+}
+
+/// The pending value of `key`: `Some(None)` if it is pending removal, `None` if the
+/// pending changes do not touch it.
+fn pending_get(key: &[u8]) -> Option<Option<IVec>> {
+    PENDING.with(|p| p.borrow().as_ref().and_then(|p| p.latest.get(key).cloned()))
+}
+
+/// The pending changes to keys starting with `prefix`, in key order.
+fn pending_range(prefix: &[u8]) -> Vec<(Vec<u8>, Option<IVec>)> {
+    PENDING.with(|p| {
+        p.borrow().as_ref().map_or_else(Vec::new, |p| {
+            p.latest
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    })
 }
 
 // ---- typed keys -------------------------------------------------------------------

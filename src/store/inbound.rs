@@ -126,11 +126,14 @@ impl Store {
                 b.remove(&self.seen, &k);
                 n += 1;
                 if n % 10_000 == 0 {
-                    self.apply(std::mem::replace(&mut b, Batch::new()))?;
+                    self.apply_now(std::mem::replace(&mut b, Batch::new()))?;
                 }
             }
         }
-        self.apply(b)?;
+        // At once, not with the writer's round: a big prune would otherwise hold every
+        // removal in memory. Safe early: it only removes keys older than a day, which
+        // nothing pending in the round writes.
+        self.apply_now(b)?;
         Ok(n)
     }
 

@@ -205,8 +205,13 @@ impl Store {
         area::handles(&self.cell)
     }
 
-    /// Makes every write so far durable (fsync). The writer calls this once per batch.
+    /// Makes every write so far durable (fsync). The writer calls this once per batch;
+    /// on the writer thread in the middle of a round it does nothing, because the
+    /// round's changes are not applied yet and the writer flushes them after.
     pub fn flush(&self) -> Result<(), StoreError> {
+        if area::pending_active() {
+            return Ok(());
+        }
         self.handles()?
             .db
             .flush()
@@ -218,12 +223,26 @@ impl Store {
         self.handles()?.db.generate_id().map_err(StoreError::from)
     }
 
-    /// Applies `batch` atomically.
+    /// Applies `batch` atomically: at once, or on the writer thread with the rest of
+    /// its round (see `area.rs`, "the writer's pending batch").
     pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.empty {
+        if batch.is_empty() {
             return Ok(());
         }
-        self.handles()?.data.apply_batch(batch.inner)?;
+        if let Some(batch) = area::pending_push(batch) {
+            self.apply_now(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `batch` to sled at once, even on the writer thread in a round: for the
+    /// round's own batch, and for maintenance whose changes must not pile up in memory
+    /// (pruning a million old dedupe keys) and that is safe to apply early.
+    pub(crate) fn apply_now(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.handles()?.data.apply_batch(batch.into_sled())?;
         Ok(())
     }
 

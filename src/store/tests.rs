@@ -219,3 +219,58 @@ fn finished_sends_move_to_their_own_area_and_back_on_requeue() {
     s.remove_outbound(7).expect("sent");
     assert_eq!(s.outbound_len(), 0);
 }
+
+/// The writer's round: requests see each other's pending changes (a SID repeated in the
+/// same round is a duplicate), a failed request leaves nothing, scans merge pending
+/// changes, and other threads see nothing until the round is applied.
+#[test]
+fn a_round_sees_its_own_pending_changes_and_rolls_back_a_failed_request() {
+    use super::area;
+    let (_d, s) = store();
+    s.admit_processed("SMold", 1, &Effects::default())
+        .expect("direct write outside a round");
+    area::pending_begin();
+    let fx = Effects {
+        now: 2,
+        forward: Some(msg("SMa")),
+        ..Default::default()
+    };
+    s.admit_processed("SMa", 2, &fx).expect("pending");
+    assert!(
+        s.is_seen("SMa").expect("read"),
+        "the round sees its own write"
+    );
+    assert_eq!(
+        s.inbox().expect("inbox").len(),
+        1,
+        "scans merge pending changes"
+    );
+    // Another thread sees nothing yet.
+    let other = std::thread::scope(|t| {
+        t.spawn(|| s.is_seen("SMa").expect("read"))
+            .join()
+            .expect("thread")
+    });
+    assert!(!other, "pending changes are invisible to other threads");
+    // A failed request: its changes go, the earlier ones stay.
+    let mark = area::pending_mark();
+    s.admit_processed("SMb", 3, &Effects::default())
+        .expect("pending");
+    assert!(s.is_seen("SMb").expect("read"));
+    area::pending_rollback(mark);
+    assert!(!s.is_seen("SMb").expect("read"), "rolled back");
+    assert!(s.is_seen("SMa").expect("read"), "kept");
+    // Removing within the round hides the key from scans and reads.
+    let (seq, _) = s.inbox().expect("inbox")[0].clone();
+    s.ack_inbox(seq, 4).expect("pending ack");
+    assert!(
+        s.inbox().expect("inbox").is_empty(),
+        "a pending removal hides it"
+    );
+    let batch = area::pending_take();
+    assert!(!area::pending_active());
+    s.apply_now(batch).expect("apply");
+    assert!(s.is_seen("SMa").expect("read") && !s.is_seen("SMb").expect("read"));
+    assert!(s.is_seen("SMold").expect("read"));
+    assert!(s.inbox().expect("inbox").is_empty());
+}

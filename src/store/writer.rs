@@ -1,9 +1,10 @@
 //! The single writer: one thread owns every durable write. It takes every request
-//! waiting, applies them one after another (each is one atomic batch), fsyncs ONCE for
-//! all of them, and only then answers each waiter and runs its after-commit hooks.
-//! A webhook's 200 therefore still follows its own fsync, but 64 concurrent webhooks
-//! share one. No `spawn_blocking`, no transactions: being the only writer makes
-//! read-then-write race-free.
+//! waiting, runs them one after another (each all or nothing), collects all their
+//! changes into ONE sled batch, applies it, fsyncs ONCE, and only then answers each
+//! waiter and runs its after-commit hooks. A webhook's 200 therefore still follows its
+//! own fsync, but 64 concurrent webhooks share one fsync and one sled batch. No
+//! `spawn_blocking`, no transactions: being the only writer makes read-then-write
+//! race-free, and reads on the writer thread see the round's pending changes.
 //!
 //! After-commit hooks are how the in-memory queues learn about a durable change: they
 //! run on the writer thread after the fsync whether or not anyone still waits (a
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
-use super::{Store, StoreError};
+use super::{area, Store, StoreError};
 
 /// Most requests applied under one fsync: bounds the latency of the first waiter.
 const MAX_BATCH: usize = 4096;
@@ -48,7 +49,8 @@ impl Hooks {
 }
 
 trait Job: Send {
-    fn run(self: Box<Self>, store: &Store) -> Done;
+    /// Runs the request; `false` when it failed (its pending changes are rolled back).
+    fn run(self: Box<Self>, store: &Store) -> (Done, bool);
     fn refuse(self: Box<Self>, e: StoreError);
 }
 
@@ -64,12 +66,13 @@ where
     F: FnOnce(&Store, &mut Hooks) -> Result<R, StoreError> + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, store: &Store) -> Done {
+    fn run(self: Box<Self>, store: &Store) -> (Done, bool) {
         let mut hooks = Hooks::default();
         let result = (self.f)(store, &mut hooks);
+        let ok = result.is_ok();
         let reply = self.reply;
         let on_fail = self.on_fail;
-        Box::new(move |flushed: &Result<(), StoreError>| {
+        let done: Done = Box::new(move |flushed: &Result<(), StoreError>| {
             let result = match flushed {
                 Ok(()) => result,
                 Err(e) => Err(e.clone()),
@@ -85,7 +88,8 @@ where
             if let Some(tx) = reply {
                 let _ = tx.send(result);
             }
-        })
+        });
+        (done, ok)
     }
 
     fn refuse(self: Box<Self>, e: StoreError) {
@@ -265,9 +269,23 @@ fn writer_loop(store: &Store, rx: &mpsc::Receiver<Box<dyn Job>>, shared: &Shared
         shared
             .requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let done: Vec<Done> = jobs.into_iter().map(|j| j.run(store)).collect();
+        // Every request's changes go into one pending batch (area.rs explains why),
+        // applied once and flushed once; a request that fails leaves nothing in it.
+        area::pending_begin();
+        let done: Vec<Done> = jobs
+            .into_iter()
+            .map(|j| {
+                let mark = area::pending_mark();
+                let (done, ok) = j.run(store);
+                if !ok {
+                    area::pending_rollback(mark);
+                }
+                done
+            })
+            .collect();
+        let batch = area::pending_take();
         let started = Instant::now();
-        let flushed = store.flush();
+        let flushed = store.apply_now(batch).and_then(|()| store.flush());
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         shared
             .flush_micros

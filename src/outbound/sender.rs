@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::held::{self, Announced};
 use super::{Outbox, PartOutcome};
 use crate::app::LiveConfig;
 use crate::clock::now_ms;
@@ -88,13 +89,21 @@ pub struct Sender {
     pub config: Arc<LiveConfig>,
     pub twilio: Arc<dyn MessagesApi>,
     pub metrics: Arc<Metrics>,
-    /// Per account, what went out in the last day (the spending limits' windows),
-    /// rebuilt from the store's sent log at start.
-    pub windows: std::sync::Mutex<HashMap<String, SendWindow>>,
+    /// The spending limits' memory: per account, what went out in the last day
+    /// (rebuilt from the store's sent log at start), and which full windows were
+    /// already announced.
+    pub windows: std::sync::Mutex<Windows>,
+}
+
+/// What the sender keeps in memory about the spending limits.
+#[derive(Debug, Default)]
+pub struct Windows {
+    sent: HashMap<String, SendWindow>,
+    announced: Announced,
 }
 
 impl Sender {
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, SendWindow>> {
+    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -119,7 +128,7 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
         Ok(log) => {
             let mut w = s.windows();
             for (account, at, to, segments) in log {
-                w.entry(account).or_default().record(at, &to, segments);
+                w.sent.entry(account).or_default().record(at, &to, segments);
             }
         }
         Err(e) => tracing::error!("cannot read the sent log (spending limits start empty): {e}"),
@@ -173,6 +182,28 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
     }
 }
 
+/// The log line and metric of a full `outboundLimits` window (once per window).
+fn announce_hold(
+    s: &Sender,
+    account: &crate::config::Account,
+    limit: crate::limits::Limit,
+    max: u32,
+) {
+    let auto = if account.release_held_auto {
+        "; or they go when the window allows (releaseHeld is auto)"
+    } else {
+        ""
+    };
+    let window = if held::span_ms(limit) > 3_600_000 {
+        "day"
+    } else {
+        "hour"
+    };
+    tracing::warn!(account = %account.id, limit = held::label(limit), "outbound limit reached: {} ({max} SMS segments) is full, so sends over it are held, not sent: see `smsgate queue list`, release with `smsgate queue release ID` or `--all`{auto}. Said once per {window}; each held send's agent gets an error line", limit.key());
+    s.metrics
+        .outbound_limit_hit(&account.id, held::label(limit));
+}
+
 /// Writes `rec` (through the writer) and keeps the in-memory queue in step.
 async fn save(s: &Sender, rec: &OutboundRecord) -> Result<(), StoreError> {
     let r = rec.clone();
@@ -207,12 +238,17 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     }
     if limited(&rec) {
         let segments = crate::text::count_segments(&rec.body).segments.max(1);
-        let verdict = s.windows().entry(account.id.clone()).or_default().check(
-            &account.outbound_limits,
-            rec.to.as_str(),
-            segments,
-            now_ms(),
-        );
+        let verdict = s
+            .windows()
+            .sent
+            .entry(account.id.clone())
+            .or_default()
+            .check(
+                &account.outbound_limits,
+                rec.to.as_str(),
+                segments,
+                now_ms(),
+            );
         if let Verdict::Hold {
             limit,
             max,
@@ -228,8 +264,9 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
                     _ => "",
                 }
             );
-            // Said once per hold: an auto-release that finds the window still full
-            // holds it again quietly.
+            // The agent hears once per held send (an auto-release that finds the
+            // window still full holds it again quietly); the log and the metric once
+            // per full window (see `held`).
             let first = rec.held_limit.is_none();
             rec.state = OutboundState::Held;
             rec.held_limit = Some(limit.key().to_string());
@@ -240,8 +277,10 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             rec.last_error = Some(why.clone());
             save(s, &rec).await?;
             if first {
-                tracing::warn!(account = %account.id, to = %to, id = rec.id, "send {why}");
-                s.metrics.send_failure("held");
+                if s.windows().announced.announce(&account.id, limit, now_ms()) {
+                    announce_hold(s, account, limit, max);
+                }
+                tracing::debug!(account = %account.id, to = %to, id = rec.id, "send {why}");
                 s.outbox.part_done(
                     &rec,
                     PartOutcome::Failed {
@@ -450,6 +489,7 @@ async fn record_sent(s: &Sender, rec: &OutboundRecord, segments: u32) -> Result<
         .write(move |st, _| st.complete_send(&done, segments, at))
         .await?;
     s.windows()
+        .sent
         .entry(rec.account.clone())
         .or_default()
         .record(at, rec.to.as_str(), segments);

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -89,17 +89,23 @@ pub struct Sender {
     pub config: Arc<LiveConfig>,
     pub twilio: Arc<dyn MessagesApi>,
     pub metrics: Arc<Metrics>,
-    /// The spending limits' memory: per account, what went out in the last day
-    /// (rebuilt from the store's sent log at start), and which full windows were
-    /// already announced.
+    /// What the sender remembers in memory (see [`Windows`]).
     pub windows: std::sync::Mutex<Windows>,
 }
 
-/// What the sender keeps in memory about the spending limits.
+/// What the sender keeps in memory: the spending limits' windows and what was said
+/// about them, and the monotonic time of each send of unknown outcome.
 #[derive(Debug, Default)]
 pub struct Windows {
+    /// Per account, what went out in the last day (rebuilt from the sent log at start).
     sent: HashMap<String, SendWindow>,
+    /// Which full windows were already announced.
     announced: Announced,
+    /// Record id → (its stored attempt time, the same moment by the monotonic clock),
+    /// for sends of unknown outcome attempted by this process: if the wall clock is
+    /// stepped before the lookup, the lookup still knows how long ago the attempt was.
+    /// Lost on restart (the stored time is used then).
+    unknown_attempts: HashMap<u64, (u64, Instant)>,
 }
 
 impl Sender {
@@ -307,6 +313,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         // Delivery statuses come back to our own webhook route.
         status_callback: account.public_url().map(|u| u.raw.clone()),
     };
+    let started = Instant::now();
     match s.twilio.send(&req).await {
         Ok(sent) => {
             let id = rec.id;
@@ -370,6 +377,9 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             // asked after a settle time. Whoever waits hears when that is settled.
             s.metrics.send_failure("unknown");
             let attempt = rec.attempted_at_ms.unwrap_or_else(now_ms);
+            s.windows()
+                .unknown_attempts
+                .insert(rec.id, (attempt, started));
             rec.state = OutboundState::Unknown;
             rec.lookup_failures = 0;
             rec.next_attempt_ms = reconcile::first_check_at(attempt);
@@ -388,6 +398,7 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
     let config = s.config.get();
     let to = rec.to.redacted().to_string();
     let Some(account) = config.sms.account(&rec.account) else {
+        s.windows().unknown_attempts.remove(&rec.id);
         finish(
             s,
             rec,
@@ -398,7 +409,16 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         .await?;
         return Ok(());
     };
-    let attempt = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    // "Since the attempt" on our wall clock as it reads now (it may have been stepped
+    // since), then on Twilio's clock once its answer says how far that is from ours.
+    let stored = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    let since = s
+        .windows()
+        .unknown_attempts
+        .get(&rec.id)
+        .filter(|(at, _)| *at == stored)
+        .map(|(_, mono)| mono.elapsed().as_millis() as u64);
+    let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, now_ms(), since, None);
     let req = SendRequest {
         creds: Creds::of(account),
         to: rec.to.clone(),
@@ -411,15 +431,24 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         crate::config::Sender::MessagingService(mg) => Some(mg.as_str()),
         crate::config::Sender::Number(_) => None,
     };
-    let outcome = match s.twilio.list_sent(&req, attempt).await {
-        Ok(listed) => {
-            match reconcile::find_match(&listed, &rec.body, attempt, service, &HashSet::new()) {
+    let mut failure = None;
+    let outcome = match s.twilio.look_up(&req, attempt).await {
+        Ok(found) => {
+            let skew = found.twilio_minus_ours_ms;
+            if skew.is_some_and(|d| d.unsigned_abs() > 60_000) {
+                tracing::warn!(account = %account.id, id = rec.id, "Twilio's clock and ours differ by {}s (by its Date header); the lookup matches on Twilio's clock. Check NTP on this host", skew.unwrap_or(0) / 1000);
+            }
+            let (_, theirs) = reconcile::attempt_on_twilio_clock(attempt, 0, None, skew);
+            let known = HashSet::new();
+            match reconcile::find_match(&found.messages, &rec.body, theirs, service, &known) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),
                 None => LookupOutcome::NotFound,
             }
         }
         Err(e) => {
-            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {e}; asking again later (never sent blind)");
+            let why = reconcile::describe_failure(&e);
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {why}; asking again later (never sent blind)");
+            failure = Some(why);
             LookupOutcome::Failed
         }
     };
@@ -441,6 +470,9 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         reconcile::settle_ms(),
     );
     rec.lookup_failures = failures;
+    if !matches!(step, Step::LookupAt(_)) {
+        s.windows().unknown_attempts.remove(&rec.id);
+    }
     match step {
         Step::Found(sid) => {
             tracing::info!(account = %account.id, to = %to, id = rec.id, %sid, "send of unknown outcome found at Twilio: it was sent; recorded, not sent again");
@@ -465,6 +497,12 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
                 Stage::Unknown => OutboundState::Unknown,
                 Stage::Checking => OutboundState::Checking,
             };
+            // What `queue list` shows for this step.
+            rec.last_error = Some(match failure {
+                Some(why) => format!("outcome unknown; asking Twilio whether it was sent failed ({failures} time(s) in a row): {why}. Asking again; never sent blind"),
+                None if stage == Stage::Checking => "outcome unknown; not found at Twilio at the first check: asking once more before sending it again".into(),
+                None => rec.last_error.take().unwrap_or_else(|| "outcome unknown".into()),
+            });
             rec.next_attempt_ms = at;
             save(s, &rec).await?;
         }

@@ -23,7 +23,42 @@ pub const SECOND_CHECK_MS: u64 = 10 * 60 * 1000;
 /// Backoff between lookups that failed (Twilio unreachable), at most.
 pub const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// Slack for clocks: a listed message created this long before the attempt still counts.
+/// Small on purpose (a wider window could take an identical earlier text for this one):
+/// a known difference between our clock and Twilio's is corrected first (see
+/// [`attempt_on_twilio_clock`]), so this only covers what cannot be measured.
 pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// Where the attempt of a send sits on Twilio's clock, which is what the `DateSent>=`
+/// filter and the listed `date_created` use.
+///
+/// - `stored_ms`: the attempt as our wall clock read it then (stored in the record).
+/// - `since_attempt_ms`: how long ago the attempt was by the monotonic clock, when this
+///   process made it. Our wall clock may have been stepped since (NTP after boot, an
+///   operator): then `now - since` is where the attempt sits on the wall clock as it
+///   reads now, and `stored_ms` is stale. After a restart only `stored_ms` is known.
+/// - `twilio_minus_ours_ms`: how far Twilio's clock is ahead of ours, measured from its
+///   answer's `Date` header (negative: ours is ahead). Ours being minutes ahead made a
+///   created message look older than the attempt, so it was not matched and was sent a
+///   second time; being a day ahead put it outside the `DateSent>=` day.
+///
+/// Returns (the attempt on our wall clock now, the attempt on Twilio's clock).
+pub fn attempt_on_twilio_clock(
+    stored_ms: u64,
+    now_ms: u64,
+    since_attempt_ms: Option<u64>,
+    twilio_minus_ours_ms: Option<i64>,
+) -> (u64, u64) {
+    let ours = match since_attempt_ms {
+        Some(since) => now_ms.saturating_sub(since),
+        None => stored_ms,
+    };
+    let theirs = match twilio_minus_ours_ms {
+        Some(d) if d >= 0 => ours.saturating_add(d.unsigned_abs()),
+        Some(d) => ours.saturating_sub(d.unsigned_abs()),
+        None => ours,
+    };
+    (ours, theirs)
+}
 
 /// One message from Twilio's list, the fields the match needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +129,28 @@ pub fn find_match<'a>(
         .min_by_key(|m| m.created_ms.unwrap_or(u64::MAX))
 }
 
+/// Why a lookup failed, for the log and `queue list`, with what to do about it: Twilio's
+/// own code's hint when it gave one, else a hint from the HTTP status (a 401 from a
+/// proxy carries no Twilio code, but it still means the credentials).
+pub fn describe_failure(e: &super::client::RestError) -> String {
+    use super::client::RestError;
+    match e {
+        RestError::Api(a) if a.hint().is_some() => a.to_string(),
+        RestError::Api(a) => {
+            let code = match a.http_status {
+                401 | 403 => Some(20003),
+                404 => Some(20404),
+                _ => None,
+            };
+            match code.and_then(super::hints::hint) {
+                Some(h) => format!("{a}. Hint: {h}"),
+                None => a.to_string(),
+            }
+        }
+        RestError::Unavailable(why) => why.clone(),
+    }
+}
+
 /// Where a send of unknown outcome stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -157,19 +214,23 @@ pub fn after_lookup(
     match outcome {
         LookupOutcome::Found(sid) => (stage, Step::Found(sid)),
         LookupOutcome::Failed => {
-            let backoff = (15_000u64 << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
+            // 15 s doubling at the default settle time (tests shorten both together).
+            let base = (settle / 8).max(1);
+            let backoff = (base << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
             (stage, Step::LookupAt(now + backoff))
         }
         LookupOutcome::NotFound => match stage {
             Stage::Unknown => {
-                let second = attempt_ms + settle * (SECOND_CHECK_MS / FIRST_CHECK_MS);
-                if now >= second {
-                    // The first check ran late (a restart, Twilio down for a while):
-                    // it already is the late check.
-                    (Stage::Checking, Step::Resend)
-                } else {
-                    (Stage::Checking, Step::LookupAt(second))
-                }
+                // The second check: at 5× settle after the attempt, and never sooner
+                // than 4× settle after this one. A first check that ran late (a
+                // restart, Twilio down, or the wall clock stepped forward, which makes
+                // "10 minutes after the attempt" come at once) is not the late check:
+                // a message Twilio still holds unsent has no `DateSent` and is not
+                // listed, so only two lookups that far apart both finding nothing
+                // prove it was never created.
+                let ratio = SECOND_CHECK_MS / FIRST_CHECK_MS;
+                let second = (attempt_ms + settle * ratio).max(now + settle * (ratio - 1));
+                (Stage::Checking, Step::LookupAt(second))
             }
             Stage::Checking => (Stage::Checking, Step::Resend),
         },
@@ -264,12 +325,27 @@ mod tests {
                 0,
                 (Checking, Step::LookupAt(a + SECOND_CHECK_MS)),
             ),
+            // A late first check (restart, outage, the clock stepped forward) is not
+            // the second: that still comes, 4× settle later.
             (
                 Unknown,
                 NotFound,
                 a + SECOND_CHECK_MS + 1,
                 0,
-                (Checking, Step::Resend),
+                (
+                    Checking,
+                    Step::LookupAt(a + SECOND_CHECK_MS + 1 + 4 * FIRST_CHECK_MS),
+                ),
+            ),
+            (
+                Unknown,
+                NotFound,
+                a + FIRST_CHECK_MS + 60_000,
+                0,
+                (
+                    Checking,
+                    Step::LookupAt(a + FIRST_CHECK_MS + 60_000 + 4 * FIRST_CHECK_MS),
+                ),
             ),
             (
                 Checking,
@@ -307,6 +383,101 @@ mod tests {
                 "{stage:?} {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_attempt_on_twilios_clock() {
+        let t = 1_800_000_000_000u64;
+        let min = 60_000u64;
+        let cases = [
+            // (stored, now, since the attempt by the monotonic clock, Twilio − ours, want)
+            (
+                "nothing known: as stored",
+                t,
+                t + 2 * min,
+                None,
+                None,
+                (t, t),
+            ),
+            (
+                "same process, clock untouched",
+                t,
+                t + 2 * min,
+                Some(2 * min),
+                Some(0),
+                (t, t),
+            ),
+            (
+                "the wall clock stepped back 20 min since the attempt",
+                t,
+                t - 18 * min,
+                Some(2 * min),
+                None,
+                (t - 20 * min, t - 20 * min),
+            ),
+            (
+                "the wall clock stepped forward an hour since the attempt",
+                t,
+                t + 62 * min,
+                Some(2 * min),
+                None,
+                (t + 60 * min, t + 60 * min),
+            ),
+            (
+                "ours is 20 min ahead of Twilio's",
+                t,
+                t + 2 * min,
+                None,
+                Some(-20 * min as i64),
+                (t, t - 20 * min),
+            ),
+            (
+                "ours is a day behind Twilio's",
+                t,
+                t + 2 * min,
+                None,
+                Some(86_400_000),
+                (t, t + 86_400_000),
+            ),
+            ("no underflow", 5, 10, Some(100), Some(-1000), (0, 0)),
+        ];
+        for (name, stored, now, since, skew, want) in cases {
+            assert_eq!(
+                attempt_on_twilio_clock(stored, now, since, skew),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_lookups_say_what_to_do() {
+        use crate::twilio::client::{ApiError, RestError};
+        let api = |status, code| {
+            RestError::Api(ApiError {
+                http_status: status,
+                code,
+                message: "nope".into(),
+                more_info: None,
+            })
+        };
+        let cases = [
+            (api(401, Some(20003)), "authToken"),
+            (api(401, None), "authToken"),
+            (api(403, None), "authToken"),
+            (api(404, Some(20404)), "accountSid"),
+            (api(404, None), "accountSid"),
+            (api(400, None), "Twilio answered 400: nope"),
+            (
+                RestError::Unavailable("Twilio's answer is not JSON".into()),
+                "not JSON",
+            ),
+        ];
+        for (e, want) in cases {
+            let got = describe_failure(&e);
+            assert!(got.contains(want), "{e:?}: {got}");
+        }
+        assert!(!describe_failure(&api(400, None)).contains("Hint"));
     }
 
     #[test]

@@ -358,30 +358,43 @@ async fn a_match_on_the_second_page_is_found_not_sent_again() {
 /// Twilio's clock and ours disagree (or ours was stepped): a message Twilio created must
 /// not look older than the attempt, nor fall outside the `DateSent>=` day, or it would
 /// be sent a second time. Twilio's clock (the fake's) is 20 minutes behind ours, a day
-/// and two hours behind (another day), and 20 minutes ahead.
+/// and two hours behind (another day), and 20 minutes ahead; and 20 minutes behind with
+/// a `kill -9` between the attempt and the lookup (the monotonic clock is lost then).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_jump_does_not_hide_a_created_message() {
     const MIN: i64 = 60_000;
-    for skew in [-20 * MIN, -26 * 60 * MIN, 20 * MIN] {
+    for (skew, crash) in [
+        (-20 * MIN, false),
+        (-26 * 60 * MIN, false),
+        (20 * MIN, false),
+        (-20 * MIN, true),
+    ] {
+        let case = format!("skew {skew} ms, kill -9 {crash}");
         let Setup {
             t: _t,
             twilio,
             config,
-            gw,
+            mut gw,
             mut agent,
         } = setup();
         twilio.set_clock_skew(skew);
         twilio.push(Canned::Hang);
         agent.send(json!({"type": "send", "text": "what time is it?", "ref": "c"}));
-        let sent = agent.next_of("sent");
-        assert_eq!(
-            sent["sids"],
-            json!([created_sid(&twilio, TO)]),
-            "skew {skew}: {sent}"
-        );
+        if crash {
+            assert!(wait_until(Duration::from_secs(10), || creates(&twilio, TO) == 1));
+            gw.kill9();
+            gw = gateway(&config);
+        } else {
+            let sent = agent.next_of("sent");
+            assert_eq!(
+                sent["sids"],
+                json!([created_sid(&twilio, TO)]),
+                "{case}: {sent}"
+            );
+        }
         assert!(
             gw.wait_log("found at Twilio", Duration::from_secs(10)),
-            "skew {skew}: {}",
+            "{case}: {}",
             gw.log()
         );
         assert!(
@@ -390,7 +403,7 @@ async fn a_clock_jump_does_not_hide_a_created_message() {
             gw.log()
         );
         assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
-        assert_eq!(creates(&twilio, TO), 1, "skew {skew}: never sent twice");
+        assert_eq!(creates(&twilio, TO), 1, "{case}: never sent twice");
         assert_eq!(queue_list(&config), json!([]));
         assert_eq!(gw.stop().code(), Some(0));
     }

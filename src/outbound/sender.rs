@@ -412,13 +412,14 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
     // "Since the attempt" on our wall clock as it reads now (it may have been stepped
     // since), then on Twilio's clock once its answer says how far that is from ours.
     let stored = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    let asked_at = now_ms();
     let since = s
         .windows()
         .unknown_attempts
         .get(&rec.id)
         .filter(|(at, _)| *at == stored)
         .map(|(_, mono)| mono.elapsed().as_millis() as u64);
-    let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, now_ms(), since, None);
+    let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, None);
     let req = SendRequest {
         creds: Creds::of(account),
         to: rec.to.clone(),
@@ -438,7 +439,7 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
             if skew.is_some_and(|d| d.unsigned_abs() > 60_000) {
                 tracing::warn!(account = %account.id, id = rec.id, "Twilio's clock and ours differ by {}s (by its Date header); the lookup matches on Twilio's clock. Check NTP on this host", skew.unwrap_or(0) / 1000);
             }
-            let (_, theirs) = reconcile::attempt_on_twilio_clock(attempt, 0, None, skew);
+            let (_, theirs) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, skew);
             let known = HashSet::new();
             match reconcile::find_match(&found.messages, &rec.body, theirs, service, &known) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),

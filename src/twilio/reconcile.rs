@@ -36,12 +36,16 @@ pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 ///   process made it. Our wall clock may have been stepped since (NTP after boot, an
 ///   operator): then `now - since` is where the attempt sits on the wall clock as it
 ///   reads now, and `stored_ms` is stale. After a restart only `stored_ms` is known.
-/// - `twilio_minus_ours_ms`: how far Twilio's clock is ahead of ours, measured from its
-///   answer's `Date` header (negative: ours is ahead). Ours being minutes ahead made a
-///   created message look older than the attempt, so it was not matched and was sent a
-///   second time; being a day ahead put it outside the `DateSent>=` day.
+/// - `twilio_minus_ours_ms`: how far Twilio's clock is ahead of ours now, measured from
+///   its answer's `Date` header (negative: ours is ahead). Ours being minutes ahead made
+///   a created message look older than the attempt, so it was not matched and was sent
+///   a second time; being a day ahead put it outside the `DateSent>=` day.
 ///
-/// Returns (the attempt on our wall clock now, the attempt on Twilio's clock).
+/// Returns (the attempt on our wall clock as it reads now, the earliest the attempt can
+/// be on Twilio's clock). With the monotonic time that is exact. Without it (after a
+/// restart) we cannot tell whether the difference measured now already stood at the
+/// attempt or came from a step since, so the earlier of the two readings is taken: the
+/// window then admits both, and is never narrower than the stored time alone gave.
 pub fn attempt_on_twilio_clock(
     stored_ms: u64,
     now_ms: u64,
@@ -52,10 +56,14 @@ pub fn attempt_on_twilio_clock(
         Some(since) => now_ms.saturating_sub(since),
         None => stored_ms,
     };
-    let theirs = match twilio_minus_ours_ms {
+    let shifted = match twilio_minus_ours_ms {
         Some(d) if d >= 0 => ours.saturating_add(d.unsigned_abs()),
         Some(d) => ours.saturating_sub(d.unsigned_abs()),
         None => ours,
+    };
+    let theirs = match since_attempt_ms {
+        Some(_) => shifted,
+        None => shifted.min(ours),
     };
     (ours, theirs)
 }
@@ -432,12 +440,29 @@ mod tests {
                 (t, t - 20 * min),
             ),
             (
-                "ours is a day behind Twilio's",
+                "ours is a day behind Twilio's (or was stepped back a day since): \
+                 either way the attempt is no later than it was stored",
                 t,
                 t + 2 * min,
                 None,
                 Some(86_400_000),
+                (t, t),
+            ),
+            (
+                "the same, measured in the process that made the attempt: exact",
+                t,
+                t + 2 * min,
+                Some(2 * min),
+                Some(86_400_000),
                 (t, t + 86_400_000),
+            ),
+            (
+                "stepped back 20 min since the attempt, and now 20 min behind Twilio",
+                t,
+                t - 18 * min,
+                Some(2 * min),
+                Some(20 * min as i64),
+                (t - 20 * min, t),
             ),
             ("no underflow", 5, 10, Some(100), Some(-1000), (0, 0)),
         ];

@@ -520,6 +520,14 @@ async fn a_malformed_list_answer_is_a_logged_skip_not_a_resend() {
         "{}",
         gw.log()
     );
+    // A huge answer is not read into memory.
+    let huge = format!("{{\"messages\": [], \"pad\": \"{}\"}}", "x".repeat(5 << 20));
+    twilio.route_raw("GET", &path, 200, &huge);
+    assert!(
+        gw.wait_log("KiB; not read", Duration::from_secs(30)),
+        "{}",
+        gw.log()
+    );
     let before = lookups(&twilio).len();
     assert!(wait_until(Duration::from_secs(30), || lookups(&twilio)
         .len()

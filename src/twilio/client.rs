@@ -387,6 +387,10 @@ pub enum RestError {
     Unavailable(String),
 }
 
+/// The largest answer a probe, setup or lookup call reads: a page of 50 messages of
+/// 1,600 characters is about 200 KiB.
+const MAX_REST_BODY: usize = 4 * 1024 * 1024;
+
 /// How long one probe or setup call may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -479,10 +483,25 @@ impl HttpTwilio {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date)
             .map(|theirs| theirs as i64 - crate::clock::now_ms() as i64);
-        let body = resp
-            .text()
+        // Read with a cap: whatever answers in Twilio's place (a proxy, a captive
+        // portal) must not make the daemon hold an unbounded body in memory.
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
+            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?
+        {
+            if bytes.len() + chunk.len() > MAX_REST_BODY {
+                return Err(RestError::Unavailable(format!(
+                    "Twilio's answer (HTTP {}) is larger than {} KiB; not read",
+                    status.as_u16(),
+                    MAX_REST_BODY / 1024
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             let err = api_error(status.as_u16(), &body, &secrets);
             return Err(if status.is_server_error() {

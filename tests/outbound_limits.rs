@@ -148,3 +148,49 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
     assert_eq!(log.matches(LIMIT_LINE).count(), 1, "{log}");
     assert_eq!(twilio.sends().len(), 3, "nothing over the limit went out");
 }
+
+/// Limits of `-1`, a string, a fraction or more than fits are config errors naming the
+/// key path (top level and per account) and the fix; nothing starts with them.
+#[test]
+fn bad_limits_are_config_errors_naming_the_key_path() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"outboundLimits: { perHour: -1, perDay: "lots", perRecipientPerHour: 1.5 },
+    inboundLimits: { perSenderPerMinute: -1 },
+    accounts: { b: { webhookPath: "/webhooks/b", fromNumber: "+15550009999",
+      publicWebhookUrl: "https://sms.example.test/webhooks/b",
+      outboundLimits: { perDay: 99999999999 }, inboundLimits: { perSenderPerMinute: "fast" } } },"#,
+    );
+    let out = cli(&config, &["config", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    for want in [
+        "channels.sms.outboundLimits.perHour",
+        "channels.sms.outboundLimits.perDay",
+        "channels.sms.outboundLimits.perRecipientPerHour",
+        "channels.sms.inboundLimits.perSenderPerMinute",
+        "channels.sms.accounts.b.outboundLimits.perDay",
+        "channels.sms.accounts.b.inboundLimits.perSenderPerMinute",
+        "0 = no limit",
+        "-1",
+        "\"lots\"",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!err.contains(TOKEN), "no secret in the error: {err}");
+    // The gateway refuses to start with it, with the same words.
+    let out = std::process::Command::new(bin())
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("channels.sms.inboundLimits.perSenderPerMinute"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -355,6 +355,57 @@ async fn a_match_on_the_second_page_is_found_not_sent_again() {
     assert_eq!(gw.stop().code(), Some(0));
 }
 
+/// A list longer than the lookup reads (5 pages), all of it newer than the attempt,
+/// proves nothing: the match may be further on. Asked again, never sent blind; once the
+/// list fits, found.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_cut_short_before_the_attempt_is_not_taken_for_not_found() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    twilio.paginate(1);
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap();
+    for i in 0..6 {
+        twilio.list_also(json!({
+            "sid": format!("SMnewer{i:026}"), "to": TO, "from": FROM,
+            "body": format!("a newer text {i}"), "direction": "outbound-api",
+            "status": "sent", "date_created": later, "date_sent": later,
+        }));
+    }
+    twilio.push(Canned::Hang);
+    agent.send(json!({"type": "send", "text": "deep in the list", "ref": "d"}));
+    assert!(
+        gw.wait_log("the match may be further on", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    let before = lookups(&twilio).len();
+    assert!(wait_until(Duration::from_secs(10), || lookups(&twilio)
+        .len()
+        >= before + 10));
+    assert_eq!(creates(&twilio, TO), 1, "nothing sent blind");
+    let list = queue_list(&config);
+    assert!(
+        list[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("further on")),
+        "{list}"
+    );
+    assert_eq!(agent.next_within(Duration::from_millis(1)), None);
+    twilio.paginate(50);
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["sids"], json!([created_sid(&twilio, TO)]), "{sent}");
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, TO), 1);
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
 /// Twilio's clock and ours disagree (or ours was stepped): a message Twilio created must
 /// not look older than the attempt, nor fall outside the `DateSent>=` day, or it would
 /// be sent a second time. Twilio's clock (the fake's) is 20 minutes behind ours, a day

@@ -443,7 +443,18 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
             let known = HashSet::new();
             match reconcile::find_match(&found.messages, &rec.body, theirs, service, &known) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),
-                None => LookupOutcome::NotFound,
+                None => match reconcile::no_match_proves_absence(
+                    &found.messages,
+                    found.complete,
+                    theirs,
+                ) {
+                    Ok(()) => LookupOutcome::NotFound,
+                    Err(why) => {
+                        tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot tell yet whether a send of unknown outcome exists: {why}; asking again later (never sent blind)");
+                        failure = Some(why);
+                        LookupOutcome::Failed
+                    }
+                },
             }
         }
         Err(e) => {

@@ -142,6 +142,9 @@ pub struct Lookup {
     /// How far Twilio's clock is ahead of ours (negative: behind), from the `Date`
     /// header of its answer; `None` when it had none we could read.
     pub twilio_minus_ours_ms: Option<i64>,
+    /// Whether the list was read to its end (not cut at the page cap, or at a next
+    /// page we do not follow).
+    pub complete: bool,
 }
 
 /// How many pages of 50 a lookup reads at most (a recipient we text hundreds of times
@@ -253,7 +256,7 @@ impl MessagesApi for HttpTwilio {
             // again from the earlier day, or the message would be invisible.
             let mut asked_from = super::reconcile::date_sent_from(attempt_ms);
             for _ in 0..2 {
-                let (messages, skew) = self.list_pages(req, &asked_from).await?;
+                let (messages, skew, complete) = self.list_pages(req, &asked_from).await?;
                 let (_, since) =
                     super::reconcile::attempt_on_twilio_clock(attempt_ms, 0, None, skew);
                 let from = super::reconcile::date_sent_from(since);
@@ -261,6 +264,7 @@ impl MessagesApi for HttpTwilio {
                     return Ok(Lookup {
                         messages,
                         twilio_minus_ours_ms: skew,
+                        complete,
                     });
                 }
                 asked_from = from;
@@ -395,13 +399,14 @@ const MAX_REST_BODY: usize = 4 * 1024 * 1024;
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HttpTwilio {
-    /// The pages of a lookup listing (at most [`LOOKUP_MAX_PAGES`]), and how far
-    /// Twilio's clock is ahead of ours by its first answer.
+    /// The pages of a lookup listing (at most [`LOOKUP_MAX_PAGES`]), how far Twilio's
+    /// clock is ahead of ours by its first answer, and whether the list was read to
+    /// its end.
     async fn list_pages(
         &self,
         req: &SendRequest,
         date_sent_from: &str,
-    ) -> Result<(Vec<super::reconcile::Listed>, Option<i64>), RestError> {
+    ) -> Result<(Vec<super::reconcile::Listed>, Option<i64>, bool), RestError> {
         let mut url = format!(
             "{}?{}",
             messages_url(&req.creds),
@@ -409,6 +414,7 @@ impl HttpTwilio {
         );
         let mut out = Vec::new();
         let mut skew = None;
+        let mut complete = false;
         for page_no in 0..LOOKUP_MAX_PAGES {
             let (page, page_skew) = self.get_json_dated(&req.creds, &url).await?;
             if page_no == 0 {
@@ -425,10 +431,16 @@ impl HttpTwilio {
                         req.creds.api_base_url.as_str().trim_end_matches('/')
                     );
                 }
-                _ => break,
+                // Not a path on the API host: not followed (the credentials go only
+                // to the configured host), so the list is incomplete.
+                Some(_) => break,
+                None => {
+                    complete = true;
+                    break;
+                }
             }
         }
-        Ok((out, skew))
+        Ok((out, skew, complete))
     }
 
     /// GET a Twilio JSON resource.

@@ -137,6 +137,32 @@ pub fn find_match<'a>(
         .min_by_key(|m| m.created_ms.unwrap_or(u64::MAX))
 }
 
+/// Whether a listing that found no match proves the message was not created. Twilio
+/// lists newest first, so a listing cut short (page cap, a `next_page_uri` we do not
+/// follow) proves it only when what it did read reaches back past the attempt (less the
+/// clock slack): everything unread is older still. Otherwise the answer is "not known
+/// yet", never "not created" (that would send blind). `Err` says why.
+pub fn no_match_proves_absence(
+    listed: &[Listed],
+    complete: bool,
+    attempt_ms: u64,
+) -> Result<(), String> {
+    if complete {
+        return Ok(());
+    }
+    let reaches_back = listed
+        .iter()
+        .any(|m| m.created_ms.is_some_and(|c| c + CLOCK_SKEW_MS < attempt_ms));
+    if reaches_back {
+        Ok(())
+    } else {
+        Err(format!(
+            "Twilio's list of our messages to this number since the attempt has more than the {} read, and the match may be further on",
+            listed.len()
+        ))
+    }
+}
+
 /// Why a lookup failed, for the log and `queue list`, with what to do about it: Twilio's
 /// own code's hint when it gave one, else a hint from the HTTP status (a 401 from a
 /// proxy carries no Twilio code, but it still means the credentials).
@@ -470,6 +496,41 @@ mod tests {
             assert_eq!(
                 attempt_on_twilio_clock(stored, now, since, skew),
                 want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_cut_short_proves_nothing_unless_it_reaches_past_the_attempt() {
+        let t0 = 1_800_000_000_000;
+        let newer = listed("SM1", "other", Some(t0 + 1000), "outbound-api");
+        let at_attempt = listed("SM2", "other", Some(t0 - 60_000), "outbound-api");
+        let older = listed("SM3", "other", Some(t0 - CLOCK_SKEW_MS - 1), "outbound-api");
+        let undated = listed("SM4", "other", None, "outbound-api");
+        let cases = [
+            ("complete, empty", vec![], true, true),
+            ("complete", vec![newer.clone()], true, true),
+            ("cut short, empty", vec![], false, false),
+            ("cut short, all newer", vec![newer.clone()], false, false),
+            (
+                "cut short, within the slack",
+                vec![newer.clone(), at_attempt],
+                false,
+                false,
+            ),
+            ("cut short, undated", vec![undated], false, false),
+            (
+                "cut short, but read back past the attempt",
+                vec![newer, older],
+                false,
+                true,
+            ),
+        ];
+        for (name, list, complete, proven) in cases {
+            assert_eq!(
+                no_match_proves_absence(&list, complete, t0).is_ok(),
+                proven,
                 "{name}"
             );
         }

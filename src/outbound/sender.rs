@@ -303,6 +303,8 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     rec.state = OutboundState::Sending;
     rec.attempts += 1;
     rec.attempted_at_ms = Some(now_ms());
+    // The same moment by the monotonic clock (see `Windows::unknown_attempts`).
+    let started = Instant::now();
     save(s, &rec).await?;
     let req = SendRequest {
         creds: Creds::of(account),
@@ -313,7 +315,6 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         // Delivery statuses come back to our own webhook route.
         status_callback: account.public_url().map(|u| u.raw.clone()),
     };
-    let started = Instant::now();
     match s.twilio.send(&req).await {
         Ok(sent) => {
             let id = rec.id;

@@ -94,18 +94,34 @@ pub struct Sender {
 }
 
 /// What the sender keeps in memory: the spending limits' windows and what was said
-/// about them, and the monotonic time of each send of unknown outcome.
+/// about them, and the monotonic times of each send of unknown outcome.
 #[derive(Debug, Default)]
 pub struct Windows {
     /// Per account, what went out in the last day (rebuilt from the sent log at start).
     sent: HashMap<String, SendWindow>,
     /// Which full windows were already announced.
     announced: Announced,
-    /// Record id → (its stored attempt time, the same moment by the monotonic clock),
-    /// for sends of unknown outcome attempted by this process: if the wall clock is
-    /// stepped before the lookup, the lookup still knows how long ago the attempt was.
-    /// Lost on restart (the stored time is used then).
-    unknown_attempts: HashMap<u64, (u64, Instant)>,
+    /// Record id → its times by the monotonic clock, for sends of unknown outcome.
+    /// Lost on restart (the stored wall times are used then).
+    unknown_attempts: HashMap<u64, Tracked>,
+}
+
+/// A send of unknown outcome's times by the monotonic clock next to the stored wall
+/// times, so that a wall clock stepped meanwhile (NTP after boot, an operator) neither
+/// moves "since the attempt" nor makes a lookup come early (two lookups that find
+/// nothing must be minutes apart in fact) or hours late.
+#[derive(Debug)]
+struct Tracked {
+    /// The stored attempt time and the same moment; `None` if attempted before a
+    /// restart.
+    attempt: Option<(u64, Instant)>,
+    /// The stored time of the next lookup and when it falls due.
+    due: (u64, Instant),
+}
+
+/// The monotonic moment of the wall-clock time `at_ms`, as the wall clock reads now.
+fn monotonic_at(at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
 }
 
 impl Sender {
@@ -159,7 +175,7 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
 /// sent); returns how long until the next one is due.
 async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, StoreError> {
     loop {
-        let queue = s.outbox.snapshot();
+        let queue = by_monotonic_clock(s, s.outbox.snapshot());
         let (attempt, next_due) = due(&queue, now_ms());
         if attempt.is_empty() || shutdown.is_set() {
             return Ok(match next_due {
@@ -186,6 +202,30 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
             }
         }
     }
+}
+
+/// The queue with each tracked lookup's due time as the monotonic clock has it (see
+/// [`Tracked`]), on the wall clock as it reads now.
+fn by_monotonic_clock(s: &Sender, mut queue: Vec<OutboundRecord>) -> Vec<OutboundRecord> {
+    let w = s.windows();
+    let now = now_ms();
+    for rec in &mut queue {
+        if !matches!(rec.state, OutboundState::Unknown | OutboundState::Checking) {
+            continue;
+        }
+        let remaining = w
+            .unknown_attempts
+            .get(&rec.id)
+            .filter(|t| t.due.0 == rec.next_attempt_ms)
+            .map(|t| {
+                t.due
+                    .1
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64
+            });
+        rec.next_attempt_ms = reconcile::due_on_wall_clock(rec.next_attempt_ms, now, remaining);
+    }
+    queue
 }
 
 /// The log line and metric of a full `outboundLimits` window (once per window).
@@ -378,12 +418,16 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             // asked after a settle time. Whoever waits hears when that is settled.
             s.metrics.send_failure("unknown");
             let attempt = rec.attempted_at_ms.unwrap_or_else(now_ms);
-            s.windows()
-                .unknown_attempts
-                .insert(rec.id, (attempt, started));
             rec.state = OutboundState::Unknown;
             rec.lookup_failures = 0;
             rec.next_attempt_ms = reconcile::first_check_at(attempt);
+            s.windows().unknown_attempts.insert(
+                rec.id,
+                Tracked {
+                    attempt: Some((attempt, started)),
+                    due: (rec.next_attempt_ms, monotonic_at(rec.next_attempt_ms)),
+                },
+            );
             rec.last_error = Some(format!("outcome unknown: {detail}"));
             tracing::warn!(account = %account.id, to = %to, id = rec.id, "send outcome unknown ({detail}); not retried blind: Twilio will be asked in {}s whether it exists", reconcile::settle_ms() / 1000);
             save(s, &rec).await?;
@@ -418,6 +462,7 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         .windows()
         .unknown_attempts
         .get(&rec.id)
+        .and_then(|t| t.attempt)
         .filter(|(at, _)| *at == stored)
         .map(|(_, mono)| mono.elapsed().as_millis() as u64);
     let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, None);
@@ -518,6 +563,12 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
             });
             rec.next_attempt_ms = at;
             save(s, &rec).await?;
+            let due = (at, monotonic_at(at));
+            s.windows()
+                .unknown_attempts
+                .entry(rec.id)
+                .and_modify(|t| t.due = due)
+                .or_insert(Tracked { attempt: None, due });
         }
         Step::Resend => {
             tracing::warn!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome: Twilio has no trace of it after two lookups, so it was never created; sending it (once)");

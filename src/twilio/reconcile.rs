@@ -68,6 +68,16 @@ pub fn attempt_on_twilio_clock(
     (ours, theirs)
 }
 
+/// When a lookup stored as due at `stored_due_ms` is due on the wall clock as it reads
+/// now: `remaining_ms` from now by the monotonic clock when this process scheduled it
+/// (a wall clock stepped since does not move it), else as stored.
+pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u64>) -> u64 {
+    match remaining_ms {
+        Some(r) => now_ms.saturating_add(r),
+        None => stored_due_ms,
+    }
+}
+
 /// One message from Twilio's list, the fields the match needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -533,6 +543,46 @@ mod tests {
                 proven,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn due_times_follow_the_monotonic_clock() {
+        let t = 1_800_000_000_000u64;
+        let min = 60_000u64;
+        let cases = [
+            (
+                "after a restart: as stored",
+                t + 2 * min,
+                t,
+                None,
+                t + 2 * min,
+            ),
+            (
+                "clock untouched",
+                t + 2 * min,
+                t,
+                Some(2 * min),
+                t + 2 * min,
+            ),
+            (
+                "stepped back an hour: not an hour late",
+                t + 2 * min,
+                t - 60 * min,
+                Some(2 * min),
+                t - 58 * min,
+            ),
+            (
+                "stepped forward an hour: not at once",
+                t + 8 * min,
+                t + 60 * min,
+                Some(8 * min),
+                t + 68 * min,
+            ),
+            ("overdue", t, t + min, Some(0), t + min),
+        ];
+        for (name, stored, now, remaining, want) in cases {
+            assert_eq!(due_on_wall_clock(stored, now, remaining), want, "{name}");
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Metrics {
     signature_failures: AtomicU64,
     sends_ok: AtomicU64,
     send_failures: Mutex<BTreeMap<String, u64>>,
+    /// (account, limit) → full `outboundLimits` windows (counted once per window).
+    limit_hits: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -37,6 +39,15 @@ impl Metrics {
     pub fn send_failure(&self, code: &str) {
         if let Ok(mut m) = self.send_failures.lock() {
             *m.entry(code.to_string()).or_default() += 1;
+        }
+    }
+
+    /// An `outboundLimits` window of `account` filled up (`limit`: `perHour`, …); called
+    /// once per window, not once per held send.
+    pub fn outbound_limit_hit(&self, account: &str, limit: &str) {
+        if let Ok(mut m) = self.limit_hits.lock() {
+            *m.entry((account.to_string(), limit.to_string()))
+                .or_default() += 1;
         }
     }
 
@@ -115,6 +126,15 @@ impl Metrics {
                 ));
             }
         }
+        out.push_str("# HELP smsgate_outbound_limit_hits_total outboundLimits windows that filled up (once per window; the sends over them are held)\n# TYPE smsgate_outbound_limit_hits_total counter\n");
+        if let Ok(m) = self.limit_hits.lock() {
+            for ((account, limit), n) in m.iter() {
+                out.push_str(&format!(
+                    "smsgate_outbound_limit_hits_total{{account=\"{}\",limit=\"{limit}\"}} {n}\n",
+                    label_value(account)
+                ));
+            }
+        }
         for (name, help, value) in gauges {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
@@ -122,6 +142,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped (account ids are
+/// the operator's words).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Open connections at most on the metrics listener: a scraper needs one or two.
@@ -155,4 +183,31 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, mut stop: S
         async move { stop.wait().await },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_hits_render_once_per_call_with_escaped_labels() {
+        let m = Metrics::default();
+        m.outbound_limit_hit("default", "perHour");
+        m.outbound_limit_hit("default", "perHour");
+        m.outbound_limit_hit("we\"ird", "perDay");
+        let out = m.render(&[]);
+        assert!(out.contains("# TYPE smsgate_outbound_limit_hits_total counter\n"));
+        assert!(
+            out.contains(
+                "smsgate_outbound_limit_hits_total{account=\"default\",limit=\"perHour\"} 2\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "smsgate_outbound_limit_hits_total{account=\"we\\\"ird\",limit=\"perDay\"} 1\n"
+            ),
+            "{out}"
+        );
+    }
 }

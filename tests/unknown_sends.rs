@@ -306,3 +306,295 @@ async fn each_listed_error_code_comes_with_its_hint_in_log_agent_line_and_probe(
         );
     }
 }
+
+/// The fake's created message for `to` (its SID), the one whose answer never came.
+fn created_sid(twilio: &FakeTwilio, to: &str) -> String {
+    twilio.sends_to(to)[0]
+        .created
+        .clone()
+        .expect("the fake created it")
+}
+
+fn queue_list(config: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&cli(config, &["queue", "list", "--json"]).stdout).unwrap()
+}
+
+/// A lookup reads past the first page: the send's match sits on page 2, behind newer
+/// texts to the same person, and is found there (no second send).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_match_on_the_second_page_is_found_not_sent_again() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    twilio.paginate(2);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap();
+    for i in 0..3 {
+        twilio.list_also(json!({
+            "sid": format!("SMother{i:026}"), "to": TO, "from": FROM,
+            "body": format!("a newer text {i}"), "direction": "outbound-api",
+            "status": "sent", "date_created": now, "date_sent": now,
+        }));
+    }
+    twilio.push(Canned::Hang);
+    agent.send(json!({"type": "send", "text": "on page two", "ref": "p2"}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "p2");
+    assert_eq!(sent["sids"], json!([created_sid(&twilio, TO)]), "{sent}");
+    assert!(gw.wait_log("found at Twilio", Duration::from_secs(10)));
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, TO), 1, "never sent twice");
+    let q = lookups(&twilio);
+    assert!(q.iter().any(|q| q.contains("Page=1")), "read page 2: {q:?}");
+    assert_eq!(queue_list(&config), json!([]));
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// A list longer than the lookup reads (5 pages), all of it newer than the attempt,
+/// proves nothing: the match may be further on. Asked again, never sent blind; once the
+/// list fits, found.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_cut_short_before_the_attempt_is_not_taken_for_not_found() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    twilio.paginate(1);
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap();
+    for i in 0..6 {
+        twilio.list_also(json!({
+            "sid": format!("SMnewer{i:026}"), "to": TO, "from": FROM,
+            "body": format!("a newer text {i}"), "direction": "outbound-api",
+            "status": "sent", "date_created": later, "date_sent": later,
+        }));
+    }
+    twilio.push(Canned::Hang);
+    agent.send(json!({"type": "send", "text": "deep in the list", "ref": "d"}));
+    assert!(
+        gw.wait_log("the match may be further on", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    let before = lookups(&twilio).len();
+    assert!(wait_until(Duration::from_secs(10), || lookups(&twilio)
+        .len()
+        >= before + 10));
+    assert_eq!(creates(&twilio, TO), 1, "nothing sent blind");
+    let list = queue_list(&config);
+    assert!(
+        list[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("further on")),
+        "{list}"
+    );
+    assert_eq!(agent.next_within(Duration::from_millis(1)), None);
+    twilio.paginate(50);
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["sids"], json!([created_sid(&twilio, TO)]), "{sent}");
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, TO), 1);
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// Twilio's clock and ours disagree (or ours was stepped): a message Twilio created must
+/// not look older than the attempt, nor fall outside the `DateSent>=` day, or it would
+/// be sent a second time. Twilio's clock (the fake's) is 20 minutes behind ours, a day
+/// and two hours behind (another day), and 20 minutes ahead; and 20 minutes behind with
+/// a `kill -9` between the attempt and the lookup (the monotonic clock is lost then).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_jump_does_not_hide_a_created_message() {
+    const MIN: i64 = 60_000;
+    for (skew, crash) in [
+        (-20 * MIN, false),
+        (-26 * 60 * MIN, false),
+        (20 * MIN, false),
+        (-20 * MIN, true),
+    ] {
+        let case = format!("skew {skew} ms, kill -9 {crash}");
+        let Setup {
+            t: _t,
+            twilio,
+            config,
+            mut gw,
+            mut agent,
+        } = setup();
+        twilio.set_clock_skew(skew);
+        twilio.push(Canned::Hang);
+        agent.send(json!({"type": "send", "text": "what time is it?", "ref": "c"}));
+        if crash {
+            assert!(wait_until(Duration::from_secs(10), || creates(&twilio, TO) == 1));
+            gw.kill9();
+            gw = gateway(&config);
+        } else {
+            let sent = agent.next_of("sent");
+            assert_eq!(
+                sent["sids"],
+                json!([created_sid(&twilio, TO)]),
+                "{case}: {sent}"
+            );
+        }
+        assert!(
+            gw.wait_log("found at Twilio", Duration::from_secs(10)),
+            "{case}: {}",
+            gw.log()
+        );
+        assert!(
+            gw.log().contains("Twilio's clock and ours differ"),
+            "{}",
+            gw.log()
+        );
+        assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+        assert_eq!(creates(&twilio, TO), 1, "{case}: never sent twice");
+        assert_eq!(queue_list(&config), json!([]));
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}
+
+/// The lookup answered 401 (credentials), 404 (no such account), or 401 from something
+/// that is not Twilio (no code): asked again with backoff, never sent blind; `queue list`
+/// and the log say what is wrong and what to do; once Twilio answers properly the send
+/// resolves, exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_answered_401_or_404_never_sends_blind_and_says_why() {
+    let cases: [(u16, Option<u32>, &str); 3] = [
+        (401, Some(20003), "authToken"),
+        (404, Some(20404), "accountSid"),
+        (401, None, "authToken"),
+    ];
+    for (status, code, fix) in cases {
+        let Setup {
+            t: _t,
+            twilio,
+            config,
+            gw,
+            mut agent,
+        } = setup();
+        let path = FakeTwilio::messages_path();
+        match code {
+            Some(code) => twilio.route(
+                "GET",
+                &path,
+                status,
+                json!({"code": code, "message": "nope", "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status}),
+            ),
+            None => twilio.route_raw("GET", &path, status, "<html>401 Authorization Required</html>"),
+        }
+        twilio.push(Canned::Hang);
+        agent.send(json!({"type": "send", "text": "knock knock", "ref": "a"}));
+        let case = format!("{status} {code:?}");
+        assert!(
+            gw.wait_log(
+                "cannot ask Twilio about a send of unknown outcome",
+                Duration::from_secs(10)
+            ),
+            "{case}: {}",
+            gw.log()
+        );
+        let line = gw
+            .log()
+            .lines()
+            .find(|l| l.contains("cannot ask Twilio"))
+            .unwrap()
+            .to_string();
+        assert!(
+            line.contains(&format!("Twilio answered {status}")) && line.contains(fix),
+            "{case}: {line}"
+        );
+        assert!(!line.contains(TOKEN), "no secret in the log: {line}");
+        // Asked again and again, with backoff; nothing sent blind meanwhile.
+        assert!(
+            wait_until(Duration::from_secs(10), || lookups(&twilio).len() >= 3),
+            "{case}"
+        );
+        let list = queue_list(&config);
+        assert_eq!(list[0]["state"], "unknown", "{case}: {list}");
+        let error = list[0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("asking Twilio whether it was sent failed") && error.contains(fix),
+            "{case}: {error}"
+        );
+        let text = stdout(&cli(&config, &["queue", "list"]));
+        assert!(
+            text.contains(fix) && text.contains("next check with Twilio"),
+            "{text}"
+        );
+        assert_eq!(creates(&twilio, TO), 1, "{case}");
+        assert_eq!(agent.next_within(Duration::from_millis(1)), None);
+        // Twilio answers properly again: found, once.
+        twilio.unroute("GET", &path);
+        let sent = agent.next_of("sent");
+        assert_eq!(
+            sent["sids"],
+            json!([created_sid(&twilio, TO)]),
+            "{case}: {sent}"
+        );
+        assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+        assert_eq!(creates(&twilio, TO), 1, "{case}: exactly once");
+        assert_eq!(queue_list(&config), json!([]));
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}
+
+/// A list answer that is not what Twilio sends (HTML from a proxy, JSON without
+/// `messages`) is a failed lookup, logged and asked again, never taken for "not found".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_list_answer_is_a_logged_skip_not_a_resend() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    let path = FakeTwilio::messages_path();
+    twilio.route_raw("GET", &path, 200, "<html>captive portal</html>");
+    twilio.push(Canned::Lost);
+    agent.send(json!({"type": "send", "text": "through the proxy", "ref": "m"}));
+    assert!(
+        gw.wait_log("is not JSON", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    twilio.route("GET", &path, 200, json!({"message_list": []}));
+    assert!(
+        gw.wait_log("message list has no", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
+    // A huge answer is not read into memory.
+    let huge = format!("{{\"messages\": [], \"pad\": \"{}\"}}", "x".repeat(5 << 20));
+    twilio.route_raw("GET", &path, 200, &huge);
+    assert!(
+        gw.wait_log("KiB; not read", Duration::from_secs(30)),
+        "{}",
+        gw.log()
+    );
+    let before = lookups(&twilio).len();
+    assert!(wait_until(Duration::from_secs(30), || lookups(&twilio)
+        .len()
+        > before));
+    assert_eq!(creates(&twilio, TO), 1, "nothing sent blind");
+    assert_eq!(queue_list(&config)[0]["state"], "unknown");
+    assert_eq!(agent.next_within(Duration::from_millis(1)), None);
+    // Twilio (the fake's own list) answers: it has no such message, twice → sent once.
+    twilio.unroute("GET", &path);
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "m");
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(
+        creates(&twilio, TO),
+        2,
+        "the lost attempt and exactly one resend"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}

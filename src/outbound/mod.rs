@@ -3,6 +3,7 @@
 //! writer's after-commit hooks, loaded at start), who hears how a reply or send ended
 //! ([`Outbox::part_done`]), and the sender task ([`sender`]).
 
+pub mod held;
 pub mod sender;
 
 use std::collections::{BTreeMap, HashMap};

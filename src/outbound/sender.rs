@@ -6,10 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use super::held::{self, Announced};
 use super::{Outbox, PartOutcome};
 use crate::app::LiveConfig;
 use crate::clock::now_ms;
@@ -88,13 +89,43 @@ pub struct Sender {
     pub config: Arc<LiveConfig>,
     pub twilio: Arc<dyn MessagesApi>,
     pub metrics: Arc<Metrics>,
-    /// Per account, what went out in the last day (the spending limits' windows),
-    /// rebuilt from the store's sent log at start.
-    pub windows: std::sync::Mutex<HashMap<String, SendWindow>>,
+    /// What the sender remembers in memory (see [`Windows`]).
+    pub windows: std::sync::Mutex<Windows>,
+}
+
+/// What the sender keeps in memory: the spending limits' windows and what was said
+/// about them, and the monotonic times of each send of unknown outcome.
+#[derive(Debug, Default)]
+pub struct Windows {
+    /// Per account, what went out in the last day (rebuilt from the sent log at start).
+    sent: HashMap<String, SendWindow>,
+    /// Which full windows were already announced.
+    announced: Announced,
+    /// Record id → its times by the monotonic clock, for sends of unknown outcome.
+    /// Lost on restart (the stored wall times are used then).
+    unknown_attempts: HashMap<u64, Tracked>,
+}
+
+/// A send of unknown outcome's times by the monotonic clock next to the stored wall
+/// times, so that a wall clock stepped meanwhile (NTP after boot, an operator) neither
+/// moves "since the attempt" nor makes a lookup come early (two lookups that find
+/// nothing must be minutes apart in fact) or hours late.
+#[derive(Debug)]
+struct Tracked {
+    /// The stored attempt time and the same moment; `None` if attempted before a
+    /// restart.
+    attempt: Option<(u64, Instant)>,
+    /// The stored time of the next lookup and when it falls due.
+    due: (u64, Instant),
+}
+
+/// The monotonic moment of the wall-clock time `at_ms`, as the wall clock reads now.
+fn monotonic_at(at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
 }
 
 impl Sender {
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, SendWindow>> {
+    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -119,7 +150,7 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
         Ok(log) => {
             let mut w = s.windows();
             for (account, at, to, segments) in log {
-                w.entry(account).or_default().record(at, &to, segments);
+                w.sent.entry(account).or_default().record(at, &to, segments);
             }
         }
         Err(e) => tracing::error!("cannot read the sent log (spending limits start empty): {e}"),
@@ -144,7 +175,7 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
 /// sent); returns how long until the next one is due.
 async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, StoreError> {
     loop {
-        let queue = s.outbox.snapshot();
+        let queue = by_monotonic_clock(s, s.outbox.snapshot());
         let (attempt, next_due) = due(&queue, now_ms());
         if attempt.is_empty() || shutdown.is_set() {
             return Ok(match next_due {
@@ -171,6 +202,52 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
             }
         }
     }
+}
+
+/// The queue with each tracked lookup's due time as the monotonic clock has it (see
+/// [`Tracked`]), on the wall clock as it reads now.
+fn by_monotonic_clock(s: &Sender, mut queue: Vec<OutboundRecord>) -> Vec<OutboundRecord> {
+    let w = s.windows();
+    let now = now_ms();
+    for rec in &mut queue {
+        if !matches!(rec.state, OutboundState::Unknown | OutboundState::Checking) {
+            continue;
+        }
+        let remaining = w
+            .unknown_attempts
+            .get(&rec.id)
+            .filter(|t| t.due.0 == rec.next_attempt_ms)
+            .map(|t| {
+                t.due
+                    .1
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64
+            });
+        rec.next_attempt_ms = reconcile::due_on_wall_clock(rec.next_attempt_ms, now, remaining);
+    }
+    queue
+}
+
+/// The log line and metric of a full `outboundLimits` window (once per window).
+fn announce_hold(
+    s: &Sender,
+    account: &crate::config::Account,
+    limit: crate::limits::Limit,
+    max: u32,
+) {
+    let auto = if account.release_held_auto {
+        "; or they go when the window allows (releaseHeld is auto)"
+    } else {
+        ""
+    };
+    let window = if held::span_ms(limit) > 3_600_000 {
+        "day"
+    } else {
+        "hour"
+    };
+    tracing::warn!(account = %account.id, limit = held::label(limit), "outbound limit reached: {} ({max} SMS segments) is full, so sends over it are held, not sent: see `smsgate queue list`, release with `smsgate queue release ID` or `--all`{auto}. Said once per {window}; each held send's agent gets an error line", limit.key());
+    s.metrics
+        .outbound_limit_hit(&account.id, held::label(limit));
 }
 
 /// Writes `rec` (through the writer) and keeps the in-memory queue in step.
@@ -207,12 +284,17 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     }
     if limited(&rec) {
         let segments = crate::text::count_segments(&rec.body).segments.max(1);
-        let verdict = s.windows().entry(account.id.clone()).or_default().check(
-            &account.outbound_limits,
-            rec.to.as_str(),
-            segments,
-            now_ms(),
-        );
+        let verdict = s
+            .windows()
+            .sent
+            .entry(account.id.clone())
+            .or_default()
+            .check(
+                &account.outbound_limits,
+                rec.to.as_str(),
+                segments,
+                now_ms(),
+            );
         if let Verdict::Hold {
             limit,
             max,
@@ -228,8 +310,9 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
                     _ => "",
                 }
             );
-            // Said once per hold: an auto-release that finds the window still full
-            // holds it again quietly.
+            // The agent hears once per held send (an auto-release that finds the
+            // window still full holds it again quietly); the log and the metric once
+            // per full window (see `held`).
             let first = rec.held_limit.is_none();
             rec.state = OutboundState::Held;
             rec.held_limit = Some(limit.key().to_string());
@@ -240,8 +323,10 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             rec.last_error = Some(why.clone());
             save(s, &rec).await?;
             if first {
-                tracing::warn!(account = %account.id, to = %to, id = rec.id, "send {why}");
-                s.metrics.send_failure("held");
+                if s.windows().announced.announce(&account.id, limit, now_ms()) {
+                    announce_hold(s, account, limit, max);
+                }
+                tracing::debug!(account = %account.id, to = %to, id = rec.id, "send {why}");
                 s.outbox.part_done(
                     &rec,
                     PartOutcome::Failed {
@@ -258,6 +343,8 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     rec.state = OutboundState::Sending;
     rec.attempts += 1;
     rec.attempted_at_ms = Some(now_ms());
+    // The same moment by the monotonic clock (see `Windows::unknown_attempts`).
+    let started = Instant::now();
     save(s, &rec).await?;
     let req = SendRequest {
         creds: Creds::of(account),
@@ -334,6 +421,13 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             rec.state = OutboundState::Unknown;
             rec.lookup_failures = 0;
             rec.next_attempt_ms = reconcile::first_check_at(attempt);
+            s.windows().unknown_attempts.insert(
+                rec.id,
+                Tracked {
+                    attempt: Some((attempt, started)),
+                    due: (rec.next_attempt_ms, monotonic_at(rec.next_attempt_ms)),
+                },
+            );
             rec.last_error = Some(format!("outcome unknown: {detail}"));
             tracing::warn!(account = %account.id, to = %to, id = rec.id, "send outcome unknown ({detail}); not retried blind: Twilio will be asked in {}s whether it exists", reconcile::settle_ms() / 1000);
             save(s, &rec).await?;
@@ -349,6 +443,7 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
     let config = s.config.get();
     let to = rec.to.redacted().to_string();
     let Some(account) = config.sms.account(&rec.account) else {
+        s.windows().unknown_attempts.remove(&rec.id);
         finish(
             s,
             rec,
@@ -359,7 +454,18 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         .await?;
         return Ok(());
     };
-    let attempt = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    // "Since the attempt" on our wall clock as it reads now (it may have been stepped
+    // since), then on Twilio's clock once its answer says how far that is from ours.
+    let stored = rec.attempted_at_ms.unwrap_or(rec.created_ms);
+    let asked_at = now_ms();
+    let since = s
+        .windows()
+        .unknown_attempts
+        .get(&rec.id)
+        .and_then(|t| t.attempt)
+        .filter(|(at, _)| *at == stored)
+        .map(|(_, mono)| mono.elapsed().as_millis() as u64);
+    let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, None);
     let req = SendRequest {
         creds: Creds::of(account),
         to: rec.to.clone(),
@@ -372,15 +478,35 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         crate::config::Sender::MessagingService(mg) => Some(mg.as_str()),
         crate::config::Sender::Number(_) => None,
     };
-    let outcome = match s.twilio.list_sent(&req, attempt).await {
-        Ok(listed) => {
-            match reconcile::find_match(&listed, &rec.body, attempt, service, &HashSet::new()) {
+    let mut failure = None;
+    let outcome = match s.twilio.look_up(&req, attempt).await {
+        Ok(found) => {
+            let skew = found.twilio_minus_ours_ms;
+            if skew.is_some_and(|d| d.unsigned_abs() > 60_000) {
+                tracing::warn!(account = %account.id, id = rec.id, "Twilio's clock and ours differ by {}s (by its Date header); the lookup matches on Twilio's clock. Check NTP on this host", skew.unwrap_or(0) / 1000);
+            }
+            let (_, theirs) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, skew);
+            let known = HashSet::new();
+            match reconcile::find_match(&found.messages, &rec.body, theirs, service, &known) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),
-                None => LookupOutcome::NotFound,
+                None => match reconcile::no_match_proves_absence(
+                    &found.messages,
+                    found.complete,
+                    theirs,
+                ) {
+                    Ok(()) => LookupOutcome::NotFound,
+                    Err(why) => {
+                        tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot tell yet whether a send of unknown outcome exists: {why}; asking again later (never sent blind)");
+                        failure = Some(why);
+                        LookupOutcome::Failed
+                    }
+                },
             }
         }
         Err(e) => {
-            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {e}; asking again later (never sent blind)");
+            let why = reconcile::describe_failure(&e);
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {why}; asking again later (never sent blind)");
+            failure = Some(why);
             LookupOutcome::Failed
         }
     };
@@ -402,6 +528,9 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         reconcile::settle_ms(),
     );
     rec.lookup_failures = failures;
+    if !matches!(step, Step::LookupAt(_)) {
+        s.windows().unknown_attempts.remove(&rec.id);
+    }
     match step {
         Step::Found(sid) => {
             tracing::info!(account = %account.id, to = %to, id = rec.id, %sid, "send of unknown outcome found at Twilio: it was sent; recorded, not sent again");
@@ -426,8 +555,20 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
                 Stage::Unknown => OutboundState::Unknown,
                 Stage::Checking => OutboundState::Checking,
             };
+            // What `queue list` shows for this step.
+            rec.last_error = Some(match failure {
+                Some(why) => format!("outcome unknown; asking Twilio whether it was sent failed ({failures} time(s) in a row): {why}. Asking again; never sent blind"),
+                None if stage == Stage::Checking => "outcome unknown; not found at Twilio at the first check: asking once more before sending it again".into(),
+                None => rec.last_error.take().unwrap_or_else(|| "outcome unknown".into()),
+            });
             rec.next_attempt_ms = at;
             save(s, &rec).await?;
+            let due = (at, monotonic_at(at));
+            s.windows()
+                .unknown_attempts
+                .entry(rec.id)
+                .and_modify(|t| t.due = due)
+                .or_insert(Tracked { attempt: None, due });
         }
         Step::Resend => {
             tracing::warn!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome: Twilio has no trace of it after two lookups, so it was never created; sending it (once)");
@@ -450,6 +591,7 @@ async fn record_sent(s: &Sender, rec: &OutboundRecord, segments: u32) -> Result<
         .write(move |st, _| st.complete_send(&done, segments, at))
         .await?;
     s.windows()
+        .sent
         .entry(rec.account.clone())
         .or_default()
         .record(at, rec.to.as_str(), segments);

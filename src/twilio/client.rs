@@ -116,13 +116,35 @@ pub enum SendError {
 pub trait MessagesApi: Send + Sync {
     fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>>;
 
-    /// Our messages to `req.to` since `attempt_ms`, for resolving a send whose outcome
-    /// is unknown (see [`super::reconcile`]).
+    /// Our messages to `req.to` since `attempt_ms` (on our wall clock), and how far
+    /// Twilio's clock is from ours, for resolving a send whose outcome is unknown (see
+    /// [`super::reconcile`]).
+    fn look_up<'a>(
+        &'a self,
+        req: &'a SendRequest,
+        attempt_ms: u64,
+    ) -> BoxFuture<'a, Result<Lookup, RestError>>;
+
+    /// The messages of [`MessagesApi::look_up`] alone.
     fn list_sent<'a>(
         &'a self,
         req: &'a SendRequest,
         attempt_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>>;
+    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>> {
+        Box::pin(async move { self.look_up(req, attempt_ms).await.map(|l| l.messages) })
+    }
+}
+
+/// What a lookup read from Twilio.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub messages: Vec<super::reconcile::Listed>,
+    /// How far Twilio's clock is ahead of ours (negative: behind), from the `Date`
+    /// header of its answer; `None` when it had none we could read.
+    pub twilio_minus_ours_ms: Option<i64>,
+    /// Whether the list was read to its end (not cut at the page cap, or at a next
+    /// page we do not follow).
+    pub complete: bool,
 }
 
 /// How many pages of 50 a lookup reads at most (a recipient we text hundreds of times
@@ -223,35 +245,33 @@ pub fn messages_url(creds: &Creds) -> String {
 }
 
 impl MessagesApi for HttpTwilio {
-    fn list_sent<'a>(
+    fn look_up<'a>(
         &'a self,
         req: &'a SendRequest,
         attempt_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>> {
+    ) -> BoxFuture<'a, Result<Lookup, RestError>> {
         Box::pin(async move {
-            let mut url = format!(
-                "{}?{}",
-                messages_url(&req.creds),
-                lookup_query(req, attempt_ms)
-            );
-            let mut out = Vec::new();
-            for _ in 0..LOOKUP_MAX_PAGES {
-                let page = self.get_json(&req.creds, &url).await?;
-                let (mut list, next) =
-                    super::reconcile::parse_page(&page).map_err(RestError::Unavailable)?;
-                out.append(&mut list);
-                match next {
-                    // Twilio gives the next page as a path on the same API host.
-                    Some(path) if path.starts_with('/') => {
-                        url = format!(
-                            "{}{path}",
-                            req.creds.api_base_url.as_str().trim_end_matches('/')
-                        );
-                    }
-                    _ => break,
+            // The `DateSent>=` day is on Twilio's clock, which we learn from its first
+            // answer: when that moves the day earlier (ours is ahead of Twilio's), ask
+            // again from the earlier day, or the message would be invisible.
+            let mut asked_from = super::reconcile::date_sent_from(attempt_ms);
+            for _ in 0..2 {
+                let (messages, skew, complete) = self.list_pages(req, &asked_from).await?;
+                let (_, since) =
+                    super::reconcile::attempt_on_twilio_clock(attempt_ms, 0, None, skew);
+                let from = super::reconcile::date_sent_from(since);
+                if from >= asked_from {
+                    return Ok(Lookup {
+                        messages,
+                        twilio_minus_ours_ms: skew,
+                        complete,
+                    });
                 }
+                asked_from = from;
             }
-            Ok(out)
+            Err(RestError::Unavailable(
+                "Twilio's clock moved by more than a day between two lookups".into(),
+            ))
         })
     }
 
@@ -349,14 +369,15 @@ impl MessagesApi for HttpTwilio {
 }
 
 /// The query of a lookup: `To`, our `From` (a Messaging Service picks the number
-/// itself, so it is left out and the match checks the service), `DateSent>=`.
-pub fn lookup_query(req: &SendRequest, attempt_ms: u64) -> String {
+/// itself, so it is left out and the match checks the service), `DateSent>=` (the day,
+/// from [`super::reconcile::date_sent_from`]).
+pub fn lookup_query(req: &SendRequest, date_sent_from: &str) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("To", req.to.as_str());
     if let Sender::Number(n) = &req.sender {
         q.append_pair("From", n.as_str());
     }
-    q.append_pair("DateSent>", &super::reconcile::date_sent_from(attempt_ms));
+    q.append_pair("DateSent>", date_sent_from);
     q.append_pair("PageSize", "50");
     q.finish()
 }
@@ -370,12 +391,69 @@ pub enum RestError {
     Unavailable(String),
 }
 
+/// The largest answer a probe, setup or lookup call reads: a page of 50 messages of
+/// 1,600 characters is about 200 KiB.
+const MAX_REST_BODY: usize = 4 * 1024 * 1024;
+
 /// How long one probe or setup call may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HttpTwilio {
+    /// The pages of a lookup listing (at most [`LOOKUP_MAX_PAGES`]), how far Twilio's
+    /// clock is ahead of ours by its first answer, and whether the list was read to
+    /// its end.
+    async fn list_pages(
+        &self,
+        req: &SendRequest,
+        date_sent_from: &str,
+    ) -> Result<(Vec<super::reconcile::Listed>, Option<i64>, bool), RestError> {
+        let mut url = format!(
+            "{}?{}",
+            messages_url(&req.creds),
+            lookup_query(req, date_sent_from)
+        );
+        let mut out = Vec::new();
+        let mut skew = None;
+        let mut complete = false;
+        for page_no in 0..LOOKUP_MAX_PAGES {
+            let (page, page_skew) = self.get_json_dated(&req.creds, &url).await?;
+            if page_no == 0 {
+                skew = page_skew;
+            }
+            let (mut list, next) =
+                super::reconcile::parse_page(&page).map_err(RestError::Unavailable)?;
+            out.append(&mut list);
+            match next {
+                // Twilio gives the next page as a path on the same API host.
+                Some(path) if path.starts_with('/') => {
+                    url = format!(
+                        "{}{path}",
+                        req.creds.api_base_url.as_str().trim_end_matches('/')
+                    );
+                }
+                // Not a path on the API host: not followed (the credentials go only
+                // to the configured host), so the list is incomplete.
+                Some(_) => break,
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        Ok((out, skew, complete))
+    }
+
     /// GET a Twilio JSON resource.
     pub async fn get_json(&self, creds: &Creds, url: &str) -> Result<serde_json::Value, RestError> {
+        self.get_json_dated(creds, url).await.map(|(v, _)| v)
+    }
+
+    /// GET a Twilio JSON resource, and how far Twilio's clock is ahead of ours.
+    async fn get_json_dated(
+        &self,
+        creds: &Creds,
+        url: &str,
+    ) -> Result<(serde_json::Value, Option<i64>), RestError> {
         let req = self
             .http
             .get(url)
@@ -397,13 +475,13 @@ impl HttpTwilio {
             .basic_auth(&creds.account_sid, Some(creds.auth_token.expose()))
             .form(form)
             .timeout(REST_TIMEOUT);
-        Self::json(req, creds).await
+        Self::json(req, creds).await.map(|(v, _)| v)
     }
 
     async fn json(
         req: reqwest::RequestBuilder,
         creds: &Creds,
-    ) -> Result<serde_json::Value, RestError> {
+    ) -> Result<(serde_json::Value, Option<i64>), RestError> {
         let secrets = [&creds.auth_token];
         let clean = |s: String| redact_numbers_in(&scrub(&s, &secrets));
         let resp = req
@@ -411,10 +489,31 @@ impl HttpTwilio {
             .await
             .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
         let status = resp.status();
-        let body = resp
-            .text()
+        let skew = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .map(|theirs| theirs as i64 - crate::clock::now_ms() as i64);
+        // Read with a cap: whatever answers in Twilio's place (a proxy, a captive
+        // portal) must not make the daemon hold an unbounded body in memory.
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
+            .map_err(|e| RestError::Unavailable(clean(e.to_string())))?
+        {
+            if bytes.len() + chunk.len() > MAX_REST_BODY {
+                return Err(RestError::Unavailable(format!(
+                    "Twilio's answer (HTTP {}) is larger than {} KiB; not read",
+                    status.as_u16(),
+                    MAX_REST_BODY / 1024
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             let err = api_error(status.as_u16(), &body, &secrets);
             return Err(if status.is_server_error() {
@@ -424,8 +523,21 @@ impl HttpTwilio {
             });
         }
         serde_json::from_str(&body)
+            .map(|v| (v, skew))
             .map_err(|e| RestError::Unavailable(format!("Twilio's answer is not JSON: {e}")))
     }
+}
+
+/// An HTTP `Date` header (IMF-fixdate, `Tue, 01 Dec 2026 15:53:57 GMT`, what Twilio and
+/// every current server send) in milliseconds since the epoch.
+pub fn parse_http_date(s: &str) -> Option<u64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(s.trim(), &format)
+        .ok()?
+        .assume_utc();
+    u64::try_from(t.unix_timestamp()).ok().map(|s| s * 1000)
 }
 
 #[cfg(test)]
@@ -446,5 +558,16 @@ mod tests {
         assert!(e.to_string().contains("error 21211"));
         let e = api_error(502, "<html>bad gateway</html>", &[&token]);
         assert_eq!(e.code, None);
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Tue, 01 Dec 2026 12:00:00 GMT"),
+            Some(1_796_126_400_000)
+        );
+        assert_eq!(parse_http_date("Tue, 01 Dec 2026 12:00:00 +0000"), None);
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date(""), None);
     }
 }

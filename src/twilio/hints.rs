@@ -39,6 +39,11 @@ const TABLE: &[Hint] = &[
         action: "check accountSid and authToken against the Twilio Console; a rotated token goes in authToken (the old one in previousAuthTokens)",
     },
     Hint {
+        code: 20404,
+        meaning: "Twilio has no such resource in this account",
+        action: "check accountSid (and apiBaseUrl, if set) against the Twilio Console: the account, number or service is not there",
+    },
+    Hint {
         code: 20429,
         meaning: "too many concurrent requests to Twilio",
         action: "nothing to do: smsgate retries with backoff",

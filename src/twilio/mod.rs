@@ -8,7 +8,7 @@ pub mod hints;
 pub mod reconcile;
 pub mod signature;
 
-pub use client::{ApiError, Creds, HttpTwilio, MessagesApi, SendError, SendRequest, Sent};
+pub use client::{ApiError, Creds, HttpTwilio, Lookup, MessagesApi, SendError, SendRequest, Sent};
 
 /// Delivery statuses after which nothing changes.
 pub fn is_terminal_status(status: &str) -> bool {

@@ -23,7 +23,60 @@ pub const SECOND_CHECK_MS: u64 = 10 * 60 * 1000;
 /// Backoff between lookups that failed (Twilio unreachable), at most.
 pub const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// Slack for clocks: a listed message created this long before the attempt still counts.
+/// Small on purpose (a wider window could take an identical earlier text for this one):
+/// a known difference between our clock and Twilio's is corrected first (see
+/// [`attempt_on_twilio_clock`]), so this only covers what cannot be measured.
 pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// Where the attempt of a send sits on Twilio's clock, which is what the `DateSent>=`
+/// filter and the listed `date_created` use.
+///
+/// - `stored_ms`: the attempt as our wall clock read it then (stored in the record).
+/// - `since_attempt_ms`: how long ago the attempt was by the monotonic clock, when this
+///   process made it. Our wall clock may have been stepped since (NTP after boot, an
+///   operator): then `now - since` is where the attempt sits on the wall clock as it
+///   reads now, and `stored_ms` is stale. After a restart only `stored_ms` is known.
+/// - `twilio_minus_ours_ms`: how far Twilio's clock is ahead of ours now, measured from
+///   its answer's `Date` header (negative: ours is ahead). Ours being minutes ahead made
+///   a created message look older than the attempt, so it was not matched and was sent
+///   a second time; being a day ahead put it outside the `DateSent>=` day.
+///
+/// Returns (the attempt on our wall clock as it reads now, the earliest the attempt can
+/// be on Twilio's clock). With the monotonic time that is exact. Without it (after a
+/// restart) we cannot tell whether the difference measured now already stood at the
+/// attempt or came from a step since, so the earlier of the two readings is taken: the
+/// window then admits both, and is never narrower than the stored time alone gave.
+pub fn attempt_on_twilio_clock(
+    stored_ms: u64,
+    now_ms: u64,
+    since_attempt_ms: Option<u64>,
+    twilio_minus_ours_ms: Option<i64>,
+) -> (u64, u64) {
+    let ours = match since_attempt_ms {
+        Some(since) => now_ms.saturating_sub(since),
+        None => stored_ms,
+    };
+    let shifted = match twilio_minus_ours_ms {
+        Some(d) if d >= 0 => ours.saturating_add(d.unsigned_abs()),
+        Some(d) => ours.saturating_sub(d.unsigned_abs()),
+        None => ours,
+    };
+    let theirs = match since_attempt_ms {
+        Some(_) => shifted,
+        None => shifted.min(ours),
+    };
+    (ours, theirs)
+}
+
+/// When a lookup stored as due at `stored_due_ms` is due on the wall clock as it reads
+/// now: `remaining_ms` from now by the monotonic clock when this process scheduled it
+/// (a wall clock stepped since does not move it), else as stored.
+pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u64>) -> u64 {
+    match remaining_ms {
+        Some(r) => now_ms.saturating_add(r),
+        None => stored_due_ms,
+    }
+}
 
 /// One message from Twilio's list, the fields the match needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +147,54 @@ pub fn find_match<'a>(
         .min_by_key(|m| m.created_ms.unwrap_or(u64::MAX))
 }
 
+/// Whether a listing that found no match proves the message was not created. Twilio
+/// lists newest first, so a listing cut short (page cap, a `next_page_uri` we do not
+/// follow) proves it only when what it did read reaches back past the attempt (less the
+/// clock slack): everything unread is older still. Otherwise the answer is "not known
+/// yet", never "not created" (that would send blind). `Err` says why.
+pub fn no_match_proves_absence(
+    listed: &[Listed],
+    complete: bool,
+    attempt_ms: u64,
+) -> Result<(), String> {
+    if complete {
+        return Ok(());
+    }
+    let reaches_back = listed
+        .iter()
+        .any(|m| m.created_ms.is_some_and(|c| c + CLOCK_SKEW_MS < attempt_ms));
+    if reaches_back {
+        Ok(())
+    } else {
+        Err(format!(
+            "Twilio's list of our messages to this number since the attempt has more than the {} read, and the match may be further on",
+            listed.len()
+        ))
+    }
+}
+
+/// Why a lookup failed, for the log and `queue list`, with what to do about it: Twilio's
+/// own code's hint when it gave one, else a hint from the HTTP status (a 401 from a
+/// proxy carries no Twilio code, but it still means the credentials).
+pub fn describe_failure(e: &super::client::RestError) -> String {
+    use super::client::RestError;
+    match e {
+        RestError::Api(a) if a.hint().is_some() => a.to_string(),
+        RestError::Api(a) => {
+            let code = match a.http_status {
+                401 | 403 => Some(20003),
+                404 => Some(20404),
+                _ => None,
+            };
+            match code.and_then(super::hints::hint) {
+                Some(h) => format!("{a}. Hint: {h}"),
+                None => a.to_string(),
+            }
+        }
+        RestError::Unavailable(why) => why.clone(),
+    }
+}
+
 /// Where a send of unknown outcome stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -157,19 +258,23 @@ pub fn after_lookup(
     match outcome {
         LookupOutcome::Found(sid) => (stage, Step::Found(sid)),
         LookupOutcome::Failed => {
-            let backoff = (15_000u64 << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
+            // 15 s doubling at the default settle time (tests shorten both together).
+            let base = (settle / 8).max(1);
+            let backoff = (base << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
             (stage, Step::LookupAt(now + backoff))
         }
         LookupOutcome::NotFound => match stage {
             Stage::Unknown => {
-                let second = attempt_ms + settle * (SECOND_CHECK_MS / FIRST_CHECK_MS);
-                if now >= second {
-                    // The first check ran late (a restart, Twilio down for a while):
-                    // it already is the late check.
-                    (Stage::Checking, Step::Resend)
-                } else {
-                    (Stage::Checking, Step::LookupAt(second))
-                }
+                // The second check: at 5× settle after the attempt, and never sooner
+                // than 4× settle after this one. A first check that ran late (a
+                // restart, Twilio down, or the wall clock stepped forward, which makes
+                // "10 minutes after the attempt" come at once) is not the late check:
+                // a message Twilio still holds unsent has no `DateSent` and is not
+                // listed, so only two lookups that far apart both finding nothing
+                // prove it was never created.
+                let ratio = SECOND_CHECK_MS / FIRST_CHECK_MS;
+                let second = (attempt_ms + settle * ratio).max(now + settle * (ratio - 1));
+                (Stage::Checking, Step::LookupAt(second))
             }
             Stage::Checking => (Stage::Checking, Step::Resend),
         },
@@ -264,12 +369,27 @@ mod tests {
                 0,
                 (Checking, Step::LookupAt(a + SECOND_CHECK_MS)),
             ),
+            // A late first check (restart, outage, the clock stepped forward) is not
+            // the second: that still comes, 4× settle later.
             (
                 Unknown,
                 NotFound,
                 a + SECOND_CHECK_MS + 1,
                 0,
-                (Checking, Step::Resend),
+                (
+                    Checking,
+                    Step::LookupAt(a + SECOND_CHECK_MS + 1 + 4 * FIRST_CHECK_MS),
+                ),
+            ),
+            (
+                Unknown,
+                NotFound,
+                a + FIRST_CHECK_MS + 60_000,
+                0,
+                (
+                    Checking,
+                    Step::LookupAt(a + FIRST_CHECK_MS + 60_000 + 4 * FIRST_CHECK_MS),
+                ),
             ),
             (
                 Checking,
@@ -307,6 +427,193 @@ mod tests {
                 "{stage:?} {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_attempt_on_twilios_clock() {
+        let t = 1_800_000_000_000u64;
+        let min = 60_000u64;
+        let cases = [
+            // (stored, now, since the attempt by the monotonic clock, Twilio − ours, want)
+            (
+                "nothing known: as stored",
+                t,
+                t + 2 * min,
+                None,
+                None,
+                (t, t),
+            ),
+            (
+                "same process, clock untouched",
+                t,
+                t + 2 * min,
+                Some(2 * min),
+                Some(0),
+                (t, t),
+            ),
+            (
+                "the wall clock stepped back 20 min since the attempt",
+                t,
+                t - 18 * min,
+                Some(2 * min),
+                None,
+                (t - 20 * min, t - 20 * min),
+            ),
+            (
+                "the wall clock stepped forward an hour since the attempt",
+                t,
+                t + 62 * min,
+                Some(2 * min),
+                None,
+                (t + 60 * min, t + 60 * min),
+            ),
+            (
+                "ours is 20 min ahead of Twilio's",
+                t,
+                t + 2 * min,
+                None,
+                Some(-20 * min as i64),
+                (t, t - 20 * min),
+            ),
+            (
+                "ours is a day behind Twilio's (or was stepped back a day since): \
+                 either way the attempt is no later than it was stored",
+                t,
+                t + 2 * min,
+                None,
+                Some(86_400_000),
+                (t, t),
+            ),
+            (
+                "the same, measured in the process that made the attempt: exact",
+                t,
+                t + 2 * min,
+                Some(2 * min),
+                Some(86_400_000),
+                (t, t + 86_400_000),
+            ),
+            (
+                "stepped back 20 min since the attempt, and now 20 min behind Twilio",
+                t,
+                t - 18 * min,
+                Some(2 * min),
+                Some(20 * min as i64),
+                (t - 20 * min, t),
+            ),
+            ("no underflow", 5, 10, Some(100), Some(-1000), (0, 0)),
+        ];
+        for (name, stored, now, since, skew, want) in cases {
+            assert_eq!(
+                attempt_on_twilio_clock(stored, now, since, skew),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_cut_short_proves_nothing_unless_it_reaches_past_the_attempt() {
+        let t0 = 1_800_000_000_000;
+        let newer = listed("SM1", "other", Some(t0 + 1000), "outbound-api");
+        let at_attempt = listed("SM2", "other", Some(t0 - 60_000), "outbound-api");
+        let older = listed("SM3", "other", Some(t0 - CLOCK_SKEW_MS - 1), "outbound-api");
+        let undated = listed("SM4", "other", None, "outbound-api");
+        let cases = [
+            ("complete, empty", vec![], true, true),
+            ("complete", vec![newer.clone()], true, true),
+            ("cut short, empty", vec![], false, false),
+            ("cut short, all newer", vec![newer.clone()], false, false),
+            (
+                "cut short, within the slack",
+                vec![newer.clone(), at_attempt],
+                false,
+                false,
+            ),
+            ("cut short, undated", vec![undated], false, false),
+            (
+                "cut short, but read back past the attempt",
+                vec![newer, older],
+                false,
+                true,
+            ),
+        ];
+        for (name, list, complete, proven) in cases {
+            assert_eq!(
+                no_match_proves_absence(&list, complete, t0).is_ok(),
+                proven,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn due_times_follow_the_monotonic_clock() {
+        let t = 1_800_000_000_000u64;
+        let min = 60_000u64;
+        let cases = [
+            (
+                "after a restart: as stored",
+                t + 2 * min,
+                t,
+                None,
+                t + 2 * min,
+            ),
+            (
+                "clock untouched",
+                t + 2 * min,
+                t,
+                Some(2 * min),
+                t + 2 * min,
+            ),
+            (
+                "stepped back an hour: not an hour late",
+                t + 2 * min,
+                t - 60 * min,
+                Some(2 * min),
+                t - 58 * min,
+            ),
+            (
+                "stepped forward an hour: not at once",
+                t + 8 * min,
+                t + 60 * min,
+                Some(8 * min),
+                t + 68 * min,
+            ),
+            ("overdue", t, t + min, Some(0), t + min),
+        ];
+        for (name, stored, now, remaining, want) in cases {
+            assert_eq!(due_on_wall_clock(stored, now, remaining), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn failed_lookups_say_what_to_do() {
+        use crate::twilio::client::{ApiError, RestError};
+        let api = |status, code| {
+            RestError::Api(ApiError {
+                http_status: status,
+                code,
+                message: "nope".into(),
+                more_info: None,
+            })
+        };
+        let cases = [
+            (api(401, Some(20003)), "authToken"),
+            (api(401, None), "authToken"),
+            (api(403, None), "authToken"),
+            (api(404, Some(20404)), "accountSid"),
+            (api(404, None), "accountSid"),
+            (api(400, None), "Twilio answered 400: nope"),
+            (
+                RestError::Unavailable("Twilio's answer is not JSON".into()),
+                "not JSON",
+            ),
+        ];
+        for (e, want) in cases {
+            let got = describe_failure(&e);
+            assert!(got.contains(want), "{e:?}: {got}");
+        }
+        assert!(!describe_failure(&api(400, None)).contains("Hint"));
     }
 
     #[test]

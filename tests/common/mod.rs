@@ -105,10 +105,25 @@ pub struct FakeTwilio {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     pub script: Arc<Mutex<VecDeque<Canned>>>,
     pub routes: Arc<Mutex<Vec<Route>>>,
+    pub knobs: Arc<Mutex<Knobs>>,
 }
 
 /// A fixed answer: (method, path prefix, status, JSON body).
 pub type Route = (String, String, u16, String);
+
+/// How the fake's own message list behaves; the defaults are Twilio on a good day.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    /// The fake's clock minus the real one (Twilio's clock vs ours): moves
+    /// `date_created`/`date_sent`, the `DateSent>=` filter and the `Date` header.
+    pub clock_skew_ms: i64,
+    /// Messages per page of the list (`next_page_uri` to the next); all on one page
+    /// when unset.
+    pub list_page_size: Option<usize>,
+    /// Messages listed before (newer than) the ones the fake created, kept to the
+    /// requested `To` by their `to` field.
+    pub listed_extra: Vec<serde_json::Value>,
+}
 
 impl FakeTwilio {
     /// Starts on its own thread and runtime, so it outlives any one test's runtime.
@@ -116,10 +131,16 @@ impl FakeTwilio {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let routes: Arc<Mutex<Vec<Route>>> = Arc::new(Mutex::new(Vec::new()));
+        let knobs: Arc<Mutex<Knobs>> = Arc::new(Mutex::new(Knobs::default()));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let (r, s, ro) = (requests.clone(), script.clone(), routes.clone());
+        let (r, s, ro, kn) = (
+            requests.clone(),
+            script.clone(),
+            routes.clone(),
+            knobs.clone(),
+        );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -131,12 +152,12 @@ impl FakeTwilio {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (r, s, ro) = (r.clone(), s.clone(), ro.clone());
+                    let (r, s, ro, kn) = (r.clone(), s.clone(), ro.clone(), kn.clone());
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (r, s, ro) = (r.clone(), s.clone(), ro.clone());
-                                async move { answer(req, r, s, ro).await }
+                                let (r, s, ro, kn) = (r.clone(), s.clone(), ro.clone(), kn.clone());
+                                async move { answer_dated(req, r, s, ro, kn).await }
                             },
                         );
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -151,7 +172,45 @@ impl FakeTwilio {
             requests,
             script,
             routes,
+            knobs,
         }
+    }
+
+    /// Like [`FakeTwilio::route`], with a body that need not be JSON (a proxy's HTML, a
+    /// truncated answer).
+    pub fn route_raw(&self, method: &str, path: &str, status: u16, body: &str) {
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(0, (method.into(), path.into(), status, body.into()));
+    }
+
+    /// Removes the fixed answers for `method` on `path`: the fake's own behaviour again.
+    pub fn unroute(&self, method: &str, path: &str) {
+        self.routes
+            .lock()
+            .unwrap()
+            .retain(|(m, p, _, _)| !(m == method && p == path));
+    }
+
+    /// Sets the fake's clock this far from the real one (see [`Knobs::clock_skew_ms`]).
+    pub fn set_clock_skew(&self, ms: i64) {
+        self.knobs.lock().unwrap().clock_skew_ms = ms;
+    }
+
+    /// Splits the fake's message list into pages of `n` (see [`Knobs::list_page_size`]).
+    pub fn paginate(&self, n: usize) {
+        self.knobs.lock().unwrap().list_page_size = Some(n);
+    }
+
+    /// Lists `message` too, as newer than everything the fake created.
+    pub fn list_also(&self, message: serde_json::Value) {
+        self.knobs.lock().unwrap().listed_extra.push(message);
+    }
+
+    /// The path of the account's message list (creates and lookups).
+    pub fn messages_path() -> String {
+        format!("/2010-04-01/Accounts/{SID}/Messages.json")
     }
 
     /// Answers `method` requests whose path starts with `path` with `status` and `body`,
@@ -207,11 +266,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The fake's clock: the real one moved by [`Knobs::clock_skew_ms`].
+fn fake_time(at: std::time::SystemTime, skew_ms: i64) -> time::OffsetDateTime {
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + skew_ms;
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap()
+}
+
+/// Every answer carries the fake's clock in its `Date` header, as Twilio's does.
+async fn answer_dated(
+    req: hyper::Request<hyper::body::Incoming>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    script: Arc<Mutex<VecDeque<Canned>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
+    knobs: Arc<Mutex<Knobs>>,
+) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
+    let mut resp = answer(req, requests, script, routes, knobs.clone()).await?;
+    let skew = knobs.lock().unwrap().clock_skew_ms;
+    let date = fake_time(std::time::SystemTime::now(), skew)
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    resp.headers_mut().insert("date", date.parse().unwrap());
+    Ok(resp)
+}
+
 async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<Canned>>>,
     routes: Arc<Mutex<Vec<Route>>>,
+    knobs: Arc<Mutex<Knobs>>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
@@ -276,35 +365,84 @@ async fn answer(
         )
     };
     if let (Some(to), None) = (&list_to, &fixed) {
-        // Twilio's list of the messages it created, newest first.
-        let r = requests.lock().unwrap();
-        let messages: Vec<serde_json::Value> = r
+        // Twilio's list of the messages it created, newest first, to `To` and sent on
+        // or after the `DateSent>=` day (on the fake's clock), a page at a time.
+        let (path, query) = {
+            let r = requests.lock().unwrap();
+            (
+                r[n - 1].path.clone(),
+                r[n - 1].query.clone().unwrap_or_default(),
+            )
+        };
+        let param = |name: &str| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let since = param("DateSent>");
+        let page: usize = param("Page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let k = knobs.lock().unwrap();
+        let mut messages: Vec<serde_json::Value> = k
+            .listed_extra
             .iter()
             .rev()
-            .filter(|m| m.created.is_some())
-            .filter(|m| {
-                to.as_ref()
-                    .is_none_or(|t| m.field("To") == Some(t.as_str()))
-            })
-            .map(|m| {
-                let created = std::time::SystemTime::now() - m.at.elapsed();
-                let secs = created
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs() as i64;
-                let date = time::OffsetDateTime::from_unix_timestamp(secs)
-                    .unwrap()
-                    .format(&time::format_description::well_known::Rfc2822)
-                    .unwrap();
-                serde_json::json!({
-                    "sid": m.created, "to": m.field("To"), "from": m.field("From"),
-                    "body": m.field("Body"), "direction": "outbound-api",
-                    "status": "sent", "date_created": date,
-                    "messaging_service_sid": m.field("MessagingServiceSid"),
-                })
-            })
+            .filter(|m| to.as_ref().is_none_or(|t| m["to"] == t.as_str()))
+            .cloned()
             .collect();
-        let body = serde_json::json!({"messages": messages, "next_page_uri": null}).to_string();
+        let r = requests.lock().unwrap();
+        messages.extend(
+            r.iter()
+                .rev()
+                .filter(|m| m.created.is_some())
+                .filter(|m| {
+                    to.as_ref()
+                        .is_none_or(|t| m.field("To") == Some(t.as_str()))
+                })
+                .filter_map(|m| {
+                    let created = fake_time(
+                        std::time::SystemTime::now() - m.at.elapsed(),
+                        k.clock_skew_ms,
+                    );
+                    let day = format!(
+                        "{:04}-{:02}-{:02}",
+                        created.year(),
+                        u8::from(created.month()),
+                        created.day()
+                    );
+                    if since.as_ref().is_some_and(|s| day < *s) {
+                        return None;
+                    }
+                    let date = created
+                        .format(&time::format_description::well_known::Rfc2822)
+                        .unwrap();
+                    Some(serde_json::json!({
+                        "sid": m.created, "to": m.field("To"), "from": m.field("From"),
+                        "body": m.field("Body"), "direction": "outbound-api",
+                        "status": "sent", "date_created": date, "date_sent": date,
+                        "messaging_service_sid": m.field("MessagingServiceSid"),
+                    }))
+                }),
+        );
+        drop(r);
+        let size = k.list_page_size.unwrap_or(usize::MAX).max(1);
+        drop(k);
+        let start = page.saturating_mul(size).min(messages.len());
+        let end = start.saturating_add(size).min(messages.len());
+        let next = (end < messages.len()).then(|| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                if k != "Page" && k != "PageToken" {
+                    q.append_pair(&k, &v);
+                }
+            }
+            q.append_pair("Page", &(page + 1).to_string());
+            q.append_pair("PageToken", &format!("PA{}", page + 1));
+            format!("{path}?{}", q.finish())
+        });
+        let body = serde_json::json!({
+            "messages": messages[start..end], "next_page_uri": next, "page": page,
+        })
+        .to_string();
         let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
         resp.headers_mut()
             .insert("content-type", "application/json".parse().unwrap());

@@ -1,0 +1,196 @@
+//! Spending guardrails, as the operator sees them: a burst of replies over an
+//! `outboundLimits` window gives every held reply's agent an `error` line, but the log
+//! line and the metric say so once per window, not once per held send.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const LIMIT_LINE: &str = "outbound limit reached";
+
+fn agent_sock(t: &TestDir) -> std::path::PathBuf {
+    t.state().join("agent.sock")
+}
+
+/// The metrics listener's address, from its log line.
+fn metrics_addr(gw: &Gateway) -> String {
+    assert!(gw.wait_log("metrics on http://", Duration::from_secs(10)));
+    gw.log()
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string()
+}
+
+async fn scrape(addr: &str) -> String {
+    client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Stops the gateway and returns its whole log (read to the `stopped` line, so no line
+/// written before the exit is still in the pipe).
+fn stop_and_log(gw: Gateway) -> String {
+    let log = gw.log.clone();
+    assert_eq!(gw.stop().code(), Some(0));
+    assert!(
+        wait_until(Duration::from_secs(10), || log
+            .lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.trim_end().ends_with(" stopped"))),
+        "{}",
+        log.lock().unwrap()
+    );
+    let text = log.lock().unwrap().clone();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agent() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }"#,
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("stateDir:", r#"metricsListen: "127.0.0.1:0", stateDir:"#);
+    std::fs::write(&config, text).unwrap();
+    let gw = Gateway::start(&config);
+    let addr = metrics_addr(&gw);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    // Two people, four texts each: eight replies against an hour of three.
+    let people = ["+15557650001", "+15557650002"];
+    for i in 0..8u32 {
+        let sid = format!("SMb{i:031}");
+        assert_eq!(gw.admit(&sid, people[(i % 2) as usize], "hi").await, 200);
+    }
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let m = agent.next_of("message");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        agent.send(json!({"type": "reply", "id": id, "text": format!("answer to {id}")}));
+    }
+    let mut outcome: HashMap<String, serde_json::Value> = HashMap::new();
+    while outcome.len() < 8 {
+        let line = agent.next();
+        if line["type"] == "sent" || line["type"] == "error" {
+            outcome.insert(line["id"].as_str().unwrap().to_string(), line);
+        }
+    }
+    let errors: Vec<&serde_json::Value> =
+        outcome.values().filter(|l| l["type"] == "error").collect();
+    assert_eq!(errors.len(), 5, "three sent, five held: {outcome:?}");
+    for e in &errors {
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.contains("outboundLimits.perHour") && m.contains("queue release"),
+            "{m}"
+        );
+    }
+    assert_eq!(twilio.sends().len(), 3);
+    // Every hold was decided before its agent heard of it: the count is final.
+    let metrics = scrape(&addr).await;
+    assert!(
+        metrics.contains(
+            "smsgate_outbound_limit_hits_total{account=\"default\",limit=\"perHour\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("code=\"held\""), "{metrics}");
+    let log = stop_and_log(gw);
+    let said: Vec<&str> = log.lines().filter(|l| l.contains(LIMIT_LINE)).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("outboundLimits.perHour") && said[0].contains("once per hour"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        !said[0].contains("+1555765"),
+        "no phone number in it: {}",
+        said[0]
+    );
+
+    // After a restart the window is still full (the sent log counts); the memory of what
+    // was said is not kept, so the first hold says it once more, and only once.
+    let gw = Gateway::start(&config);
+    let addr = metrics_addr(&gw);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    for i in 0..2u32 {
+        agent.send(
+            json!({"type": "send", "to": people[0], "text": "again", "ref": format!("r{i}")}),
+        );
+        assert_eq!(agent.next_of("error")["ref"], format!("r{i}"));
+    }
+    let metrics = scrape(&addr).await;
+    assert!(
+        metrics.contains(
+            "smsgate_outbound_limit_hits_total{account=\"default\",limit=\"perHour\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    let log = stop_and_log(gw);
+    assert_eq!(log.matches(LIMIT_LINE).count(), 1, "{log}");
+    assert_eq!(twilio.sends().len(), 3, "nothing over the limit went out");
+}
+
+/// Limits of `-1`, a string, a fraction or more than fits are config errors naming the
+/// key path (top level and per account) and the fix; nothing starts with them.
+#[test]
+fn bad_limits_are_config_errors_naming_the_key_path() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"outboundLimits: { perHour: -1, perDay: "lots", perRecipientPerHour: 1.5 },
+    inboundLimits: { perSenderPerMinute: -1 },
+    accounts: { b: { webhookPath: "/webhooks/b", fromNumber: "+15550009999",
+      publicWebhookUrl: "https://sms.example.test/webhooks/b",
+      outboundLimits: { perDay: 99999999999 }, inboundLimits: { perSenderPerMinute: "fast" } } },"#,
+    );
+    let out = cli(&config, &["config", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    for want in [
+        "channels.sms.outboundLimits.perHour",
+        "channels.sms.outboundLimits.perDay",
+        "channels.sms.outboundLimits.perRecipientPerHour",
+        "channels.sms.inboundLimits.perSenderPerMinute",
+        "channels.sms.accounts.b.outboundLimits.perDay",
+        "channels.sms.accounts.b.inboundLimits.perSenderPerMinute",
+        "0 = no limit",
+        "-1",
+        "\"lots\"",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!err.contains(TOKEN), "no secret in the error: {err}");
+    // The gateway refuses to start with it, with the same words.
+    let out = std::process::Command::new(bin())
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("channels.sms.inboundLimits.perSenderPerMinute"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -999,3 +999,47 @@ async fn each_account_wide_limit_holds_across_recipients() {
         assert_eq!(gw.stop().code(), Some(0));
     }
 }
+
+/// A reply to a message already acknowledged (a late reply) still reaches its sender,
+/// also after a kill -9: its route is kept with the message's dedupe mark. A message
+/// that never went to the agent (a stranger under pairing) has no route.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_reply_finds_its_route_across_kill_9_and_a_stranger_has_none() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"dmPolicy: "allowlist", allowFrom: ["+15557654321"]"#,
+    );
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let id = "SMe0000000000000000000000000000001";
+    assert_eq!(gw.admit(id, "+15557654321", "ping").await, 200);
+    assert_eq!(agent.next_of("message")["id"], id);
+    agent.send(json!({"type": "ack", "id": id}));
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    agent.send(json!({"type": "reply", "id": id, "text": "late answer"}));
+    assert_eq!(agent.next_of("sent")["id"], id);
+    // A stranger's message (denied by the allowlist) is stored as seen, not routed.
+    let stranger = "SMe0000000000000000000000000000002";
+    assert_eq!(gw.admit(stranger, "+15550001111", "hi").await, 200);
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    gw.kill9();
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "reply", "id": id, "text": "later still"}));
+    assert_eq!(agent.next_of("sent")["id"], id);
+    agent.send(json!({"type": "reply", "id": stranger, "text": "sneaky"}));
+    let e = agent.next_of("error");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown message id"),
+        "{e}"
+    );
+    let sends = twilio.sends();
+    assert_eq!(sends.len(), 2, "two late replies, nothing to the stranger");
+    assert!(sends.iter().all(|s| s.field("To") == Some("+15557654321")));
+    drop(gw);
+}

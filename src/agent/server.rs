@@ -229,7 +229,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
                     "an agent's ack",
                     move |st, hooks| {
                         let mut b = Batch::new();
-                        st.ack_into(&mut b, acking.seq, &acking.msg, now_ms());
+                        st.ack_into(&mut b, acking.seq);
                         st.apply(b)?;
                         let media = acking.msg.media;
                         hooks.after(move || {
@@ -296,12 +296,18 @@ fn reply(
     let acking = agents.hub.begin_ack(conn, &id).ok();
     let route = match &acking {
         Some(a) => Some((a.msg.account.clone(), a.msg.from.clone())),
-        None => agents
-            .store
-            .route(&id)
-            .ok()
-            .flatten()
-            .map(|r| (r.account, r.from)),
+        // A late reply (the message was acknowledged): its route, while it is no older
+        // than gateway.agentQueueMaxAge.
+        None => {
+            let max_age = agents.config.get().gateway.agent_queue_max_age.as_millis() as u64;
+            agents
+                .store
+                .route(&id)
+                .ok()
+                .flatten()
+                .filter(|r| now_ms().saturating_sub(r.at_ms) <= max_age)
+                .map(|r| (r.account, r.from))
+        }
     };
     let Some((account, to)) = route else {
         return Some(protocol::error_line(
@@ -344,7 +350,7 @@ fn write_planned_ack_only(agents: &Arc<Agents>, id: String, a: super::hub::Ackin
         "an agent's ack",
         move |st, hooks| {
             let mut b = Batch::new();
-            st.ack_into(&mut b, a.seq, &a.msg, now_ms());
+            st.ack_into(&mut b, a.seq);
             st.apply(b)?;
             let media = a.msg.media;
             hooks.after(move || {
@@ -375,7 +381,7 @@ fn write_planned(
             let mut b = Batch::new();
             let mut media = Vec::new();
             if let Some((_, a)) = &ack {
-                st.ack_into(&mut b, a.seq, &a.msg, now_ms());
+                st.ack_into(&mut b, a.seq);
                 media = a.msg.media.clone();
             }
             st.enqueue_into(&mut b, &planned.records);

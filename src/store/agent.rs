@@ -1,8 +1,9 @@
 //! The agent inbox (messages until an agent acknowledges them), reply routes and dead
 //! letters.
 
-use super::area::{Batch, Seq};
+use super::area::{seen_route, seen_time, Batch, Seq};
 use super::{dec, enc, AgentMessage, DeadLetter, Route, Store, StoreError};
+use crate::phone::E164;
 
 impl Store {
     /// Every message in the inbox, oldest first. Entries that do not decode are
@@ -32,38 +33,49 @@ impl Store {
         self.apply(b)
     }
 
-    /// The changes acknowledging `msg` makes: its body goes, a route for late replies
-    /// stays. Added to `b` so a reply's ack and its queued parts are one batch.
-    pub(crate) fn ack_into(&self, b: &mut Batch, seq: u64, msg: &AgentMessage, now: u64) {
-        let route = Route {
-            account: msg.account.clone(),
-            from: msg.from.clone(),
-            at_ms: now,
-        };
+    /// The changes acknowledging a message makes: its body goes. Its reply route stays
+    /// in its dedupe mark (see `area::seen_value`), so an ack is one removal. Added to
+    /// `b` so a reply's ack and its queued parts are one batch.
+    pub(crate) fn ack_into(&self, b: &mut Batch, seq: u64) {
         b.remove(&self.inbox, Seq(seq).bytes());
-        b.insert(&self.routes, msg.id.as_bytes(), enc(&route));
     }
 
     /// Acknowledges a message (when its body is not at hand, e.g. in tests).
-    pub fn ack_inbox(&self, seq: u64, now: u64) -> Result<Option<AgentMessage>, StoreError> {
+    pub fn ack_inbox(&self, seq: u64) -> Result<Option<AgentMessage>, StoreError> {
         let Some(v) = self.inbox.get(Seq(seq).bytes())? else {
             return Ok(None);
         };
         let msg: AgentMessage = dec(&v)?;
         let mut b = Batch::new();
-        self.ack_into(&mut b, seq, &msg, now);
+        self.ack_into(&mut b, seq);
         self.apply(b)?;
         Ok(Some(msg))
     }
 
+    /// Where a reply to message `message_id` goes: from its dedupe mark (`at_ms` is
+    /// when it arrived), or from a route record written by an earlier version (`at_ms`
+    /// is when it was acknowledged). The caller checks the age.
     pub fn route(&self, message_id: &str) -> Result<Option<Route>, StoreError> {
+        if let Some(v) = self.seen.get(message_id.as_bytes())? {
+            let route = seen_route(&v).and_then(|(account, sender)| {
+                Some(Route {
+                    account: account.to_string(),
+                    from: E164::parse(sender).ok()?,
+                    at_ms: seen_time(&v)?,
+                })
+            });
+            if route.is_some() {
+                return Ok(route);
+            }
+        }
         match self.routes.get(message_id.as_bytes())? {
             Some(v) => Ok(Some(dec(&v)?)),
             None => Ok(None),
         }
     }
 
-    /// Forgets reply routes older than `max_age_ms` (and routes that do not decode).
+    /// Forgets route records (written by earlier versions) older than `max_age_ms`, and
+    /// routes that do not decode; routes now live in the dedupe marks.
     pub fn prune_routes(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
         let mut b = Batch::new();
         for item in self.routes.iter() {

@@ -368,6 +368,36 @@ pub(crate) fn sent_key_parts(key: &[u8]) -> Option<(String, u64)> {
     Some((account, at))
 }
 
+/// The value of a processed SID: when it was admitted (u64 BE), and for a message that
+/// went to the agent, `account \0 sender`: the reply route. Why here: an ack then only
+/// removes the inbox entry instead of also writing a route record (one sled insert
+/// and one encode less per message), and no separate route area has to be walked and
+/// pruned; the route lives as long as the dedupe mark, and its age is checked when a
+/// late reply uses it.
+pub(crate) fn seen_value(at_ms: u64, route: Option<(&str, &str)>) -> Vec<u8> {
+    let mut v = at_ms.to_be_bytes().to_vec();
+    if let Some((account, sender)) = route {
+        v.extend_from_slice(account.as_bytes());
+        v.push(0);
+        v.extend_from_slice(sender.as_bytes());
+    }
+    v
+}
+
+/// The admission time in a [`seen_value`] (`None` if it is too short to hold one).
+pub(crate) fn seen_time(v: &[u8]) -> Option<u64> {
+    v.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The reply route in a [`seen_value`]: (account, sender), if it has one.
+pub(crate) fn seen_route(v: &[u8]) -> Option<(&str, &str)> {
+    let rest = v.get(8..).filter(|r| !r.is_empty())?;
+    let zero = rest.iter().position(|&b| b == 0)?;
+    let account = std::str::from_utf8(&rest[..zero]).ok()?;
+    let sender = std::str::from_utf8(&rest[zero + 1..]).ok()?;
+    Some((account, sender))
+}
+
 /// The dedupe key of a delivery status callback: (SID, status).
 pub(crate) fn status_seen_key(sid: &str, status: &str) -> Vec<u8> {
     pair_key(&format!("status:{sid}"), status)
@@ -401,5 +431,15 @@ mod tests {
         assert_eq!(sent_key_parts(b"no zero"), None);
         assert!(k.starts_with(&pair_key("a", "+1")));
         assert_eq!(texted_time(b"x"), None);
+        let v = seen_value(42, Some(("acc", "+15551234567")));
+        assert_eq!(seen_time(&v), Some(42));
+        assert_eq!(seen_route(&v), Some(("acc", "+15551234567")));
+        let plain = seen_value(7, None);
+        assert_eq!(plain, 7u64.to_be_bytes().to_vec(), "the old 8-byte form");
+        assert_eq!((seen_time(&plain), seen_route(&plain)), (Some(7), None));
+        assert_eq!((seen_time(b"short"), seen_route(b"short")), (None, None));
+        let mut no_zero = 1u64.to_be_bytes().to_vec();
+        no_zero.extend_from_slice(b"accnozero");
+        assert_eq!(seen_route(&no_zero), None);
     }
 }

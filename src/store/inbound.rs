@@ -1,7 +1,7 @@
 //! Admission: dedupe marks, the spool (admitted, not yet processed), rejected webhooks
 //! and delivery statuses.
 
-use super::area::{status_seen_key, Batch, Seq};
+use super::area::{seen_time, seen_value, status_seen_key, Batch, Seq};
 use super::{
     dec, enc, Admission, Effects, InboundRecord, RejectedRecord, StatusRecord, StatusUpdate, Store,
     StoreError,
@@ -24,10 +24,14 @@ impl Store {
         effects: &Effects,
     ) -> Result<Option<Seq>, StoreError> {
         let mut b = Batch::new();
+        let route = effects
+            .forward
+            .as_ref()
+            .map(|m| (m.account.as_str(), m.from.as_str()));
         b.insert(
             &self.seen,
             sid.as_bytes(),
-            &received_at_ms.to_be_bytes()[..],
+            seen_value(received_at_ms, route),
         );
         let seq = self.effects_batch(&mut b, effects)?;
         self.apply(b)?;
@@ -121,7 +125,7 @@ impl Store {
         let mut b = Batch::new();
         for item in self.seen.iter() {
             let (k, v) = item?;
-            let at = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let at = seen_time(&v).unwrap_or(0);
             if now.saturating_sub(at) > max_age_ms {
                 b.remove(&self.seen, &k);
                 n += 1;

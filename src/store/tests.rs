@@ -65,12 +65,31 @@ fn an_ack_removes_the_body_and_keeps_a_route() {
         .expect("write")
         .expect("seq");
     let mut b = Batch::new();
-    s.ack_into(&mut b, seq.0, &msg("SM2"), 9);
+    s.ack_into(&mut b, seq.0);
     s.apply(b).expect("ack");
     assert!(s.inbox().expect("inbox").is_empty());
     let route = s.route("SM2").expect("read").expect("route");
-    assert_eq!(route.at_ms, 9);
+    assert_eq!(
+        route.at_ms, 5,
+        "the route is the dedupe mark's: when it arrived"
+    );
     assert_eq!(route.from.as_str(), "+15557654321");
+    assert_eq!(route.account, msg("SM2").account);
+    // A message that did not go to the agent has no route; nor has an unknown id.
+    s.admit_processed("SM3", 6, &Effects::default())
+        .expect("write");
+    assert_eq!(s.route("SM3").expect("read"), None);
+    assert_eq!(s.route("SMnone").expect("read"), None);
+    // A route record written by an earlier version is still found.
+    let mut b = Batch::new();
+    let old = Route {
+        account: "default".into(),
+        from: E164::parse("+15550001111").expect("number"),
+        at_ms: 3,
+    };
+    b.insert(&s.routes, b"SMold", super::enc(&old));
+    s.apply(b).expect("legacy route");
+    assert_eq!(s.route("SMold").expect("read"), Some(old));
 }
 
 #[test]
@@ -262,7 +281,7 @@ fn a_round_sees_its_own_pending_changes_and_rolls_back_a_failed_request() {
     assert!(s.is_seen("SMa").expect("read"), "kept");
     // Removing within the round hides the key from scans and reads.
     let (seq, _) = s.inbox().expect("inbox")[0].clone();
-    s.ack_inbox(seq, 4).expect("pending ack");
+    s.ack_inbox(seq).expect("pending ack");
     assert!(
         s.inbox().expect("inbox").is_empty(),
         "a pending removal hides it"

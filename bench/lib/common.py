@@ -90,6 +90,11 @@ def gateway_config(state_dir, port, standin_port, metrics_port=None, level="info
                 "apiBaseUrl": f"http://127.0.0.1:{standin_port}",
                 "dmPolicy": "open",
                 "allowFrom": ["*"],
+                # The benchmark measures the pipeline, not the guardrails: the 200
+                # end-to-end replies would pass the default 200/h, and one sender's
+                # sequential messages the default 30/min.
+                "outboundLimits": {"perHour": 0, "perDay": 0, "perRecipientPerHour": 0},
+                "inboundLimits": {"perSenderPerMinute": 0},
             }
         },
     }

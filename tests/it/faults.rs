@@ -2,7 +2,7 @@
 //! Each is handled with the right retry or a clear error, nothing is lost, and memory
 //! stays bounded.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ async fn twilio_resets_and_malformed_answers() {
     let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "+15557650000""#));
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     // A reset after the request was sent: Twilio may have it, so it is not retried
-    // blind; it waits for a lookup (tests/unknown_sends.rs), and nobody hears of it yet.
+    // blind; it waits for a lookup (tests/it/unknown_sends.rs), and nobody hears of it yet.
     twilio.push(Canned::Reset);
     agent.send(json!({"type": "send", "text": "reset", "ref": "f1"}));
     assert!(

@@ -1,7 +1,7 @@
 //! Running it for real: status probes and setup against the fake Twilio, reload on
 //! SIGHUP and on certificate renewal, graceful stop, metrics, key rotation.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

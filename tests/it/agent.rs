@@ -1,6 +1,6 @@
 //! The agent socket end to end: a test agent, the real daemon, a recording fake Twilio.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //!
 //! Skipped (with a message) when `pebble` is not installed, unless `CI` is set.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Nothing lost: a 200 means the message is on disk, whatever happens next.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

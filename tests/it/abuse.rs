@@ -1,7 +1,7 @@
 //! Abuse: floods, slow and idle connections, and people trying to make us pay for
 //! texts. The daemon keeps serving valid webhooks, memory and logs stay bounded.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

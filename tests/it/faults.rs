@@ -170,6 +170,7 @@ async fn a_full_disk_is_a_503_not_ready_and_recovers_without_a_restart() {
             ready = true;
             break;
         }
+        // The poll interval of a condition wait (`/readyz` answers 200, 10 s at most).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "ready again once writes work: {}", gw.log());

@@ -297,6 +297,15 @@ pub async fn run(
                 if judge_cached(info, &settings.domains, now) == CacheVerdict::Use
                     && !renewal_due(info.not_before, info.not_after, now)
                 {
+                    if wait.is_zero() {
+                        // Once, at start: says the stored certificate was judged and kept
+                        // (the hourly re-checks after it stay quiet).
+                        tracing::info!(
+                            domains = %settings.domains.join(","),
+                            "the certificate is current: renewal from {}",
+                            rfc3339(renew_at(info.not_before, info.not_after))
+                        );
+                    }
                     let until = renew_at(info.not_before, info.not_after) - now;
                     wait = Duration::from_secs(until.max(1) as u64);
                     continue;

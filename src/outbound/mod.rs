@@ -3,10 +3,11 @@
 //! writer's after-commit hooks, loaded at start), who hears how a reply or send ended
 //! ([`Outbox::part_done`]), and the sender task ([`sender`]).
 
+pub mod due;
 pub mod held;
 pub mod sender;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::phone::E164;
 use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError};
 
+pub use due::DueIndex;
 pub use sender::{backoff, MAX_ATTEMPTS};
 
 const MAX_TRACKED_SIDS: usize = 100_000;
@@ -77,8 +79,9 @@ struct State {
     pending: HashMap<u64, Pending>,
     /// Twilio SID → the connection that sent it, for `status` lines.
     sid_owner: HashMap<String, ConnId>,
-    /// Queued records (state `Queued`), by id: the sender's in-memory queue.
-    queued: BTreeMap<u64, OutboundRecord>,
+    /// The live sends (queued, held, of unknown outcome), indexed by when each falls
+    /// due: the sender's in-memory queue.
+    due: DueIndex,
 }
 
 pub struct Outbox {
@@ -102,23 +105,17 @@ impl Outbox {
 
     /// Queued sends (in memory); sends waiting for a lookup do not count.
     pub fn queued_len(&self) -> usize {
-        self.state()
-            .queued
-            .values()
-            .filter(|r| r.state == OutboundState::Queued)
-            .count()
+        self.state().due.queued_len()
     }
 
     /// Replaces the in-memory queue with the store's queued records (at start, after
     /// a store reopen) and wakes the sender.
     pub fn load(&self, store: &Store) -> Result<(), StoreError> {
-        let queued = store
-            .live_outbound()?
-            .into_iter()
-            .filter(|r| r.state.is_pending())
-            .map(|r| (r.id, r))
-            .collect();
-        self.state().queued = queued;
+        let mut due = DueIndex::new();
+        for r in store.live_outbound()? {
+            due.upsert(r);
+        }
+        self.state().due = due;
         self.wake.notify_one();
         Ok(())
     }
@@ -129,7 +126,7 @@ impl Outbox {
             let mut st = self.state();
             for r in records {
                 if r.state == OutboundState::Queued {
-                    st.queued.insert(r.id, r);
+                    st.due.upsert(r);
                 }
             }
         }
@@ -140,21 +137,29 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    pub(crate) fn snapshot(&self) -> Vec<OutboundRecord> {
-        self.state().queued.values().cloned().collect()
+    /// The sends due at `now` (copies, in id order) and when the next one falls due
+    /// (see [`DueIndex::due`]; `lookup_due` gives a lookup's due time).
+    pub(crate) fn due(
+        &self,
+        now: u64,
+        lookup_due: impl Fn(&OutboundRecord) -> u64,
+    ) -> (Vec<OutboundRecord>, Option<u64>) {
+        let st = self.state();
+        let (ids, next) = st.due.due(now, lookup_due);
+        let records = ids
+            .into_iter()
+            .filter_map(|id| st.due.get(id).cloned())
+            .collect();
+        (records, next)
     }
 
+    /// A send changed (written): kept if still pending, dropped if it ended.
     pub(crate) fn update(&self, rec: &OutboundRecord) {
-        let mut st = self.state();
-        if rec.state.is_pending() {
-            st.queued.insert(rec.id, rec.clone());
-        } else {
-            st.queued.remove(&rec.id);
-        }
+        self.state().due.upsert(rec.clone());
     }
 
     pub(crate) fn forget(&self, id: u64) {
-        self.state().queued.remove(&id);
+        self.state().due.remove(id);
     }
 
     /// Turns agent text into SMS parts for the outbound queue, and registers who hears

@@ -40,47 +40,6 @@ pub fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Dur
     }
 }
 
-/// What one pass over the queue decides: which records to attempt now (in order) and
-/// when the next one falls due. Pure: a recipient whose earlier message waits blocks
-/// their later ones (chunk order).
-pub fn due(queue: &[OutboundRecord], now: u64) -> (Vec<u64>, Option<u64>) {
-    let mut blocked = HashSet::new();
-    let mut attempt = Vec::new();
-    let mut next: Option<u64> = None;
-    for rec in queue {
-        if rec.state == OutboundState::Held && rec.next_attempt_ms == u64::MAX {
-            // Held until the operator releases it.
-            continue;
-        }
-        if matches!(
-            rec.state,
-            OutboundState::Unknown | OutboundState::Checking | OutboundState::Held
-        ) {
-            // A lookup of an unknown send: due at its time, blocking nobody (the
-            // recipient's later texts need not wait minutes for it).
-            if rec.next_attempt_ms > now {
-                next = Some(next.map_or(rec.next_attempt_ms, |n| n.min(rec.next_attempt_ms)));
-            } else {
-                attempt.push(rec.id);
-            }
-            continue;
-        }
-        if rec.state != OutboundState::Queued {
-            continue;
-        }
-        let recipient = (rec.account.as_str(), rec.to.as_str());
-        if !blocked.insert(recipient) {
-            continue;
-        }
-        if rec.next_attempt_ms > now {
-            next = Some(next.map_or(rec.next_attempt_ms, |n| n.min(rec.next_attempt_ms)));
-        } else {
-            attempt.push(rec.id);
-        }
-    }
-    (attempt, next)
-}
-
 /// The handles the sender needs.
 pub struct Sender {
     pub store: Arc<Store>,
@@ -175,57 +134,63 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
 /// sent); returns how long until the next one is due.
 async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, StoreError> {
     loop {
-        let queue = by_monotonic_clock(s, s.outbox.snapshot());
-        let (attempt, next_due) = due(&queue, now_ms());
+        let now = now_ms();
+        let clock = lookup_clock(s);
+        // The due-index (see `due`): what is due now and the next wake, without a
+        // scan of every live send.
+        let (attempt, next_due) = s.outbox.due(now, |rec| lookup_due(&clock, rec, now));
         if attempt.is_empty() || shutdown.is_set() {
             return Ok(match next_due {
                 Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(10)),
                 None => Duration::from_secs(60),
             });
         }
-        for id in attempt {
+        for mut rec in attempt {
             if shutdown.is_set() {
                 break;
             }
-            match queue.iter().find(|r| r.id == id).cloned() {
-                Some(rec) if rec.state == OutboundState::Queued => {
+            match rec.state {
+                OutboundState::Queued => {
                     send_one(s, rec).await?;
                 }
                 // A held send whose window allows it now (releaseHeld: "auto"): the
                 // limits are checked again before it goes.
-                Some(mut rec) if rec.state == OutboundState::Held => {
+                OutboundState::Held => {
                     rec.state = OutboundState::Queued;
                     send_one(s, rec).await?;
                 }
-                Some(rec) => look_up(s, rec).await?,
-                None => {}
+                _ => {
+                    rec.next_attempt_ms = lookup_due(&clock, &rec, now);
+                    look_up(s, rec).await?;
+                }
             }
         }
     }
 }
 
-/// The queue with each tracked lookup's due time as the monotonic clock has it (see
-/// [`Tracked`]), on the wall clock as it reads now.
-fn by_monotonic_clock(s: &Sender, mut queue: Vec<OutboundRecord>) -> Vec<OutboundRecord> {
-    let w = s.windows();
-    let now = now_ms();
-    for rec in &mut queue {
-        if !matches!(rec.state, OutboundState::Unknown | OutboundState::Checking) {
-            continue;
-        }
-        let remaining = w
-            .unknown_attempts
-            .get(&rec.id)
-            .filter(|t| t.due.0 == rec.next_attempt_ms)
-            .map(|t| {
-                t.due
-                    .1
-                    .saturating_duration_since(Instant::now())
-                    .as_millis() as u64
-            });
-        rec.next_attempt_ms = reconcile::due_on_wall_clock(rec.next_attempt_ms, now, remaining);
-    }
-    queue
+/// Each tracked lookup's stored due time and the milliseconds left until it by the
+/// monotonic clock (see [`Tracked`]), by record id. Taken before the outbox is asked,
+/// so the two locks are never held together.
+fn lookup_clock(s: &Sender) -> HashMap<u64, (u64, u64)> {
+    let now = Instant::now();
+    s.windows()
+        .unknown_attempts
+        .iter()
+        .map(|(id, t)| {
+            let left = t.due.1.saturating_duration_since(now).as_millis() as u64;
+            (*id, (t.due.0, left))
+        })
+        .collect()
+}
+
+/// A lookup's due time as the monotonic clock has it, on the wall clock as it reads
+/// `now` (the stored time if it is not tracked, or was rescheduled since).
+fn lookup_due(clock: &HashMap<u64, (u64, u64)>, rec: &OutboundRecord, now: u64) -> u64 {
+    let remaining = clock
+        .get(&rec.id)
+        .filter(|(stored, _)| *stored == rec.next_attempt_ms)
+        .map(|(_, left)| *left);
+    reconcile::due_on_wall_clock(rec.next_attempt_ms, now, remaining)
 }
 
 /// The log line and metric of a full `outboundLimits` window (once per window).
@@ -727,7 +692,15 @@ mod tests {
             ),
         ];
         for (name, queue, now, want, next) in cases {
-            assert_eq!(due(&queue, now), (want, next), "{name}");
+            let mut index = super::super::DueIndex::new();
+            for r in queue {
+                index.upsert(r);
+            }
+            assert_eq!(
+                index.due(now, |r| r.next_attempt_ms),
+                (want, next),
+                "{name}"
+            );
         }
     }
 }

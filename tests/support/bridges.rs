@@ -1,4 +1,4 @@
-//! Shared by tests/bridges_*.rs: a bridge process (`smsgate agent acp|openai`) with its
+//! Shared by tests/it/bridges_*.rs: a bridge process (`smsgate agent acp|openai`) with its
 //! log captured, and the ACP test agent's event file.
 #![allow(dead_code)]
 

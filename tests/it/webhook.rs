@@ -1,6 +1,6 @@
 //! The webhook from Twilio's side: signatures, statuses, deduplication, durability.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Nothing lost: a 200 means the message is on disk, whatever happens next.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -125,6 +125,8 @@ fn replying_agent(
     std::thread::spawn(move || {
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                // The retry interval of a reconnect loop (the daemon is being killed and
+                // restarted on purpose), not a readiness wait: nothing is asserted here.
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
@@ -206,6 +208,8 @@ async fn kill_9_at_random_moments_under_load() {
                 })
             })
             .collect();
+        // The kill comes at a random moment under load: the randomness is the test, not
+        // a readiness wait.
         let wait = rand::thread_rng().gen_range(100..400);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         gw.kill9();

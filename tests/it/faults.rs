@@ -2,7 +2,7 @@
 //! Each is handled with the right retry or a clear error, nothing is lost, and memory
 //! stays bounded.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ async fn twilio_resets_and_malformed_answers() {
     let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "+15557650000""#));
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     // A reset after the request was sent: Twilio may have it, so it is not retried
-    // blind; it waits for a lookup (tests/unknown_sends.rs), and nobody hears of it yet.
+    // blind; it waits for a lookup (tests/it/unknown_sends.rs), and nobody hears of it yet.
     twilio.push(Canned::Reset);
     agent.send(json!({"type": "send", "text": "reset", "ref": "f1"}));
     assert!(
@@ -170,6 +170,7 @@ async fn a_full_disk_is_a_503_not_ready_and_recovers_without_a_restart() {
             ready = true;
             break;
         }
+        // The poll interval of a condition wait (`/readyz` answers 200, 10 s at most).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "ready again once writes work: {}", gw.log());

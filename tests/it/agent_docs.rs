@@ -1,6 +1,6 @@
 //! The Python agent in docs/agent-protocol.md, run for real against the daemon.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -7,7 +7,7 @@
 //! are skipped with a message when missing, except under CI (`CI` set), where a missing
 //! tool fails the test.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

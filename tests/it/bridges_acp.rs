@@ -1,9 +1,8 @@
 //! `smsgate agent acp` end to end: the real daemon, the real bridge binary, and a real
 //! ACP agent built on the official TypeScript SDK (tests/support/acp_agent.mjs).
 
-#[path = "support/bridges.rs"]
-mod bridges;
-mod common;
+use crate::bridges;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

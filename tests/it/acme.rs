@@ -5,7 +5,7 @@
 //!
 //! Skipped (with a message) when `pebble` is not installed, unless `CI` is set.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -340,7 +340,13 @@ async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
         gw.log()
     );
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
-    std::thread::sleep(Duration::from_millis(500));
+    // The renewal task's decision, not a sleep: it logs that the certificate is current
+    // (and would have logged an order before that line if it placed one).
+    assert!(
+        gw.wait_log("the certificate is current", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
     assert!(!gw.log().contains("ACME order placed"), "{}", gw.log());
     assert!(
         !gw.log().contains("registered an ACME account"),

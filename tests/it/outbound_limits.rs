@@ -2,7 +2,7 @@
 //! `outboundLimits` window gives every held reply's agent an `error` line, but the log
 //! line and the metric say so once per window, not once per held send.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Who gets through: pairing (daemon up and down), the cap, policies, STOP/START, and
 //! the outbound queue that carries pairing texts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,9 +2,8 @@
 //! bad bridge options fail with a clear message, the unit keeps the bridge away from
 //! the gateway's secrets, and `agent exec` passes SMS_CONVERSATION.
 
-#[path = "support/bridges.rs"]
-mod bridges;
-mod common;
+use crate::bridges;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

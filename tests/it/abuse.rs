@@ -1,7 +1,7 @@
 //! Abuse: floods, slow and idle connections, and people trying to make us pay for
 //! texts. The daemon keeps serving valid webhooks, memory and logs stay bounded.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -113,7 +113,8 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
             200
         );
         assert!(gw.wait_log(&format!("SMc{round:031}"), Duration::from_secs(5)));
-        std::thread::sleep(Duration::from_millis(200));
+        // Quiescence, not a sleep: a pairing text this caused is sent, or none is.
+        assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     }
     assert_eq!(
         twilio.sends_to(who).len(),
@@ -453,10 +454,14 @@ async fn a_connection_flood_at_the_cap_logs_a_bounded_number_of_lines() {
         started.elapsed()
     );
     // Keep knocking until a line reports what it suppressed: the daemon has caught up
-    // with the flood, and the count is told.
+    // with the flood, and the count is told. Each knock stays open: a knock closed at
+    // once gives its place back, so if the flood's last lines and the first knock fell
+    // in the same second, every later knock found room, evicted nobody and logged
+    // nothing (1 run in 8 failed so).
+    let mut knocks = Vec::new();
     assert!(
         wait_until(Duration::from_secs(20), || {
-            drop(TcpStream::connect(gw.addr));
+            knocks.extend(TcpStream::connect(gw.addr));
             gw.log().contains("similar lines suppressed")
         }),
         "{}",
@@ -475,6 +480,7 @@ async fn a_connection_flood_at_the_cap_logs_a_bounded_number_of_lines() {
         "{lines} log lines in ~{secs}s for a flood of 5,000 connections"
     );
     drop(flood);
+    drop(knocks);
     let (status, _) = post_signed_timed(&gw, "SMa3000000000000000000000000000001").await;
     assert_eq!(status, 200);
     assert_eq!(gw.stop().code(), Some(0));

@@ -1,7 +1,7 @@
 //! Running it for real: status probes and setup against the fake Twilio, reload on
 //! SIGHUP and on certificate renewal, graceful stop, metrics, key rotation.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -551,18 +551,28 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
     let body = form(&p);
     let sig = sign(TOKEN, PUBLIC, &p);
     let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-    write!(s, "POST /webhooks/sms HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {sig}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // `Expect: 100-continue`: the daemon's "100 Continue" says the webhook is in flight
+    // (accepted, headers read, the handler reading the body), a condition to wait on
+    // instead of a sleep.
+    write!(s, "POST /webhooks/sms HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {sig}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    let mut continued = [0u8; 25];
+    s.read_exact(&mut continued).unwrap();
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(&body.as_bytes()[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
     let pid = gw.child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon is stopping (not a sleep): then the rest of the body comes.
+    assert!(
+        gw.wait_log("SIGTERM received", Duration::from_secs(10)),
+        "{}",
+        gw.log()
+    );
     s.write_all(&body.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let started = std::time::Instant::now();

@@ -1,7 +1,7 @@
 //! The configuration as an operator meets it: validate, show, patch, env fallbacks,
 //! SecretRefs, and every example config in the repository.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Our Messages API requests against Twilio's own OpenAPI spec, served by Stoplight
 //! Prism (which rejects requests that do not match the schema with 422).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

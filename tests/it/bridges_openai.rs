@@ -1,9 +1,8 @@
 //! `smsgate agent openai` end to end: the real daemon and bridge binaries, a recording
 //! stand-in for a chat-completions server, and Prism serving OpenAI's own spec.
 
-#[path = "support/bridges.rs"]
-mod bridges;
-mod common;
+use crate::bridges;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
 //! The agent socket end to end: a test agent, the real daemon, a recording fake Twilio.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -644,7 +644,8 @@ async fn dead_letters_after_max_age_and_requeue() {
         .0,
         200
     );
-    // The message must outlive agentQueueMaxAge (1 s): time passing is the point here.
+    // The message must outlive agentQueueMaxAge (1 s): time passing is the scenario here,
+    // not a readiness wait (the restart below waits for the "dead letters" line).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(gw.stop().code(), Some(0));
     let gw = Gateway::start(&config);

@@ -3,7 +3,7 @@
 //! second text); not found at two lookups → sent once. Across `kill -9` too. The fake
 //! Twilio lists exactly the messages it created, like Twilio does.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,8 @@
 //!
 //! Every input runs in a child process (this test binary, re-run for one input), so an
 //! abort that takes the process down, such as a stack overflow, fails only that input's
-//! check, with the file named, instead of killing the whole test binary.
+//! check, with the file named, instead of killing the whole test binary (every integration
+//! test).
 //!
 //! The child runs the input on threads of many stack sizes, 512 KiB to 8 MiB (the
 //! CLI's main thread; a tokio worker, where the daemon reloads its config, has 2 MiB).
@@ -148,9 +149,12 @@ fn replay(test_name: &str, target: &str) {
         }
         return;
     }
+    // The test's full name in this crate is its module path without the crate name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let full_name = format!("{module}::{test_name}");
     for path in inputs(target) {
         let out = Command::new(std::env::current_exe().expect("test binary path"))
-            .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+            .args([&full_name, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_INPUT, &path)
             .output()
             .expect("running the test binary for one input");

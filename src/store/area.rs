@@ -111,23 +111,13 @@ impl Area {
         if pending.is_empty() {
             return Iter::Items(Box::new(tree.scan_prefix(full)));
         }
-        // The writer scanning an area it has pending changes in: merge them in.
-        let mut merged = std::collections::BTreeMap::new();
-        for item in tree.scan_prefix(&full) {
-            match item {
-                Ok((k, v)) => {
-                    merged.insert(k.to_vec(), v);
-                }
-                Err(e) => return Iter::Failed(Some(e.into())),
-            }
-        }
-        for (k, v) in pending {
-            match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
-            };
-        }
-        Iter::Merged(merged.into_iter())
+        // The writer scanning an area it has pending changes in: merge them in as the
+        // scan goes (both are in key order), without copying the area (it may hold a
+        // million dedupe marks).
+        Iter::Merged(Box::new(Merge {
+            stored: tree.scan_prefix(full).peekable(),
+            pending: pending.into_iter().peekable(),
+        }))
     }
 
     pub(crate) fn iter(&self) -> Iter {
@@ -148,8 +138,43 @@ impl Area {
 pub(crate) enum Iter {
     Items(Box<sled::Iter>),
     /// The writer's view: sled's entries with its pending changes merged in.
-    Merged(std::collections::btree_map::IntoIter<Vec<u8>, IVec>),
+    Merged(Box<Merge>),
     Failed(Option<StoreError>),
+}
+
+/// Stored entries and pending changes, both in key order, merged: a pending value
+/// replaces the stored one, a pending removal hides it.
+pub(crate) struct Merge {
+    stored: std::iter::Peekable<sled::Iter>,
+    pending: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<IVec>)>>,
+}
+
+impl Iterator for Merge {
+    type Item = Result<(IVec, IVec), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering;
+        loop {
+            let order = match (self.stored.peek(), self.pending.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => {
+                    return self.stored.next().map(|r| r.map_err(StoreError::from));
+                }
+                (Some(Ok(_)), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(Ok((k, _))), Some((p, _))) => k.as_ref().cmp(p.as_slice()),
+            };
+            if order == Ordering::Less {
+                return self.stored.next().map(|r| r.map_err(StoreError::from));
+            }
+            if order == Ordering::Equal {
+                self.stored.next();
+            }
+            if let Some((k, Some(v))) = self.pending.next() {
+                return Some(Ok((IVec::from(k), v)));
+            }
+        }
+    }
 }
 
 impl Iterator for Iter {
@@ -161,7 +186,9 @@ impl Iterator for Iter {
                 let (k, v) = item?;
                 Ok((IVec::from(&k[1..]), v))
             }),
-            Iter::Merged(it) => it.next().map(|(k, v)| Ok((IVec::from(&k[1..]), v))),
+            Iter::Merged(it) => it
+                .next()
+                .map(|item| item.map(|(k, v)| (IVec::from(&k[1..]), v))),
             Iter::Failed(e) => e.take().map(Err),
         }
     }

@@ -293,3 +293,51 @@ fn a_round_sees_its_own_pending_changes_and_rolls_back_a_failed_request() {
     assert!(s.is_seen("SMold").expect("read"));
     assert!(s.inbox().expect("inbox").is_empty());
 }
+
+/// The writer's merged scan, entry by entry: a pending insert between stored keys, a
+/// pending value replacing a stored one, a pending removal hiding one, pending keys
+/// before and after all stored ones, and other areas untouched.
+#[test]
+fn a_scan_merges_pending_changes_in_key_order() {
+    use super::area;
+    let (_d, s) = store();
+    let mut b = Batch::new();
+    for k in [3u64, 5, 7] {
+        b.insert(&s.inbox, Seq(k).bytes(), format!("stored{k}").into_bytes());
+    }
+    b.insert(&s.dead, b"other", b"x".to_vec());
+    s.apply_now(b).expect("stored");
+    area::pending_begin();
+    let mut b = Batch::new();
+    b.insert(&s.inbox, Seq(1).bytes(), b"pending1".to_vec());
+    b.insert(&s.inbox, Seq(4).bytes(), b"pending4".to_vec());
+    b.insert(&s.inbox, Seq(5).bytes(), b"pending5".to_vec());
+    b.remove(&s.inbox, Seq(7).bytes());
+    b.insert(&s.inbox, Seq(9).bytes(), b"pending9".to_vec());
+    b.remove(&s.inbox, Seq(8).bytes());
+    s.apply(b).expect("pending");
+    let seen: Vec<(u64, String)> = s
+        .inbox
+        .iter()
+        .map(|r| {
+            let (k, v) = r.expect("entry");
+            (
+                Seq::parse(&k).expect("key").0,
+                String::from_utf8(v.to_vec()).expect("utf8"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "pending1"),
+            (3, "stored3"),
+            (4, "pending4"),
+            (5, "pending5"),
+            (9, "pending9")
+        ]
+        .map(|(k, v)| (k, v.to_string()))
+    );
+    assert_eq!(s.dead.len(), 1, "another area is not affected");
+    area::pending_take();
+}

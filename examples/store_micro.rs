@@ -4,25 +4,13 @@
 //!
 //! `taskset -c 0 cargo run --release --example store_micro -- STATE_DIR [N]` (N 5000)
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::time::Instant;
 
 use smsgate::phone::E164;
 use smsgate::store::{now_ms, InboundRecord, Store};
-
-/// utime + stime of this process, all threads, in seconds.
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn record(i: u64) -> InboundRecord {
     let sid = format!("SMmicro{i:027x}");
@@ -60,7 +48,7 @@ fn record(i: u64) -> InboundRecord {
 }
 
 fn measure(name: &str, n: u64, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let (t, c) = (Instant::now(), cpu_s());
+    let (t, c) = (Instant::now(), proc::cpu_s());
     for i in 0..n {
         f(i)?;
     }
@@ -68,7 +56,7 @@ fn measure(name: &str, n: u64, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> 
     println!(
         "{name:<44} {:>8.1} µs wall/call {:>8.1} µs CPU/call",
         1e6 * wall / n as f64,
-        1e6 * (cpu_s() - c) / n as f64
+        1e6 * (proc::cpu_s() - c) / n as f64
     );
     Ok(())
 }
@@ -103,25 +91,33 @@ fn main() -> anyhow::Result<()> {
     // Why the writer applies one sled Batch per round (store/area.rs): sled 0.34 seals
     // and writes its log buffer twice per apply_batch. Same 30 admissions under one
     // fsync, as 30 Batches (the writer before) and through the Writer (one Batch).
-    measure("30 x Store::admit + one flush, per admission", n.min(3000) / 30 * 30, |i| {
-        store.admit(&record(3 * base + i))?;
-        if i % 30 == 29 {
-            store.flush()?;
-        }
-        Ok(())
-    })?;
+    measure(
+        "30 x Store::admit + one flush, per admission",
+        n.min(3000) / 30 * 30,
+        |i| {
+            store.admit(&record(3 * base + i))?;
+            if i % 30 == 29 {
+                store.flush()?;
+            }
+            Ok(())
+        },
+    )?;
     let store = std::sync::Arc::new(store);
     let writer = smsgate::store::Writer::start(store.clone());
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    measure("Writer: 30 admissions a round, per admission", n.min(3000) / 30 * 30, |i| {
-        let rec = record(4 * base + i);
-        if i % 30 == 29 {
-            rt.block_on(writer.write(move |st, _| st.admit(&rec).map(|_| ())))?;
-        } else {
-            writer.submit("admission", move |st, _| st.admit(&rec).map(|_| ()), |_| {});
-        }
-        Ok(())
-    })?;
+    measure(
+        "Writer: 30 admissions a round, per admission",
+        n.min(3000) / 30 * 30,
+        |i| {
+            let rec = record(4 * base + i);
+            if i % 30 == 29 {
+                rt.block_on(writer.write(move |st, _| st.admit(&rec).map(|_| ())))?;
+            } else {
+                writer.submit("admission", move |st, _| st.admit(&rec).map(|_| ()), |_| {});
+            }
+            Ok(())
+        },
+    )?;
     measure(
         "Store::next_spooled (first + JSON decode)",
         n.min(2000),

@@ -58,29 +58,10 @@ pub async fn run(
     mut stop: crate::shutdown::Shutdown,
 ) {
     let limit = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    let mut warned = false;
-    loop {
-        match UnixStream::connect(&socket).await {
-            Ok(stream) => {
-                warned = false;
-                tracing::info!("connected to the gateway at {}", socket.display());
-                tokio::select! {
-                    () = session(stream, &responder, limit.clone()) => tracing::warn!("the gateway closed the connection; reconnecting"),
-                    () = stop.wait() => return,
-                }
-            }
-            Err(e) => {
-                if !warned {
-                    tracing::warn!("cannot connect to {} ({e}); is `smsgate gateway` running? retrying every second", socket.display());
-                    warned = true;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = stop.wait() => return,
-        }
-    }
+    super::connect_loop(&socket, "the agent", &mut stop, |stream| {
+        session(stream, &responder, limit.clone())
+    })
+    .await;
 }
 
 async fn session(stream: UnixStream, responder: &Responder, limit: Arc<Semaphore>) {

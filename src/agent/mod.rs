@@ -18,6 +18,43 @@ use crate::twilio::Creds;
 
 pub use hub::Hub;
 
+/// Runs an agent-side client (`agent exec`, the bridges) against the gateway's agent
+/// socket: `session` for each connection, reconnecting every second (the gateway may
+/// start later or restart), one warning per outage, until `stop`.
+pub async fn connect_loop<F, Fut>(
+    socket: &std::path::Path,
+    what: &str,
+    stop: &mut Shutdown,
+    mut session: F,
+) where
+    F: FnMut(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut warned = false;
+    loop {
+        match tokio::net::UnixStream::connect(socket).await {
+            Ok(stream) => {
+                warned = false;
+                tracing::info!("{what} connected to the gateway at {}", socket.display());
+                tokio::select! {
+                    () = session(stream) => tracing::warn!("the gateway closed the connection; reconnecting"),
+                    () = stop.wait() => return,
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot connect to {} ({e}); is `smsgate gateway` running? retrying every second", socket.display());
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.wait() => return,
+        }
+    }
+}
+
 /// The handles the agent socket and its helpers need.
 pub struct Agents {
     pub hub: Arc<Hub>,

@@ -22,7 +22,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::agent::protocol::InboundMessage;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// What both bridges take besides their own options.
 #[derive(Debug, Clone)]
@@ -109,33 +109,11 @@ struct Text {
 /// second while the gateway is away (it redelivers whatever was not acknowledged).
 pub async fn run(socket: PathBuf, backend: Backend, settings: Settings, mut stop: Shutdown) {
     let backend = Arc::new(backend);
-    let mut warned = false;
-    loop {
-        match UnixStream::connect(&socket).await {
-            Ok(stream) => {
-                warned = false;
-                tracing::info!(
-                    "{} bridge connected to the gateway at {}",
-                    backend.kind(),
-                    socket.display()
-                );
-                tokio::select! {
-                    () = session(stream, backend.clone(), settings.clone()) => tracing::warn!("the gateway closed the connection; reconnecting"),
-                    () = stop.wait() => return,
-                }
-            }
-            Err(e) => {
-                if !warned {
-                    tracing::warn!("cannot connect to {} ({e}); is `smsgate gateway` running? retrying every second", socket.display());
-                    warned = true;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = stop.wait() => return,
-        }
-    }
+    let what = format!("{} bridge", backend.kind());
+    crate::agent::connect_loop(&socket, &what, &mut stop, |stream| {
+        session(stream, backend.clone(), settings.clone())
+    })
+    .await;
 }
 
 struct Worker {

@@ -4,8 +4,9 @@
 //! (defaults 1000000, 10000, `batch`). Account `default`.
 //!
 //! - SENDERS approved senders (+1555xxxxxxx), through `Store::approve_sender`.
-//! - SIDS processed message SIDs in the dedupe area (`s` in the `data` tree), timestamped now, so the
-//!   hourly `prune_seen` keeps them (it still walks all of them once at start).
+//! - SIDS processed message SIDs in the dedupe area (buckets, `S` in the `data` tree),
+//!   timestamped now, so the hourly `prune_seen` keeps them (it still walks all of them
+//!   once at start).
 //!
 //! The store has no public "mark this SID processed" method. Two ways:
 //!
@@ -15,9 +16,10 @@
 //!   ~1.4 GB for a million, too slow for a five-minute benchmark. It also leaves a
 //!   record per SID in the `rejected` tree.
 //! - `batch` (default): after `Store::open` has created the store, opens the same sled
-//!   database and writes the dedupe area in `sled::Batch`es of 10,000, entry for entry
-//!   what `Store::admit` writes there (key: the SID; value: admission time in ms, u64
-//!   big-endian), i.e. the state a processed message leaves behind. It then reopens the
+//!   database and writes the dedupe buckets (`smsgate::store::dedupe`) in 16 rounds, each
+//!   rewriting every bucket it adds to, as the daemon does when a mark arrives (the
+//!   mark's value: admission time in ms, u64 big-endian), i.e. the state a million
+//!   processed messages leave behind. It then reopens the
 //!   store and checks that `Store::admit_rejected` calls a few of those SIDs duplicates,
 //!   so a change of layout fails here loudly instead of silently measuring an empty
 //!   store. (Not `Store::seen_count()`: sled counts by walking the whole tree.)
@@ -27,7 +29,7 @@
 use std::time::Instant;
 
 use smsgate::phone::E164;
-use smsgate::store::{now_ms, Admission, RejectedRecord, Store};
+use smsgate::store::{dedupe, now_ms, Admission, RejectedRecord, Store};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -87,19 +89,35 @@ fn main() -> anyhow::Result<()> {
             let db = sled::Config::new()
                 .path(std::path::Path::new(&dir).join("db"))
                 .open()?;
-            // The single tree, area `s` (dedupe marks): see src/store/area.rs.
+            // The single tree, area `S`: dedupe marks in buckets (src/store/dedupe.rs).
+            // Grown the way the daemon grows it: marks arrive over time, so every
+            // bucket is rewritten once per round as it fills (sled's garbage and page
+            // table then look like a store that took a million webhooks, not like one
+            // written in one go).
             let seen = db.open_tree("data")?;
-            let ts = now.to_be_bytes();
-            let mut i = 0;
-            while i < sids {
-                let mut batch = sled::Batch::default();
-                for j in i..(i + 10_000).min(sids) {
-                    let mut key = vec![b's'];
-                    key.extend_from_slice(sid(j).as_bytes());
-                    batch.insert(key, &ts);
+            let value = now.to_be_bytes(); // a mark without a reply route
+            const ROUNDS: u64 = 16;
+            let mut buckets: std::collections::HashMap<[u8; 2], Vec<u8>> = Default::default();
+            for round in 0..ROUNDS {
+                let mut touched = std::collections::BTreeSet::new();
+                for j in sids * round / ROUNDS..sids * (round + 1) / ROUNDS {
+                    let s = sid(j);
+                    let n = dedupe::bucket_of(s.as_bytes());
+                    let bucket = buckets.entry(n).or_default();
+                    *bucket = dedupe::with(bucket, s.as_bytes(), &value)
+                        .map_err(|e| anyhow::anyhow!("cannot encode a bucket: {e:?}"))?;
+                    touched.insert(n);
                 }
-                seen.apply_batch(batch)?;
-                i += 10_000;
+                let touched: Vec<_> = touched.into_iter().collect();
+                for chunk in touched.chunks(1_000) {
+                    let mut batch = sled::Batch::default();
+                    for n in chunk {
+                        let mut key = vec![b'S'];
+                        key.extend_from_slice(n);
+                        batch.insert(key, buckets[n].as_slice());
+                    }
+                    seen.apply_batch(batch)?;
+                }
             }
             db.flush()?;
             drop(seen);

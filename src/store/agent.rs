@@ -56,7 +56,7 @@ impl Store {
     /// when it arrived), or from a route record written by an earlier version (`at_ms`
     /// is when it was acknowledged). The caller checks the age.
     pub fn route(&self, message_id: &str) -> Result<Option<Route>, StoreError> {
-        if let Some(v) = self.seen.get(message_id.as_bytes())? {
+        if let Some(v) = self.seen_get(message_id.as_bytes())? {
             let route = seen_route(&v).and_then(|(account, sender)| {
                 Some(Route {
                     account: account.to_string(),

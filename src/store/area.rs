@@ -13,8 +13,12 @@ use super::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Tag {
-    /// Processed SIDs and status-callback keys → admission time (u64 BE).
+    /// Written by earlier versions: one key per processed SID or status-callback key →
+    /// [`seen_value`]. Moved into [`Tag::Dedupe`] buckets at open.
     Seen = b's',
+    /// Dedupe marks (processed SIDs, status-callback keys), packed into buckets by
+    /// [`super::dedupe`]: bucket number (u16 BE) → entries.
+    Dedupe = b'S',
     /// Admitted, not yet processed webhooks, by sequence number.
     Spool = b'q',
     /// Webhooks kept but never processed, by sequence number.
@@ -216,6 +220,17 @@ impl Batch {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The last change this batch makes to `k` in `area`: `Some(None)` for a removal,
+    /// `None` when it does not touch it.
+    pub(crate) fn latest(&self, area: &Area, k: &[u8]) -> Option<Option<&IVec>> {
+        let key = area.full_key(k);
+        self.ops
+            .iter()
+            .rev()
+            .find(|(op_key, _)| *op_key == key)
+            .map(|(_, v)| v.as_ref())
     }
 
     pub(crate) fn into_sled(self) -> sled::Batch {

@@ -1,16 +1,145 @@
 //! Admission: dedupe marks, the spool (admitted, not yet processed), rejected webhooks
 //! and delivery statuses.
 
-use super::area::{seen_time, seen_value, status_seen_key, Batch, Seq};
+use super::area::{handles, seen_time, seen_value, status_seen_key, Batch, Seq, Tag};
+use super::dedupe::{self, bucket_of, EncodeError};
 use super::{
     dec, enc, Admission, Effects, InboundRecord, RejectedRecord, StatusRecord, StatusUpdate, Store,
     StoreError,
 };
 
+/// Buckets rewritten per `apply_batch` by the prune and the migration: bounds memory.
+const BUCKETS_PER_BATCH: usize = 1_000;
+
 impl Store {
     /// Whether a message SID was admitted (or rejected) before.
     pub fn is_seen(&self, sid: &str) -> Result<bool, StoreError> {
-        self.seen.contains_key(sid.as_bytes())
+        Ok(self.seen_get(sid.as_bytes())?.is_some())
+    }
+
+    /// The dedupe mark of `key` (a [`seen_value`]), if it was seen. One sled read: its
+    /// bucket. A bucket that does not decode counts as empty here (logged); the next
+    /// mark written to it quarantines it and starts it afresh.
+    pub(crate) fn seen_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(bucket) = self.dedupe.get(bucket_of(key))? else {
+            return Ok(None);
+        };
+        match dedupe::find(&bucket, key) {
+            Ok(found) => Ok(found.map(<[u8]>::to_vec)),
+            Err(dedupe::Corrupt) => {
+                tracing::error!(
+                    "a dedupe bucket does not decode; its marks are lost until it is rewritten"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Adds the dedupe mark `key` → `value` to `b`: its bucket, rewritten. Sees the
+    /// changes `b` and the writer's round already hold for that bucket.
+    pub(crate) fn seen_put(
+        &self,
+        b: &mut Batch,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let n = bucket_of(key);
+        let current = match b.latest(&self.dedupe, &n) {
+            Some(v) => v.cloned(),
+            None => self.dedupe.get(n)?,
+        };
+        let base = current.as_deref().unwrap_or_default();
+        let bucket = match dedupe::with(base, key, value) {
+            Ok(v) => v,
+            Err(EncodeError::Corrupt(_)) => {
+                self.quarantine(
+                    &self.dedupe,
+                    &n,
+                    &StoreError::Decode("a dedupe bucket does not decode".into()),
+                );
+                dedupe::with(&[], key, value)
+                    .map_err(|_| StoreError::Decode("dedupe key too long".into()))?
+            }
+            Err(EncodeError::TooLong(_)) => {
+                return Err(StoreError::Decode("dedupe key too long".into()))
+            }
+        };
+        b.insert(&self.dedupe, n, bucket);
+        Ok(())
+    }
+
+    /// Moves dedupe marks written by earlier versions (one sled key each) into buckets.
+    /// Runs at open, before the writer starts. In passes over a quarter of the buckets
+    /// each, so every bucket is written once (memory: a quarter of the marks), then the
+    /// old keys are removed. A crash midway is harmless: a mark is findable in its
+    /// bucket as soon as that is written, setting it again is idempotent, and the next
+    /// open carries on from whatever old keys are left.
+    pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
+        const PASSES: u8 = 4;
+        let h = handles(&self.cell)?;
+        let legacy = [Tag::Seen as u8];
+        if h.data.scan_prefix(legacy).next().is_none() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        for pass in 0..PASSES {
+            let mut marks: std::collections::BTreeMap<[u8; 2], Vec<(sled::IVec, sled::IVec)>> =
+                Default::default();
+            for item in h.data.scan_prefix(legacy) {
+                let (k, v) = item?;
+                let n = bucket_of(&k[1..]);
+                if n[0] / (u8::MAX / PASSES + 1) == pass {
+                    marks.entry(n).or_default().push((k, v));
+                }
+            }
+            let mut b = sled::Batch::default();
+            let mut pending = 0;
+            for (n, items) in marks {
+                let full = self.dedupe.full_key(&n);
+                // A bucket that does not decode is started afresh.
+                let mut bucket = h
+                    .data
+                    .get(&full)?
+                    .filter(|s| dedupe::entries(s).is_ok())
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default();
+                for (k, v) in items {
+                    if let Ok(next) = dedupe::with(&bucket, &k[1..], &v) {
+                        bucket = next;
+                    }
+                }
+                b.insert(full, bucket);
+                pending += 1;
+                if pending % BUCKETS_PER_BATCH == 0 {
+                    h.data.apply_batch(std::mem::take(&mut b))?;
+                }
+            }
+            h.data.apply_batch(b)?;
+        }
+        h.db.flush()?;
+        let mut moved = 0usize;
+        loop {
+            let keys: Vec<sled::IVec> = h
+                .data
+                .scan_prefix(legacy)
+                .keys()
+                .take(10_000)
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut b = sled::Batch::default();
+            moved += keys.len();
+            keys.into_iter().for_each(|k| b.remove(k));
+            h.data.apply_batch(b)?;
+        }
+        h.db.flush()?;
+        tracing::info!(
+            marks = moved,
+            millis = started.elapsed().as_millis() as u64,
+            "moved the dedupe marks into buckets (once, after an upgrade)"
+        );
+        Ok(())
     }
 
     /// Admits a message and applies what processing it decided, as one batch: its
@@ -28,11 +157,7 @@ impl Store {
             .forward
             .as_ref()
             .map(|m| (m.account.as_str(), m.from.as_str()));
-        b.insert(
-            &self.seen,
-            sid.as_bytes(),
-            seen_value(received_at_ms, route),
-        );
+        self.seen_put(&mut b, sid.as_bytes(), &seen_value(received_at_ms, route))?;
         let seq = self.effects_batch(&mut b, effects)?;
         self.apply(b)?;
         Ok(seq)
@@ -46,11 +171,11 @@ impl Store {
         }
         let seq = Seq(self.next_id()?);
         let mut b = Batch::new();
-        b.insert(
-            &self.seen,
+        self.seen_put(
+            &mut b,
             record.sid.as_bytes(),
-            &record.received_at_ms.to_be_bytes()[..],
-        );
+            &seen_value(record.received_at_ms, None),
+        )?;
         b.insert(&self.spool, seq.bytes(), enc(record));
         self.apply(b)?;
         Ok(Admission::Admitted)
@@ -63,11 +188,11 @@ impl Store {
         }
         let seq = Seq(self.next_id()?);
         let mut b = Batch::new();
-        b.insert(
-            &self.seen,
+        self.seen_put(
+            &mut b,
             record.sid.as_bytes(),
-            &record.received_at_ms.to_be_bytes()[..],
-        );
+            &seen_value(record.received_at_ms, None),
+        )?;
         b.insert(&self.rejected, seq.bytes(), enc(record));
         self.apply(b)?;
         Ok(Admission::Admitted)
@@ -88,11 +213,11 @@ impl Store {
         now: u64,
     ) -> Result<StatusUpdate, StoreError> {
         let dedupe = status_seen_key(sid, status);
-        if self.seen.contains_key(&dedupe)? {
+        if self.seen_get(&dedupe)?.is_some() {
             return Ok(StatusUpdate::Duplicate);
         }
         let mut b = Batch::new();
-        b.insert(&self.seen, &dedupe, &now.to_be_bytes()[..]);
+        self.seen_put(&mut b, &dedupe, &seen_value(now, None))?;
         let current = self.delivery_status(sid)?;
         let update = if crate::twilio::status_may_replace(current.as_deref(), status) {
             let rec = StatusRecord {
@@ -122,21 +247,41 @@ impl Store {
     /// only; removes in bounded batches.
     pub fn prune_seen(&self, now: u64, max_age_ms: u64) -> Result<usize, StoreError> {
         let mut n = 0;
+        let mut rewritten = 0;
         let mut b = Batch::new();
-        for item in self.seen.iter() {
+        for item in self.dedupe.iter() {
             let (k, v) = item?;
-            let at = seen_time(&v).unwrap_or(0);
-            if now.saturating_sub(at) > max_age_ms {
-                b.remove(&self.seen, &k);
-                n += 1;
-                if n % 10_000 == 0 {
-                    self.apply_now(std::mem::replace(&mut b, Batch::new()))?;
+            let mut dropped = 0;
+            let kept = dedupe::retain(&v, |_, mark| {
+                let old = now.saturating_sub(seen_time(mark).unwrap_or(0)) > max_age_ms;
+                dropped += usize::from(old);
+                !old
+            });
+            match kept {
+                Ok(None) => continue,
+                Ok(Some(bucket)) if bucket.is_empty() => b.remove(&self.dedupe, &k),
+                Ok(Some(bucket)) => b.insert(&self.dedupe, &k, bucket),
+                Err(dedupe::Corrupt) => {
+                    self.quarantine(
+                        &self.dedupe,
+                        &k,
+                        &StoreError::Decode("a dedupe bucket does not decode".into()),
+                    );
+                    continue;
                 }
+            }
+            n += dropped;
+            rewritten += 1;
+            if rewritten % BUCKETS_PER_BATCH == 0 {
+                self.apply_now(std::mem::replace(&mut b, Batch::new()))?;
             }
         }
         // At once, not with the writer's round: a big prune would otherwise hold every
-        // removal in memory. Safe early: it only removes keys older than a day, which
-        // nothing pending in the round writes.
+        // rewritten bucket in memory. Safe even for a bucket a request of this round
+        // changed: the prune read the round's version (reads see pending changes) and
+        // only dropped marks older than a day from it; when the round applies, its
+        // version (a superset) is written over the pruned one, so no new mark is lost
+        // and the old ones go at the next prune.
         self.apply_now(b)?;
         Ok(n)
     }

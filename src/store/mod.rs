@@ -17,6 +17,7 @@
 pub(crate) mod access;
 pub(crate) mod agent;
 pub mod area;
+pub mod dedupe;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
 pub mod records;
@@ -115,7 +116,8 @@ pub struct Store {
     cell: Cell,
     path: PathBuf,
     state_dir: PathBuf,
-    pub(crate) seen: Area,
+    /// Dedupe marks in buckets ([`dedupe`]).
+    pub(crate) dedupe: Area,
     pub(crate) spool: Area,
     pub(crate) rejected: Area,
     pub(crate) pairing: Area,
@@ -162,7 +164,7 @@ impl Store {
             tag,
         };
         let store = Self {
-            seen: area(Tag::Seen),
+            dedupe: area(Tag::Dedupe),
             spool: area(Tag::Spool),
             rejected: area(Tag::Rejected),
             pairing: area(Tag::Pairing),
@@ -183,6 +185,7 @@ impl Store {
             state_dir: state_dir.to_path_buf(),
         };
         store.migrate_legacy_trees()?;
+        store.migrate_seen_marks()?;
         Ok(store)
     }
 

@@ -341,3 +341,151 @@ fn a_scan_merges_pending_changes_in_key_order() {
     assert_eq!(s.dead.len(), 1, "another area is not affected");
     area::pending_take();
 }
+
+/// SIDs that land in one dedupe bucket (searched, since the hash decides).
+fn same_bucket_sids(n: usize) -> Vec<String> {
+    let target = super::dedupe::bucket_of(b"SM0");
+    (0u64..)
+        .map(|i| format!("SM{i:032x}"))
+        .filter(|s| super::dedupe::bucket_of(s.as_bytes()) == target)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn marks_sharing_a_bucket_stay_apart() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(5);
+    for (i, sid) in sids.iter().enumerate() {
+        let fx = Effects {
+            now: 10 + i as u64,
+            forward: (i % 2 == 0).then(|| msg(sid)),
+            ..Default::default()
+        };
+        assert!(!s.is_seen(sid).expect("read"), "{sid} not seen yet");
+        s.admit_processed(sid, 10 + i as u64, &fx).expect("write");
+    }
+    for (i, sid) in sids.iter().enumerate() {
+        assert!(s.is_seen(sid).expect("read"));
+        let route = s.route(sid).expect("read");
+        // Only forwarded messages carry a route, with their own arrival time.
+        assert_eq!(
+            route.map(|r| r.at_ms),
+            (i % 2 == 0).then_some(10 + i as u64),
+            "{sid}"
+        );
+    }
+    assert!(!s.is_seen("SM-never").expect("read"));
+    // A status callback's key lives beside them and dedupes on its own.
+    assert_eq!(
+        s.record_status(&sids[0], "sent", None, 1).expect("status"),
+        StatusUpdate::Applied
+    );
+    assert_eq!(
+        s.record_status(&sids[0], "sent", None, 2).expect("status"),
+        StatusUpdate::Duplicate
+    );
+    assert!(s.is_seen(&sids[1]).expect("read"));
+}
+
+#[test]
+fn a_round_with_two_marks_in_one_bucket_keeps_both_and_rolls_back_one() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(3);
+    area::pending_begin();
+    s.admit_rejected(&RejectedRecord {
+        sid: sids[0].clone(),
+        account: "default".into(),
+        reason: "test".into(),
+        received_at_ms: 1,
+    })
+    .expect("first");
+    let mark = area::pending_mark();
+    s.admit_rejected(&RejectedRecord {
+        sid: sids[1].clone(),
+        account: "default".into(),
+        reason: "test".into(),
+        received_at_ms: 1,
+    })
+    .expect("second");
+    area::pending_rollback(mark);
+    s.admit_rejected(&RejectedRecord {
+        sid: sids[2].clone(),
+        account: "default".into(),
+        reason: "test".into(),
+        received_at_ms: 1,
+    })
+    .expect("third");
+    s.apply_now(area::pending_take()).expect("apply");
+    assert!(s.is_seen(&sids[0]).expect("read"));
+    assert!(!s.is_seen(&sids[1]).expect("read"), "rolled back");
+    assert!(s.is_seen(&sids[2]).expect("read"));
+}
+
+#[test]
+fn prune_drops_old_marks_and_keeps_new_ones_in_the_same_bucket() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(4);
+    for (i, sid) in sids.iter().enumerate() {
+        // Two old (time 1), two new (time 1_000_000).
+        let at = if i < 2 { 1 } else { 1_000_000 };
+        s.admit_processed(sid, at, &Effects::default())
+            .expect("write");
+    }
+    assert_eq!(s.prune_seen(1_000_010, 100).expect("prune"), 2);
+    let seen: Vec<bool> = sids.iter().map(|x| s.is_seen(x).expect("read")).collect();
+    assert_eq!(seen, vec![false, false, true, true]);
+    assert_eq!(s.prune_seen(1_000_010, 100).expect("prune"), 0);
+    assert_eq!(s.prune_seen(u64::MAX / 2, 100).expect("prune"), 2);
+    assert_eq!(s.dedupe.len(), 0, "an emptied bucket is removed");
+}
+
+#[test]
+fn per_sid_marks_of_earlier_versions_move_into_buckets_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let sids: Vec<String> = (0..2_500).map(|i| format!("SM{i:032x}")).collect();
+    {
+        let s = Store::open(&state).expect("store opens");
+        // Written as the previous version did: one key per SID in area `s`, the
+        // value a seen_value (with a route for one of them).
+        let mut b = Batch::new();
+        let legacy = area::Area {
+            cell: s.dedupe.cell.clone(),
+            tag: area::Tag::Seen,
+        };
+        for sid in &sids {
+            b.insert(&legacy, sid.as_bytes(), area::seen_value(7, None));
+        }
+        b.insert(
+            &legacy,
+            b"SMrouted",
+            area::seen_value(9, Some(("default", "+15557654321"))),
+        );
+        b.insert(
+            &legacy,
+            area::status_seen_key("SMx", "sent"),
+            area::seen_value(3, None),
+        );
+        s.apply_now(b).expect("write legacy");
+        assert_eq!(legacy.len(), sids.len() + 2);
+    }
+    let s = Store::open(&state).expect("opens and migrates");
+    let legacy = area::Area {
+        cell: s.dedupe.cell.clone(),
+        tag: area::Tag::Seen,
+    };
+    assert_eq!(legacy.len(), 0, "nothing left in the old area");
+    assert!(sids.iter().all(|x| s.is_seen(x).expect("read")));
+    let route = s.route("SMrouted").expect("read").expect("route kept");
+    assert_eq!((route.account.as_str(), route.at_ms), ("default", 9));
+    assert_eq!(
+        s.record_status("SMx", "sent", None, 4).expect("status"),
+        StatusUpdate::Duplicate
+    );
+    drop((legacy, s));
+    let s = Store::open(&state).expect("opens again");
+    assert!(s.is_seen(&sids[0]).expect("read"));
+    // 2,500 SIDs in 65,536 buckets: at most one key each, no more.
+    assert!(s.dedupe.len() <= sids.len() + 2);
+}

@@ -231,4 +231,31 @@ mod tests {
     }
 
     const BUCKET_PIN: [u8; 2] = [238, 82];
+
+    proptest::proptest! {
+        /// A stored bucket is bytes from disk: whatever they are, decoding them never
+        /// panics, and a bucket built by `with` holds exactly the last value set for
+        /// each key.
+        #[test]
+        fn any_bytes_decode_without_panic_and_sets_round_trip(
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            sets in proptest::collection::vec((0u8..12, proptest::collection::vec(proptest::num::u8::ANY, 0..20)), 0..40),
+        ) {
+            let _ = entries(&junk);
+            let _ = find(&junk, b"SM1");
+            let _ = retain(&junk, |_, _| false);
+            let _ = with(&junk, b"SM1", b"v");
+            let mut bucket = Vec::new();
+            let mut want = std::collections::BTreeMap::new();
+            for (k, v) in &sets {
+                let key = format!("SM{k}");
+                bucket = with(&bucket, key.as_bytes(), v).expect("encode");
+                want.insert(key, v.clone());
+            }
+            proptest::prop_assert_eq!(entries(&bucket).expect("decode").len(), want.len());
+            for (k, v) in &want {
+                proptest::prop_assert_eq!(find(&bucket, k.as_bytes()).expect("decode"), Some(&v[..]));
+            }
+        }
+    }
 }

@@ -128,6 +128,20 @@ impl Area {
         self.scan(&[])
     }
 
+    /// The area as it is on disk, without this thread's pending changes (for a job
+    /// that writes with `apply_now` and must not make a pending change durable early).
+    pub(crate) fn iter_stored(&self) -> Iter {
+        match self.tree() {
+            Ok(t) => Iter::Items(Box::new(t.scan_prefix([self.tag as u8]))),
+            Err(e) => Iter::Failed(Some(e)),
+        }
+    }
+
+    /// Whether this thread's pending changes touch `k`.
+    pub(crate) fn has_pending(&self, k: &[u8]) -> bool {
+        pending_get(&self.full_key(k)).is_some()
+    }
+
     pub(crate) fn first(&self) -> Result<Option<(IVec, IVec)>, StoreError> {
         self.iter().next().transpose()
     }

@@ -60,6 +60,26 @@ fn field(b: &[u8]) -> Result<(&[u8], &[u8]), Corrupt> {
     Ok((body, &b[2 + len..]))
 }
 
+/// What can be kept of a bucket that does not decode: its entries up to the first bad
+/// one, re-encoded (marks after it are lost; the caller keeps the raw bytes).
+pub(crate) fn salvage(bucket: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = bucket;
+    while let Ok((key, after)) = field(rest) {
+        let Ok((value, after)) = field(after) else {
+            break;
+        };
+        if push(&mut out, key, value).is_err() {
+            break;
+        }
+        rest = after;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
 /// The value stored under `key` in `bucket`.
 pub(crate) fn find<'a>(bucket: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>, Corrupt> {
     let mut rest = bucket;
@@ -185,6 +205,16 @@ mod tests {
         }
         // A length that runs past the end.
         assert_eq!(entries(&[0xff, 0xff, b'x']), Err(Corrupt));
+        // Salvage keeps the entries before the bad point.
+        let two = bucket(&[("SM1", "a"), ("SM2", "b")]);
+        let cut = &two[..two.len() - 1];
+        let kept = salvage(cut);
+        assert_eq!(
+            entries(&kept).expect("decode"),
+            vec![(&b"SM1"[..], &b"a"[..])]
+        );
+        assert_eq!(salvage(&two), two, "a good bucket is kept whole");
+        assert!(salvage(&[0xff]).is_empty());
     }
 
     #[test]

@@ -28,9 +28,10 @@ impl Store {
             Ok(found) => Ok(found.map(<[u8]>::to_vec)),
             Err(dedupe::Corrupt) => {
                 tracing::error!(
-                    "a dedupe bucket does not decode; its marks are lost until it is rewritten"
+                    "a dedupe bucket does not decode; using the marks before the bad one (the next mark written to it keeps its raw bytes in the quarantine area)"
                 );
-                Ok(None)
+                let kept = dedupe::salvage(&bucket);
+                Ok(dedupe::find(&kept, key).ok().flatten().map(<[u8]>::to_vec))
             }
         }
     }
@@ -52,12 +53,8 @@ impl Store {
         let bucket = match dedupe::with(base, key, value) {
             Ok(v) => v,
             Err(EncodeError::Corrupt(_)) => {
-                self.quarantine(
-                    &self.dedupe,
-                    &n,
-                    &StoreError::Decode("a dedupe bucket does not decode".into()),
-                );
-                dedupe::with(&[], key, value)
+                self.keep_corrupt_bucket(b, &n, base);
+                dedupe::with(&dedupe::salvage(base), key, value)
                     .map_err(|_| StoreError::Decode("dedupe key too long".into()))?
             }
             Err(EncodeError::TooLong(_)) => {
@@ -68,12 +65,19 @@ impl Store {
         Ok(())
     }
 
+    /// Adds to `b` a copy of a dedupe bucket that does not decode, in the quarantine
+    /// area (the caller then writes what could be salvaged in its place).
+    fn keep_corrupt_bucket(&self, b: &mut Batch, n: &[u8; 2], raw: &[u8]) {
+        tracing::error!("a dedupe bucket does not decode; kept its raw bytes in the quarantine area and rewrote the marks before the bad one");
+        b.insert(&self.quarantine, self.dedupe.full_key(n), raw.to_vec());
+    }
+
     /// Moves dedupe marks written by earlier versions (one sled key each) into buckets.
     /// Runs at open, before the writer starts. In passes over a quarter of the buckets
-    /// each, so every bucket is written once (memory: a quarter of the marks), then the
-    /// old keys are removed. A crash midway is harmless: a mark is findable in its
-    /// bucket as soon as that is written, setting it again is idempotent, and the next
-    /// open carries on from whatever old keys are left.
+    /// each, so every bucket is written once (memory: a quarter of the marks); each
+    /// batch writes its buckets and removes the old keys they took, together. So a
+    /// crash or a kill midway (systemd's start timeout on a huge store) loses nothing
+    /// and the next open carries on where this one stopped.
     pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
         const PASSES: u8 = 4;
         let h = handles(&self.cell)?;
@@ -82,6 +86,7 @@ impl Store {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        let mut moved = 0usize;
         for pass in 0..PASSES {
             let mut marks: std::collections::BTreeMap<[u8; 2], Vec<(sled::IVec, sled::IVec)>> =
                 Default::default();
@@ -93,31 +98,36 @@ impl Store {
                 }
             }
             let mut b = sled::Batch::default();
-            let mut pending = 0;
+            let mut in_batch = 0;
             for (n, items) in marks {
                 let full = self.dedupe.full_key(&n);
-                // A bucket that does not decode is started afresh.
-                let mut bucket = h
-                    .data
-                    .get(&full)?
-                    .filter(|s| dedupe::entries(s).is_ok())
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default();
+                let mut bucket = match h.data.get(&full)? {
+                    Some(stored) if dedupe::entries(&stored).is_err() => {
+                        tracing::error!("a dedupe bucket does not decode; kept its raw bytes in the quarantine area");
+                        b.insert(self.quarantine.full_key(&full), stored.clone());
+                        dedupe::salvage(&stored)
+                    }
+                    Some(stored) => stored.to_vec(),
+                    None => Vec::new(),
+                };
                 for (k, v) in items {
                     if let Ok(next) = dedupe::with(&bucket, &k[1..], &v) {
                         bucket = next;
+                        b.remove(k);
+                        moved += 1;
                     }
                 }
                 b.insert(full, bucket);
-                pending += 1;
-                if pending % BUCKETS_PER_BATCH == 0 {
+                in_batch += 1;
+                if in_batch % BUCKETS_PER_BATCH == 0 {
                     h.data.apply_batch(std::mem::take(&mut b))?;
                 }
             }
             h.data.apply_batch(b)?;
+            h.db.flush()?;
         }
-        h.db.flush()?;
-        let mut moved = 0usize;
+        // What could not be moved (nothing, unless a key were over 64 KiB) is dropped,
+        // so the next open does not scan for it again.
         loop {
             let keys: Vec<sled::IVec> = h
                 .data
@@ -128,8 +138,11 @@ impl Store {
             if keys.is_empty() {
                 break;
             }
+            tracing::error!(
+                count = keys.len(),
+                "dropped dedupe marks too long to move into buckets"
+            );
             let mut b = sled::Batch::default();
-            moved += keys.len();
             keys.into_iter().for_each(|k| b.remove(k));
             h.data.apply_batch(b)?;
         }
@@ -249,26 +262,39 @@ impl Store {
         let mut n = 0;
         let mut rewritten = 0;
         let mut b = Batch::new();
-        for item in self.dedupe.iter() {
+        // The buckets as stored, and none the round has pending changes to (they are
+        // pruned next time): the prune writes at once, so a bucket holding a mark of
+        // this round must not reach the disk before that message's own changes do.
+        for item in self.dedupe.iter_stored() {
             let (k, v) = item?;
+            if self.dedupe.has_pending(&k) {
+                continue;
+            }
             let mut dropped = 0;
-            let kept = dedupe::retain(&v, |_, mark| {
+            let mut keep = |_: &[u8], mark: &[u8]| {
                 let old = now.saturating_sub(seen_time(mark).unwrap_or(0)) > max_age_ms;
                 dropped += usize::from(old);
                 !old
-            });
-            match kept {
-                Ok(None) => continue,
-                Ok(Some(bucket)) if bucket.is_empty() => b.remove(&self.dedupe, &k),
-                Ok(Some(bucket)) => b.insert(&self.dedupe, &k, bucket),
+            };
+            let kept = match dedupe::retain(&v, &mut keep) {
+                Ok(kept) => kept,
                 Err(dedupe::Corrupt) => {
-                    self.quarantine(
-                        &self.dedupe,
-                        &k,
-                        &StoreError::Decode("a dedupe bucket does not decode".into()),
-                    );
-                    continue;
+                    if let Ok(bucket) = <[u8; 2]>::try_from(&k[..]) {
+                        self.keep_corrupt_bucket(&mut b, &bucket, &v);
+                    }
+                    let salvaged = dedupe::salvage(&v);
+                    Some(
+                        dedupe::retain(&salvaged, &mut keep)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(salvaged),
+                    )
                 }
+            };
+            match kept {
+                None => continue,
+                Some(bucket) if bucket.is_empty() => b.remove(&self.dedupe, &k),
+                Some(bucket) => b.insert(&self.dedupe, &k, bucket),
             }
             n += dropped;
             rewritten += 1;
@@ -277,11 +303,8 @@ impl Store {
             }
         }
         // At once, not with the writer's round: a big prune would otherwise hold every
-        // rewritten bucket in memory. Safe even for a bucket a request of this round
-        // changed: the prune read the round's version (reads see pending changes) and
-        // only dropped marks older than a day from it; when the round applies, its
-        // version (a superset) is written over the pruned one, so no new mark is lost
-        // and the old ones go at the next prune.
+        // rewritten bucket in memory. It only drops marks older than a day from what is
+        // on disk, and skips what the round changes.
         self.apply_now(b)?;
         Ok(n)
     }

@@ -298,9 +298,15 @@ impl Store {
     /// Moves an entry that does not decode out of its area, so one bad record never
     /// blocks a queue; the raw bytes stay for inspection.
     pub(crate) fn quarantine(&self, from: &Area, key: &[u8], why: &StoreError) {
+        let raw = from
+            .get(key)
+            .ok()
+            .flatten()
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         let mut b = Batch::new();
         b.remove(from, key);
-        b.insert(&self.quarantine, from.full_key(key), Vec::new());
+        b.insert(&self.quarantine, from.full_key(key), raw);
         match self.apply(b) {
             Ok(()) => {
                 tracing::error!(area = %(from.tag as u8 as char), "a stored record could not be decoded ({why}); moved it to the quarantine area and carried on")

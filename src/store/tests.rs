@@ -489,3 +489,67 @@ fn per_sid_marks_of_earlier_versions_move_into_buckets_once() {
     // 2,500 SIDs in 65,536 buckets: at most one key each, no more.
     assert!(s.dedupe.len() <= sids.len() + 2);
 }
+
+#[test]
+fn prune_never_makes_a_pending_mark_durable_early() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(2);
+    s.admit_processed(&sids[0], 1, &Effects::default())
+        .expect("old mark");
+    // A writer round: a new mark in the same bucket is pending when the prune runs.
+    area::pending_begin();
+    s.admit_processed(&sids[1], 1_000_000, &Effects::default())
+        .expect("new mark, pending");
+    assert_eq!(
+        s.prune_seen(1_000_010, 100).expect("prune"),
+        0,
+        "the bucket the round changes is left for the next prune"
+    );
+    let on_disk: Vec<Vec<u8>> = s
+        .dedupe
+        .iter_stored()
+        .map(|i| i.expect("read").1.to_vec())
+        .collect();
+    assert!(
+        on_disk
+            .iter()
+            .all(|b| dedupe::find(b, sids[1].as_bytes()) == Ok(None)),
+        "the pending mark reached the disk before its round"
+    );
+    // The round never commits (a kill -9): the new mark is gone, the old one stays.
+    drop(area::pending_take());
+    assert!(!s.is_seen(&sids[1]).expect("read"));
+    assert!(s.is_seen(&sids[0]).expect("read"));
+    assert_eq!(s.prune_seen(1_000_010, 100).expect("prune"), 1);
+}
+
+#[test]
+fn a_corrupt_bucket_keeps_what_it_can_and_its_raw_bytes() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(3);
+    let mut good = Vec::new();
+    for sid in &sids[..2] {
+        good = dedupe::with(&good, sid.as_bytes(), &area::seen_value(5, None)).expect("encode");
+    }
+    let cut = good[..good.len() - 3].to_vec();
+    let n = dedupe::bucket_of(sids[0].as_bytes());
+    let mut b = Batch::new();
+    b.insert(&s.dedupe, n, cut.clone());
+    s.apply_now(b).expect("write a cut bucket");
+    assert!(
+        s.is_seen(&sids[0]).expect("read"),
+        "the mark before the bad point"
+    );
+    assert!(!s.is_seen(&sids[1]).expect("read"), "cut off");
+    s.admit_processed(&sids[2], 6, &Effects::default())
+        .expect("a mark into the corrupt bucket");
+    assert!(s.is_seen(&sids[0]).expect("read") && s.is_seen(&sids[2]).expect("read"));
+    let stored = s.dedupe.get(n).expect("read").expect("bucket");
+    assert_eq!(dedupe::entries(&stored).expect("decodes now").len(), 2);
+    let kept = s
+        .quarantine
+        .get(s.dedupe.full_key(&n))
+        .expect("read")
+        .expect("quarantined");
+    assert_eq!(kept.to_vec(), cut, "the raw bytes are kept");
+}

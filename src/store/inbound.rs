@@ -18,8 +18,9 @@ impl Store {
     }
 
     /// The dedupe mark of `key` (a [`seen_value`]), if it was seen. One sled read: its
-    /// bucket. A bucket that does not decode counts as empty here (logged); the next
-    /// mark written to it quarantines it and starts it afresh.
+    /// bucket. Of a bucket that does not decode, the marks before the bad point count
+    /// (logged); the next mark written to it keeps its raw bytes in the quarantine area
+    /// and rewrites it with those marks.
     pub(crate) fn seen_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(bucket) = self.dedupe.get(bucket_of(key))? else {
             return Ok(None);
@@ -78,7 +79,7 @@ impl Store {
     /// are flushed, the old keys are removed. A crash or a kill midway loses nothing: a
     /// mark is findable in its bucket once that is written, setting it again is
     /// idempotent, and the next open redoes the passes and removes what is left. (A
-    /// million marks take ~33 s here, within systemd's 90 s start timeout.)
+    /// million marks take ~32 s here, within systemd's 90 s start timeout.)
     pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
         const PASSES: u8 = 4;
         let h = handles(&self.cell)?;

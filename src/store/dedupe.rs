@@ -40,17 +40,32 @@ pub struct Corrupt;
 /// One mark in a bucket: (key, value).
 pub(crate) type Entry<'a> = (&'a [u8], &'a [u8]);
 
+/// A bucket's entries in order; after a bad one, one `Err` and nothing more.
+pub(crate) fn iter(bucket: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corrupt>> {
+    let mut rest = bucket;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let next = field(rest).and_then(|(key, after)| {
+            field(after).map(|(value, after)| ((key, value), after))
+        });
+        Some(match next {
+            Ok((entry, after)) => {
+                rest = after;
+                Ok(entry)
+            }
+            Err(c) => {
+                rest = &[];
+                Err(c)
+            }
+        })
+    })
+}
+
 /// The entries of a bucket, in order, or [`Corrupt`].
 pub(crate) fn entries(bucket: &[u8]) -> Result<Vec<Entry<'_>>, Corrupt> {
-    let mut out = Vec::new();
-    let mut rest = bucket;
-    while !rest.is_empty() {
-        let (key, after) = field(rest)?;
-        let (value, after) = field(after)?;
-        out.push((key, value));
-        rest = after;
-    }
-    Ok(out)
+    iter(bucket).collect()
 }
 
 fn field(b: &[u8]) -> Result<(&[u8], &[u8]), Corrupt> {
@@ -64,32 +79,20 @@ fn field(b: &[u8]) -> Result<(&[u8], &[u8]), Corrupt> {
 /// one, re-encoded (marks after it are lost; the caller keeps the raw bytes).
 pub(crate) fn salvage(bucket: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut rest = bucket;
-    while let Ok((key, after)) = field(rest) {
-        let Ok((value, after)) = field(after) else {
-            break;
-        };
-        if push(&mut out, key, value).is_err() {
-            break;
-        }
-        rest = after;
-        if rest.is_empty() {
-            break;
-        }
+    for (key, value) in iter(bucket).map_while(Result::ok) {
+        // Entries that decoded fit a u16 length again.
+        let _ = push(&mut out, key, value);
     }
     out
 }
 
 /// The value stored under `key` in `bucket`.
 pub(crate) fn find<'a>(bucket: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>, Corrupt> {
-    let mut rest = bucket;
-    while !rest.is_empty() {
-        let (k, after) = field(rest)?;
-        let (v, after) = field(after)?;
+    for entry in iter(bucket) {
+        let (k, v) = entry?;
         if k == key {
             return Ok(Some(v));
         }
-        rest = after;
     }
     Ok(None)
 }

@@ -40,11 +40,12 @@ impl Inbound {
         let (hub, outbox, media) = (self.hub.clone(), self.outbox.clone(), self.media.clone());
         self.writer
             .write(move |st, hooks| {
-                if st.is_seen(&rec.sid)? {
+                let seen = st.seen(rec.sid.as_bytes())?;
+                if seen.is_marked() {
                     return Ok(Admission::Duplicate);
                 }
                 let fx = effects_for(&config, st, &rec, rec.received_at_ms)?;
-                let seq = st.admit_processed(&rec.sid, rec.received_at_ms, &fx)?;
+                let seq = st.admit_processed(seen, rec.received_at_ms, &fx)?;
                 after_commit(hooks, fx, seq, hub, outbox, media);
                 Ok(Admission::Admitted)
             })
@@ -397,7 +398,9 @@ mod tests {
             fx.forward.as_ref().map(|m| m.conversation.clone()),
             Some(first.clone())
         );
-        store.admit_processed("SM1", 1, &fx).expect("write");
+        store
+            .admit_processed(store.seen(b"SM1").expect("read"), 1, &fx)
+            .expect("write");
         let fx = effects_for(&config, &store, &rec("SM2", "+15557654321", "again"), 2).expect("ok");
         assert!(
             fx.conversation.is_none(),

@@ -47,9 +47,8 @@ pub(crate) fn iter(bucket: &[u8]) -> impl Iterator<Item = Result<Entry<'_>, Corr
         if rest.is_empty() {
             return None;
         }
-        let next = field(rest).and_then(|(key, after)| {
-            field(after).map(|(value, after)| ((key, value), after))
-        });
+        let next = field(rest)
+            .and_then(|(key, after)| field(after).map(|(value, after)| ((key, value), after)));
         Some(match next {
             Ok((entry, after)) => {
                 rest = after;

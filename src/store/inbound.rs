@@ -3,10 +3,27 @@
 
 use super::area::{handles, seen_time, seen_value, status_seen_key, Batch, Seq, Tag};
 use super::dedupe::{self, bucket_of, EncodeError};
+use sled::IVec;
+
 use super::{
     dec, enc, Admission, Effects, InboundRecord, RejectedRecord, StatusRecord, StatusUpdate, Store,
     StoreError,
 };
+
+/// A dedupe key's bucket as [`Store::seen`] read it.
+pub(crate) struct Seen {
+    key: Vec<u8>,
+    n: [u8; 2],
+    bucket: Option<IVec>,
+    mark: Option<Vec<u8>>,
+}
+
+impl Seen {
+    /// Whether the key has a mark: the message (or status) was seen before.
+    pub(crate) fn is_marked(&self) -> bool {
+        self.mark.is_some()
+    }
+}
 
 /// Buckets rewritten per `apply_batch` by the prune and the migration: bounds memory.
 const BUCKETS_PER_BATCH: usize = 1_000;
@@ -14,48 +31,61 @@ const BUCKETS_PER_BATCH: usize = 1_000;
 impl Store {
     /// Whether a message SID was admitted (or rejected) before.
     pub fn is_seen(&self, sid: &str) -> Result<bool, StoreError> {
-        Ok(self.seen_get(sid.as_bytes())?.is_some())
+        Ok(self.seen(sid.as_bytes())?.is_marked())
     }
 
-    /// The dedupe mark of `key` (a [`seen_value`]), if it was seen. One sled read: its
-    /// bucket. Of a bucket that does not decode, the marks before the bad point count
-    /// (logged); the next mark written to it keeps its raw bytes in the quarantine area
-    /// and rewrites it with those marks.
+    /// The dedupe mark of `key` (a [`seen_value`]), if it was seen.
     pub(crate) fn seen_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(bucket) = self.dedupe.get(bucket_of(key))? else {
-            return Ok(None);
-        };
-        match dedupe::find(&bucket, key) {
-            Ok(found) => Ok(found.map(<[u8]>::to_vec)),
-            Err(dedupe::Corrupt) => {
+        Ok(self.seen(key)?.mark)
+    }
+
+    /// Reads `key`'s dedupe bucket: one sled read, which [`Store::mark_into`] reuses, so
+    /// checking and marking a message cost one read. Of a bucket that does not decode,
+    /// the marks before the bad point count (logged); the next mark written to it keeps
+    /// its raw bytes in the quarantine area and rewrites it with those marks.
+    pub(crate) fn seen(&self, key: &[u8]) -> Result<Seen, StoreError> {
+        let n = bucket_of(key);
+        let bucket = self.dedupe.get(n)?;
+        let mark = match bucket.as_deref().map(|b| dedupe::find(b, key)) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(v))) => Some(v.to_vec()),
+            Some(Err(dedupe::Corrupt)) => {
                 tracing::error!(
                     "a dedupe bucket does not decode; using the marks before the bad one (the next mark written to it keeps its raw bytes in the quarantine area)"
                 );
-                let kept = dedupe::salvage(&bucket);
-                Ok(dedupe::find(&kept, key).ok().flatten().map(<[u8]>::to_vec))
+                let kept = dedupe::salvage(bucket.as_deref().unwrap_or_default());
+                dedupe::find(&kept, key).ok().flatten().map(<[u8]>::to_vec)
             }
-        }
+        };
+        Ok(Seen {
+            key: key.to_vec(),
+            n,
+            bucket,
+            mark,
+        })
     }
 
-    /// Adds the dedupe mark `key` → `value` to `b`: its bucket, rewritten. Sees the
-    /// changes `b` and the writer's round already hold for that bucket.
-    pub(crate) fn seen_put(
+    /// Adds the dedupe mark `seen`'s key → `value` to `b`: its bucket, rewritten. Reads
+    /// again only if the bucket changed since `seen` was read (in `b`, or in the
+    /// writer's round, where a read costs no sled access).
+    pub(crate) fn mark_into(
         &self,
         b: &mut Batch,
-        key: &[u8],
+        seen: Seen,
         value: &[u8],
     ) -> Result<(), StoreError> {
-        let n = bucket_of(key);
+        let Seen { key, n, bucket, .. } = seen;
         let current = match b.latest(&self.dedupe, &n) {
             Some(v) => v.cloned(),
-            None => self.dedupe.get(n)?,
+            None if self.dedupe.has_pending(&n) => self.dedupe.get(n)?,
+            None => bucket,
         };
         let base = current.as_deref().unwrap_or_default();
-        let bucket = match dedupe::with(base, key, value) {
+        let bucket = match dedupe::with(base, &key, value) {
             Ok(v) => v,
             Err(EncodeError::Corrupt(_)) => {
                 self.keep_corrupt_bucket(b, &n, base);
-                dedupe::with(&dedupe::salvage(base), key, value)
+                dedupe::with(&dedupe::salvage(base), &key, value)
                     .map_err(|_| StoreError::Decode("dedupe key too long".into()))?
             }
             Err(EncodeError::TooLong(_)) => {
@@ -155,11 +185,12 @@ impl Store {
 
     /// Admits a message and applies what processing it decided, as one batch: its
     /// dedupe mark and its effects (inbox entry, pairing request, texts) together.
-    /// Writer only; the caller checked [`Store::is_seen`] on the writer thread.
-    /// Returns the inbox sequence number when the message went to the agent.
+    /// Writer only; `seen` is the SID's bucket, read and found unmarked by
+    /// [`Store::seen`] in the same request. Returns the inbox sequence number when the
+    /// message went to the agent.
     pub(crate) fn admit_processed(
         &self,
-        sid: &str,
+        seen: Seen,
         received_at_ms: u64,
         effects: &Effects,
     ) -> Result<Option<Seq>, StoreError> {
@@ -168,7 +199,7 @@ impl Store {
             .forward
             .as_ref()
             .map(|m| (m.account.as_str(), m.from.as_str()));
-        self.seen_put(&mut b, sid.as_bytes(), &seen_value(received_at_ms, route))?;
+        self.mark_into(&mut b, seen, &seen_value(received_at_ms, route))?;
         let seq = self.effects_batch(&mut b, effects)?;
         self.apply(b)?;
         Ok(seq)
@@ -177,16 +208,13 @@ impl Store {
     /// Records `record` in the spool unless its SID was seen before (the path for
     /// processing later; the daemon processes at admission instead).
     pub fn admit(&self, record: &InboundRecord) -> Result<Admission, StoreError> {
-        if self.is_seen(&record.sid)? {
+        let seen = self.seen(record.sid.as_bytes())?;
+        if seen.is_marked() {
             return Ok(Admission::Duplicate);
         }
         let seq = Seq(self.next_id()?);
         let mut b = Batch::new();
-        self.seen_put(
-            &mut b,
-            record.sid.as_bytes(),
-            &seen_value(record.received_at_ms, None),
-        )?;
+        self.mark_into(&mut b, seen, &seen_value(record.received_at_ms, None))?;
         b.insert(&self.spool, seq.bytes(), enc(record));
         self.apply(b)?;
         Ok(Admission::Admitted)
@@ -194,16 +222,13 @@ impl Store {
 
     /// Keeps a webhook that must never be processed, deduplicated like admissions.
     pub fn admit_rejected(&self, record: &RejectedRecord) -> Result<Admission, StoreError> {
-        if self.is_seen(&record.sid)? {
+        let seen = self.seen(record.sid.as_bytes())?;
+        if seen.is_marked() {
             return Ok(Admission::Duplicate);
         }
         let seq = Seq(self.next_id()?);
         let mut b = Batch::new();
-        self.seen_put(
-            &mut b,
-            record.sid.as_bytes(),
-            &seen_value(record.received_at_ms, None),
-        )?;
+        self.mark_into(&mut b, seen, &seen_value(record.received_at_ms, None))?;
         b.insert(&self.rejected, seq.bytes(), enc(record));
         self.apply(b)?;
         Ok(Admission::Admitted)
@@ -223,12 +248,12 @@ impl Store {
         error_code: Option<&str>,
         now: u64,
     ) -> Result<StatusUpdate, StoreError> {
-        let dedupe = status_seen_key(sid, status);
-        if self.seen_get(&dedupe)?.is_some() {
+        let seen = self.seen(&status_seen_key(sid, status))?;
+        if seen.is_marked() {
             return Ok(StatusUpdate::Duplicate);
         }
         let mut b = Batch::new();
-        self.seen_put(&mut b, &dedupe, &seen_value(now, None))?;
+        self.mark_into(&mut b, seen, &seen_value(now, None))?;
         let current = self.delivery_status(sid)?;
         let update = if crate::twilio::status_may_replace(current.as_deref(), status) {
             let rec = StatusRecord {

@@ -36,7 +36,9 @@ fn admission_and_its_effects_are_one_batch_and_dedupe() {
         forward: Some(msg("SM1")),
         ..Default::default()
     };
-    let seq = s.admit_processed("SM1", 5, &fx).expect("write");
+    let seq = s
+        .admit_processed(s.seen("SM1".as_bytes()).expect("read"), 5, &fx)
+        .expect("write");
     assert!(seq.is_some());
     assert!(s.is_seen("SM1").expect("read"));
     let inbox = s.inbox().expect("inbox");
@@ -61,7 +63,7 @@ fn an_ack_removes_the_body_and_keeps_a_route() {
         ..Default::default()
     };
     let seq = s
-        .admit_processed("SM2", 5, &fx)
+        .admit_processed(s.seen("SM2".as_bytes()).expect("read"), 5, &fx)
         .expect("write")
         .expect("seq");
     let mut b = Batch::new();
@@ -76,8 +78,12 @@ fn an_ack_removes_the_body_and_keeps_a_route() {
     assert_eq!(route.from.as_str(), "+15557654321");
     assert_eq!(route.account, msg("SM2").account);
     // A message that did not go to the agent has no route; nor has an unknown id.
-    s.admit_processed("SM3", 6, &Effects::default())
-        .expect("write");
+    s.admit_processed(
+        s.seen("SM3".as_bytes()).expect("read"),
+        6,
+        &Effects::default(),
+    )
+    .expect("write");
     assert_eq!(s.route("SM3").expect("read"), None);
     assert_eq!(s.route("SMnone").expect("read"), None);
     // A route record written by an earlier version is still found.
@@ -171,7 +177,7 @@ async fn the_writer_shares_fsyncs_and_runs_hooks_only_after_them() {
                     forward: Some(msg(&format!("SM{i}"))),
                     ..Default::default()
                 };
-                st.admit_processed(&format!("SM{i}"), i, &fx)?;
+                st.admit_processed(st.seen(format!("SM{i}").as_bytes()).expect("read"), i, &fx)?;
                 h.after(move || {
                     hooks.fetch_add(1, Ordering::SeqCst);
                 });
@@ -246,15 +252,20 @@ fn finished_sends_move_to_their_own_area_and_back_on_requeue() {
 fn a_round_sees_its_own_pending_changes_and_rolls_back_a_failed_request() {
     use super::area;
     let (_d, s) = store();
-    s.admit_processed("SMold", 1, &Effects::default())
-        .expect("direct write outside a round");
+    s.admit_processed(
+        s.seen("SMold".as_bytes()).expect("read"),
+        1,
+        &Effects::default(),
+    )
+    .expect("direct write outside a round");
     area::pending_begin();
     let fx = Effects {
         now: 2,
         forward: Some(msg("SMa")),
         ..Default::default()
     };
-    s.admit_processed("SMa", 2, &fx).expect("pending");
+    s.admit_processed(s.seen("SMa".as_bytes()).expect("read"), 2, &fx)
+        .expect("pending");
     assert!(
         s.is_seen("SMa").expect("read"),
         "the round sees its own write"
@@ -273,8 +284,12 @@ fn a_round_sees_its_own_pending_changes_and_rolls_back_a_failed_request() {
     assert!(!other, "pending changes are invisible to other threads");
     // A failed request: its changes go, the earlier ones stay.
     let mark = area::pending_mark();
-    s.admit_processed("SMb", 3, &Effects::default())
-        .expect("pending");
+    s.admit_processed(
+        s.seen("SMb".as_bytes()).expect("read"),
+        3,
+        &Effects::default(),
+    )
+    .expect("pending");
     assert!(s.is_seen("SMb").expect("read"));
     area::pending_rollback(mark);
     assert!(!s.is_seen("SMb").expect("read"), "rolled back");
@@ -363,7 +378,8 @@ fn marks_sharing_a_bucket_stay_apart() {
             ..Default::default()
         };
         assert!(!s.is_seen(sid).expect("read"), "{sid} not seen yet");
-        s.admit_processed(sid, 10 + i as u64, &fx).expect("write");
+        s.admit_processed(s.seen(sid.as_bytes()).expect("read"), 10 + i as u64, &fx)
+            .expect("write");
     }
     for (i, sid) in sids.iter().enumerate() {
         assert!(s.is_seen(sid).expect("read"));
@@ -429,8 +445,12 @@ fn prune_drops_old_marks_and_keeps_new_ones_in_the_same_bucket() {
     for (i, sid) in sids.iter().enumerate() {
         // Two old (time 1), two new (time 1_000_000).
         let at = if i < 2 { 1 } else { 1_000_000 };
-        s.admit_processed(sid, at, &Effects::default())
-            .expect("write");
+        s.admit_processed(
+            s.seen(sid.as_bytes()).expect("read"),
+            at,
+            &Effects::default(),
+        )
+        .expect("write");
     }
     assert_eq!(s.prune_seen(1_000_010, 100).expect("prune"), 2);
     let seen: Vec<bool> = sids.iter().map(|x| s.is_seen(x).expect("read")).collect();
@@ -494,12 +514,20 @@ fn per_sid_marks_of_earlier_versions_move_into_buckets_once() {
 fn prune_never_makes_a_pending_mark_durable_early() {
     let (_d, s) = store();
     let sids = same_bucket_sids(2);
-    s.admit_processed(&sids[0], 1, &Effects::default())
-        .expect("old mark");
+    s.admit_processed(
+        s.seen(sids[0].as_bytes()).expect("read"),
+        1,
+        &Effects::default(),
+    )
+    .expect("old mark");
     // A writer round: a new mark in the same bucket is pending when the prune runs.
     area::pending_begin();
-    s.admit_processed(&sids[1], 1_000_000, &Effects::default())
-        .expect("new mark, pending");
+    s.admit_processed(
+        s.seen(sids[1].as_bytes()).expect("read"),
+        1_000_000,
+        &Effects::default(),
+    )
+    .expect("new mark, pending");
     assert_eq!(
         s.prune_seen(1_000_010, 100).expect("prune"),
         0,
@@ -541,8 +569,12 @@ fn a_corrupt_bucket_keeps_what_it_can_and_its_raw_bytes() {
         "the mark before the bad point"
     );
     assert!(!s.is_seen(&sids[1]).expect("read"), "cut off");
-    s.admit_processed(&sids[2], 6, &Effects::default())
-        .expect("a mark into the corrupt bucket");
+    s.admit_processed(
+        s.seen(sids[2].as_bytes()).expect("read"),
+        6,
+        &Effects::default(),
+    )
+    .expect("a mark into the corrupt bucket");
     assert!(s.is_seen(&sids[0]).expect("read") && s.is_seen(&sids[2]).expect("read"));
     let stored = s.dedupe.get(n).expect("read").expect("bucket");
     assert_eq!(dedupe::entries(&stored).expect("decodes now").len(), 2);
@@ -552,4 +584,24 @@ fn a_corrupt_bucket_keeps_what_it_can_and_its_raw_bytes() {
         .expect("read")
         .expect("quarantined");
     assert_eq!(kept.to_vec(), cut, "the raw bytes are kept");
+}
+
+#[test]
+fn a_mark_written_from_an_older_read_keeps_what_the_round_added_since() {
+    let (_d, s) = store();
+    let sids = same_bucket_sids(2);
+    area::pending_begin();
+    let seen = s.seen(sids[0].as_bytes()).expect("read");
+    // The same bucket changes in the round between the read and the write.
+    s.admit_rejected(&RejectedRecord {
+        sid: sids[1].clone(),
+        account: "default".into(),
+        reason: "test".into(),
+        received_at_ms: 1,
+    })
+    .expect("other mark");
+    s.admit_processed(seen, 2, &Effects::default())
+        .expect("mark from the older read");
+    s.apply_now(area::pending_take()).expect("apply");
+    assert!(s.is_seen(&sids[0]).expect("read") && s.is_seen(&sids[1]).expect("read"));
 }

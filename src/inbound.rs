@@ -159,9 +159,15 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
 /// number, so agents and their logs learn nothing from it).
 pub fn new_conversation_id() -> String {
     use rand::Rng;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 12] = rand::thread_rng().gen();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("c-{hex}")
+    let mut id = String::with_capacity(2 + 24);
+    id.push_str("c-");
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// Decides what one admitted message does, as the set of store changes to apply.
@@ -317,6 +323,20 @@ pub fn effects_for(
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn conversation_ids_are_c_dash_24_lowercase_hex_and_fresh() {
+        let a = new_conversation_id();
+        assert_eq!(a.len(), 26, "{a}");
+        assert!(a.starts_with("c-"), "{a}");
+        assert!(
+            a[2..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{a}"
+        );
+        assert_ne!(a, new_conversation_id());
+    }
 
     fn config(extra: &str) -> (tempfile::TempDir, Config, Store) {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -178,7 +178,7 @@ def main():
         "fsync": load(os.path.join(work, "fsync.json")),
         "startup": load(os.path.join(work, "startup.json")),
         "startup_grown": load(os.path.join(work, "startup-grown.json")),
-        "scenarios": {n: scenario(work, n, conns) for n in ("bare", "smsgate", "grown")},
+        "scenarios": {n: scenario(work, n, conns) for n in ("bare", "floor", "smsgate", "grown")},
     }
     sc = res["scenarios"]
 
@@ -218,10 +218,22 @@ def main():
         for c in conns
         if cpu("smsgate", c) and cpu("bare", c)
     }
+    # The floor (examples/sled_floor.rs: bare hyper plus one webhook's sled work, none of
+    # smsgate's own) against bare hyper: what sled and hyper alone cost, in the same run.
+    res["cpu_ratio_floor_to_bare"] = {
+        str(c): round(cpu("floor", c) / cpu("bare", c), 2)
+        for c in conns
+        if cpu("floor", c) and cpu("bare", c)
+    }
     for c in conns:
         r = res["cpu_ratio_smsgate_to_bare"].get(str(c))
         target(f"CPU per webhook <= 6x bare hyper's per request at {c} conns",
                None if r is None else r <= 6, None if r is None else f"{r:.1f}x")
+    for c in conns:
+        r = res["cpu_ratio_floor_to_bare"].get(str(c))
+        if r is not None:
+            target(f"floor (bare hyper + sled only): CPU per webhook vs bare hyper at {c} conns",
+                   None, f"{r:.1f}x")
     try:
         run64 = sc["smsgate"]["runs"]["64"]
         target("p99 <= 10 ms at 64 conns", run64["p99_ms"] <= 10, f"{run64['p99_ms']:.2f} ms")
@@ -262,12 +274,13 @@ def main():
 
     # ---- the table ---------------------------------------------------------------
     p = print
-    p("| scenario | conns | req/s | p50 | p99 | errors | smsgate/bare | server CPU | CPU per request | other load on server CPU | webhooks per fsync | disk written per webhook |")
+    p("| scenario | conns | req/s | p50 | p99 | errors | req/s vs bare | server CPU | CPU per request | other load on server CPU | webhooks per fsync | disk written per webhook |")
     p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    label = {"bare": "bare hyper", "smsgate": "smsgate (empty store)",
+    label = {"bare": "bare hyper", "floor": "floor: bare hyper + sled only",
+             "smsgate": "smsgate (empty store)",
              "grown": "smsgate, grown store ({:,} SIDs, {:,} senders)".format(
                  int(params.get("prefill_sids", 0)), int(params.get("prefill_senders", 0)))}
-    for name in ("bare", "smsgate", "grown"):
+    for name in ("bare", "floor", "smsgate", "grown"):
         s = sc.get(name)
         if not s:
             continue
@@ -276,8 +289,8 @@ def main():
             if not r:
                 continue
             ratio = ""
-            if name == "smsgate":
-                ratio = fmt(res["ratio_smsgate_to_bare"].get(str(c)), "{:.1%}")
+            if name in ("smsgate", "floor") and rps("bare", c):
+                ratio = fmt(r["rps"] / rps("bare", c), "{:.1%}")
             elif name == "grown":
                 g = res["ratio_grown_to_empty"].get(str(c))
                 ratio = f"({fmt(g, '{:.0%}')} of empty)"
@@ -341,6 +354,10 @@ def main():
             p(f"- {n}")
     p()
     p(f"raw numbers: {out_path}")
+    floor = res["cpu_ratio_floor_to_bare"]
+    if floor:
+        c = str(max(int(k) for k in floor))
+        p(f"floor-per-webhook-ratio: {floor[c]:.1f} (bare hyper + sled only, no smsgate)")
     ratios = res["cpu_ratio_smsgate_to_bare"]
     if ratios:
         c = str(max(int(k) for k in ratios))

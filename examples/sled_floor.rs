@@ -1,0 +1,166 @@
+//! Benchmark floor: bare hyper plus the sled work one webhook costs smsgate, and
+//! nothing else. The HTTP side is `bare_hyper`'s; each request's body goes to one
+//! writer thread, which does what smsgate's store writer does for a message on the
+//! benchmark's load (every message from a new sender), collected over all the requests
+//! waiting: two reads (the SID's dedupe bucket, the sender's conversation), three
+//! inserts (the bucket rewritten with one more mark, the inbox entry, the new
+//! conversation id) and, one round later, the agent's ack (the inbox entry's removal);
+//! one `apply_batch` and one flush a round, then every request of the round is answered
+//! 200. Same sled configuration and key layout as `src/store` (one tree, a one-byte
+//! area prefix, 65,536 dedupe buckets).
+//!
+//! No signature check, no form parsing, no access decision, no agent socket, no log
+//! line: so `bench/run` can show, in the same run, how much of smsgate's CPU per
+//! webhook sled and hyper take by themselves, and how much is smsgate's own.
+//!
+//! `cargo run --release --example sled_floor -- PORT DIR` (PORT 0: any free port; DIR
+//! on a real disk, emptied first). Prints `listening on 127.0.0.1:PORT` once bound.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::sync::oneshot;
+
+const TWIML_EMPTY: &[u8] = b"<Response></Response>";
+/// Requests applied under one fsync at most, as the store writer's `MAX_BATCH`.
+const MAX_BATCH: usize = 4096;
+
+type Job = (Bytes, oneshot::Sender<bool>);
+
+/// FNV-1a: stands in for the SID's bucket hash (`src/store/dedupe.rs`).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Result<()> {
+    let mut acks: Vec<[u8; 9]> = Vec::new();
+    let mut n = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut batch = sled::Batch::default();
+        // The agent acked the previous round's messages: their inbox entries go.
+        for k in acks.drain(..) {
+            batch.remove(&k[..]);
+        }
+        for (body, _) in &jobs {
+            n += 1;
+            let h = fnv(body);
+            let sid = format!("SM{h:032x}");
+            let number = format!("+1555{:07}", h % 10_000_000);
+            let bucket_key = [b'S', (h >> 8) as u8, h as u8];
+            let conversation_key = format!("cdefault\0{number}");
+            let mut bucket = tree
+                .get(bucket_key)?
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            let _ = tree.get(conversation_key.as_bytes())?;
+            // One more mark: u16 length, SID, u16 length, time + reply route.
+            let mut mark = n.to_be_bytes().to_vec();
+            mark.extend_from_slice(format!("default\0{number}").as_bytes());
+            bucket.extend_from_slice(&(sid.len() as u16).to_be_bytes());
+            bucket.extend_from_slice(sid.as_bytes());
+            bucket.extend_from_slice(&(mark.len() as u16).to_be_bytes());
+            bucket.extend_from_slice(&mark);
+            batch.insert(&bucket_key[..], bucket);
+            let mut inbox = [b'i'; 9];
+            inbox[1..].copy_from_slice(&n.to_be_bytes());
+            // The inbox entry: the message for the agent, about as long as its JSON.
+            batch.insert(&inbox[..], &body[..body.len().min(320)]);
+            batch.insert(
+                conversation_key.as_bytes(),
+                format!("c-{:024x}", n).as_bytes(),
+            );
+            acks.push(inbox);
+        }
+        let ok = tree.apply_batch(batch).and_then(|()| db.flush()).is_ok();
+        for (_, done) in jobs {
+            let _ = done.send(ok);
+        }
+    }
+    Ok(())
+}
+
+async fn answer(
+    tx: mpsc::Sender<Job>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (done, wait) = oneshot::channel();
+    let stored = tx.send((body, done)).is_ok() && wait.await.unwrap_or(false);
+    let mut r = Response::new(Full::new(Bytes::from_static(TWIML_EMPTY)));
+    if !stored {
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/xml"),
+    );
+    Ok(r)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args.next().unwrap_or_default().parse().unwrap_or(0);
+    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "sled-floor".into()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // As the store opens it (src/store/mod.rs).
+    let db = sled::Config::new()
+        .path(&dir)
+        .cache_capacity(16 * 1024 * 1024)
+        .flush_every_ms(Some(1000))
+        .open()?;
+    let tree = db.open_tree("data")?;
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            if let Err(e) = writer(db, tree, rx) {
+                eprintln!("writer: {e}");
+            }
+        })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        println!("listening on {}", listener.local_addr()?);
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            let _ = stream.set_nodelay(true);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |req| answer(tx.clone(), req)),
+                    )
+                    .await;
+            });
+        }
+    })
+}

@@ -2,7 +2,7 @@
 //! pings, sent as datagrams to `$NOTIFY_SOCKET`. Nothing happens when it is unset.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends one notification; errors are logged, never fatal.
 pub fn notify(state: &str) {
@@ -39,4 +39,58 @@ pub fn watchdog_interval() -> Option<Duration> {
         }
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// How much more time one `EXTEND_TIMEOUT_USEC` asks for.
+const EXTEND_BY: Duration = Duration::from_secs(30);
+/// How often a long start step asks: well within [`EXTEND_BY`].
+const EXTEND_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps systemd's start timeout (`TimeoutStartSec=`, 90 s by default) from running out
+/// during a long step before READY (moving a big store to a new layout): each
+/// [`StartKeepalive::tick`] asks for [`EXTEND_BY`] more, at most every [`EXTEND_EVERY`].
+/// Without it a start that takes longer is killed and restarted, and never finishes.
+#[derive(Debug, Default)]
+pub struct StartKeepalive {
+    last: Option<Instant>,
+}
+
+impl StartKeepalive {
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if extend_due(self.last, now) {
+            self.last = Some(now);
+            notify(&format!("EXTEND_TIMEOUT_USEC={}", EXTEND_BY.as_micros()));
+        }
+    }
+}
+
+/// Whether to ask again: the first time, then once [`EXTEND_EVERY`] has passed.
+fn extend_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= EXTEND_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_first_then_every_five_seconds() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let cases = [
+            (None, t, true),
+            (Some(t), t, false),
+            (Some(t), t + s(4), false),
+            (Some(t), t + s(5), true),
+            (Some(t + s(9)), t, false),
+        ];
+        for (last, now, want) in cases {
+            assert_eq!(extend_due(last, now), want, "{last:?} {now:?}");
+        }
+        assert!(
+            EXTEND_EVERY * 3 < EXTEND_BY,
+            "several chances before it runs out"
+        );
+    }
 }

@@ -27,6 +27,8 @@ impl Seen {
 
 /// Buckets rewritten per `apply_batch` by the prune and the migration: bounds memory.
 const BUCKETS_PER_BATCH: usize = 1_000;
+/// The migration reports progress at least this often (marks read or removed).
+const PROGRESS_EVERY: usize = 10_000;
 
 impl Store {
     /// Whether a message SID was admitted (or rejected) before.
@@ -111,18 +113,34 @@ impl Store {
     /// idempotent, and the next open redoes the passes and removes what is left. (A
     /// million marks take ~32 s here, within systemd's 90 s start timeout.)
     pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
+        let mut keepalive = crate::systemd::StartKeepalive::default();
+        self.migrate_seen_marks_with(&mut || keepalive.tick())
+    }
+
+    /// [`Store::migrate_seen_marks`], calling `progress` at least every
+    /// [`PROGRESS_EVERY`] marks read or removed (so systemd's start timeout is extended
+    /// while it runs: ~30 s a million marks here, against its 90 s default).
+    pub(crate) fn migrate_seen_marks_with(
+        &self,
+        progress: &mut dyn FnMut(),
+    ) -> Result<(), StoreError> {
         const PASSES: u8 = 4;
         let h = handles(&self.cell)?;
         let legacy = [Tag::Seen as u8];
         if h.data.scan_prefix(legacy).next().is_none() {
             return Ok(());
         }
+        tracing::info!("moving the dedupe marks into buckets (once, after an upgrade; about 30 s a million marks)");
         let started = std::time::Instant::now();
         let mut moved = 0usize;
         for pass in 0..PASSES {
+            progress();
             let mut marks: std::collections::BTreeMap<[u8; 2], Vec<(sled::IVec, sled::IVec)>> =
                 Default::default();
-            for item in h.data.scan_prefix(legacy) {
+            for (i, item) in h.data.scan_prefix(legacy).enumerate() {
+                if i % PROGRESS_EVERY == 0 {
+                    progress();
+                }
                 let (k, v) = item?;
                 let n = bucket_of(&k[1..]);
                 if n[0] / (u8::MAX / PASSES + 1) == pass {
@@ -150,6 +168,7 @@ impl Store {
                 b.insert(full, bucket);
                 in_batch += 1;
                 if in_batch % BUCKETS_PER_BATCH == 0 {
+                    progress();
                     h.data.apply_batch(std::mem::take(&mut b))?;
                 }
             }
@@ -160,11 +179,12 @@ impl Store {
         // each pass's keys after that pass, to resume a killed start pass by pass, took
         // 650–830 MiB at a million marks against 180 MiB this way.)
         loop {
+            progress();
             let keys: Vec<sled::IVec> = h
                 .data
                 .scan_prefix(legacy)
                 .keys()
-                .take(10_000)
+                .take(PROGRESS_EVERY)
                 .collect::<Result<_, _>>()?;
             if keys.is_empty() {
                 break;

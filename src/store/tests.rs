@@ -13,6 +13,21 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
+/// Opens the store at `state` again after this process dropped it. sled lets go of its
+/// file lock only when its IO threads have dropped their handles too, a moment after
+/// the last `Db` goes; until then `open` says `Locked`. Waits for that (at most 10 s).
+fn reopen(state: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(state) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.expect("the store opens again"),
+        }
+    }
+}
+
 fn msg(id: &str) -> AgentMessage {
     AgentMessage {
         id: id.into(),
@@ -153,11 +168,11 @@ fn the_layout_of_earlier_versions_is_migrated() {
             .expect("insert");
         db.flush().expect("flush");
     }
-    let s = Store::open(&state).expect("opens and migrates");
+    let s = reopen(&state);
     assert!(s.is_seen("SMold").expect("read"));
     assert_eq!(s.inbox().expect("inbox")[0].0, 3);
     drop(s);
-    let s = Store::open(&state).expect("opens again");
+    let s = reopen(&state);
     assert_eq!(s.inbox().expect("inbox").len(), 1, "migrated once");
 }
 
@@ -490,7 +505,7 @@ fn per_sid_marks_of_earlier_versions_move_into_buckets_once() {
         s.apply_now(b).expect("write legacy");
         assert_eq!(legacy.len(), sids.len() + 2);
     }
-    let s = Store::open(&state).expect("opens and migrates");
+    let s = reopen(&state);
     let legacy = area::Area {
         cell: s.dedupe.cell.clone(),
         tag: area::Tag::Seen,
@@ -504,10 +519,35 @@ fn per_sid_marks_of_earlier_versions_move_into_buckets_once() {
         StatusUpdate::Duplicate
     );
     drop((legacy, s));
-    let s = Store::open(&state).expect("opens again");
+    let s = reopen(&state);
     assert!(s.is_seen(&sids[0]).expect("read"));
     // 2,500 SIDs in 65,536 buckets: at most one key each, no more.
     assert!(s.dedupe.len() <= sids.len() + 2);
+}
+
+#[test]
+fn the_migration_reports_progress_as_it_goes() {
+    let (_d, s) = store();
+    let mut calls = 0;
+    s.migrate_seen_marks_with(&mut || calls += 1)
+        .expect("nothing to move");
+    assert_eq!(calls, 0, "no old marks: no work, no progress");
+    let legacy = area::Area {
+        cell: s.dedupe.cell.clone(),
+        tag: area::Tag::Seen,
+    };
+    let mut b = Batch::new();
+    for i in 0..25_000 {
+        b.insert(&legacy, format!("SM{i:032x}"), area::seen_value(7, None));
+    }
+    s.apply_now(b).expect("write legacy");
+    s.migrate_seen_marks_with(&mut || calls += 1)
+        .expect("moves");
+    // Four passes, each reading 25,000 marks (progress every 10,000), then removal in
+    // chunks of 10,000: a start this long keeps asking systemd for more time.
+    assert!(calls >= 4 * 3 + 3, "{calls} progress calls");
+    assert_eq!(legacy.len(), 0);
+    assert!(s.is_seen(&format!("SM{:032x}", 24_999)).expect("read"));
 }
 
 #[test]

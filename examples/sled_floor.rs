@@ -11,14 +11,19 @@
 //!
 //! No signature check, no form parsing, no access decision, no agent socket, no log
 //! line: so `bench/run` can show, in the same run, how much of smsgate's CPU per
-//! webhook sled and hyper take by themselves, and how much is smsgate's own.
+//! webhook sled with a group-commit writer (its thread hand-offs and fsyncs included)
+//! and hyper take by themselves, and how much is smsgate's own. `GET /metrics` gives
+//! the rounds (fsyncs) and requests answered under smsgate's metric names, so the
+//! report shows its webhooks per fsync next to smsgate's.
 //!
 //! `cargo run --release --example sled_floor -- PORT DIR` (PORT 0: any free port; DIR
-//! on a real disk, emptied first). Prints `listening on 127.0.0.1:PORT` once bound.
+//! on a real disk, must not exist: it is created). Prints `listening on
+//! 127.0.0.1:PORT` once bound.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -42,7 +47,31 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Result<()> {
+/// Rounds (each one `apply_batch` and one flush) and requests answered 200.
+#[derive(Default)]
+struct Counts {
+    rounds: AtomicU64,
+    stored: AtomicU64,
+}
+
+/// The SID in a form body (`MessageSid=...`), or the whole body if it has none.
+fn sid_of(body: &[u8]) -> &[u8] {
+    const NAME: &[u8] = b"MessageSid=";
+    body.windows(NAME.len())
+        .position(|w| w == NAME)
+        .map(|i| {
+            let rest = &body[i + NAME.len()..];
+            &rest[..rest.iter().position(|&b| b == b'&').unwrap_or(rest.len())]
+        })
+        .unwrap_or(body)
+}
+
+fn writer(
+    db: sled::Db,
+    tree: sled::Tree,
+    rx: mpsc::Receiver<Job>,
+    counts: Arc<Counts>,
+) -> sled::Result<()> {
     let mut acks: Vec<[u8; 9]> = Vec::new();
     let mut n = 0u64;
     while let Ok(first) = rx.recv() {
@@ -60,8 +89,8 @@ fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Resu
         }
         for (body, _) in &jobs {
             n += 1;
-            let h = fnv(body);
-            let sid = format!("SM{h:032x}");
+            let sid = sid_of(body);
+            let h = fnv(sid);
             let number = format!("+1555{:07}", h % 10_000_000);
             let bucket_key = [b'S', (h >> 8) as u8, h as u8];
             let conversation_key = format!("cdefault\0{number}");
@@ -74,14 +103,15 @@ fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Resu
             let mut mark = n.to_be_bytes().to_vec();
             mark.extend_from_slice(format!("default\0{number}").as_bytes());
             bucket.extend_from_slice(&(sid.len() as u16).to_be_bytes());
-            bucket.extend_from_slice(sid.as_bytes());
+            bucket.extend_from_slice(sid);
             bucket.extend_from_slice(&(mark.len() as u16).to_be_bytes());
             bucket.extend_from_slice(&mark);
             batch.insert(&bucket_key[..], bucket);
             let mut inbox = [b'i'; 9];
             inbox[1..].copy_from_slice(&n.to_be_bytes());
-            // The inbox entry: the message for the agent, about as long as its JSON.
-            batch.insert(&inbox[..], &body[..body.len().min(320)]);
+            // The inbox entry: the message for the agent, as long as its JSON on this
+            // load (~268 bytes).
+            batch.insert(&inbox[..], &body[..body.len().min(268)]);
             batch.insert(
                 conversation_key.as_bytes(),
                 format!("c-{:024x}", n).as_bytes(),
@@ -89,6 +119,12 @@ fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Resu
             acks.push(inbox);
         }
         let ok = tree.apply_batch(batch).and_then(|()| db.flush()).is_ok();
+        counts.rounds.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            counts
+                .stored
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        }
         for (_, done) in jobs {
             let _ = done.send(ok);
         }
@@ -98,8 +134,18 @@ fn writer(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Job>) -> sled::Resu
 
 async fn answer(
     tx: mpsc::Sender<Job>,
+    counts: Arc<Counts>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/metrics" {
+        // smsgate's names, so bench/lib/report.py reads them as it does smsgate's.
+        let text = format!(
+            "smsgate_webhooks_total{{status=\"200\"}} {}\nsmsgate_store_flush_seconds_count {}\n",
+            counts.stored.load(Ordering::Relaxed),
+            counts.rounds.load(Ordering::Relaxed)
+        );
+        return Ok(Response::new(Full::new(Bytes::from(text))));
+    }
     let body = req
         .into_body()
         .collect()
@@ -122,8 +168,12 @@ async fn answer(
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().unwrap_or_default().parse().unwrap_or(0);
-    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "sled-floor".into()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let Some(dir) = args.next().map(std::path::PathBuf::from) else {
+        anyhow::bail!("usage: sled_floor PORT DIR (DIR must not exist)");
+    };
+    // Never anything that is there already (it could be a real store).
+    std::fs::create_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (give a new path)", dir.display()))?;
     // As the store opens it (src/store/mod.rs).
     let db = sled::Config::new()
         .path(&dir)
@@ -132,10 +182,12 @@ fn main() -> anyhow::Result<()> {
         .open()?;
     let tree = db.open_tree("data")?;
     let (tx, rx) = mpsc::channel::<Job>();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            if let Err(e) = writer(db, tree, rx) {
+            if let Err(e) = writer(db, tree, rx, c) {
                 eprintln!("writer: {e}");
             }
         })?;
@@ -152,12 +204,12 @@ fn main() -> anyhow::Result<()> {
                 Err(_) => continue,
             };
             let _ = stream.set_nodelay(true);
-            let tx = tx.clone();
+            let (tx, counts) = (tx.clone(), counts.clone());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(
                         TokioIo::new(stream),
-                        service_fn(move |req| answer(tx.clone(), req)),
+                        service_fn(move |req| answer(tx.clone(), counts.clone(), req)),
                     )
                     .await;
             });

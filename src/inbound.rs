@@ -159,15 +159,20 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
 /// number, so agents and their logs learn nothing from it).
 pub fn new_conversation_id() -> String {
     use rand::Rng;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 12] = rand::thread_rng().gen();
     let mut id = String::with_capacity(2 + 24);
     id.push_str("c-");
-    for b in bytes {
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    push_hex(&mut id, &bytes);
     id
+}
+
+/// Appends `bytes` as lowercase hex (two digits a byte, high nibble first).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 /// Decides what one admitted message does, as the set of store changes to apply.
@@ -336,6 +341,9 @@ mod tests {
             "{a}"
         );
         assert_ne!(a, new_conversation_id());
+        let mut hex = String::new();
+        push_hex(&mut hex, &[0x00, 0x01, 0xab, 0x9f, 0xff]);
+        assert_eq!(hex, "0001ab9fff");
     }
 
     fn config(extra: &str) -> (tempfile::TempDir, Config, Store) {

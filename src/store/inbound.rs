@@ -111,7 +111,8 @@ impl Store {
     /// are flushed, the old keys are removed. A crash or a kill midway loses nothing: a
     /// mark is findable in its bucket once that is written, setting it again is
     /// idempotent, and the next open redoes the passes and removes what is left. (A
-    /// million marks take ~32 s here, within systemd's 90 s start timeout.)
+    /// million marks take ~30 s here; systemd's start timeout, 90 s by default, is
+    /// extended as it goes.)
     pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
         let mut keepalive = crate::systemd::StartKeepalive::default();
         self.migrate_seen_marks_with(&mut || keepalive.tick())

@@ -111,7 +111,7 @@ impl Store {
     /// are flushed, the old keys are removed. A crash or a kill midway loses nothing: a
     /// mark is findable in its bucket once that is written, setting it again is
     /// idempotent, and the next open redoes the passes and removes what is left. (A
-    /// million marks take ~30 s here; systemd's start timeout, 90 s by default, is
+    /// million marks take 30–40 s here; systemd's start timeout, 90 s by default, is
     /// extended as it goes.)
     pub(crate) fn migrate_seen_marks(&self) -> Result<(), StoreError> {
         let mut keepalive = crate::systemd::StartKeepalive::default();
@@ -120,7 +120,7 @@ impl Store {
 
     /// [`Store::migrate_seen_marks`], calling `progress` at least every
     /// [`PROGRESS_EVERY`] marks read or removed (so systemd's start timeout is extended
-    /// while it runs: ~30 s a million marks here, against its 90 s default).
+    /// while it runs: 30–40 s a million marks here, against its 90 s default).
     pub(crate) fn migrate_seen_marks_with(
         &self,
         progress: &mut dyn FnMut(),
@@ -131,7 +131,7 @@ impl Store {
         if h.data.scan_prefix(legacy).next().is_none() {
             return Ok(());
         }
-        tracing::info!("moving the dedupe marks into buckets (once, after an upgrade; about 30 s a million marks)");
+        tracing::info!("moving the dedupe marks into buckets (once, after an upgrade; 30-40 s a million marks)");
         let started = std::time::Instant::now();
         let mut moved = 0usize;
         for pass in 0..PASSES {

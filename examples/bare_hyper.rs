@@ -7,28 +7,19 @@
 //! Prints `listening on 127.0.0.1:PORT` once bound. Same runtime flavour as the daemon
 //! (multi_thread, one worker per CPU it may run on: pin it with `taskset -c 0`).
 
+#[path = "common/http.rs"]
+mod http;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{header, Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-
-const TWIML_EMPTY: &[u8] = b"<Response></Response>";
+use hyper::{Request, Response, StatusCode};
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    // Read the body like smsgate does (it has to, to check the signature).
-    let _ = req.into_body().collect().await;
-    let mut r = Response::new(Full::new(Bytes::from_static(TWIML_EMPTY)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/xml"),
-    );
-    Ok(r)
+    let _ = http::read_body(req).await;
+    Ok(http::twiml(StatusCode::OK))
 }
 
 fn main() -> std::io::Result<()> {
@@ -36,24 +27,5 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .map(|p| p.parse().expect("PORT must be a number"))
         .unwrap_or(0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        println!("listening on {}", listener.local_addr()?);
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(x) => x,
-                Err(_) => continue,
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
-                    .await;
-            });
-        }
-    })
+    http::serve(port, answer)
 }

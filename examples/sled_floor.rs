@@ -1,13 +1,14 @@
 //! Benchmark floor: bare hyper plus the sled work one webhook costs smsgate, and
-//! nothing else. The HTTP side is `bare_hyper`'s; each request's body goes to one
+//! nothing else. The HTTP side is `bare_hyper`'s (`examples/common/http.rs`); each request's body goes to one
 //! writer thread, which does what smsgate's store writer does for a message on the
 //! benchmark's load (every message from a new sender), collected over all the requests
 //! waiting: two reads (the SID's dedupe bucket, the sender's conversation), three
 //! inserts (the bucket rewritten with one more mark, the inbox entry, the new
 //! conversation id) and, one round later, the agent's ack (the inbox entry's removal);
 //! one `apply_batch` and one flush a round, then every request of the round is answered
-//! 200. Same sled configuration and key layout as `src/store` (one tree, a one-byte
-//! area prefix, 65,536 dedupe buckets).
+//! 200. The store's sled configuration (`smsgate::store::sled_config`), bucket hash
+//! and codec (`smsgate::store::dedupe`) and key layout (one tree, a one-byte area
+//! prefix).
 //!
 //! No signature check, no form parsing, no access decision, no agent socket, no log
 //! line: so `bench/run` can show, in the same run, how much of smsgate's CPU per
@@ -20,32 +21,24 @@
 //! on a real disk, must not exist: it is created). Prints `listening on
 //! 127.0.0.1:PORT` once bound.
 
+#[path = "common/http.rs"]
+mod http;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{header, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::{Request, Response, StatusCode};
+use smsgate::store::dedupe;
 use tokio::sync::oneshot;
 
-const TWIML_EMPTY: &[u8] = b"<Response></Response>";
 /// Requests applied under one fsync at most, as the store writer's `MAX_BATCH`.
 const MAX_BATCH: usize = 4096;
 
 type Job = (Bytes, oneshot::Sender<bool>);
-
-/// FNV-1a: stands in for the SID's bucket hash (`src/store/dedupe.rs`).
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
 
 /// Rounds (each one `apply_batch` and one flush) and requests answered 200.
 #[derive(Default)]
@@ -90,23 +83,20 @@ fn writer(
         for (body, _) in &jobs {
             n += 1;
             let sid = sid_of(body);
-            let h = fnv(sid);
-            let number = format!("+1555{:07}", h % 10_000_000);
-            let bucket_key = [b'S', (h >> 8) as u8, h as u8];
+            let number = format!("+1555{:07}", n % 10_000_000);
+            // The store's own bucket hash and codec (`src/store/dedupe.rs`), under the
+            // dedupe area's tag.
+            let [hi, lo] = dedupe::bucket_of(sid);
+            let bucket_key = [b'S', hi, lo];
             let conversation_key = format!("cdefault\0{number}");
-            let mut bucket = tree
-                .get(bucket_key)?
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
+            let bucket = tree.get(bucket_key)?.unwrap_or_default();
             let _ = tree.get(conversation_key.as_bytes())?;
-            // One more mark: u16 length, SID, u16 length, time + reply route.
+            // The mark's value: the time, then the reply route.
             let mut mark = n.to_be_bytes().to_vec();
             mark.extend_from_slice(format!("default\0{number}").as_bytes());
-            bucket.extend_from_slice(&(sid.len() as u16).to_be_bytes());
-            bucket.extend_from_slice(sid);
-            bucket.extend_from_slice(&(mark.len() as u16).to_be_bytes());
-            bucket.extend_from_slice(&mark);
-            batch.insert(&bucket_key[..], bucket);
+            if let Ok(bucket) = dedupe::with(&bucket, sid, &mark) {
+                batch.insert(&bucket_key[..], bucket);
+            }
             let mut inbox = [b'i'; 9];
             inbox[1..].copy_from_slice(&n.to_be_bytes());
             // The inbox entry: the message for the agent, as long as its JSON on this
@@ -146,23 +136,14 @@ async fn answer(
         );
         return Ok(Response::new(Full::new(Bytes::from(text))));
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = http::read_body(req).await;
     let (done, wait) = oneshot::channel();
     let stored = tx.send((body, done)).is_ok() && wait.await.unwrap_or(false);
-    let mut r = Response::new(Full::new(Bytes::from_static(TWIML_EMPTY)));
-    if !stored {
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    }
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/xml"),
-    );
-    Ok(r)
+    Ok(http::twiml(if stored {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,12 +155,7 @@ fn main() -> anyhow::Result<()> {
     // Never anything that is there already (it could be a real store).
     std::fs::create_dir(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (give a new path)", dir.display()))?;
-    // As the store opens it (src/store/mod.rs).
-    let db = sled::Config::new()
-        .path(&dir)
-        .cache_capacity(16 * 1024 * 1024)
-        .flush_every_ms(Some(1000))
-        .open()?;
+    let db = smsgate::store::sled_config(&dir).open()?;
     let tree = db.open_tree("data")?;
     let (tx, rx) = mpsc::channel::<Job>();
     let counts = Arc::new(Counts::default());
@@ -191,28 +167,6 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("writer: {e}");
             }
         })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        println!("listening on {}", listener.local_addr()?);
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(x) => x,
-                Err(_) => continue,
-            };
-            let _ = stream.set_nodelay(true);
-            let (tx, counts) = (tx.clone(), counts.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| answer(tx.clone(), counts.clone(), req)),
-                    )
-                    .await;
-            });
-        }
-    })
+    http::serve(port, move |req| answer(tx.clone(), counts.clone(), req))?;
+    Ok(())
 }

@@ -35,11 +35,7 @@ fn rss() -> String {
 }
 
 fn config(dir: &std::path::Path) -> sled::Config {
-    // As the store opens it (src/store/mod.rs).
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(16 * 1024 * 1024)
-        .flush_every_ms(Some(1000))
+    smsgate::store::sled_config(dir)
 }
 
 fn batches(dir: &std::path::Path) -> anyhow::Result<()> {

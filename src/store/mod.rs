@@ -322,36 +322,39 @@ impl Store {
     }
 }
 
-/// Opens sled at `path`, mapping its errors to ones that say what to do.
-fn open_db(path: &Path, state_dir: &Path, owner: u32) -> Result<Handles, StoreError> {
-    let db = sled::Config::new()
+/// How the store configures sled at `path` (public for the benchmarks in `examples/`,
+/// which must measure sled exactly as the daemon runs it).
+pub fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
         .path(path)
         .cache_capacity(16 * 1024 * 1024)
         .flush_every_ms(Some(1000))
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StoreError::Locked {
-                    path: path.to_path_buf(),
-                }
-            }
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                wrong_owner(state_dir, owner)
-            }
-            sled::Error::Corruption { .. }
-            | sled::Error::ReportableBug(_)
-            | sled::Error::Unsupported(_) => StoreError::Corrupt {
+}
+
+/// Opens sled at `path`, mapping its errors to ones that say what to do.
+fn open_db(path: &Path, state_dir: &Path, owner: u32) -> Result<Handles, StoreError> {
+    let db = sled_config(path).open().map_err(|e| match e {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked {
                 path: path.to_path_buf(),
-                message: e.to_string(),
-            },
-            other => StoreError::Open {
-                path: state_dir.to_path_buf(),
-                message: other.to_string(),
-            },
-        })?;
+            }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            wrong_owner(state_dir, owner)
+        }
+        sled::Error::Corruption { .. }
+        | sled::Error::ReportableBug(_)
+        | sled::Error::Unsupported(_) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+        other => StoreError::Open {
+            path: state_dir.to_path_buf(),
+            message: other.to_string(),
+        },
+    })?;
     let data = db.open_tree("data")?;
     Ok(Handles { db, data })
 }

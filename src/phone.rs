@@ -22,8 +22,12 @@ pub struct PhoneError {
 pub fn strip_channel_prefix(input: &str) -> &str {
     let trimmed = input.trim();
     for prefix in ["twilio-sms:", "sms:"] {
-        if trimmed.len() >= prefix.len() && trimmed[..prefix.len()].eq_ignore_ascii_case(prefix) {
-            return trimmed[prefix.len()..].trim();
+        // `get`, not `[..]`: a multi-byte character across the prefix's length is not a
+        // char boundary, and slicing there panicked (found by the config fuzz target).
+        if let Some(head) = trimmed.get(..prefix.len()) {
+            if head.eq_ignore_ascii_case(prefix) {
+                return trimmed[prefix.len()..].trim();
+            }
         }
     }
     trimmed
@@ -132,6 +136,21 @@ pub fn redact_numbers_in(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multibyte_text_where_a_prefix_would_end_is_an_error_not_a_panic() {
+        for input in [
+            "smé+15551234567",
+            "twilio-smé",
+            "sm€",
+            "日本語の番号",
+            "sms:日本",
+        ] {
+            assert!(E164::parse(input).is_err(), "{input:?}");
+        }
+        assert_eq!(strip_channel_prefix("twilio-smé"), "twilio-smé");
+        assert_eq!(strip_channel_prefix("SMS: +1555"), "+1555");
+    }
 
     #[test]
     fn parse_table() {

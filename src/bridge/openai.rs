@@ -67,6 +67,9 @@ pub enum CallError {
     NotJson(String),
     #[error("the response has no choices[0].message.content")]
     NoChoices,
+    /// A 3xx: the conversation is not sent on to whatever host `Location` names.
+    #[error("HTTP {status}: a redirect to {target}, not followed (the bridge follows no redirects with a conversation or a key; check --base-url)")]
+    Redirect { status: u16, target: String },
 }
 
 impl CallError {
@@ -182,6 +185,9 @@ impl OpenAiBridge {
     pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
         state::ensure_dir(&opts.state_dir).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
+            // Each call carries the conversation (and the key): never sent on to the
+            // host a 3xx names (issue 20 item 2); a 3xx is a failed call.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -282,6 +288,16 @@ impl OpenAiBridge {
                 }
             })?;
             let status = resp.status();
+            if status.is_redirection() {
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok());
+                return Err(CallError::Redirect {
+                    status: status.as_u16(),
+                    target: crate::twilio::client::redirect_target(location, resp.url()),
+                });
+            }
             let retry_after = retry_after_header(resp.headers());
             if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
                 return Err(CallError::TooLarge);

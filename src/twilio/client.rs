@@ -160,6 +160,10 @@ pub struct HttpTwilio {
 impl HttpTwilio {
     pub fn new() -> Result<Self, String> {
         let http = reqwest::Client::builder()
+            // Every call carries the account's credentials and most a person's text:
+            // a 3xx is answered as an error (see [`redirect_error`]), never followed
+            // to whatever host `Location` names.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(request_timeout())
             .user_agent(concat!("smsgate/", env!("CARGO_PKG_VERSION")))
@@ -167,6 +171,50 @@ impl HttpTwilio {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self { http })
     }
+}
+
+/// The host (and port, when not the scheme's default) a redirect's `Location` points
+/// at, resolved against the URL that answered; `"(no Location)"` or `"(unreadable
+/// Location)"` when there is none to name. Only the host: the rest of the URL may
+/// carry whatever the redirecting server put in it.
+pub fn redirect_target(location: Option<&str>, from: &Url) -> String {
+    let Some(loc) = location else {
+        return "(no Location)".into();
+    };
+    match from.join(loc.trim()) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => "(no host in Location)".into(),
+        },
+        Err(_) => "(unreadable Location)".into(),
+    }
+}
+
+/// The error for a 3xx from `from`: redirects are not followed, on any call that
+/// carries a credential or a person's text (issue 20 item 2).
+pub fn redirect_error(status: u16, location: Option<&str>, from: &Url) -> ApiError {
+    ApiError {
+        http_status: status,
+        code: None,
+        message: format!(
+            "a redirect to {}, not followed (smsgate follows no redirects with credentials or a text; check apiBaseUrl/messagingApiBaseUrl, or what stands in front of Twilio)",
+            redirect_target(location, from)
+        ),
+        more_info: None,
+    }
+}
+
+/// The 3xx `resp` is, as an error, if it is one.
+fn redirected(resp: &reqwest::Response) -> Option<ApiError> {
+    let status = resp.status();
+    status.is_redirection().then(|| {
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        redirect_error(status.as_u16(), location, resp.url())
+    })
 }
 
 /// How long a Twilio request may take in all. `SMSGATE_TWILIO_TIMEOUT_MS` shortens it
@@ -311,6 +359,12 @@ impl MessagesApi for HttpTwilio {
                     ))))
                 }
             };
+            // Refused, not retried: the configured host sends us elsewhere, and asking
+            // again gets the same answer. Nothing was sent (the request went only to
+            // the configured host, which did not create a message).
+            if let Some(err) = redirected(&resp) {
+                return Err(SendError::Rejected(err));
+            }
             let status = resp.status();
             let retry_after = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
             let body = match resp.text().await {
@@ -488,6 +542,9 @@ impl HttpTwilio {
             .send()
             .await
             .map_err(|e| RestError::Unavailable(clean(e.to_string())))?;
+        if let Some(err) = redirected(&resp) {
+            return Err(RestError::Api(err));
+        }
         let status = resp.status();
         let skew = resp
             .headers()
@@ -558,6 +615,31 @@ mod tests {
         assert!(e.to_string().contains("error 21211"));
         let e = api_error(502, "<html>bad gateway</html>", &[&token]);
         assert_eq!(e.code, None);
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let from = Url::parse("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json")
+            .expect("url");
+        let cases = [
+            (Some("https://evil.example/x?To=+1555"), "evil.example"),
+            (Some("http://127.0.0.1:8080/steal"), "127.0.0.1:8080"),
+            (Some("/elsewhere"), "api.twilio.com"),
+            (Some("  https://evil.example:443/ "), "evil.example"),
+            (None, "(no Location)"),
+            (Some("http://[::1"), "(unreadable Location)"),
+        ];
+        for (loc, want) in cases {
+            assert_eq!(redirect_target(loc, &from), want, "{loc:?}");
+        }
+        let e = redirect_error(307, Some("http://127.0.0.1:9/x"), &from);
+        assert_eq!(e.http_status, 307);
+        let text = e.to_string();
+        assert!(
+            text.contains("307") && text.contains("127.0.0.1:9") && text.contains("not followed"),
+            "{text}"
+        );
+        assert!(!text.contains("/x"), "only the host: {text}");
     }
 
     #[test]

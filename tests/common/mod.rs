@@ -255,6 +255,55 @@ impl FakeTwilio {
     }
 }
 
+/// A server that answers every request with `307 Temporary Redirect` to
+/// `{target}{path and query}` (another host: what a hostile or misconfigured
+/// `apiBaseUrl` / `--base-url` does). Returns its base URL and how many requests it got.
+pub fn redirector(target: &str) -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0usize));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let (h, target) = (hits.clone(), target.trim_end_matches('/').to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (h, target) = (h.clone(), target.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (h, target) = (h.clone(), target.clone());
+                            async move {
+                                let to = format!(
+                                    "{target}{}",
+                                    req.uri().path_and_query().map_or("/", |p| p.as_str())
+                                );
+                                let _ = req.into_body().collect().await;
+                                *h.lock().unwrap() += 1;
+                                let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                                *resp.status_mut() = hyper::StatusCode::TEMPORARY_REDIRECT;
+                                resp.headers_mut().insert("location", to.parse().unwrap());
+                                Ok::<_, std::io::Error>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    (format!("http://{addr}"), hits)
+}
+
 /// The resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

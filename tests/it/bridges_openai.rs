@@ -432,6 +432,38 @@ async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
     assert_eq!(bridge.stop().code(), Some(0));
 }
 
+/// The model server answers 307 to another host (a second port): the conversation and
+/// the key are not sent on, the call fails naming the status and the host, and the
+/// message stays unacknowledged (issue 20 item 2).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_not_followed_and_the_message_stays_unacknowledged() {
+    let st = setup();
+    let elsewhere = StandIn::start();
+    let (redirecting, hits) = redirector(&format!("http://{}", elsewhere.addr));
+    let bridge = st.bridge(
+        &format!("{redirecting}/v1"),
+        &["--timeout", "2", "--coalesce", "0"],
+    );
+    text(&st.gw, A, "where does this go?").await;
+    let host = elsewhere.addr.to_string();
+    assert!(
+        bridge.wait_log(
+            &format!("a redirect to {host}, not followed"),
+            Duration::from_secs(20)
+        ),
+        "{}",
+        bridge.log()
+    );
+    assert!(bridge.log().contains("HTTP 307"), "{}", bridge.log());
+    assert!(bridge.log().contains("the message stays unacknowledged"));
+    assert!(*hits.lock().unwrap() >= 1);
+    assert!(elsewhere.calls().is_empty(), "{:?}", elsewhere.calls());
+    assert_eq!(st.gw.status(&st.t.config_path())["agentQueue"], 1);
+    assert!(st.twilio.sends_to(A).is_empty());
+    assert!(!bridge.log().contains(KEY));
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bursts_coalesce_and_long_replies_are_cut() {
     let st = setup();

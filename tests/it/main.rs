@@ -25,5 +25,6 @@ mod faults;
 mod fuzz_regressions;
 mod operations;
 mod outbound_limits;
+mod redirects;
 mod unknown_sends;
 mod webhook;

@@ -354,6 +354,11 @@ async fn prune(writer: Writer, mut stop: Shutdown) {
                 let now = now_ms();
                 st.prune_texted(now, crate::access::budget::DAY_MS)?;
                 st.prune_sent_log(now, crate::access::budget::DAY_MS)?;
+                // Delivery statuses 30 days after their last update (issue 20 item 10).
+                let statuses = st.prune_statuses(now)?;
+                if statuses > 0 {
+                    tracing::debug!("forgot {statuses} delivery status(es) older than 30 days");
+                }
                 st.prune_seen(now, SEEN_RETENTION_MS)
             })
             .await;

@@ -116,6 +116,18 @@ async fn direct(
             .unwrap_or_else(|| crate::text::count_segments(body).segments);
         sids.extend(sent.sid);
     }
+    // The SIDs become ours in the store (no daemon holds it now), so the daemon applies
+    // their delivery callbacks later instead of taking them for strangers'.
+    if let Ok(store) = crate::store::Store::open(&config.gateway.state_dir) {
+        let now = crate::clock::now_ms();
+        let noted = sids
+            .iter()
+            .try_for_each(|sid| store.note_sent(sid, "queued", now))
+            .and_then(|()| store.flush());
+        if let Err(e) = noted {
+            eprintln!("sent, but the SIDs could not be recorded (their delivery statuses will be ignored): {e}");
+        }
+    }
     Ok(json!({"sids": sids, "segments": segments, "queued": false}))
 }
 

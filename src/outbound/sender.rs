@@ -326,7 +326,14 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             let segments = sent
                 .segments
                 .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
-            record_sent(s, &rec, segments).await?;
+            let status = sent.status.as_deref().unwrap_or("queued");
+            record_sent(
+                s,
+                &rec,
+                segments,
+                sent.sid.as_deref().map(|sid| (sid, status)),
+            )
+            .await?;
             s.outbox.forget(id);
             s.outbox.part_done(
                 &rec,
@@ -439,9 +446,9 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
         media_urls: Vec::new(),
         status_callback: None,
     };
-    let service = match &account.sender {
-        crate::config::Sender::MessagingService(mg) => Some(mg.as_str()),
-        crate::config::Sender::Number(_) => None,
+    let sent_by = match &account.sender {
+        crate::config::Sender::MessagingService(mg) => reconcile::SentBy::Service(mg.as_str()),
+        crate::config::Sender::Number(n) => reconcile::SentBy::Number(n.as_str()),
     };
     let mut failure = None;
     let outcome = match s.twilio.look_up(&req, attempt).await {
@@ -451,8 +458,22 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
                 tracing::warn!(account = %account.id, id = rec.id, "Twilio's clock and ours differ by {}s (by its Date header); the lookup matches on Twilio's clock. Check NTP on this host", skew.unwrap_or(0) / 1000);
             }
             let (_, theirs) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, skew);
-            let known = HashSet::new();
-            match reconcile::find_match(&found.messages, &rec.body, theirs, service, &known) {
+            // The SIDs another send already holds (recorded as sent, with its status
+            // record): an identical earlier text to the same person is not this one.
+            let mut taken = HashSet::new();
+            for m in found.messages.iter().filter(|m| m.body == rec.body) {
+                if s.store.is_our_sid(&m.sid)? {
+                    taken.insert(m.sid.clone());
+                }
+            }
+            let wanted = reconcile::Wanted {
+                to: rec.to.as_str(),
+                from: sent_by,
+                body: &rec.body,
+                attempt_ms: theirs,
+                slack_ms: reconcile::match_slack_ms(skew.is_some()),
+            };
+            match reconcile::find_match(&found.messages, &wanted, &taken) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),
                 None => match reconcile::no_match_proves_absence(
                     &found.messages,
@@ -502,7 +523,9 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
             // It went out, so it leaves the queue and counts against the limits like
             // any other send.
             let segments = crate::text::count_segments(&rec.body).segments;
-            record_sent(s, &rec, segments).await?;
+            // "accepted": the lowest of the statuses a created message has, so any
+            // callback that comes is applied.
+            record_sent(s, &rec, segments, Some((&sid, "accepted"))).await?;
             s.outbox.forget(rec.id);
             s.outbox.part_done(
                 &rec,
@@ -549,11 +572,20 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
 
 /// A send went out: out of the queue and into the sent log (one batch), and into the
 /// account's spending window.
-async fn record_sent(s: &Sender, rec: &OutboundRecord, segments: u32) -> Result<(), StoreError> {
+async fn record_sent(
+    s: &Sender,
+    rec: &OutboundRecord,
+    segments: u32,
+    sid: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
     let at = now_ms();
     let done = rec.clone();
+    let sid = sid.map(|(sid, status)| (sid.to_string(), status.to_string()));
     s.writer
-        .write(move |st, _| st.complete_send(&done, segments, at))
+        .write(move |st, _| {
+            let sid = sid.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+            st.complete_send(&done, segments, at, sid)
+        })
         .await?;
     s.windows()
         .sent

@@ -268,7 +268,9 @@ impl Store {
 
     /// Records a delivery status callback, deduplicated on (SID, status). A terminal
     /// status is never replaced by a later non-terminal one (callbacks come out of
-    /// order). Returns whether it was new.
+    /// order). A callback for a SID with no status record (not a send of ours, or one
+    /// pruned) stores nothing, not even a dedupe mark: anyone who can sign a callback
+    /// must not grow the store with made-up SIDs. Returns what happened.
     pub fn record_status(
         &self,
         sid: &str,
@@ -279,6 +281,9 @@ impl Store {
         let seen = self.seen(&status_seen_key(sid, status))?;
         if seen.is_marked() {
             return Ok(StatusUpdate::Duplicate);
+        }
+        if !self.is_our_sid(sid)? {
+            return Ok(StatusUpdate::NotOurs);
         }
         let mut b = Batch::new();
         self.mark_into(&mut b, seen, &seen_value(now, None))?;
@@ -296,6 +301,58 @@ impl Store {
         };
         self.apply(b)?;
         Ok(update)
+    }
+
+    /// Whether `sid` is a message we sent (it has a status record, readable or not),
+    /// within [`super::STATUS_RETENTION_MS`].
+    pub fn is_our_sid(&self, sid: &str) -> Result<bool, StoreError> {
+        Ok(self.status.get(sid.as_bytes())?.is_some())
+    }
+
+    /// Adds to `b` the status record of a message we just sent (`status`: Twilio's
+    /// answer to the create), unless it has one (a callback may have come first).
+    pub(crate) fn note_sent_into(
+        &self,
+        b: &mut Batch,
+        sid: &str,
+        status: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if !self.is_our_sid(sid)? {
+            let rec = StatusRecord {
+                status: status.to_string(),
+                error_code: None,
+                at: now,
+            };
+            b.insert(&self.status, sid.as_bytes(), enc(&rec));
+        }
+        Ok(())
+    }
+
+    /// Records `sid` as a message we sent, outside the send queue (`message send`
+    /// without a daemon, tests).
+    pub fn note_sent(&self, sid: &str, status: &str, now: u64) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        self.note_sent_into(&mut b, sid, status, now)?;
+        self.apply(b)
+    }
+
+    /// Drops delivery status records older than [`super::STATUS_RETENTION_MS`] (see
+    /// [`super::status_expired`]); returns how many. A callback for a pruned SID then
+    /// stores nothing, so nothing brings one back.
+    pub fn prune_statuses(&self, now: u64) -> Result<usize, StoreError> {
+        let mut b = Batch::new();
+        let mut n = 0;
+        for item in self.status.iter() {
+            let (k, v) = item?;
+            let at = dec::<StatusRecord>(&v).ok().map(|r| r.at);
+            if super::status_expired(at, now) {
+                b.remove(&self.status, &k);
+                n += 1;
+            }
+        }
+        self.apply(b)?;
+        Ok(n)
     }
 
     pub fn delivery_status(&self, sid: &str) -> Result<Option<String>, StoreError> {

@@ -82,6 +82,8 @@ pub(crate) fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Sto
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusUpdate {
     Duplicate,
+    /// For a SID we never sent (or whose record was pruned): nothing is stored.
+    NotOurs,
     /// Older than what is recorded (callbacks arrive out of order): not applied.
     Stale,
     Applied,

@@ -92,14 +92,19 @@ impl Store {
     }
 
     /// A send went out: it leaves the queue and, in the same batch, joins the log the
-    /// spending limits count.
+    /// spending limits count, and its SID (when Twilio's answer gave one) becomes ours
+    /// (a status record, `status` as Twilio answered, see [`super::StatusRecord`]).
     pub fn complete_send(
         &self,
         r: &OutboundRecord,
         segments: u32,
         at_ms: u64,
+        sid: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
         let mut b = Batch::new();
+        if let Some((sid, status)) = sid {
+            self.note_sent_into(&mut b, sid, status, at_ms)?;
+        }
         b.remove(&self.outbound, Seq(r.id).bytes());
         b.remove(&self.finished, Seq(r.id).bytes());
         b.insert(

@@ -183,11 +183,32 @@ impl OutboundState {
     }
 }
 
-/// The latest delivery status of a message we sent.
+/// The latest delivery status of a message we sent. One is written when the send
+/// goes out (with the status of Twilio's answer): its presence is what makes a SID
+/// ours, so a status callback for any other SID stores nothing, and a lookup of an
+/// unknown send never takes a SID that another send already holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub status: String,
     #[serde(rename = "errorCode")]
     pub error_code: Option<String>,
+    /// When it was last written (the send, or the latest callback applied).
     pub at: u64,
+}
+
+/// How long a delivery status is kept after its last update: Twilio's callbacks come
+/// within minutes to hours (a carrier may hold a message up to Twilio's 10-hour
+/// validity, plus retries), and `channels status --probe` looks at recent sends only.
+pub const STATUS_RETENTION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
+/// Whether a status record last written at `at_ms` (`None`: unreadable) is old enough
+/// at `now_ms` to be pruned. A record "from the future" (the clock stepped back) is
+/// kept until it ages normally.
+pub fn status_expired(at_ms: Option<u64>, now_ms: u64) -> bool {
+    match at_ms {
+        Some(at) => now_ms.saturating_sub(at) > STATUS_RETENTION_MS,
+        // Unreadable: it answers no question any more (a callback for it is not
+        // applied to it), so it goes.
+        None => true,
+    }
 }

@@ -132,6 +132,7 @@ fn a_record_that_does_not_decode_is_quarantined_not_fatal() {
 #[test]
 fn statuses_dedupe_on_sid_and_status_and_never_go_back() {
     let (_d, s) = store();
+    s.note_sent("SMx", "accepted", 1).expect("sent");
     let cases = [
         ("sent", StatusUpdate::Applied, "sent"),
         ("sent", StatusUpdate::Duplicate, "sent"),
@@ -149,6 +150,97 @@ fn statuses_dedupe_on_sid_and_status_and_never_go_back() {
             Some(now_status)
         );
     }
+}
+
+/// A callback for a SID we never sent stores nothing: no status, no dedupe mark.
+#[test]
+fn a_status_for_a_sid_we_never_sent_stores_nothing() {
+    let (_d, s) = store();
+    let before = (s.status.len(), s.dedupe.len());
+    for status in ["sent", "delivered", "sent"] {
+        assert_eq!(
+            s.record_status("SMstranger", status, Some("30007"), 1)
+                .expect("write"),
+            StatusUpdate::NotOurs
+        );
+    }
+    assert_eq!(s.delivery_status("SMstranger").expect("read"), None);
+    assert_eq!((s.status.len(), s.dedupe.len()), before);
+    // A send of ours, recorded with the send, takes callbacks.
+    let r = OutboundRecord::new(
+        7,
+        "default",
+        E164::parse("+15557654321").expect("number"),
+        "hi".into(),
+        Purpose::Cli,
+        1,
+    );
+    s.complete_send(&r, 1, 2, Some(("SMours", "queued")))
+        .expect("complete");
+    assert!(s.is_our_sid("SMours").expect("read"));
+    assert_eq!(
+        s.record_status("SMours", "delivered", None, 3)
+            .expect("write"),
+        StatusUpdate::Applied
+    );
+}
+
+#[test]
+fn status_retention_table() {
+    let day = 24 * 60 * 60 * 1000;
+    let now = 1000 * day;
+    let cases = [
+        ("just written", Some(now), false),
+        ("29 days", Some(now - 29 * day), false),
+        ("exactly 30 days", Some(now - 30 * day), false),
+        ("30 days and a millisecond", Some(now - 30 * day - 1), true),
+        ("a year", Some(now - 365 * day), true),
+        (
+            "from the future (clock stepped back)",
+            Some(now + day),
+            false,
+        ),
+        ("unreadable", None, true),
+    ];
+    for (name, at, want) in cases {
+        assert_eq!(status_expired(at, now), want, "{name}");
+    }
+}
+
+/// Old delivery statuses are pruned, new ones kept; after a restart the pruned ones
+/// are still gone, and a late callback for one brings nothing back.
+#[test]
+fn pruned_statuses_stay_pruned_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let day = 24 * 60 * 60 * 1000;
+    let now = 100 * day;
+    {
+        let s = Store::open(&state).expect("store");
+        s.note_sent("SMold", "queued", now - 31 * day).expect("old");
+        s.note_sent("SMnew", "queued", now - day).expect("new");
+        let mut b = Batch::new();
+        b.insert(&s.status, b"SMgarbled", b"not json".to_vec());
+        s.apply(b).expect("garbled");
+        assert_eq!(s.prune_statuses(now).expect("prune"), 2);
+        s.flush().expect("flush");
+    }
+    let s = reopen(&state);
+    assert!(!s.is_our_sid("SMold").expect("read"));
+    assert!(!s.is_our_sid("SMgarbled").expect("read"));
+    assert_eq!(
+        s.delivery_status("SMnew").expect("read").as_deref(),
+        Some("queued")
+    );
+    assert_eq!(
+        s.record_status("SMold", "delivered", None, now)
+            .expect("write"),
+        StatusUpdate::NotOurs
+    );
+    drop(s);
+    let s = reopen(&state);
+    assert_eq!(s.delivery_status("SMold").expect("read"), None);
+    assert_eq!(s.prune_statuses(now).expect("prune"), 0);
 }
 
 #[test]
@@ -408,6 +500,7 @@ fn marks_sharing_a_bucket_stay_apart() {
     }
     assert!(!s.is_seen("SM-never").expect("read"));
     // A status callback's key lives beside them and dedupes on its own.
+    s.note_sent(&sids[0], "queued", 1).expect("sent");
     assert_eq!(
         s.record_status(&sids[0], "sent", None, 1).expect("status"),
         StatusUpdate::Applied

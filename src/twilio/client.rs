@@ -304,7 +304,8 @@ impl MessagesApi for HttpTwilio {
             // again from the earlier day, or the message would be invisible.
             let mut asked_from = super::reconcile::date_sent_from(attempt_ms);
             for _ in 0..2 {
-                let (messages, skew, complete) = self.list_pages(req, &asked_from).await?;
+                let (messages, skew, complete) =
+                    self.list_pages(req, &asked_from, attempt_ms).await?;
                 let (_, since) =
                     super::reconcile::attempt_on_twilio_clock(attempt_ms, 0, None, skew);
                 let from = super::reconcile::date_sent_from(since);
@@ -455,11 +456,14 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 impl HttpTwilio {
     /// The pages of a lookup listing (at most [`LOOKUP_MAX_PAGES`]), how far Twilio's
     /// clock is ahead of ours by its first answer, and whether the list was read to
-    /// its end.
+    /// its end. Stops at the first page that reaches back past the attempt
+    /// (`attempt_ms`, ours; placed on Twilio's clock by the first answer): Twilio lists
+    /// newest first, so the rest is older still.
     async fn list_pages(
         &self,
         req: &SendRequest,
         date_sent_from: &str,
+        attempt_ms: u64,
     ) -> Result<(Vec<super::reconcile::Listed>, Option<i64>, bool), RestError> {
         let mut url = format!(
             "{}?{}",
@@ -476,7 +480,13 @@ impl HttpTwilio {
             }
             let (mut list, next) =
                 super::reconcile::parse_page(&page).map_err(RestError::Unavailable)?;
+            let (_, theirs) = super::reconcile::attempt_on_twilio_clock(attempt_ms, 0, None, skew);
+            let older_reached = super::reconcile::reaches_before(&list, theirs);
             out.append(&mut list);
+            if older_reached {
+                // Not `complete`, but proven enough: see `no_match_proves_absence`.
+                break;
+            }
             match next {
                 // Twilio gives the next page as a path on the same API host.
                 Some(path) if path.starts_with('/') => {

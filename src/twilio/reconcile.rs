@@ -27,6 +27,24 @@ pub const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// a known difference between our clock and Twilio's is corrected first (see
 /// [`attempt_on_twilio_clock`]), so this only covers what cannot be measured.
 pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// The slack of the match when Twilio's answer said how far its clock is from ours
+/// (its `Date` header): what is left is that header's and `date_created`'s
+/// whole-second resolution (up to a second each), the answer's time in transit, and
+/// the difference between the clocks of Twilio's own servers (NTP: well under a
+/// second). 10 s covers that with room; it is not wider because a listed identical
+/// text from before the attempt must not be taken for this send.
+pub const MEASURED_SKEW_SLACK_MS: u64 = 10 * 1000;
+
+/// How early before the attempt (on Twilio's clock) a listed message may have been
+/// created and still be this send: [`MEASURED_SKEW_SLACK_MS`] when Twilio's clock was
+/// measured, else [`CLOCK_SKEW_MS`].
+pub fn match_slack_ms(skew_measured: bool) -> u64 {
+    if skew_measured {
+        MEASURED_SKEW_SLACK_MS
+    } else {
+        CLOCK_SKEW_MS
+    }
+}
 
 /// Where the attempt of a send sits on Twilio's clock, which is what the `DateSent>=`
 /// filter and the listed `date_created` use.
@@ -82,6 +100,9 @@ pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub sid: String,
+    /// `to` and `from` as Twilio lists them (E.164); `None` when missing.
+    pub to: Option<String>,
+    pub from: Option<String>,
     pub body: String,
     /// Milliseconds since the epoch, from `date_created` (RFC 2822), if readable.
     pub created_ms: Option<u64>,
@@ -101,6 +122,8 @@ pub fn parse_page(v: &Value) -> Result<(Vec<Listed>, Option<String>), String> {
         .filter_map(|m| {
             Some(Listed {
                 sid: s(m, "sid")?,
+                to: s(m, "to"),
+                from: s(m, "from"),
                 body: s(m, "body").unwrap_or_default(),
                 created_ms: s(m, "date_created").and_then(|d| parse_rfc2822_ms(&d)),
                 direction: s(m, "direction").unwrap_or_default(),
@@ -126,25 +149,64 @@ pub fn date_sent_from(attempt_ms: u64) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
-/// Our message among those listed: an outbound one with exactly our body, created no
-/// earlier than the attempt (less clock slack), from our Messaging Service when we sent
-/// through one, and not a message we already know we sent (`known` SIDs: an identical
-/// earlier text must not be taken for this one). The oldest such message wins.
+/// Who sent a message: our number, or our Messaging Service (which picks the number
+/// itself, so its `from` says nothing and its `messaging_service_sid` decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentBy<'a> {
+    Number(&'a str),
+    Service(&'a str),
+}
+
+/// What a send of unknown outcome is, for [`find_match`].
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub to: &'a str,
+    pub from: SentBy<'a>,
+    pub body: &'a str,
+    /// The earliest the attempt can be on Twilio's clock ([`attempt_on_twilio_clock`]).
+    pub attempt_ms: u64,
+    /// How much earlier a match may seem created ([`match_slack_ms`]).
+    pub slack_ms: u64,
+}
+
+/// Our message among those listed: an outbound one to the same recipient, from the
+/// same sender, with exactly our body, created no earlier than the attempt (less
+/// `slack_ms`), and whose SID no other send holds (`taken`: SIDs recorded as sent by
+/// another send; an identical earlier text must not be taken for this one, or this one
+/// is never sent). A message missing `to`, `from` (for a number) or a readable
+/// `date_created` cannot be shown to be ours, so it is not. The oldest such message
+/// wins (of two unknown sends of the same text, the earlier attempt is looked up
+/// first and takes the earlier message).
 pub fn find_match<'a>(
     listed: &'a [Listed],
-    body: &str,
-    attempt_ms: u64,
-    service: Option<&str>,
-    known: &HashSet<String>,
+    wanted: &Wanted<'_>,
+    taken: &HashSet<String>,
 ) -> Option<&'a Listed> {
     listed
         .iter()
         .filter(|m| m.direction.starts_with("outbound") || m.direction.is_empty())
-        .filter(|m| m.body == body)
-        .filter(|m| !known.contains(&m.sid))
-        .filter(|m| service.is_none_or(|s| m.messaging_service_sid.as_deref() == Some(s)))
-        .filter(|m| m.created_ms.is_none_or(|c| c + CLOCK_SKEW_MS >= attempt_ms))
-        .min_by_key(|m| m.created_ms.unwrap_or(u64::MAX))
+        .filter(|m| m.to.as_deref() == Some(wanted.to))
+        .filter(|m| match wanted.from {
+            SentBy::Number(n) => m.from.as_deref() == Some(n),
+            SentBy::Service(mg) => m.messaging_service_sid.as_deref() == Some(mg),
+        })
+        .filter(|m| m.body == wanted.body)
+        .filter(|m| !taken.contains(&m.sid))
+        .filter(|m| {
+            m.created_ms
+                .is_some_and(|c| c.saturating_add(wanted.slack_ms) >= wanted.attempt_ms)
+        })
+        .min_by_key(|m| m.created_ms)
+}
+
+/// Whether `listed` (newest first, as Twilio lists) reaches back past the attempt
+/// (less [`CLOCK_SKEW_MS`]): everything after it is older still and cannot be the
+/// send, so a lookup stops reading pages there (a listing that ignores `DateSent>=`
+/// would otherwise be read to the page cap every time).
+pub fn reaches_before(listed: &[Listed], attempt_ms: u64) -> bool {
+    listed
+        .iter()
+        .any(|m| m.created_ms.is_some_and(|c| c + CLOCK_SKEW_MS < attempt_ms))
 }
 
 /// Whether a listing that found no match proves the message was not created. Twilio
@@ -157,13 +219,7 @@ pub fn no_match_proves_absence(
     complete: bool,
     attempt_ms: u64,
 ) -> Result<(), String> {
-    if complete {
-        return Ok(());
-    }
-    let reaches_back = listed
-        .iter()
-        .any(|m| m.created_ms.is_some_and(|c| c + CLOCK_SKEW_MS < attempt_ms));
-    if reaches_back {
+    if complete || reaches_before(listed, attempt_ms) {
         Ok(())
     } else {
         Err(format!(
@@ -286,9 +342,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const TO: &str = "+15557650000";
+    const US: &str = "+15550001111";
+
     fn listed(sid: &str, body: &str, created_ms: Option<u64>, dir: &str) -> Listed {
         Listed {
             sid: sid.into(),
+            to: Some(TO.into()),
+            from: Some(US.into()),
             body: body.into(),
             created_ms,
             direction: dir.into(),
@@ -299,53 +360,165 @@ mod tests {
     #[test]
     fn match_table() {
         let t0 = 1_800_000_000_000;
+        let sec = 1000;
+        let ours = listed("SM1", "hello", Some(t0 + sec), "outbound-api");
+        let with = |f: &dyn Fn(&mut Listed)| {
+            let mut m = ours.clone();
+            f(&mut m);
+            m
+        };
+        let wanted = |slack_ms| Wanted {
+            to: TO,
+            from: SentBy::Number(US),
+            body: "hello",
+            attempt_ms: t0,
+            slack_ms,
+        };
+        let measured = match_slack_ms(true);
+        let unmeasured = match_slack_ms(false);
         let none = HashSet::new();
-        let ours = listed("SM1", "hello", Some(t0 + 1000), "outbound-api");
-        let cases: Vec<(Vec<Listed>, Option<&str>)> = vec![
-            (vec![ours.clone()], Some("SM1")),
+        let first: HashSet<String> = ["SMfirst".to_string()].into();
+        type Case<'a> = (
+            &'a str,
+            Vec<Listed>,
+            u64,
+            &'a HashSet<String>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("ours", vec![ours.clone()], measured, &none, Some("SM1")),
             (
+                "another body",
                 vec![listed("SM2", "hello!", Some(t0), "outbound-api")],
+                measured,
+                &none,
                 None,
             ),
-            (vec![listed("SM3", "hello", Some(t0), "inbound")], None),
-            // Long before the attempt: an older identical text.
             (
+                "inbound",
+                vec![listed("SM3", "hello", Some(t0), "inbound")],
+                measured,
+                &none,
+                None,
+            ),
+            (
+                "another recipient",
+                vec![with(&|m| m.to = Some("+15557659999".into()))],
+                measured,
+                &none,
+                None,
+            ),
+            (
+                "no recipient listed",
+                vec![with(&|m| m.to = None)],
+                measured,
+                &none,
+                None,
+            ),
+            (
+                "from another number of the account",
+                vec![with(&|m| m.from = Some("+15550002222".into()))],
+                measured,
+                &none,
+                None,
+            ),
+            (
+                "an hour before the attempt: an older identical text",
                 vec![listed("SM4", "hello", Some(t0 - 3_600_000), "outbound-api")],
+                unmeasured,
+                &none,
                 None,
             ),
-            // Within the clock slack.
             (
-                vec![listed("SM5", "hello", Some(t0 - 60_000), "outbound-api")],
+                "a minute before, Twilio's clock unmeasured: within the wide slack",
+                vec![listed("SM5", "hello", Some(t0 - 60 * sec), "outbound-api")],
+                unmeasured,
+                &none,
                 Some("SM5"),
             ),
-            // No readable date: body and direction decide.
             (
-                vec![listed("SM6", "hello", None, "outbound-api")],
-                Some("SM6"),
+                "a minute before, Twilio's clock measured: an earlier text",
+                vec![listed("SM5", "hello", Some(t0 - 60 * sec), "outbound-api")],
+                measured,
+                &none,
+                None,
             ),
-            // The oldest of two candidates.
             (
+                "a second before (whole-second dates), measured",
+                vec![listed("SM5", "hello", Some(t0 - sec), "outbound-api")],
+                measured,
+                &none,
+                Some("SM5"),
+            ),
+            (
+                "no readable date: cannot be shown to be after the attempt",
+                vec![listed("SM6", "hello", None, "outbound-api")],
+                unmeasured,
+                &none,
+                None,
+            ),
+            (
+                "the oldest of two candidates",
                 vec![
-                    listed("SM8", "hello", Some(t0 + 5000), "outbound-api"),
-                    listed("SM7", "hello", Some(t0 + 1000), "outbound-reply"),
+                    listed("SM8", "hello", Some(t0 + 5 * sec), "outbound-api"),
+                    listed("SM7", "hello", Some(t0 + sec), "outbound-reply"),
                 ],
+                measured,
+                &none,
                 Some("SM7"),
             ),
+            (
+                "the same text a moment earlier, sent by another send: not this one",
+                vec![listed("SMfirst", "hello", Some(t0), "outbound-api")],
+                unmeasured,
+                &first,
+                None,
+            ),
+            (
+                "the earlier identical text is taken, this one is listed after it",
+                vec![
+                    listed("SMsecond", "hello", Some(t0 + sec), "outbound-api"),
+                    listed("SMfirst", "hello", Some(t0), "outbound-api"),
+                ],
+                unmeasured,
+                &first,
+                Some("SMsecond"),
+            ),
         ];
-        for (list, want) in cases {
-            let got = find_match(&list, "hello", t0, None, &none).map(|m| m.sid.as_str());
-            assert_eq!(got, want, "{list:?}");
+        for (name, list, slack, taken, want) in cases {
+            let got = find_match(&list, &wanted(slack), taken).map(|m| m.sid.as_str());
+            assert_eq!(got, want, "{name}");
         }
-        let known: HashSet<String> = ["SM1".to_string()].into();
-        assert_eq!(
-            find_match(std::slice::from_ref(&ours), "hello", t0, None, &known),
-            None
-        );
-        let mut svc = ours.clone();
+        // Through a Messaging Service: the service decides, not the pool number.
+        let mut svc = with(&|m| m.from = Some("+15550003333".into()));
         svc.messaging_service_sid = Some("MG1".into());
-        assert!(find_match(std::slice::from_ref(&svc), "hello", t0, Some("MG1"), &none).is_some());
-        assert!(find_match(&[svc], "hello", t0, Some("MG2"), &none).is_none());
-        assert!(find_match(&[ours], "hello", t0, Some("MG1"), &none).is_none());
+        let by = |mg| Wanted {
+            from: SentBy::Service(mg),
+            ..wanted(measured)
+        };
+        assert!(find_match(std::slice::from_ref(&svc), &by("MG1"), &none).is_some());
+        assert!(find_match(std::slice::from_ref(&svc), &by("MG2"), &none).is_none());
+        assert!(find_match(std::slice::from_ref(&ours), &by("MG1"), &none).is_none());
+    }
+
+    #[test]
+    fn a_listing_reaches_before_the_attempt() {
+        let t0 = 1_800_000_000_000;
+        let at = |ms| listed("SM1", "x", Some(ms), "outbound-api");
+        let cases = [
+            ("empty", vec![], false),
+            ("newer only", vec![at(t0 + 1)], false),
+            ("within the slack", vec![at(t0 - CLOCK_SKEW_MS)], false),
+            (
+                "undated",
+                vec![listed("SM2", "x", None, "outbound-api")],
+                false,
+            ),
+            ("older", vec![at(t0 + 1), at(t0 - CLOCK_SKEW_MS - 1)], true),
+        ];
+        for (name, list, want) in cases {
+            assert_eq!(reaches_before(&list, t0), want, "{name}");
+        }
     }
 
     #[test]

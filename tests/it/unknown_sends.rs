@@ -598,3 +598,72 @@ async fn a_malformed_list_answer_is_a_logged_skip_not_a_resend() {
     );
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// Two identical texts to the same person; the first is sent, the second's outcome is
+/// unknown and Twilio never created it. The lookup lists the first (same recipient,
+/// sender and body, a moment earlier): it must not be credited with the first's SID,
+/// which another send holds, and it is sent, once (issue 20 item 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identical_earlier_text_is_not_taken_for_an_unknown_send() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    agent.send(json!({"type": "send", "text": "see you at 6", "ref": "first"}));
+    let first = agent.next_of("sent");
+    assert_eq!(first["ref"], "first");
+    let first_sid = first["sids"][0].as_str().unwrap().to_string();
+    twilio.push(Canned::Lost);
+    agent.send(json!({"type": "send", "text": "see you at 6", "ref": "second"}));
+    let second = agent.next_of("sent");
+    assert_eq!(second["ref"], "second");
+    assert_ne!(second["sids"][0], first_sid.as_str(), "{second}");
+    assert!(gw.log().contains("sending it (once)"), "{}", gw.log());
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    let sends = twilio.sends_to(TO);
+    assert_eq!(sends.len(), 3, "the first, the lost attempt and one resend");
+    assert_eq!(
+        second["sids"],
+        json!([sends[2].created.clone().unwrap()]),
+        "credited with the resend's SID"
+    );
+    assert_eq!(queue_list(&config), json!([]));
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// A listing that ignores `DateSent>=` (every message ever, newest first) is read only
+/// up to the first message older than the attempt, not to the page cap, at each lookup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_stops_at_the_first_message_older_than_the_attempt() {
+    let Setup {
+        t: _t,
+        twilio,
+        config,
+        gw,
+        mut agent,
+    } = setup();
+    twilio.paginate(1);
+    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(2))
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap();
+    for i in 0..8 {
+        twilio.list_also(json!({
+            "sid": format!("SMold{i:028}"), "to": TO, "from": FROM,
+            "body": format!("an old text {i}"), "direction": "outbound-api",
+            "status": "delivered", "date_created": old, "date_sent": old,
+        }));
+    }
+    twilio.push(Canned::Lost);
+    agent.send(json!({"type": "send", "text": "only the first page", "ref": "o"}));
+    let sent = agent.next_of("sent");
+    assert_eq!(sent["ref"], "o");
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert_eq!(creates(&twilio, TO), 2, "the lost attempt and one resend");
+    let q = lookups(&twilio);
+    assert_eq!(q.len(), 2, "one page at each of the two lookups: {q:?}");
+    assert!(q.iter().all(|q| !q.contains("Page=")), "{q:?}");
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -248,7 +248,8 @@ async fn wrong_account_or_number_is_kept_as_rejected() {
     let mut p = inbound("SM20000000000000000000000000000002", "+15557654321", "x");
     p[4] = ("To", "+15559999999");
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
-    // A delivery status callback is not an inbound message.
+    // A delivery status callback is not an inbound message; for a SID we never sent it
+    // is answered 200 and stores nothing (issue 20 item 10).
     let cb = [
         ("MessageSid", "SM20000000000000000000000000000003"),
         ("MessageStatus", "delivered"),
@@ -276,10 +277,12 @@ async fn wrong_account_or_number_is_kept_as_rejected() {
     assert_eq!(
         store
             .delivery_status("SM20000000000000000000000000000003")
-            .unwrap()
-            .as_deref(),
-        Some("delivered")
+            .unwrap(),
+        None
     );
+    assert!(!store
+        .is_our_sid("SM20000000000000000000000000000003")
+        .unwrap());
     assert!(twilio.sends().is_empty());
 }
 

@@ -151,6 +151,10 @@ pub struct Account {
     pub texts: crate::texts::Texts,
     /// Segments the agent may send per hour, day, recipient and hour.
     pub outbound_limits: crate::limits::OutboundLimits,
+    /// `outboundLimits.maxHeld`: sends that may be held at once for this account
+    /// (default 1000); a send that would be held beyond it is refused and not stored.
+    /// 0 = no cap (like the other limits' 0), which lets held sends grow without bound.
+    pub max_held: u32,
     /// `releaseHeld: "auto"`: a held send goes when its window allows.
     pub release_held_auto: bool,
     /// `inboundLimits.perSenderPerMinute`: texts one sender may get to the agent a

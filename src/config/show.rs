@@ -84,6 +84,7 @@ fn account(a: &Account) -> Value {
             "perHour": a.outbound_limits.per_hour,
             "perDay": a.outbound_limits.per_day,
             "perRecipientPerHour": a.outbound_limits.per_recipient_per_hour,
+            "maxHeld": a.max_held,
         },
         "releaseHeld": if a.release_held_auto { "auto" } else { "manual" },
         "inboundLimits": { "perSenderPerMinute": a.inbound_per_sender_per_minute },

@@ -962,17 +962,31 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     }
     let (f, limits_path) = l.get("outboundLimits", |r| &r.outbound_limits);
     let mut outbound_limits = crate::limits::OutboundLimits::default();
+    let mut max_held = crate::outbound::held::DEFAULT_MAX_HELD;
     for (key, v) in take(f, &limits_path, "an object of limits", p)
         .into_iter()
         .flatten()
     {
         let path = format!("{limits_path}.{key}");
+        if key == "maxHeld" {
+            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => max_held = n,
+                None => p.add(
+                    &path,
+                    format!(
+                        "expected a whole number of held sends, 0 or more (0 = no cap), found {}",
+                        describe(v)
+                    ),
+                ),
+            }
+            continue;
+        }
         let slot = match key.as_str() {
             "perHour" => &mut outbound_limits.per_hour,
             "perDay" => &mut outbound_limits.per_day,
             "perRecipientPerHour" => &mut outbound_limits.per_recipient_per_hour,
             _ => {
-                p.add(&path, "unknown limit; the limits are perHour, perDay and perRecipientPerHour (SMS segments, 0 = no limit)");
+                p.add(&path, "unknown limit; the limits are perHour, perDay and perRecipientPerHour (SMS segments, 0 = no limit), and maxHeld (held sends, 0 = no cap)");
                 continue;
             }
         };
@@ -1106,6 +1120,7 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 text_chunk_limit,
                 texts,
                 outbound_limits,
+                max_held,
                 release_held_auto,
                 inbound_per_sender_per_minute,
                 api_base_url,

@@ -36,6 +36,8 @@ pub struct DueIndex {
     lookups: BTreeSet<u64>,
     /// How many sends are `Queued`.
     queued: usize,
+    /// How many sends are `Held`, per account (`outboundLimits.maxHeld`).
+    held: HashMap<String, usize>,
 }
 
 fn line_of(rec: &OutboundRecord) -> Line {
@@ -61,6 +63,11 @@ impl DueIndex {
         self.queued
     }
 
+    /// Sends in state `Held` for `account`.
+    pub fn held_len(&self, account: &str) -> usize {
+        self.held.get(account).copied().unwrap_or(0)
+    }
+
     pub fn get(&self, id: u64) -> Option<&OutboundRecord> {
         self.records.get(&id)
     }
@@ -73,6 +80,9 @@ impl DueIndex {
             return;
         }
         let id = rec.id;
+        if rec.state == OutboundState::Held {
+            *self.held.entry(rec.account.clone()).or_default() += 1;
+        }
         match rec.state {
             OutboundState::Queued => {
                 self.queued += 1;
@@ -104,6 +114,14 @@ impl DueIndex {
         let rec = self.records.remove(&id)?;
         self.by_time.remove(&(rec.next_attempt_ms, id));
         self.lookups.remove(&id);
+        if rec.state == OutboundState::Held {
+            if let Some(n) = self.held.get_mut(&rec.account) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.held.remove(&rec.account);
+                }
+            }
+        }
         if rec.state == OutboundState::Queued {
             self.queued -= 1;
             let key = line_of(&rec);

@@ -108,6 +108,11 @@ impl Outbox {
         self.state().due.queued_len()
     }
 
+    /// Held sends of `account` (in memory), for `outboundLimits.maxHeld`.
+    pub fn held_len(&self, account: &str) -> usize {
+        self.state().due.held_len(account)
+    }
+
     /// Replaces the in-memory queue with the store's queued records (at start, after
     /// a store reopen) and wakes the sender.
     pub fn load(&self, store: &Store) -> Result<(), StoreError> {

@@ -63,6 +63,8 @@ pub struct Windows {
     /// Record id → its times by the monotonic clock, for sends of unknown outcome.
     /// Lost on restart (the stored wall times are used then).
     unknown_attempts: HashMap<u64, Tracked>,
+    /// When the log last said that `outboundLimits.maxHeld` was reached, per account.
+    max_held_announced: HashMap<String, u64>,
 }
 
 /// A send of unknown outcome's times by the monotonic clock next to the stored wall
@@ -215,6 +217,44 @@ fn announce_hold(
         .outbound_limit_hit(&account.id, held::label(limit));
 }
 
+/// A send over a full window with `outboundLimits.maxHeld` sends already held: removed
+/// from the store and the queue, and its author hears why (the log says so once an
+/// hour per account).
+async fn refuse_over_cap(
+    s: &Sender,
+    account: &crate::config::Account,
+    rec: OutboundRecord,
+    limit: crate::limits::Limit,
+) -> Result<Option<u64>, StoreError> {
+    let why = held::refused_message(limit, account.max_held);
+    let id = rec.id;
+    s.writer.write(move |st, _| st.remove_outbound(id)).await?;
+    s.outbox.forget(id);
+    let now = now_ms();
+    let say = {
+        let mut w = s.windows();
+        let last = w.max_held_announced.get(&account.id).copied();
+        let new = held::is_new_window(last, held::MAX_HELD_ANNOUNCE_MS, now);
+        if new {
+            w.max_held_announced.insert(account.id.clone(), now);
+        }
+        new
+    };
+    if say {
+        tracing::warn!(account = %account.id, "outboundLimits.maxHeld reached: {} sends are held, so further sends over {} are refused and not stored; each one's agent gets an error line. Release or purge held sends (`smsgate queue list`), or raise outboundLimits.maxHeld. Said once an hour", account.max_held, limit.key());
+    }
+    tracing::debug!(account = %account.id, to = %rec.to.redacted(), id, "send refused: {why}");
+    s.metrics.outbound_limit_hit(&account.id, "maxHeld");
+    s.outbox.part_done(
+        &rec,
+        PartOutcome::Failed {
+            message: why,
+            code: None,
+        },
+    );
+    Ok(None)
+}
+
 /// Writes `rec` (through the writer) and keeps the in-memory queue in step.
 async fn save(s: &Sender, rec: &OutboundRecord) -> Result<(), StoreError> {
     let r = rec.clone();
@@ -279,6 +319,15 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             // window still full holds it again quietly); the log and the metric once
             // per full window (see `held`).
             let first = rec.held_limit.is_none();
+            // A send that would be held beyond `outboundLimits.maxHeld` is refused and
+            // leaves the store (issue 20 item 7). One held already (auto-release found
+            // the window still full) keeps its place.
+            if first
+                && held::overflow(s.outbox.held_len(&account.id), account.max_held)
+                    == held::Overflow::Refuse
+            {
+                return refuse_over_cap(s, account, rec, limit).await;
+            }
             rec.state = OutboundState::Held;
             rec.held_limit = Some(limit.key().to_string());
             rec.next_attempt_ms = match (account.release_held_auto, until_ms) {

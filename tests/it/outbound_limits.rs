@@ -157,7 +157,7 @@ fn bad_limits_are_config_errors_naming_the_key_path() {
     let twilio = FakeTwilio::start();
     let config = t.config(
         &twilio,
-        r#"outboundLimits: { perHour: -1, perDay: "lots", perRecipientPerHour: 1.5 },
+        r#"outboundLimits: { perHour: -1, perDay: "lots", perRecipientPerHour: 1.5, maxHeld: -2 },
     inboundLimits: { perSenderPerMinute: -1 },
     accounts: { b: { webhookPath: "/webhooks/b", fromNumber: "+15550009999",
       publicWebhookUrl: "https://sms.example.test/webhooks/b",
@@ -170,6 +170,8 @@ fn bad_limits_are_config_errors_naming_the_key_path() {
         "channels.sms.outboundLimits.perHour",
         "channels.sms.outboundLimits.perDay",
         "channels.sms.outboundLimits.perRecipientPerHour",
+        "channels.sms.outboundLimits.maxHeld",
+        "0 = no cap",
         "channels.sms.inboundLimits.perSenderPerMinute",
         "channels.sms.accounts.b.outboundLimits.perDay",
         "channels.sms.accounts.b.inboundLimits.perSenderPerMinute",
@@ -193,4 +195,90 @@ fn bad_limits_are_config_errors_naming_the_key_path() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Beyond `outboundLimits.maxHeld` held sends, a send that would be held is refused
+/// with an `error` line naming the cap and nothing is stored; across a restart too
+/// (issue 20 item 7). `config show` shows the cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        r#"defaultTo: "+15557650000", outboundLimits: { perHour: 1, maxHeld: 2 }"#,
+    );
+    let shown: serde_json::Value =
+        serde_json::from_slice(&cli(&config, &["config", "show", "--json"]).stdout).unwrap();
+    assert!(
+        shown.to_string().contains(r#""maxHeld":2"#),
+        "config show: {shown}"
+    );
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut outcome = Vec::new();
+    for i in 0..5 {
+        agent.send(json!({"type": "send", "text": format!("text {i}"), "ref": format!("r{i}")}));
+        let line = loop {
+            let l = agent.next();
+            if l["type"] == "sent" || l["type"] == "error" {
+                break l;
+            }
+        };
+        assert_eq!(line["ref"], format!("r{i}"), "{line}");
+        outcome.push(line);
+    }
+    assert_eq!(outcome[0]["type"], "sent");
+    for held in &outcome[1..3] {
+        let m = held["message"].as_str().unwrap();
+        assert!(m.starts_with("held"), "{m}");
+    }
+    for refused in &outcome[3..] {
+        assert_eq!(refused["type"], "error");
+        let m = refused["message"].as_str().unwrap();
+        assert!(
+            m.contains("outboundLimits.maxHeld = 2") && m.contains("nothing was stored"),
+            "{m}"
+        );
+    }
+    let held = |config: &std::path::Path| -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_slice(&cli(config, &["queue", "list", "--json"]).stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["state"].as_str().unwrap(),
+                    e["text"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(held(&config), ["held text 1", "held text 2"]);
+    assert_eq!(twilio.sends().len(), 1);
+    let log = stop_and_log(gw);
+    assert_eq!(
+        log.matches("outboundLimits.maxHeld reached").count(),
+        1,
+        "{log}"
+    );
+
+    // After a restart the held sends still count.
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "send", "text": "after the restart", "ref": "r5"}));
+    let e = agent.next_of("error");
+    assert_eq!(e["ref"], "r5");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("outboundLimits.maxHeld = 2"),
+        "{e}"
+    );
+    assert_eq!(held(&config), ["held text 1", "held text 2"]);
+    assert_eq!(gw.stop().code(), Some(0));
+    assert_eq!(twilio.sends().len(), 1);
 }

@@ -125,7 +125,7 @@ pub struct RawAccount {
     pub messaging_api_base_url: Option<Field<String>>,
     #[serde(default, deserialize_with = "nullable")]
     pub language: Option<Field<String>>,
-    /// `{ perHour, perDay, perRecipientPerHour }`; keys checked by validation.
+    /// `{ perHour, perDay, perRecipientPerHour, maxHeld }`; keys checked by validation.
     #[serde(default, deserialize_with = "nullable")]
     pub outbound_limits: Option<Field<BTreeMap<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]

@@ -520,7 +520,7 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
                 from: sent_by,
                 body: &rec.body,
                 attempt_ms: theirs,
-                slack_ms: reconcile::match_slack_ms(skew.is_some()),
+                slack_ms: reconcile::match_slack_ms(since.is_some() && skew.is_some()),
             };
             match reconcile::find_match(&found.messages, &wanted, &taken) {
                 Some(m) => LookupOutcome::Found(m.sid.clone()),

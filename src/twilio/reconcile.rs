@@ -36,10 +36,14 @@ pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 pub const MEASURED_SKEW_SLACK_MS: u64 = 10 * 1000;
 
 /// How early before the attempt (on Twilio's clock) a listed message may have been
-/// created and still be this send: [`MEASURED_SKEW_SLACK_MS`] when Twilio's clock was
-/// measured, else [`CLOCK_SKEW_MS`].
-pub fn match_slack_ms(skew_measured: bool) -> u64 {
-    if skew_measured {
+/// created and still be this send: [`MEASURED_SKEW_SLACK_MS`] when the attempt is
+/// placed exactly (`exact`: this process made it, so the monotonic clock says how long
+/// ago, and Twilio's answer had a `Date`), else [`CLOCK_SKEW_MS`] (after a restart a
+/// clock stepped since the attempt cannot be measured; without `Date` neither can
+/// Twilio's clock). The wide slack cannot take an identical earlier text of ours for
+/// this one: those SIDs are `taken` (see [`find_match`]).
+pub fn match_slack_ms(exact: bool) -> u64 {
+    if exact {
         MEASURED_SKEW_SLACK_MS
     } else {
         CLOCK_SKEW_MS

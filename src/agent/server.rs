@@ -392,7 +392,7 @@ fn write_planned(
                     hub.acked(&id, true);
                     remove_media(&media);
                 }
-                tracing::info!(account = %planned.account, to = %planned.to.redacted(), parts = n, "queued for sending");
+                tracing::debug!(account = %planned.account, to = %planned.to.redacted(), parts = n, "queued for sending");
                 outbox.queued(planned.records);
             });
             Ok(())

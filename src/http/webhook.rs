@@ -152,7 +152,13 @@ async fn receive(
                 now,
             )
             .await?;
-        tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        // One INFO line per message (its `sent`); a status is a detail of it, unless
+        // the message did not arrive.
+        if matches!(status, "failed" | "undelivered") {
+            tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        } else {
+            tracing::debug!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        }
         app.metrics.webhook(200);
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));
     }
@@ -191,10 +197,10 @@ async fn receive(
     };
     match admission {
         Admission::Admitted => {
-            tracing::info!(account = %account.id, %sid, from = %redact_for_log(&from), "webhook admitted");
+            tracing::debug!(account = %account.id, %sid, from = %redact_for_log(&from), "webhook admitted");
         }
         Admission::Duplicate => {
-            tracing::info!(account = %account.id, %sid, "duplicate webhook acknowledged, not processed again")
+            tracing::debug!(account = %account.id, %sid, "duplicate webhook acknowledged, not processed again")
         }
     }
     app.metrics.webhook(200);

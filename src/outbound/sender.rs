@@ -14,7 +14,7 @@ use super::held::{self, Announced};
 use super::{Outbox, PartOutcome};
 use crate::app::LiveConfig;
 use crate::clock::now_ms;
-use crate::limits::{SendWindow, Verdict};
+use crate::limits::{SendWindows, Verdict};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
@@ -56,8 +56,9 @@ pub struct Sender {
 /// about them, and the monotonic times of each send of unknown outcome.
 #[derive(Debug, Default)]
 pub struct Windows {
-    /// Per account, what went out in the last day (rebuilt from the sent log at start).
-    sent: HashMap<String, SendWindow>,
+    /// Per account with a limit set, what went out in the last day, per minute (built
+    /// from the sent log when a limit first needs it).
+    sent: SendWindows,
     /// Which full windows were already announced.
     announced: Announced,
     /// Record id → its times by the monotonic clock, for sends of unknown outcome.
@@ -106,15 +107,6 @@ pub async fn run(s: Sender, mut shutdown: Shutdown) {
     }
     if let Err(e) = s.outbox.load(&s.store) {
         tracing::error!("cannot read the outbound queue: {e}");
-    }
-    match s.store.sent_log() {
-        Ok(log) => {
-            let mut w = s.windows();
-            for (account, at, to, segments) in log {
-                w.sent.entry(account).or_default().record(at, &to, segments);
-            }
-        }
-        Err(e) => tracing::error!("cannot read the sent log (spending limits start empty): {e}"),
     }
     loop {
         let wait = match send_due(&s, &mut shutdown).await {
@@ -289,17 +281,26 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     }
     if limited(&rec) {
         let segments = crate::text::count_segments(&rec.body).segments.max(1);
-        let verdict = s
-            .windows()
-            .sent
-            .entry(account.id.clone())
-            .or_default()
-            .check(
-                &account.outbound_limits,
-                rec.to.as_str(),
-                segments,
-                now_ms(),
-            );
+        let now = now_ms();
+        let verdict = s.windows().sent.check(
+            &account.id,
+            &account.outbound_limits,
+            rec.to.as_str(),
+            segments,
+            now,
+            |w| {
+                let day = crate::access::budget::DAY_MS;
+                let mut sends = 0u64;
+                let read = s.store.for_each_sent(&account.id, now, day, |at, to, n| {
+                    sends += 1;
+                    w.record(at, to, n);
+                });
+                match read {
+                    Ok(()) => tracing::debug!(account = %account.id, "spending window built from the sent log: {sends} send(s) of the last day, kept as {} per-minute entries", w.entries()),
+                    Err(e) => tracing::error!(account = %account.id, "cannot read the sent log (the spending limits count from now): {e}"),
+                }
+            },
+        );
         if let Verdict::Hold {
             limit,
             max,
@@ -638,9 +639,7 @@ async fn record_sent(
         .await?;
     s.windows()
         .sent
-        .entry(rec.account.clone())
-        .or_default()
-        .record(at, rec.to.as_str(), segments);
+        .record(&rec.account, at, rec.to.as_str(), segments);
     Ok(())
 }
 

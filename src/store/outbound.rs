@@ -115,20 +115,32 @@ impl Store {
         self.apply(b)
     }
 
-    /// The sends of the last day: (account, time, recipient, segments).
-    pub fn sent_log(&self) -> Result<Vec<(String, u64, String, u32)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.sent_log.iter() {
+    /// Calls `f(time, recipient, segments)` for each of `account`'s sends in the sent
+    /// log that is at most `max_age_ms` old, oldest first. Streams: the spending
+    /// limits rebuild per-minute summaries from it, and a day of a million sends must
+    /// not sit in memory as a list on the way (issue 20 item 6).
+    pub fn for_each_sent(
+        &self,
+        account: &str,
+        now: u64,
+        max_age_ms: u64,
+        mut f: impl FnMut(u64, &str, u32),
+    ) -> Result<(), StoreError> {
+        let since = now.saturating_sub(max_age_ms);
+        for item in self.sent_log.scan(&super::area::account_prefix(account)) {
             let (k, v) = item?;
-            let Some((account, at)) = super::area::sent_key_parts(&k) else {
+            let Some((_, at)) = super::area::sent_key_parts(&k) else {
                 continue;
             };
+            if at < since {
+                continue;
+            }
             match dec::<(String, u32)>(&v) {
-                Ok((to, segments)) => out.push((account, at, to, segments)),
+                Ok((to, segments)) => f(at, &to, segments),
                 Err(e) => self.quarantine(&self.sent_log, &k, &e),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn prune_sent_log(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {

@@ -1,0 +1,125 @@
+//! Memory measurement helper (issue 20 item 6): grows a (stopped) gateway's store to
+//! what one busy day leaves behind, so the gateway can be started on it and its idle
+//! RSS read (`bench/idle-rss` does both).
+//!
+//! `cargo run --release --example day_store -- STATE_DIR [WEBHOOKS] [SENDS] [SENDERS]`
+//! (defaults 1000000, 1000000, 10000). Account `default`.
+//!
+//! - WEBHOOKS admitted webhooks' dedupe marks, each with its reply route (account,
+//!   sender), in the dedupe buckets, grown in 16 rounds the way the daemon grows them
+//!   (as `examples/prefill.rs` does), timestamped over the last 23 hours.
+//! - SENDERS approved senders, each with a conversation id.
+//! - SENDS finished sends in the sent log (`Store::complete_send`, the daemon's own
+//!   path), spread over the last 23 hours (so all of them count for `perDay`), one
+//!   segment each, to the SENDERS in turn, and for every one the `sent` and
+//!   `delivered` status callbacks (`Store::record_status`, the daemon's own path).
+//!
+//! Ends with a flush. The gateway must not be running (sled locks the store).
+
+use std::time::Instant;
+
+use smsgate::phone::E164;
+use smsgate::store::{dedupe, now_ms, OutboundRecord, Purpose, Store};
+
+const HOUR_MS: u64 = 3_600_000;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().ok_or_else(|| {
+        anyhow::anyhow!("usage: day_store STATE_DIR [WEBHOOKS] [SENDS] [SENDERS]")
+    })?;
+    let webhooks: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
+    let sends: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
+    let senders: u64 = args.next().map_or(Ok(10_000), |s| s.parse())?.max(1);
+    let account = "default";
+    let number = |i: u64| format!("+1555{:07}", i % senders);
+    let started = Instant::now();
+    let now = now_ms();
+    // Spread over the last 23 hours, oldest first.
+    let at = |i: u64, n: u64| now - 23 * HOUR_MS + i * (23 * HOUR_MS) / n.max(1);
+
+    let store = Store::open(std::path::Path::new(&dir))?;
+    for i in 0..senders {
+        let n = E164::parse(&number(i)).map_err(|e| anyhow::anyhow!("bad number: {e}"))?;
+        store.approve_sender(account, &n, now)?;
+    }
+    store.flush()?;
+    drop(store);
+
+    // Dedupe marks and conversations straight into sled (the store has no public
+    // "mark processed" method; see examples/prefill.rs for why and how).
+    {
+        let db = smsgate::store::sled_config(&std::path::Path::new(&dir).join("db")).open()?;
+        let data = db.open_tree("data")?;
+        let mut batch = sled::Batch::default();
+        for i in 0..senders {
+            let mut key = vec![b'c'];
+            key.extend_from_slice(account.as_bytes());
+            key.push(0);
+            key.extend_from_slice(number(i).as_bytes());
+            batch.insert(key, format!("c{i:016x}").as_bytes());
+        }
+        data.apply_batch(batch)?;
+        const ROUNDS: u64 = 16;
+        let mut buckets: std::collections::HashMap<[u8; 2], Vec<u8>> = Default::default();
+        for round in 0..ROUNDS {
+            let mut touched = std::collections::BTreeSet::new();
+            for j in webhooks * round / ROUNDS..webhooks * (round + 1) / ROUNDS {
+                let sid = format!("SMday{:029x}", j);
+                let mut value = at(j, webhooks).to_be_bytes().to_vec();
+                value.extend_from_slice(account.as_bytes());
+                value.push(0);
+                value.extend_from_slice(number(j).as_bytes());
+                let n = dedupe::bucket_of(sid.as_bytes());
+                let bucket = buckets.entry(n).or_default();
+                *bucket = dedupe::with(bucket, sid.as_bytes(), &value)
+                    .map_err(|e| anyhow::anyhow!("cannot encode a bucket: {e:?}"))?;
+                touched.insert(n);
+            }
+            let touched: Vec<_> = touched.into_iter().collect();
+            for chunk in touched.chunks(1_000) {
+                let mut batch = sled::Batch::default();
+                for n in chunk {
+                    let mut key = vec![b'S'];
+                    key.extend_from_slice(n);
+                    batch.insert(key, buckets[n].as_slice());
+                }
+                data.apply_batch(batch)?;
+            }
+        }
+        db.flush()?;
+    }
+    println!(
+        "{webhooks} webhooks' marks, {senders} senders: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let store = Store::open(std::path::Path::new(&dir))?;
+    for i in 0..sends {
+        let to = E164::parse(&number(i)).map_err(|e| anyhow::anyhow!("bad number: {e}"))?;
+        let t = at(i, sends);
+        let rec = OutboundRecord::new(
+            i + 1,
+            account,
+            to,
+            "a reply of an ordinary length, one segment".into(),
+            Purpose::Reply {
+                message_id: format!("SMday{:029x}", i),
+            },
+            t,
+        );
+        store.complete_send(&rec, 1, t)?;
+        let sid = format!("SMsent{:028x}", i);
+        store.record_status(&sid, "sent", None, t + 500)?;
+        store.record_status(&sid, "delivered", None, t + 2_000)?;
+        if i % 100_000 == 99_999 {
+            println!("{} sends: {:.1} s", i + 1, started.elapsed().as_secs_f64());
+        }
+    }
+    store.flush()?;
+    println!(
+        "grew {dir}: {webhooks} webhooks, {sends} sends with 2 statuses each, {senders} senders in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! What smsgate keeps and says per message (issue 20 item 6): the spending limits'
+//! memory is not rebuilt from every send of the day at start, and the default log
+//! level writes one line per message.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const BUILT: &str = "spending window built from the sent log";
+
+fn agent_sock(t: &TestDir) -> std::path::PathBuf {
+    t.state().join("agent.sock")
+}
+
+/// Stops the gateway and returns its whole log (read to the `stopped` line).
+fn stop_and_log(gw: Gateway) -> String {
+    let log = gw.log.clone();
+    assert_eq!(gw.stop().code(), Some(0));
+    assert!(
+        wait_until(Duration::from_secs(10), || log
+            .lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.trim_end().ends_with(" stopped"))),
+        "{}",
+        log.lock().unwrap()
+    );
+    let text = log.lock().unwrap().clone();
+    text
+}
+
+/// The agent sends `n` texts and waits for each `sent`.
+fn send_texts(t: &TestDir, n: usize, tag: &str) {
+    let mut agent = TestAgent::connect(&agent_sock(t));
+    for i in 0..n {
+        agent.send(json!({"type": "send", "to": format!("+155576500{:02}", i % 7), "text": format!("{tag} {i}"), "ref": format!("{tag}{i}")}));
+        assert_eq!(agent.next_of("sent")["ref"], format!("{tag}{i}"));
+    }
+}
+
+/// With every limit 0 a restart reads nothing of the day's sends into memory; with a
+/// limit set the window is built once, from the sent log, as per-minute entries (a
+/// handful here), not one entry per send; and it still counts the sends before the
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_does_not_rebuild_per_send_state() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let zero = r#"outboundLimits: { perHour: 0, perDay: 0, perRecipientPerHour: 0 }"#;
+    let config = t.config(&twilio, zero);
+    let debug = [("SMSGATE_LOG", "debug")];
+    let gw = Gateway::start_with(&config, &debug);
+    send_texts(&t, 30, "a");
+    assert!(!stop_and_log(gw).contains(BUILT));
+
+    // Restart, limits still 0: one more send, and nothing was read for the limits.
+    let gw = Gateway::start_with(&config, &debug);
+    send_texts(&t, 1, "b");
+    let log = stop_and_log(gw);
+    assert!(!log.contains(BUILT), "{log}");
+
+    // A limit set: the first send builds the window from the log, once.
+    let config = t.config(
+        &twilio,
+        r#"outboundLimits: { perHour: 33, perDay: 0, perRecipientPerHour: 0 }"#,
+    );
+    let gw = Gateway::start_with(&config, &debug);
+    send_texts(&t, 2, "c");
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    agent.send(json!({"type": "send", "to": "+15557650001", "text": "over", "ref": "over"}));
+    let held = agent.next_of("error");
+    assert_eq!(
+        held["ref"], "over",
+        "31 + 2 sends fill the hour of 33: {held}"
+    );
+    let log = stop_and_log(gw);
+    let built: Vec<&str> = log.lines().filter(|l| l.contains(BUILT)).collect();
+    assert_eq!(built.len(), 1, "{built:#?}");
+    assert!(built[0].contains("31 send(s)"), "{}", built[0]);
+    // The test's sends span a minute or two.
+    let entries: usize = built[0]
+        .split("kept as ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(entries <= 3, "{}", built[0]);
+    assert_eq!(twilio.sends().len(), 33);
+}
+
+/// One admitted webhook, the agent's reply and its `sent` and `delivered` callbacks:
+/// two INFO lines at the default level, one per message (the text in, the reply
+/// out); the rest (admission, queueing, statuses) at DEBUG.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_info_line_per_message() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    assert!(gw.wait_log("agent connected", Duration::from_secs(10)));
+    let before = gw.log().len();
+    let sid = "SM6a000000000000000000000000000001";
+    assert_eq!(gw.admit(sid, "+15557650001", "hello").await, 200);
+    let m = agent.next_of("message");
+    agent.send(json!({"type": "reply", "id": m["id"], "text": "hi there"}));
+    let sent = agent.next_of("sent");
+    let msid = sent["sids"][0].as_str().unwrap().to_string();
+    for status in ["sent", "delivered"] {
+        let cb = [
+            ("MessageSid", msid.as_str()),
+            ("MessageStatus", status),
+            ("AccountSid", SID),
+            ("From", FROM),
+            ("To", "+15557650001"),
+        ];
+        assert_eq!(post_signed(&gw, "/webhooks/sms", &cb).await.0, 200);
+    }
+    assert_eq!(agent.next_of("status")["status"], "sent");
+    assert_eq!(agent.next_of("status")["status"], "delivered");
+    // The same again as a duplicate (Twilio's retry): no INFO line either.
+    assert_eq!(gw.admit(sid, "+15557650001", "hello").await, 200);
+    let log = stop_and_log(gw);
+    let flow = &log[before..];
+    // Up to the line that says the stop began.
+    let end = flow
+        .find("SIGTERM received")
+        .and_then(|at| flow[..at].rfind('\n'))
+        .unwrap_or(flow.len());
+    let flow = &flow[..end];
+    let info: Vec<&str> = flow.lines().filter(|l| l.contains(" INFO ")).collect();
+    assert_eq!(info.len(), 2, "{info:#?}\n{flow}");
+    assert!(
+        info[0].contains("message queued for the agent"),
+        "{info:#?}"
+    );
+    assert!(info[1].contains("sent"), "{info:#?}");
+    assert!(!flow.contains("+15557650001"), "numbers redacted: {flow}");
+}

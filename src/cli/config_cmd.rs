@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::args::ConfigCmd;
 use super::{config_path, load_config};
-use crate::config::{self, patch, show, Env};
+use crate::config::{self, edit, patch, show, Env};
 
 pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
     match cmd {
@@ -42,7 +42,19 @@ pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
-    config::read_capped(path, config::MAX_CONFIG_BYTES).map_err(|e| match e {
+    capped_error(
+        path,
+        what,
+        config::read_capped(path, config::MAX_CONFIG_BYTES),
+    )
+}
+
+fn capped_error(
+    path: &Path,
+    what: &str,
+    read: Result<String, config::CappedReadError>,
+) -> Result<String> {
+    read.map_err(|e| match e {
         config::CappedReadError::Io(e) => anyhow!("cannot read {what} {}: {e}", path.display()),
         config::CappedReadError::TooLarge => anyhow!(
             "{what} {} is larger than {} bytes (1 MiB), the most a config may be; check the path",
@@ -58,9 +70,21 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     // the link stays a link.
     let real = std::fs::canonicalize(target)
         .with_context(|| format!("cannot resolve config file {}", target.display()))?;
+    // It is replaced by a rename: a FIFO or device there would not be what was read.
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "config file {} is not a regular file; config patch edits a JSON5 file",
+            real.display()
+        );
+    }
     let original = config::parse_json5(&original_text)
         .map_err(|e| anyhow!("config file {} is not valid JSON5: {e}", target.display()))?;
-    let patch_text = read_text(patch_path, "patch file")?;
+    // A FIFO or device as the patch is refused at once, never waited on.
+    let patch_text = capped_error(
+        patch_path,
+        "patch file",
+        config::read_regular_capped(patch_path, config::MAX_CONFIG_BYTES),
+    )?;
     let patch_value = config::parse_json5(&patch_text).map_err(|e| {
         anyhow!(
             "patch file {} is not valid JSON5: {e}",
@@ -89,13 +113,34 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     for c in &changes {
         println!("{c}");
     }
+    // Edit the file's text in place (its comments stay); when that cannot be done
+    // safely, rewrite it whole, keeping the original beside it.
+    let (text, lost) = match edit::apply(&original_text, &patch_value, &merged) {
+        Ok(text) => (text, None),
+        Err(why) => {
+            let mut text = serde_json::to_string_pretty(&merged)?;
+            text.push('\n');
+            (text, Some(why))
+        }
+    };
+    let bak = backup_path(&real);
     if dry_run {
+        if let Some(why) = &lost {
+            println!("(would be rewritten as plain JSON without its comments, {why}; the original would be kept as {})", bak.display());
+        }
         println!("(dry run: {} not changed)", target.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut text = serde_json::to_string_pretty(&merged)?;
-    text.push('\n');
-    write_atomically(&real, text.as_bytes())?;
+    if let Some(why) = &lost {
+        // Said before anything is written, so an operator who stops here loses nothing.
+        eprintln!(
+            "warning: {} is rewritten as plain JSON and loses its comments ({why}); the original is kept as {}",
+            real.display(),
+            bak.display()
+        );
+        write_atomically(&bak, original_text.as_bytes(), &real)?;
+    }
+    write_atomically(&real, text.as_bytes(), &real)?;
     if real == target {
         println!("Wrote {}.", target.display());
     } else {
@@ -104,10 +149,6 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
             real.display(),
             target.display()
         );
-    }
-    if original_text.contains("//") || original_text.contains("/*") {
-        // The json5 crate parses comments away; there is nothing to write them back from.
-        eprintln!("note: the file was rewritten as plain JSON; its comments were not kept");
     }
     tell_running_gateway(&new_config, &real)
 }
@@ -181,9 +222,16 @@ fn tell_running_gateway(new_config: &config::Config, written: &Path) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Temp file beside the target, same mode and owner, fsync, rename, fsync the directory:
-/// a crash leaves the old file or the new one, never half of one.
-fn write_atomically(target: &Path, bytes: &[u8]) -> Result<()> {
+/// Where the original is kept when the file must be rewritten whole.
+fn backup_path(real: &Path) -> PathBuf {
+    let mut name = real.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    real.with_file_name(name)
+}
+
+/// Temp file beside the target, with the mode and owner of `like`, fsync, rename, fsync
+/// the directory: a crash leaves the old file or the new one, never half of one.
+fn write_atomically(target: &Path, bytes: &[u8], like: &Path) -> Result<()> {
     let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -194,7 +242,7 @@ fn write_atomically(target: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let meta =
-        std::fs::metadata(target).with_context(|| format!("cannot stat {}", target.display()))?;
+        std::fs::metadata(like).with_context(|| format!("cannot stat {}", like.display()))?;
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

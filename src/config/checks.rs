@@ -139,7 +139,7 @@ pub fn cannot_send(
             out.push((
                 path.clone(),
                 format!(
-                    "this account cannot send: missing {}; set {} (the default account also reads the TWILIO_* environment variables), or set enabled: false on the account",
+                    "this account cannot work: missing {}; set {} (the default account also reads the TWILIO_* environment variables), or set enabled: false on the account",
                     keys.join(", "),
                     if keys.len() == 1 { "it" } else { "them" }
                 ),

@@ -809,6 +809,13 @@ fn top_level_missing(top: &RawAccount, env_raw: &RawAccount) -> Vec<&'static str
     if unset(|r| is_unset(&r.from_number) && is_unset(&r.messaging_service_sid)) {
         missing.push("fromNumber or messagingServiceSid");
     }
+    let unsigned = matches!(
+        top.dangerously_disable_signature_validation,
+        Some(Field::Ok(true))
+    );
+    if !unsigned && unset(|r| is_unset(&r.public_webhook_url)) {
+        missing.push("publicWebhookUrl");
+    }
     missing
 }
 
@@ -1131,6 +1138,10 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     }
     if f_unset(l, |r| &r.from_number) && f_unset(l, |r| &r.messaging_service_sid) {
         missing.push("fromNumber or messagingServiceSid");
+    }
+    // Named with the rest, so one run lists everything still to fill in.
+    if !missing.is_empty() && !unsigned && f_unset(l, |r| &r.public_webhook_url) {
+        missing.push("publicWebhookUrl");
     }
     if !missing.is_empty() {
         return inactive(

@@ -258,6 +258,9 @@ pub enum Permissions {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
+    /// Write a commented starter config (mode 0600; never overwrites), asking for what
+    /// is missing when stdin is a terminal
+    Init(InitArgs),
     /// Load and validate; exit 1 listing every problem
     Validate,
     /// The resolved configuration, secrets redacted
@@ -271,6 +274,30 @@ pub enum ConfigCmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `config init`: each value may be given here; the rest is asked for on a terminal,
+/// else left as a placeholder to fill in.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it (default: --config / $SMSGATE_CONFIG, else ./smsgate.json5)
+    #[arg(long, value_name = "P")]
+    pub path: Option<PathBuf>,
+    /// The Twilio Account SID (AC…)
+    #[arg(long, value_name = "AC…")]
+    pub account_sid: Option<String>,
+    /// The Twilio number that sends and receives (E.164, +1…)
+    #[arg(long, value_name = "+1…", conflicts_with = "messaging_service")]
+    pub from: Option<String>,
+    /// Send through this Messaging Service instead of a number (MG…)
+    #[arg(long, value_name = "MG…")]
+    pub messaging_service: Option<String>,
+    /// The public URL Twilio calls (https://…/webhooks/sms)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The environment variable the auth token is read from (never written to the file)
+    #[arg(long, value_name = "VAR", default_value = "TWILIO_AUTH_TOKEN")]
+    pub token_env: String,
 }
 
 #[derive(Debug, Args)]

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::args::ConfigCmd;
+use super::args::{ConfigCmd, InitArgs};
 use super::{config_path, load_config};
-use crate::config::{self, patch, show, Env};
+use crate::config::{self, edit, init, patch, show, Env};
 
 pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
     match cmd {
@@ -38,11 +38,206 @@ pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ConfigCmd::Patch { file, dry_run } => patch_file(&config_path(path).0, &file, dry_run),
+        ConfigCmd::Init(args) => init(path, args),
     }
 }
 
+/// `config init`. The path: `--path`, else `--config`/`$SMSGATE_CONFIG`, else
+/// `./smsgate.json5` (not /etc/smsgate, which a newcomer's user cannot write; the next
+/// steps then say `--config`).
+fn init(global: &Option<PathBuf>, args: InitArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let target = args
+        .path
+        .clone()
+        .or_else(|| global.clone())
+        .unwrap_or_else(|| PathBuf::from("smsgate.json5"));
+    // Refused before any question is asked; the write itself refuses too (create_new).
+    if std::fs::symlink_metadata(&target).is_ok() {
+        bail!(
+            "{} already exists; config init never overwrites a file: edit it (then `smsgate config validate`), or give another --path",
+            target.display()
+        );
+    }
+    let given = |v: &Option<String>, check: fn(&str) -> Result<String, String>, flag: &str| {
+        v.as_deref()
+            .map(|s| check(s).map_err(|e| anyhow!("--{flag} {s:?} {e}")))
+            .transpose()
+    };
+    let mut answers = init::Answers {
+        account_sid: given(&args.account_sid, init::check_account_sid, "account-sid")?,
+        sender: match (&args.from, &args.messaging_service) {
+            (Some(n), _) => Some(init::check_from(n).map_err(|e| anyhow!("--from {n:?}: {e}"))?),
+            (None, Some(mg)) => Some(
+                init::check_messaging_service(mg)
+                    .map_err(|e| anyhow!("--messaging-service {mg:?} {e}"))?,
+            ),
+            (None, None) => None,
+        },
+        public_url: given(&args.public_url, init::check_public_url, "public-url")?,
+        token_env: init::check_token_env(&args.token_env)
+            .map_err(|e| anyhow!("--token-env {:?} {e}", args.token_env))?,
+        state_dir: default_state_dir(&target),
+    };
+    // Questions only for a person at a terminal; a script gets placeholders, listed below.
+    if std::io::stdin().is_terminal() {
+        if answers.account_sid.is_none() {
+            answers.account_sid = ask(
+                "Twilio Account SID (AC…, from the Twilio Console)",
+                init::check_account_sid,
+            )?;
+        }
+        if answers.sender.is_none() {
+            answers.sender = ask(
+                "Your Twilio phone number (+1…), or a Messaging Service SID (MG…)",
+                init::check_sender,
+            )?;
+        }
+        if answers.public_url.is_none() {
+            answers.public_url = ask(
+                "The public https URL Twilio will call (e.g. https://sms.example.com/webhooks/sms)",
+                init::check_public_url,
+            )?;
+        }
+    }
+    let text = init::render(&answers);
+    write_new_private(&target, text.as_bytes())?;
+    println!("Wrote {} (mode 0600).", target.display());
+    let missing = init::missing(&answers);
+    // Later commands find the file by themselves only at $SMSGATE_CONFIG or the default.
+    let found = std::env::var_os("SMSGATE_CONFIG").map(PathBuf::from) == Some(target.clone())
+        || target == Path::new(config::DEFAULT_CONFIG_PATH);
+    let c = if found {
+        String::new()
+    } else {
+        format!(" --config {}", shell_word(&target.display().to_string()))
+    };
+    println!("Next steps:");
+    let mut n = 0;
+    let mut step = |s: String| {
+        n += 1;
+        println!("  {n}. {s}");
+    };
+    if !missing.is_empty() {
+        step(format!(
+            "fill in {} in {} (see the comments there)",
+            missing.join(", "),
+            target.display()
+        ));
+    }
+    step(format!(
+        "export {}=…   # the Auth Token from the Twilio Console; the file only names the variable",
+        answers.token_env
+    ));
+    step(format!("smsgate{c} config validate"));
+    step(format!(
+        "smsgate{c} channels setup   # points your number's webhook at publicWebhookUrl"
+    ));
+    step(format!("smsgate{c} gateway"));
+    step(format!(
+        "smsgate{c} agent echo   # in another terminal: an agent that answers every text; then text your number"
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/var/lib/smsgate` for root (the systemd layout), else the user's state directory.
+fn default_state_dir(target: &Path) -> String {
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/smsgate".into();
+    }
+    let home_state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local/state"))
+        });
+    let dir = match home_state {
+        Some(d) => d.join("smsgate"),
+        None => std::path::absolute(target)
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("smsgate-state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/smsgate")),
+    };
+    dir.display().to_string()
+}
+
+/// Asks until the answer passes `check`; an empty answer (or end of input) leaves a
+/// placeholder.
+fn ask<T>(question: &str, check: fn(&str) -> Result<T, String>) -> Result<Option<T>> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("{question}, or Enter to fill in later: ");
+        std::io::stderr().flush().ok();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
+            return Ok(None);
+        }
+        match check(line.trim()) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => eprintln!("  {:?} {e}", line.trim()),
+        }
+    }
+}
+
+/// A path as a shell word, quoted when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Creates `path` (never replacing anything: `O_EXCL`, which also refuses a symlink),
+/// mode 0600 from the start, and syncs it.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow!(
+                "{} already exists; config init never overwrites a file",
+                path.display()
+            ),
+            _ => anyhow!("cannot create {}: {e}", path.display()),
+        })?;
+    // The umask cannot widen 0600, but a umask could narrow it; set it exactly.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path);
+        bail!("cannot write {}: {e}", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
 fn read_text(path: &Path, what: &str) -> Result<String> {
-    config::read_capped(path, config::MAX_CONFIG_BYTES).map_err(|e| match e {
+    capped_error(
+        path,
+        what,
+        config::read_capped(path, config::MAX_CONFIG_BYTES),
+    )
+}
+
+fn capped_error(
+    path: &Path,
+    what: &str,
+    read: Result<String, config::CappedReadError>,
+) -> Result<String> {
+    read.map_err(|e| match e {
         config::CappedReadError::Io(e) => anyhow!("cannot read {what} {}: {e}", path.display()),
         config::CappedReadError::TooLarge => anyhow!(
             "{what} {} is larger than {} bytes (1 MiB), the most a config may be; check the path",
@@ -58,9 +253,21 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     // the link stays a link.
     let real = std::fs::canonicalize(target)
         .with_context(|| format!("cannot resolve config file {}", target.display()))?;
+    // It is replaced by a rename: a FIFO or device there would not be what was read.
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "config file {} is not a regular file; config patch edits a JSON5 file",
+            real.display()
+        );
+    }
     let original = config::parse_json5(&original_text)
         .map_err(|e| anyhow!("config file {} is not valid JSON5: {e}", target.display()))?;
-    let patch_text = read_text(patch_path, "patch file")?;
+    // A FIFO or device as the patch is refused at once, never waited on.
+    let patch_text = capped_error(
+        patch_path,
+        "patch file",
+        config::read_regular_capped(patch_path, config::MAX_CONFIG_BYTES),
+    )?;
     let patch_value = config::parse_json5(&patch_text).map_err(|e| {
         anyhow!(
             "patch file {} is not valid JSON5: {e}",
@@ -89,13 +296,34 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     for c in &changes {
         println!("{c}");
     }
+    // Edit the file's text in place (its comments stay); when that cannot be done
+    // safely, rewrite it whole, keeping the original beside it.
+    let (text, lost) = match edit::apply(&original_text, &patch_value, &merged) {
+        Ok(text) => (text, None),
+        Err(why) => {
+            let mut text = serde_json::to_string_pretty(&merged)?;
+            text.push('\n');
+            (text, Some(why))
+        }
+    };
+    let bak = backup_path(&real);
     if dry_run {
+        if let Some(why) = &lost {
+            println!("(would be rewritten as plain JSON without its comments, {why}; the original would be kept as {})", bak.display());
+        }
         println!("(dry run: {} not changed)", target.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut text = serde_json::to_string_pretty(&merged)?;
-    text.push('\n');
-    write_atomically(&real, text.as_bytes())?;
+    if let Some(why) = &lost {
+        // Said before anything is written, so an operator who stops here loses nothing.
+        eprintln!(
+            "warning: {} is rewritten as plain JSON and loses its comments ({why}); the original is kept as {}",
+            real.display(),
+            bak.display()
+        );
+        write_atomically(&bak, original_text.as_bytes(), &real)?;
+    }
+    write_atomically(&real, text.as_bytes(), &real)?;
     if real == target {
         println!("Wrote {}.", target.display());
     } else {
@@ -104,10 +332,6 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
             real.display(),
             target.display()
         );
-    }
-    if original_text.contains("//") || original_text.contains("/*") {
-        // The json5 crate parses comments away; there is nothing to write them back from.
-        eprintln!("note: the file was rewritten as plain JSON; its comments were not kept");
     }
     tell_running_gateway(&new_config, &real)
 }
@@ -181,9 +405,16 @@ fn tell_running_gateway(new_config: &config::Config, written: &Path) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Temp file beside the target, same mode and owner, fsync, rename, fsync the directory:
-/// a crash leaves the old file or the new one, never half of one.
-fn write_atomically(target: &Path, bytes: &[u8]) -> Result<()> {
+/// Where the original is kept when the file must be rewritten whole.
+fn backup_path(real: &Path) -> PathBuf {
+    let mut name = real.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    real.with_file_name(name)
+}
+
+/// Temp file beside the target, with the mode and owner of `like`, fsync, rename, fsync
+/// the directory: a crash leaves the old file or the new one, never half of one.
+fn write_atomically(target: &Path, bytes: &[u8], like: &Path) -> Result<()> {
     let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -194,7 +425,7 @@ fn write_atomically(target: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let meta =
-        std::fs::metadata(target).with_context(|| format!("cannot stat {}", target.display()))?;
+        std::fs::metadata(like).with_context(|| format!("cannot stat {}", like.display()))?;
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

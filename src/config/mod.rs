@@ -4,6 +4,9 @@
 //! `load` reads and parses; [`validate::validate`] is a pure function from the raw file,
 //! its unknown keys and the environment to a [`Config`] or the full list of problems.
 
+pub mod checks;
+pub mod edit;
+pub mod init;
 pub mod patch;
 pub mod raw;
 pub mod redact;
@@ -313,6 +316,55 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
     })
 }
 
+/// Like [`read_capped`], for a file that must be a regular file (a patch): a FIFO,
+/// device, socket or directory is refused at once. It is opened without blocking (a FIFO
+/// with no writer would otherwise hang the open) and checked on the open descriptor, so
+/// a path swapped after a check cannot slip through.
+pub fn read_regular_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(CappedReadError::Io)?;
+    let meta = file.metadata().map_err(CappedReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(CappedReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file; give the path of a JSON5 file"),
+        )));
+    }
+    if meta.len() > limit {
+        return Err(CappedReadError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(CappedReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(CappedReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        CappedReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not UTF-8 text",
+        ))
+    })
+}
+
 /// How deep objects and lists may nest (serde_json's own limit).
 pub const MAX_NESTING: usize = 128;
 
@@ -392,6 +444,7 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 pub fn load_without_secrets(path: &Path) -> Result<Config, LoadError> {
     let mut env = Env::from_process();
     env.tolerate_unresolved_secrets = true;
+    env.probe_state_dir = false;
     load_with(path, &env)
 }
 
@@ -413,19 +466,29 @@ fn load_with(path: &Path, env: &Env) -> Result<Config, LoadError> {
         path: path.to_path_buf(),
         message: redact::scrub_known(&message, &env_token),
     })?;
-    validate::validate_value(&value, env).map_err(|errors| LoadError::Invalid {
-        path: path.to_path_buf(),
-        errors: ConfigErrors(
-            errors
-                .0
-                .into_iter()
-                .map(|p| Problem {
-                    path: p.path,
-                    message: redact::scrub_known(&p.message, &env_token),
-                })
-                .collect(),
-        ),
-    })
+    let mut config =
+        validate::validate_value(&value, env).map_err(|errors| LoadError::Invalid {
+            path: path.to_path_buf(),
+            errors: ConfigErrors(
+                errors
+                    .0
+                    .into_iter()
+                    .map(|p| Problem {
+                        path: p.path,
+                        message: redact::scrub_known(&p.message, &env_token),
+                    })
+                    .collect(),
+            ),
+        })?;
+    // The file itself, not only what it says: a token in a file others can read.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let inline = checks::inline_secret_paths(&value);
+        if let Some(w) = checks::readable_secret_warning(path, meta.permissions().mode(), &inline) {
+            config.warnings.push(w);
+        }
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -206,32 +206,76 @@ pub fn masked_line(text: &str, line: usize) -> Option<String> {
     Some(out.trim_end_matches('\r').to_string())
 }
 
-/// A JSON5 syntax error as a one-line message plus the offending source line with
-/// secrets masked (the parser's own message quotes the raw line).
+/// A JSON5 syntax error as a one-line message (where, and what was expected, in an
+/// operator's words) plus the offending source line with secrets masked.
 pub fn syntax_error(text: &str, error: &json5::Error) -> String {
-    let json5::Error::Message { msg, location } = error;
-    // pest formats "  --> l:c\n  |\nl | <source>\n  | ^---\n  |\n  = expected …": keep
-    // only the "= …" part. Messages without a newline never quote the source.
-    let what = if msg.contains('\n') {
-        msg.lines()
-            .rev()
-            .find_map(|l| l.trim_start().strip_prefix("= "))
-            .unwrap_or("syntax error")
-            .to_string()
-    } else {
-        msg.clone()
+    let what = match error.code() {
+        Some(code) => describe_syntax(code),
+        // Only number conversions use free text, and they never quote the source.
+        None => error.to_string(),
     };
-    match location {
-        None => what,
-        Some(loc) => {
-            let mut out = format!("line {}, column {}: {what}", loc.line, loc.column);
-            if let Some(src) = masked_line(text, loc.line) {
-                let src: String = src.chars().take(200).collect();
-                out.push_str(&format!("\n  {:>4} | {src}", loc.line));
-            }
-            out
+    // Errors at the end of the text carry no position: they are at the end.
+    let (line, column) = match error.position() {
+        Some(p) => (p.line + 1, p.column + 1),
+        None => {
+            let line = text.lines().count().max(1);
+            let column = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
         }
+    };
+    let mut what = what;
+    // A missing comma is found at the next key, usually on the next line: say where the
+    // comma goes.
+    let at_line_start = text
+        .lines()
+        .nth(line - 1)
+        .is_some_and(|l| l.chars().take(column - 1).all(char::is_whitespace));
+    if error.code() == Some(json5::ErrorCode::ExpectedComma) && at_line_start && line > 1 {
+        what.push_str(&format!(
+            " (a comma may be missing at the end of line {})",
+            line - 1
+        ));
     }
+    let mut out = format!("line {line}, column {column}: {what}");
+    if let Some(src) = masked_line(text, line) {
+        let src: String = src.chars().take(200).collect();
+        out.push_str(&format!("\n  {line:>4} | {src}"));
+    }
+    out
+}
+
+/// What a parser error code means, and the usual cause.
+fn describe_syntax(code: json5::ErrorCode) -> String {
+    use json5::ErrorCode as C;
+    match code {
+        C::ExpectedComma => "expected `,` or a closing `}`/`]` after the value before it: is a comma missing, or a string not quoted?",
+        C::ExpectedColon => "expected `:` after the key",
+        C::ExpectedIdentifier | C::InvalidKey => "expected a key: a name such as dmPolicy, or a quoted string",
+        C::ExpectedValue | C::ExpectedStringOrObject => "expected a value: a \"quoted string\", a number, true, false, null, an { object } or a [ list ] (text needs quotes)",
+        C::ExpectedClosingBrace => "expected `}` to close the object",
+        C::ExpectedClosingBracket => "expected `]` to close the list",
+        C::ExpectedOpeningBrace => "expected `{` to open an object",
+        C::ExpectedOpeningBracket => "expected `[` to open a list",
+        C::ExpectedString => "expected a quoted string",
+        C::ExpectedNumber => "expected a number (a phone number is a string: \"+15551234567\")",
+        C::ExpectedBool => "expected true or false",
+        C::ExpectedNull => "expected null",
+        C::ExpectedComment => "expected a comment after `/`: write // to the end of the line, or /* … */",
+        C::EofParsingObject => "the file ends inside an object: expected `}` (or `,` and another key)",
+        C::EofParsingArray => "the file ends inside a list: expected `]`",
+        C::EofParsingString => "the file ends inside a string: expected its closing quote",
+        C::EofParsingComment => "the file ends inside a /* comment: expected `*/`",
+        C::EofParsingEscapeSequence => "the file ends inside an escape sequence",
+        C::EofParsingIdentifier => "the file ends inside a key: expected `:` and a value",
+        C::EofParsingValue | C::EofParsingNull | C::EofParsingBool | C::EofParsingNumber => "the file ends where a value was expected",
+        C::InvalidEscapeSequence => "invalid escape sequence in a string: write \\\\ for a backslash",
+        C::LineTerminatorInString => "a string runs to the end of the line: expected its closing quote",
+        C::LeadingZero => "a number cannot start with 0: quote it (phone numbers are strings: \"+15551234567\")",
+        C::OverflowParsingNumber => "the number is too large",
+        C::InvalidBytes => "invalid characters: the file must be UTF-8 text",
+        C::TrailingCharacters => "expected the end of the file after the closing `}`: the file holds one object",
+    }
+    .to_string()
 }
 
 /// Secrets resolved in this process (the running configuration's, in the daemon):

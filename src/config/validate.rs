@@ -28,6 +28,10 @@ pub struct Env {
     /// commands that never use the token (pairing, senders, queue), which an operator
     /// runs outside the service, where `$CREDENTIALS_DIRECTORY` does not exist.
     pub tolerate_unresolved_secrets: bool,
+    /// Check that `stateDir` can be created or written (file system access, so off in
+    /// [`Env::default`] for pure validation). Only strict loads check it: an operator's
+    /// `pairing list` need not be able to write the service's directory.
+    pub probe_state_dir: bool,
 }
 
 impl Env {
@@ -35,6 +39,7 @@ impl Env {
         Self {
             vars: std::env::vars().collect(),
             tolerate_unresolved_secrets: false,
+            probe_state_dir: true,
         }
     }
 
@@ -90,7 +95,10 @@ pub fn validate_value(value: &Value, env: &Env) -> Result<Config, ConfigErrors> 
 pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     for path in unknown {
-        p.add(path.clone(), "unknown key; remove it or check its spelling (keys are camelCase, see the configuration reference)");
+        match super::checks::did_you_mean(path) {
+            Some(key) => p.add(path.clone(), format!("unknown key; did you mean `{key}`? (keys are camelCase, see the configuration reference)")),
+            None => p.add(path.clone(), "unknown key; remove it or check its spelling (keys are camelCase, see the configuration reference)"),
+        }
     }
     let gateway = gateway(raw, env, &mut p);
     let sms = sms_channel(raw, env, &mut p);
@@ -101,6 +109,15 @@ pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config
         }
         for a in &sms.inactive {
             warnings.push(format!("account {:?} is not usable: {}", a.id, a.reason));
+        }
+        for a in &sms.accounts {
+            if let Some(url) = a.public_url() {
+                warnings.extend(super::checks::public_url_warnings(
+                    &a.id,
+                    &url.parsed,
+                    &a.webhook_path,
+                ));
+            }
         }
         if let Some(gw) = gateway {
             return Ok(Config {
@@ -214,6 +231,10 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
                 state_dir.display().to_string()
             ),
         );
+    } else if env.probe_state_dir && !env.tolerate_unresolved_secrets {
+        if let Some(problem) = super::checks::state_dir_problem(&state_dir) {
+            p.add("gateway.stateDir", problem);
+        }
     }
     let socket = |f: &Option<Field<String>>, key: &str, name: &str, p: &mut Problems| -> PathBuf {
         let path = format!("gateway.{key}");
@@ -595,6 +616,7 @@ fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
 
     let mut accounts = Vec::new();
     let mut inactive = Vec::new();
+    let mut unusable = Vec::new();
     let mut paths: BTreeMap<String, String> = BTreeMap::new();
     let mut unique: BTreeMap<String, (String, String)> = BTreeMap::new();
     for id in &ids {
@@ -633,10 +655,26 @@ fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
                 check_unique(&mut unique, &a, &layers, p);
                 accounts.push(*a);
             }
-            Resolved::Inactive(a) => {
+            Resolved::Inactive(a, why) => {
                 check_path(&mut paths, id, &a.webhook_path, &layers, p);
+                let path = if named.contains_key(id) {
+                    format!("{SMS}.accounts.{id}")
+                } else {
+                    SMS.to_string()
+                };
+                unusable.push((path, why));
                 inactive.push(a);
             }
+        }
+    }
+    // A config that validates must be able to send (CONTRACT §11); commands that never
+    // send (pairing, status) still load one that cannot, to say why.
+    if !env.tolerate_unresolved_secrets {
+        let top_missing = top_level_missing(top, &env_raw);
+        for (path, message) in
+            super::checks::cannot_send(enabled, accounts.len(), &unusable, &top_missing)
+        {
+            p.add(path, message);
         }
     }
 
@@ -754,7 +792,31 @@ fn check_unique(
 
 enum Resolved {
     Usable(Box<Account>),
-    Inactive(InactiveAccount),
+    Inactive(InactiveAccount, super::checks::Unusable),
+}
+
+/// The sending keys that neither the top level of `channels.sms` nor the environment
+/// sets (for the message when no account exists at all).
+fn top_level_missing(top: &RawAccount, env_raw: &RawAccount) -> Vec<&'static str> {
+    let unset = |f: fn(&RawAccount) -> bool| f(top) && f(env_raw);
+    let mut missing = Vec::new();
+    if unset(|r| is_unset(&r.account_sid)) {
+        missing.push("accountSid");
+    }
+    if unset(|r| is_unset(&r.auth_token)) {
+        missing.push("authToken");
+    }
+    if unset(|r| is_unset(&r.from_number) && is_unset(&r.messaging_service_sid)) {
+        missing.push("fromNumber or messagingServiceSid");
+    }
+    let unsigned = matches!(
+        top.dangerously_disable_signature_validation,
+        Some(Field::Ok(true))
+    );
+    if !unsigned && unset(|r| is_unset(&r.public_webhook_url)) {
+        missing.push("publicWebhookUrl");
+    }
+    missing
 }
 
 fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
@@ -1067,15 +1129,19 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         p,
     );
 
-    let inactive = |reason: String| {
-        Resolved::Inactive(InactiveAccount {
-            id: id.to_string(),
-            webhook_path: webhook_path.clone(),
-            reason,
-        })
+    use super::checks::Unusable;
+    let inactive = |reason: String, why: Unusable| {
+        Resolved::Inactive(
+            InactiveAccount {
+                id: id.to_string(),
+                webhook_path: webhook_path.clone(),
+                reason,
+            },
+            why,
+        )
     };
     if !enabled {
-        return inactive("enabled is false".into());
+        return inactive("enabled is false".into(), Unusable::Disabled);
     }
     let mut missing = Vec::new();
     if f_unset(l, |r| &r.account_sid) {
@@ -1087,8 +1153,15 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     if f_unset(l, |r| &r.from_number) && f_unset(l, |r| &r.messaging_service_sid) {
         missing.push("fromNumber or messagingServiceSid");
     }
+    // Named with the rest, so one run lists everything still to fill in.
+    if !missing.is_empty() && !unsigned && f_unset(l, |r| &r.public_webhook_url) {
+        missing.push("publicWebhookUrl");
+    }
     if !missing.is_empty() {
-        return inactive(format!("missing {}", missing.join(", ")));
+        return inactive(
+            format!("missing {}", missing.join(", ")),
+            Unusable::Missing(missing),
+        );
     }
     let inbound = if unsigned {
         InboundCheck::Unsigned { url: public_url }
@@ -1099,7 +1172,10 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 if f_unset(l, |r| &r.public_webhook_url) {
                     p.add(&url_path, "missing; Twilio's signature covers the exact URL it calls, so set it to that URL, e.g. \"https://sms.example.com/webhooks/sms\"");
                 }
-                return inactive("publicWebhookUrl is missing or invalid".into());
+                return inactive(
+                    "publicWebhookUrl is missing or invalid".into(),
+                    Unusable::Invalid,
+                );
             }
         }
     };
@@ -1128,7 +1204,7 @@ fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             }))
         }
         // Set but invalid: the problem is already recorded.
-        _ => inactive("invalid credentials or sender".into()),
+        _ => inactive("invalid credentials or sender".into(), Unusable::Invalid),
     }
 }
 
@@ -1263,7 +1339,9 @@ mod acme_tests {
     use serde_json::json;
 
     fn check(tls: Value) -> Result<Option<AcmeSettings>, Vec<Problem>> {
-        let config = json!({ "gateway": { "stateDir": "/var/lib/smsgate", "tls": tls } });
+        // No SMS account: only the gateway is under test.
+        let config = json!({ "gateway": { "stateDir": "/var/lib/smsgate", "tls": tls },
+            "channels": { "sms": { "enabled": false } } });
         validate_value(&config, &Env::default())
             .map(|c| c.gateway.acme)
             .map_err(|e| e.0)
@@ -1379,12 +1457,17 @@ mod account_tests {
         .unwrap();
         let mg = c.sms.account("mg").unwrap();
         assert_eq!(mg.sender, Sender::MessagingService(MG.into()));
-        // Without a sender of its own, the account is not usable (nothing inherited).
-        let c = sms(with_accounts(json!({"x": {
+        // Without a sender of its own, the account cannot send (nothing inherited): an
+        // error naming the key (CONTRACT §11); a lenient load shows it as inactive.
+        let x = with_accounts(json!({"x": {
             "fromNumber": null, "webhookPath": "/webhooks/x",
             "publicWebhookUrl": "https://sms.example.com/webhooks/x",
-        }})))
-        .unwrap();
+        }}));
+        let e = sms(x.clone()).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "channels.sms.accounts.x");
+        assert!(e[0].message.contains("fromNumber"), "{e:?}");
+        let c = lenient(x).unwrap();
         assert!(c.sms.account("x").is_none());
         assert!(c
             .sms
@@ -1408,11 +1491,138 @@ mod account_tests {
         assert_eq!(a.dm_policy, DmPolicy::Pairing);
         assert_eq!(a.text_chunk_limit, 1500);
         assert_eq!(a.webhook_path, "/webhooks/sms");
-        // A top-level null sender means there is no default account.
+        // A top-level null sender means there is no default account, so no account.
         let mut top = base();
         top.insert("fromNumber".into(), Value::Null);
+        let e = sms(Value::Object(top.clone())).unwrap_err();
+        assert_eq!(e[0].path, "channels.sms");
+        assert!(
+            e[0].message
+                .contains("missing fromNumber or messagingServiceSid"),
+            "{e:?}"
+        );
+        assert!(lenient(Value::Object(top)).unwrap().sms.accounts.is_empty());
+    }
+
+    fn lenient(sms: Value) -> Result<Config, Vec<Problem>> {
+        let config =
+            json!({ "gateway": { "stateDir": "/var/lib/smsgate" }, "channels": { "sms": sms } });
+        let env = Env {
+            tolerate_unresolved_secrets: true,
+            ..Env::default()
+        };
+        validate_value(&config, &env).map_err(|e| e.0)
+    }
+
+    /// Issue 24 item 3, issue 20 item 11: a config that cannot send does not validate;
+    /// each error names the account's key path and the keys it lacks.
+    #[test]
+    fn a_config_that_cannot_send_is_an_error() {
+        let without = |keys: &[&str]| {
+            let mut top = base();
+            for k in keys {
+                top.insert((*k).into(), Value::Null);
+            }
+            Value::Object(top)
+        };
+        let cases: Vec<(Value, Option<(&str, &str)>)> = vec![
+            (without(&[]), None),
+            (
+                without(&["authToken"]),
+                Some(("channels.sms", "missing authToken")),
+            ),
+            (
+                without(&["accountSid", "authToken"]),
+                Some(("channels.sms", "missing accountSid, authToken")),
+            ),
+            (
+                without(&["fromNumber"]),
+                Some(("channels.sms", "missing fromNumber or messagingServiceSid")),
+            ),
+            (
+                json!({}),
+                Some((
+                    "channels.sms",
+                    "missing accountSid, authToken, fromNumber or messagingServiceSid",
+                )),
+            ),
+            (json!({"enabled": false}), None),
+            (json!({"enabled": false, "accountSid": AC}), None),
+            (
+                with_accounts(
+                    json!({"b": {"authToken": null, "fromNumber": "+15550002222",
+                    "webhookPath": "/webhooks/b", "publicWebhookUrl": "https://sms.example.com/webhooks/b"}}),
+                ),
+                Some(("channels.sms.accounts.b", "missing authToken")),
+            ),
+            (
+                with_accounts(
+                    json!({"b": {"enabled": false, "authToken": null, "webhookPath": "/webhooks/b"}}),
+                ),
+                None,
+            ),
+            (
+                with_accounts(json!({"default": {"enabled": false}})),
+                Some(("channels.sms", "every account has enabled: false")),
+            ),
+        ];
+        for (sms_value, want) in cases {
+            match (sms(sms_value.clone()), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some((path, needle))) => {
+                    assert_eq!(e.len(), 1, "{sms_value}: {e:?}");
+                    assert_eq!(e[0].path, path, "{sms_value}");
+                    assert!(e[0].message.contains(needle), "{sms_value}: {e:?}");
+                    assert!(!e[0].message.contains("tok"), "no token: {e:?}");
+                    // Commands that never send still load it.
+                    assert!(lenient(sms_value.clone()).is_ok(), "{sms_value}");
+                }
+                (got, want) => panic!("{sms_value}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    /// Issue 24 item 3: a misspelt key names the nearest key valid at its level.
+    #[test]
+    fn unknown_keys_suggest_the_nearest_known_key() {
+        let mut top = base();
+        top.insert("alowFrom".into(), json!(["+15557654321"]));
+        top.insert(
+            "accounts".into(),
+            json!({"b": {"webhookpath": "/webhooks/b"}}),
+        );
+        top.insert("zzzz".into(), json!(1));
+        let e = sms(Value::Object(top)).unwrap_err();
+        let find = |path: &str| {
+            e.iter()
+                .find(|p| p.path == path)
+                .map(|p| p.message.clone())
+                .unwrap_or_else(|| panic!("{path} not in {e:?}"))
+        };
+        assert!(find("channels.sms.alowFrom").contains("did you mean `allowFrom`?"));
+        assert!(find("channels.sms.accounts.b.webhookpath").contains("did you mean `webhookPath`?"));
+        let m = find("channels.sms.zzzz");
+        assert!(
+            m.starts_with("unknown key") && !m.contains("did you mean"),
+            "{m}"
+        );
+    }
+
+    /// Issue 24 item 3: public URLs Twilio cannot use as written are warned about.
+    #[test]
+    fn public_url_problems_are_warnings() {
+        let mut top = base();
+        top.insert(
+            "publicWebhookUrl".into(),
+            json!("http://127.0.0.1:8789/webhooks/sms/"),
+        );
         let c = sms(Value::Object(top)).unwrap();
-        assert!(c.sms.accounts.is_empty());
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("loopback") && w.contains("is http") && w.contains("ends in `/`"),
+            "{w}"
+        );
+        assert!(sms(Value::Object(base())).unwrap().warnings.is_empty());
     }
 
     /// Issue 9, finding 9: no two accounts share a sender or a public URL; both key

@@ -23,6 +23,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod fuzz_regressions;
+mod http_guard;
 mod operations;
 mod outbound_limits;
 mod unknown_sends;

@@ -158,7 +158,7 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown, through
 /// the same serve loop (cap, idle clock, rate-limited logs) as the webhook listener.
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, mut stop: Shutdown) {
-    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+    let handler = move |req: hyper::Request<crate::http::serve::Body>| {
         let app = app.clone();
         async move {
             if req.uri().path() != "/metrics" {

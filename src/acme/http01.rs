@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use crate::http::serve::{self, Limits};
@@ -52,7 +51,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Serves challenge answers until shutdown, through the same serve loop (cap, idle
 /// clock, rate-limited logs) as the webhook listener.
 pub async fn serve(listener: TcpListener, tokens: Tokens, mut stop: Shutdown) {
-    let handler = move |req: hyper::Request<Incoming>| {
+    let handler = move |req: hyper::Request<serve::Body>| {
         let answer = tokens.answer(req.uri().path());
         async move {
             let found = answer.is_some();

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub agent_socket: PathBuf,
     pub admin_socket: PathBuf,
     pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For/-Proto/-Host` count (`gateway.trustedProxies`).
+    pub trusted_proxies: crate::http::forwarded::TrustedProxies,
     /// Prometheus metrics listener (loopback only).
     pub metrics_listen: Option<SocketAddr>,
     /// How long a message may wait for an agent's ack before it is a dead letter.

@@ -32,6 +32,7 @@ pub struct RawGateway {
     pub agent_socket: Option<Field<String>>,
     pub admin_socket: Option<Field<String>>,
     pub max_connections: Option<Field<u32>>,
+    pub trusted_proxies: Option<Field<Vec<String>>>,
     pub metrics_listen: Option<Field<String>>,
     pub agent_queue_max_age: Option<Field<Value>>,
     pub log: Option<RawLog>,

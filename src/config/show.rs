@@ -39,6 +39,7 @@ pub fn redacted(config: &Config) -> Value {
             "agentSocket": g.agent_socket.display().to_string(),
             "adminSocket": g.admin_socket.display().to_string(),
             "maxConnections": g.max_connections,
+            "trustedProxies": g.trusted_proxies.nets().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "agentQueueMaxAge": format!("{}s", g.agent_queue_max_age.as_secs()),
             "log": {
                 "level": g.log.level,

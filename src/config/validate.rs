@@ -266,6 +266,21 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         }
         Some(&n) => n as usize,
     };
+    let mut trusted = Vec::new();
+    if let Some(list) = take(
+        &g.trusted_proxies,
+        "gateway.trustedProxies",
+        "a list of IP addresses or CIDRs",
+        p,
+    ) {
+        for (i, entry) in list.iter().enumerate() {
+            match crate::http::forwarded::parse_net(entry) {
+                Ok(net) => trusted.push(net),
+                Err(why) => p.add(format!("gateway.trustedProxies[{i}]"), why),
+            }
+        }
+    }
+    let trusted_proxies = crate::http::forwarded::TrustedProxies::new(trusted);
     let metrics_listen = take(&g.metrics_listen, "gateway.metricsListen", "a host:port string", p).and_then(|s| match parse_listen(s) {
         Some(addr) if addr.ip().is_loopback() => Some(addr),
         Some(_) => {
@@ -314,6 +329,7 @@ fn gateway(raw: &RawConfig, env: &Env, p: &mut Problems) -> Option<Gateway> {
         agent_socket,
         admin_socket,
         max_connections,
+        trusted_proxies,
         metrics_listen,
         agent_queue_max_age,
         log: LogSettings { level, format },

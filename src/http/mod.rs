@@ -3,6 +3,7 @@
 //! other TCP listeners.
 
 pub mod error;
+pub mod forwarded;
 pub mod serve;
 pub mod tls;
 pub mod webhook;
@@ -39,6 +40,7 @@ pub async fn run(
     }
     let mut limits = serve::Limits::new("webhook", max);
     limits.http2 = true;
+    limits.trusted_proxies = Arc::new(app.config().gateway.trusted_proxies.clone());
     let handler = move |req| {
         let app = app.clone();
         async move { webhook::handle(&app, req).await }

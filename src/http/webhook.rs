@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 
 use super::error::WebhookError;
@@ -31,7 +30,7 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
     r
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.method() == Method::GET {
         match path.as_str() {
@@ -86,7 +85,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, WebhookError> {
+async fn read_body(req: Request<super::serve::Body>) -> Result<Bytes, WebhookError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -109,7 +108,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, WebhookError> {
 async fn receive(
     app: &App,
     account: &Account,
-    req: Request<Incoming>,
+    req: Request<super::serve::Body>,
 ) -> Result<Response<Body>, WebhookError> {
     if req.method() != Method::POST {
         return Err(WebhookError::MethodNotAllowed);

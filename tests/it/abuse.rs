@@ -139,7 +139,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0
 const H2_PING: &[u8] = b"\0\0\x08\x06\0\0\0\0\0pingpong";
 
 /// Lets this test process hold a few thousand sockets.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     let _ = setrlimit(
@@ -152,7 +152,7 @@ fn raise_fd_limit() {
 }
 
 /// `config` with `gateway.maxConnections` set.
-fn with_max_connections(config: &Path, max: usize) {
+pub(crate) fn with_max_connections(config: &Path, max: usize) {
     let text = std::fs::read_to_string(config)
         .unwrap()
         .replace("stateDir:", &format!("maxConnections: {max}, stateDir:"));

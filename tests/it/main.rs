@@ -23,6 +23,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod fuzz_regressions;
+mod http_guard;
 mod memory;
 mod operations;
 mod outbound_limits;

@@ -658,8 +658,9 @@ impl AcpBridge {
             let conn = self.wait_conn(gone_generation).await;
             let trouble = match self.turn(&conn, turn).await {
                 Ok(answer) => return answer,
-                // A process killed for not reading its stdin: its turns fail.
-                Err(RpcError::Gone) if conn.deaf.load(Ordering::Relaxed) => Trouble::Deaf,
+                // A process that does not read its stdin (it is being killed): its
+                // turns fail, whatever became of their requests.
+                Err(_) if conn.deaf.load(Ordering::Relaxed) => Trouble::Deaf,
                 Err(e) => Trouble::from(e),
             };
             self.after(&conn, turn, &trouble, attempt);
@@ -754,6 +755,8 @@ impl AcpBridge {
                 }
                 match tokio::time::timeout(CANCEL_GRACE, &mut req).await {
                     Ok(Ok(r)) => Ok(r),
+                    // Killed for not reading: say so, not "cancelled".
+                    Ok(Err(_)) if conn.deaf.load(Ordering::Relaxed) => Err(RpcError::Deaf),
                     Ok(Err(_)) => Ok(json!({"stopReason": "cancelled"})),
                     Err(_) => {
                         tracing::error!("the ACP agent {} did not stop within {} s of session/cancel; restarting it", self.program(), CANCEL_GRACE.as_secs());

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::{state, Turn};
+use super::{state, Answer, Turn};
 
 /// A line from the agent longer than this is skipped (and logged), not buffered.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -34,6 +34,13 @@ const MAX_IMAGE: u64 = 10 * 1024 * 1024;
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an agent has to stop after `session/cancel` before it is restarted.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// What may wait for the agent's stdin, in bytes (requests, prompts with inlined
+/// pictures, answers to its requests): an agent that stops reading costs at most
+/// this (and one larger line, queued alone), not all it is sent.
+pub const STDIN_BUDGET: usize = 8 * 1024 * 1024;
+/// How long a line may wait for room in [`STDIN_BUDGET`] (at most `--timeout`)
+/// before the agent is judged not to read its stdin and restarted.
+const STDIN_STALL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct AcpOptions {
@@ -165,6 +172,154 @@ pub fn restart_delay(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.min(5)).min(Duration::from_secs(30))
 }
 
+/// Whether a finished prompt is an answer (CONTRACT §7): `Ok` to reply with `text`,
+/// `Err(why)` for `fail`. Only `end_turn` with text is an answer; a `cancelled` the
+/// bridge caused (its `--timeout`) keeps the text the agent wrote until then. Any
+/// other stop reason is not an answer, whatever text came with it: `cancelled` the
+/// bridge did not ask for (OpenClaw ends a run its gateway interrupted this way,
+/// with an "[OpenClaw interruption]" notice as the only text), `refusal`,
+/// `max_tokens` and `max_turn_requests` (a reply cut short, or none), and reasons
+/// this bridge does not know.
+pub fn judge(stop_reason: Option<&str>, text: &str, cancelled_by_us: bool) -> Result<(), String> {
+    let has_text = !text.trim().is_empty();
+    match stop_reason {
+        Some("end_turn") if has_text => Ok(()),
+        Some("end_turn") => Err("the agent ended its turn (end_turn) with no text".into()),
+        Some("cancelled") if cancelled_by_us && has_text => Ok(()),
+        Some("cancelled") if cancelled_by_us => {
+            Err("the prompt was cancelled after --timeout with no text".into())
+        }
+        Some("cancelled") => Err(
+            "the agent cancelled the turn itself (stopReason cancelled, not asked for by smsgate)"
+                .into(),
+        ),
+        Some("refusal") => Err("the agent refused the prompt (stopReason refusal)".into()),
+        Some("max_tokens") => Err("the agent ran out of tokens (stopReason max_tokens)".into()),
+        Some("max_turn_requests") => {
+            Err("the agent hit its limit of model requests (stopReason max_turn_requests)".into())
+        }
+        Some(other) => Err(format!(
+            "the agent ended its turn with stopReason {:?}, which is not an answer",
+            truncate(other, 40)
+        )),
+        None => Err("the agent's session/prompt result has no stopReason".into()),
+    }
+}
+
+/// How many times one turn is tried (a crashed agent restarted, an error answered)
+/// before its texts get `fail`: a text that crashes the agent every time must not
+/// hold its conversation for ever.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// What went wrong with an attempt at a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// The agent process went away.
+    Gone,
+    /// The agent answered a request with an error (or a result we cannot use).
+    Remote(String),
+    /// The agent does not read its stdin.
+    Deaf,
+    /// Not worth trying again here (a session id of another conversation).
+    Refused(String),
+}
+
+/// What to do after attempt `attempt` (from 0) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Ask again (on the next agent process, for `Gone`) after this long.
+    Again(Duration),
+    /// Give the texts `fail` with this error.
+    Fail(String),
+}
+
+pub fn after_trouble(trouble: &Trouble, attempt: u32) -> Next {
+    let last = attempt.saturating_add(1) >= MAX_ATTEMPTS;
+    match trouble {
+        Trouble::Deaf => Next::Fail(format!(
+            "the agent did not read its stdin ({} MiB queued for it); it was restarted",
+            STDIN_BUDGET / 1024 / 1024
+        )),
+        Trouble::Refused(why) => Next::Fail(why.clone()),
+        Trouble::Gone if last => Next::Fail(format!(
+            "the agent exited during this turn {MAX_ATTEMPTS} times"
+        )),
+        Trouble::Gone => Next::Again(Duration::ZERO),
+        Trouble::Remote(e) if last => Next::Fail(format!(
+            "the agent refused the turn {MAX_ATTEMPTS} times: {e}"
+        )),
+        Trouble::Remote(_) => Next::Again(restart_delay(attempt.saturating_add(2))),
+    }
+}
+
+/// One conversation's entry in `sessions.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionEntry {
+    #[serde(rename = "sessionId")]
+    pub session: String,
+    /// When the conversation was last used (Unix seconds, written at most daily).
+    #[serde(rename = "lastUsed")]
+    pub last_used: u64,
+}
+
+/// An entry as read: the older files held the bare session id.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StoredSession {
+    Bare(String),
+    Entry(SessionEntry),
+}
+
+pub type SessionMap = BTreeMap<String, SessionEntry>;
+
+/// The map as read at `now`: an old bare entry starts its idle clock now; entries
+/// idle for longer than `max_idle` are dropped.
+pub fn load_map(raw: BTreeMap<String, StoredSession>, now: u64, max_idle: u64) -> SessionMap {
+    let mut map: SessionMap = raw
+        .into_iter()
+        .map(|(conv, e)| {
+            let e = match e {
+                StoredSession::Bare(session) => SessionEntry {
+                    session,
+                    last_used: now,
+                },
+                StoredSession::Entry(e) => e,
+            };
+            (conv, e)
+        })
+        .collect();
+    prune_map(&mut map, now, max_idle);
+    map
+}
+
+/// Drops the conversations idle for longer than `max_idle`; returns their sessions.
+pub fn prune_map(map: &mut SessionMap, now: u64, max_idle: u64) -> Vec<String> {
+    let mut gone = Vec::new();
+    map.retain(|_, e| {
+        let keep = !state::idle(e.last_used, now, max_idle);
+        if !keep {
+            gone.push(e.session.clone());
+        }
+        keep
+    });
+    gone
+}
+
+/// The conversation other than `conv` that session `sid` already belongs to, if any:
+/// an agent that hands one session to two conversations would text one person
+/// another's replies.
+pub fn bound_elsewhere<'a>(map: &'a SessionMap, conv: &str, sid: &str) -> Option<&'a str> {
+    map.iter()
+        .find(|(c, e)| c.as_str() != conv && e.session == sid)
+        .map(|(c, _)| c.as_str())
+}
+
+/// The permits (bytes) a line of `len` bytes takes from [`STDIN_BUDGET`]: a line
+/// larger than the whole budget is queued alone.
+fn permits_for(len: usize) -> u32 {
+    len.clamp(1, STDIN_BUDGET) as u32
+}
+
 // ---- the connection ---------------------------------------------------------------
 
 #[derive(Debug)]
@@ -173,6 +328,18 @@ enum RpcError {
     Gone,
     /// A JSON-RPC error, or a result we cannot use.
     Remote(String),
+    /// The request found no room for [`STDIN_STALL`]: the agent does not read.
+    Deaf,
+}
+
+impl From<RpcError> for Trouble {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Gone => Trouble::Gone,
+            RpcError::Remote(e) => Trouble::Remote(e),
+            RpcError::Deaf => Trouble::Deaf,
+        }
+    }
 }
 
 /// The text of one prompt, bounded.
@@ -198,18 +365,40 @@ impl Collect {
     }
 }
 
+/// Where the updates of a session go: the prompt running on it, and only while it
+/// runs (its `session/prompt` has not been answered).
+struct Sink {
+    /// The JSON-RPC id of that `session/prompt`.
+    prompt: u64,
+    collect: Arc<Mutex<Collect>>,
+}
+
+/// A line for the agent's stdin and the room it holds in [`STDIN_BUDGET`] until
+/// written.
+type Queued = (String, tokio::sync::OwnedSemaphorePermit);
+
 struct Conn {
     generation: u64,
     pid: Option<u32>,
-    out: mpsc::UnboundedSender<String>,
+    program: String,
+    out: mpsc::UnboundedSender<Queued>,
+    /// Bytes that may still be queued for the agent's stdin.
+    room: Arc<tokio::sync::Semaphore>,
+    /// How long a line waits for room.
+    stall: Duration,
+    /// Set when the agent was killed for not reading its stdin: its turns fail
+    /// rather than being asked again of the next process.
+    deaf: AtomicBool,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
     next_id: AtomicU64,
-    sinks: Mutex<HashMap<String, Arc<Mutex<Collect>>>>,
-    load_session: std::sync::atomic::AtomicBool,
-    image: std::sync::atomic::AtomicBool,
+    /// Session id → the prompt running on it.
+    sinks: Mutex<HashMap<String, Sink>>,
+    load_session: AtomicBool,
+    image: AtomicBool,
     /// Sessions created or loaded by this process (others need `session/load`).
     open: Mutex<HashSet<String>>,
     kill: Notify,
+    dropped_updates: crate::logging::LogLimiter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,14 +406,66 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a line for the agent, waiting for room at most [`Conn::stall`]; an
+    /// agent that leaves it full that long is restarted.
+    async fn send(&self, line: String) -> Result<(), RpcError> {
+        let want = permits_for(line.len() + 1);
+        let permit = match tokio::time::timeout(
+            self.stall,
+            self.room.clone().acquire_many_owned(want),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(RpcError::Gone),
+            Err(_) => {
+                self.deafened();
+                return Err(RpcError::Deaf);
+            }
+        };
+        self.out.send((line, permit)).map_err(|_| RpcError::Gone)
+    }
+
+    /// Queues a line only if there is room now.
+    fn try_send(&self, line: String) -> bool {
+        let Ok(permit) = self
+            .room
+            .clone()
+            .try_acquire_many_owned(permits_for(line.len() + 1))
+        else {
+            return false;
+        };
+        self.out.send((line, permit)).is_ok()
+    }
+
+    /// The agent leaves its stdin unread: kill it (the supervisor restarts it).
+    fn deafened(&self) {
+        if !self.deaf.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the ACP agent {} has not read its stdin for {} s with {} MiB queued for it; restarting it (its turns get `fail`)",
+                self.program,
+                self.stall.as_secs(),
+                STDIN_BUDGET / 1024 / 1024
+            );
+        }
+        self.kill.notify_one();
+    }
+
     async fn request(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.request_with(self.next_id(), method, params).await
+    }
+
+    async fn request_with(&self, id: u64, method: &str, params: Value) -> Result<Value, RpcError> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if self.out.send(line.to_string()).is_err() {
+        if let Err(e) = self.send(line.to_string()).await {
             lock(&self.pending).remove(&id);
-            return Err(RpcError::Gone);
+            return Err(e);
         }
         match rx.await {
             Ok(Ok(v)) => Ok(v),
@@ -233,24 +474,30 @@ impl Conn {
         }
     }
 
-    fn notify(&self, method: &str, params: Value) {
+    /// A notification, if there is room for it now (it is never waited for).
+    fn notify(&self, method: &str, params: Value) -> bool {
         let line = json!({"jsonrpc": "2.0", "method": method, "params": params});
-        let _ = self.out.send(line.to_string());
+        self.try_send(line.to_string())
     }
 
-    fn respond(&self, id: &Value, result: Result<Value, (i64, &str)>) {
+    /// Answers a request of the agent's. It waits for room: while the agent does not
+    /// read its stdin, its further requests are not read either (backpressure), and
+    /// after [`Conn::stall`] it is restarted.
+    async fn respond(&self, id: &Value, result: Result<Value, (i64, &str)>) {
         let line = match result {
             Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
             Err((code, message)) => {
                 json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
             }
         };
-        let _ = self.out.send(line.to_string());
+        let _ = self.send(line.to_string()).await;
     }
 
-    /// The process is gone: every waiting request fails with `Gone`.
+    /// The process is gone: every waiting request fails with `Gone`, and nothing more
+    /// is queued for it.
     fn close(&self) {
         lock(&self.pending).clear();
+        self.room.close();
     }
 }
 
@@ -259,15 +506,27 @@ impl Conn {
 struct PromptGuard {
     conn: Arc<Conn>,
     session: String,
+    prompt: u64,
     finished: bool,
 }
 
 impl Drop for PromptGuard {
     fn drop(&mut self) {
-        lock(&self.conn.sinks).remove(&self.session);
-        if !self.finished {
-            self.conn
-                .notify("session/cancel", json!({"sessionId": self.session}));
+        {
+            let mut sinks = lock(&self.conn.sinks);
+            if sinks
+                .get(&self.session)
+                .is_some_and(|s| s.prompt == self.prompt)
+            {
+                sinks.remove(&self.session);
+            }
+        }
+        if !self.finished
+            && !self
+                .conn
+                .notify("session/cancel", json!({"sessionId": self.session}))
+        {
+            tracing::debug!("no room to send session/cancel to the ACP agent");
         }
     }
 }
@@ -321,28 +580,49 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
 pub struct AcpBridge {
     opts: AcpOptions,
     conn: watch::Receiver<Option<Arc<Conn>>>,
-    /// conversation → ACP session id, mirrored in `<state>/sessions.json`.
-    sessions: Mutex<BTreeMap<String, String>>,
+    /// conversation → ACP session, mirrored in `<state>/sessions.json`.
+    sessions: Mutex<SessionMap>,
     garbage_log: crate::logging::LogLimiter,
+    permission_log: crate::logging::LogLimiter,
+    clock: state::Clock,
 }
 
 impl AcpBridge {
     /// Starts the agent process (and its supervisor) and returns the bridge.
     pub fn start(opts: AcpOptions) -> Result<Arc<Self>, String> {
+        Self::start_with_clock(opts, state::system_clock)
+    }
+
+    /// [`Self::start`] with the time taken from `clock` (for idle pruning).
+    pub fn start_with_clock(opts: AcpOptions, clock: state::Clock) -> Result<Arc<Self>, String> {
         if opts.argv.is_empty() {
             return Err("agent acp needs the agent's command after `--`".into());
         }
         state::ensure_dir(&opts.state_dir).map_err(|e| e.to_string())?;
-        let sessions =
-            state::read_json::<BTreeMap<String, String>>(&Self::map_path(&opts.state_dir))
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
+        let path = Self::map_path(&opts.state_dir);
+        let raw = state::read_json::<BTreeMap<String, StoredSession>>(&path)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let before = raw.len();
+        let sessions = load_map(raw, clock(), state::MAX_IDLE);
+        if sessions.len() < before {
+            tracing::info!(
+                "forgot {} conversation(s) idle for over {} days",
+                before - sessions.len(),
+                state::MAX_IDLE / 86400
+            );
+            if let Err(e) = state::write_json(&path, &sessions) {
+                tracing::error!("{e}");
+            }
+        }
         let (tx, rx) = watch::channel(None);
         let bridge = Arc::new(Self {
             opts,
             conn: rx,
             sessions: Mutex::new(sessions),
             garbage_log: crate::logging::LogLimiter::new(5),
+            permission_log: crate::logging::LogLimiter::new(2),
+            clock,
         });
         tokio::spawn(supervise(bridge.clone(), tx));
         Ok(bridge)
@@ -371,31 +651,55 @@ impl AcpBridge {
         }
     }
 
-    pub async fn answer(&self, turn: &Turn) -> Option<String> {
+    pub async fn answer(&self, turn: &Turn) -> Answer {
         let mut gone_generation = 0;
         let mut attempt = 0u32;
         loop {
             let conn = self.wait_conn(gone_generation).await;
-            match self.turn(&conn, turn).await {
-                Ok(reply) => return reply,
-                Err(RpcError::Gone) => {
-                    tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} went away during this turn; it is asked again once the agent is back", self.program());
-                    gone_generation = conn.generation;
-                }
-                Err(RpcError::Remote(e)) => {
-                    let wait = restart_delay(attempt + 2);
-                    tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} refused the turn: {e}; trying again in {} s, the message stays unacknowledged", self.program(), wait.as_secs());
-                    // The session may be what it objects to: reopen it next time.
-                    lock(&conn.open).clear();
+            let trouble = match self.turn(&conn, turn).await {
+                Ok(answer) => return answer,
+                // A process that does not read its stdin (it is being killed): its
+                // turns fail, whatever became of their requests.
+                Err(_) if conn.deaf.load(Ordering::Relaxed) => Trouble::Deaf,
+                Err(e) => Trouble::from(e),
+            };
+            self.after(&conn, turn, &trouble, attempt);
+            match after_trouble(&trouble, attempt) {
+                Next::Fail(error) => return Answer::retry(error),
+                Next::Again(wait) => {
+                    if trouble == Trouble::Gone {
+                        gone_generation = conn.generation;
+                    }
                     tokio::time::sleep(wait).await;
-                    attempt = attempt.saturating_add(1);
                 }
             }
+            attempt = attempt.saturating_add(1);
         }
     }
 
-    async fn turn(&self, conn: &Arc<Conn>, turn: &Turn) -> Result<Option<String>, RpcError> {
-        let session = self.session(conn, turn).await?;
+    /// Logs a failed attempt and clears what it may have spoilt.
+    fn after(&self, conn: &Conn, turn: &Turn, trouble: &Trouble, attempt: u32) {
+        let last = attempt.saturating_add(1) >= MAX_ATTEMPTS;
+        match trouble {
+            Trouble::Gone if !last => {
+                tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} went away during this turn; it is asked again once the agent is back", self.program());
+            }
+            Trouble::Remote(e) => {
+                if !last {
+                    tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} refused the turn: {e}; trying again in {} s", self.program(), restart_delay(attempt.saturating_add(2)).as_secs());
+                }
+                // The session may be what it objects to: reopen it next time.
+                lock(&conn.open).clear();
+            }
+            _ => {}
+        }
+    }
+
+    async fn turn(&self, conn: &Arc<Conn>, turn: &Turn) -> Result<Answer, RpcError> {
+        let session = match self.session(conn, turn).await? {
+            Ok(s) => s,
+            Err(refused) => return Ok(Answer::retry(refused)),
+        };
         let image_ok = conn.image.load(Ordering::Relaxed);
         let images = if image_ok {
             read_images(turn).await
@@ -403,28 +707,57 @@ impl AcpBridge {
             Vec::new()
         };
         let blocks = prompt_blocks(turn, image_ok, &images);
+        drop(images);
         let collect = Arc::new(Mutex::new(Collect {
             limit: self.opts.max_chars.saturating_add(1),
             ..Collect::default()
         }));
-        lock(&conn.sinks).insert(session.clone(), collect.clone());
+        let prompt = conn.next_id();
+        {
+            let mut sinks = lock(&conn.sinks);
+            if sinks.contains_key(&session) {
+                // One prompt at a time per conversation, and a session belongs to one
+                // conversation: this cannot happen unless the map is wrong.
+                tracing::error!(conversation = %turn.log_name(), "a prompt is already running on ACP session {}; this turn is refused", truncate(&session, 80));
+                return Ok(Answer::retry(
+                    "a prompt is already running on this conversation's ACP session",
+                ));
+            }
+            sinks.insert(
+                session.clone(),
+                Sink {
+                    prompt,
+                    collect: collect.clone(),
+                },
+            );
+        }
         let mut guard = PromptGuard {
             conn: conn.clone(),
             session: session.clone(),
+            prompt,
             finished: false,
         };
-        let req = conn.request(
+        let req = conn.request_with(
+            prompt,
             "session/prompt",
             json!({"sessionId": session, "prompt": blocks}),
         );
         tokio::pin!(req);
+        let mut cancelled_by_us = false;
         let result = match tokio::time::timeout(self.opts.timeout, &mut req).await {
             Ok(r) => r,
             Err(_) => {
+                cancelled_by_us = true;
                 tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} did not finish within --timeout {} s; sent session/cancel", self.program(), self.opts.timeout.as_secs());
-                conn.notify("session/cancel", json!({"sessionId": session}));
+                if !conn.notify("session/cancel", json!({"sessionId": session})) {
+                    // No room even for the cancel: the agent is not reading.
+                    conn.deafened();
+                }
                 match tokio::time::timeout(CANCEL_GRACE, &mut req).await {
-                    Ok(r) => r,
+                    Ok(Ok(r)) => Ok(r),
+                    // Killed for not reading: say so, not "cancelled".
+                    Ok(Err(_)) if conn.deaf.load(Ordering::Relaxed) => Err(RpcError::Deaf),
+                    Ok(Err(_)) => Ok(json!({"stopReason": "cancelled"})),
                     Err(_) => {
                         tracing::error!("the ACP agent {} did not stop within {} s of session/cancel; restarting it", self.program(), CANCEL_GRACE.as_secs());
                         conn.kill.notify_one();
@@ -437,25 +770,64 @@ impl AcpBridge {
         drop(guard);
         let result = result?;
         let c = lock(&collect);
-        let stop = result
-            .get("stopReason")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
+        let stop = result.get("stopReason").and_then(Value::as_str);
         if c.total_chars > c.chars {
             tracing::warn!(conversation = %turn.log_name(), "the ACP agent wrote {} characters in {} updates; kept the first {}", c.total_chars, c.updates, c.chars);
         }
-        tracing::debug!(conversation = %turn.log_name(), stop, updates = c.updates, "prompt finished");
-        Ok(Some(c.text.clone()).filter(|t| !t.trim().is_empty()))
+        tracing::debug!(conversation = %turn.log_name(), stop = stop.unwrap_or("?"), updates = c.updates, "prompt finished");
+        Ok(match judge(stop, &c.text, cancelled_by_us) {
+            Ok(()) => Answer::Reply(c.text.clone()),
+            Err(why) => Answer::retry(why),
+        })
+    }
+
+    /// Records that `conv` was used now; writes the map when the last written use is
+    /// a day old (and forgets idle conversations then).
+    fn touch(&self, conn: &Conn, conv: &str) {
+        let now = (self.clock)();
+        let mut map = lock(&self.sessions);
+        let Some(e) = map.get_mut(conv) else { return };
+        if !state::touch_due(e.last_used, now) {
+            return;
+        }
+        e.last_used = now;
+        self.write_map(conn, &mut map, now);
+    }
+
+    /// Writes the map (held locked across the small fsynced write: two conversations
+    /// starting at once must not race their snapshots onto the same file), after
+    /// dropping the conversations idle for over [`state::MAX_IDLE`].
+    fn write_map(&self, conn: &Conn, map: &mut SessionMap, now: u64) {
+        let gone = prune_map(map, now, state::MAX_IDLE);
+        if !gone.is_empty() {
+            tracing::info!(
+                "forgot {} conversation(s) idle for over {} days",
+                gone.len(),
+                state::MAX_IDLE / 86400
+            );
+            let mut open = lock(&conn.open);
+            for sid in &gone {
+                open.remove(sid);
+            }
+        }
+        if let Err(e) = state::write_json(&Self::map_path(&self.opts.state_dir), &*map) {
+            tracing::error!("{e}; after a restart this conversation starts a new session");
+        }
     }
 
     /// This conversation's session in this agent process: already open, reopened with
-    /// `session/load`, or new.
-    async fn session(&self, conn: &Arc<Conn>, turn: &Turn) -> Result<String, RpcError> {
+    /// `session/load`, or new; `Ok(Err(why))` when the agent's answer is refused.
+    async fn session(
+        &self,
+        conn: &Arc<Conn>,
+        turn: &Turn,
+    ) -> Result<Result<String, String>, RpcError> {
         let conv = &turn.conversation;
-        let known = lock(&self.sessions).get(conv).cloned();
+        let known = lock(&self.sessions).get(conv).map(|e| e.session.clone());
         if let Some(sid) = &known {
+            self.touch(conn, conv);
             if lock(&conn.open).contains(sid) {
-                return Ok(sid.clone());
+                return Ok(Ok(sid.clone()));
             }
             if conn.load_session.load(Ordering::Relaxed) {
                 let params = json!({"sessionId": sid, "cwd": self.opts.cwd, "mcpServers": []});
@@ -465,12 +837,12 @@ impl AcpBridge {
                     Ok(Ok(_)) => {
                         tracing::info!(conversation = %turn.log_name(), "reopened its ACP session with session/load");
                         lock(&conn.open).insert(sid.clone());
-                        return Ok(sid.clone());
+                        return Ok(Ok(sid.clone()));
                     }
-                    Ok(Err(RpcError::Gone)) => return Err(RpcError::Gone),
                     Ok(Err(RpcError::Remote(e))) => {
                         tracing::warn!(conversation = %turn.log_name(), "session/load failed ({e}); starting a new session")
                     }
+                    Ok(Err(e)) => return Err(e),
                     Err(_) => {
                         tracing::warn!(conversation = %turn.log_name(), "session/load did not finish within --timeout; starting a new session")
                     }
@@ -479,7 +851,7 @@ impl AcpBridge {
                 tracing::info!(conversation = %turn.log_name(), "the agent does not offer loadSession; starting a new session");
             }
         } else {
-            tracing::info!(conversation = %turn.log_name(), "no session known for this conversation; starting a new session");
+            tracing::debug!(conversation = %turn.log_name(), "no session known for this conversation; starting a new session");
         }
         let params = json!({"cwd": self.opts.cwd, "mcpServers": []});
         let result = tokio::time::timeout(self.opts.timeout, conn.request("session/new", params))
@@ -494,16 +866,31 @@ impl AcpBridge {
             )));
         };
         {
-            // Held across the (small, fsynced) write: two conversations starting at
-            // once must not race their snapshots onto the same file.
             let mut map = lock(&self.sessions);
-            map.insert(conv.clone(), sid.to_string());
-            if let Err(e) = state::write_json(&Self::map_path(&self.opts.state_dir), &*map) {
-                tracing::error!("{e}; after a restart this conversation starts a new session");
+            if let Some(other) = bound_elsewhere(&map, conv, sid) {
+                tracing::error!(
+                    conversation = %turn.log_name(),
+                    "the ACP agent {} answered session/new with session id {}, which belongs to conversation {}; refused, so that one conversation's replies never reach another (this text gets `fail`)",
+                    self.program(),
+                    truncate(sid, 80),
+                    crate::phone::redact_numbers_in(other)
+                );
+                return Ok(Err(
+                    "the agent gave this conversation a session that belongs to another".into(),
+                ));
             }
+            map.insert(
+                conv.clone(),
+                SessionEntry {
+                    session: sid.to_string(),
+                    last_used: (self.clock)(),
+                },
+            );
+            let now = (self.clock)();
+            self.write_map(conn, &mut map, now);
         }
         lock(&conn.open).insert(sid.to_string());
-        Ok(sid.to_string())
+        Ok(Ok(sid.to_string()))
     }
 
     /// Starts the agent process and runs `initialize`.
@@ -524,19 +911,29 @@ impl AcpBridge {
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("the agent's stdin/stdout are not pipes".into());
         };
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        // Unbounded as a channel, bounded in bytes by `room`: each line holds its size
+        // in permits until it is written.
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Queued>();
         tokio::spawn(async move {
-            while let Some(mut line) = out_rx.recv().await {
-                line.push('\n');
-                if stdin.write_all(line.as_bytes()).await.is_err() {
+            while let Some((line, permit)) = out_rx.recv().await {
+                if stdin.write_all(line.as_bytes()).await.is_err()
+                    || stdin.write_all(b"\n").await.is_err()
+                {
                     break;
                 }
+                drop(permit);
             }
         });
         let conn = Arc::new(Conn {
             generation,
             pid: child.id(),
+            program: program.clone(),
             out: out_tx,
+            room: Arc::new(tokio::sync::Semaphore::new(STDIN_BUDGET)),
+            stall: STDIN_STALL
+                .min(self.opts.timeout)
+                .max(Duration::from_secs(1)),
+            deaf: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             sinks: Mutex::new(HashMap::new()),
@@ -544,6 +941,7 @@ impl AcpBridge {
             image: Default::default(),
             open: Mutex::new(HashSet::new()),
             kill: Notify::new(),
+            dropped_updates: crate::logging::LogLimiter::new(1),
         });
         tokio::spawn(read_loop(self.clone(), conn.clone(), stdout));
         let init = json!({
@@ -556,6 +954,7 @@ impl AcpBridge {
         {
             Ok(Ok(v)) => v,
             Ok(Err(RpcError::Gone)) => return Err("it exited before answering initialize".into()),
+            Ok(Err(RpcError::Deaf)) => return Err("it does not read its stdin".into()),
             Ok(Err(RpcError::Remote(e))) => return Err(format!("initialize failed: {e}")),
             Err(_) => {
                 return Err(format!(
@@ -588,16 +987,18 @@ impl AcpBridge {
         Ok((conn, child))
     }
 
-    fn on_request(&self, conn: &Conn, id: &Value, method: &str, params: &Value) {
+    async fn on_request(&self, conn: &Conn, id: &Value, method: &str, params: &Value) {
         if method != "session/request_permission" {
+            // Per message, so at debug: an agent can ask thousands of times a second.
+            tracing::debug!("the ACP agent {} asked for {}; refused (smsgate offers no file system or terminal)", self.program(), truncate(method, 80));
             conn.respond(
                 id,
                 Err((
                     -32601,
                     "smsgate offers no file system or terminal to agents",
                 )),
-            );
-            tracing::info!("the ACP agent {} asked for {method}; refused (smsgate offers no file system or terminal)", self.program());
+            )
+            .await;
             return;
         }
         let options = params
@@ -609,30 +1010,40 @@ impl AcpBridge {
             .pointer("/toolCall/title")
             .and_then(Value::as_str)
             .unwrap_or("a tool call");
-        let outcome = match choose_option(&options, self.opts.allow_permissions) {
+        let (outcome, said) = match choose_option(&options, self.opts.allow_permissions) {
             Some(option) => {
                 let allowed = options.iter().any(|o| {
                     o.get("optionId").and_then(Value::as_str) == Some(option.as_str())
                         && o.get("kind").and_then(Value::as_str) == Some("allow_once")
                 });
-                tracing::info!(
-                    "the ACP agent {} asked permission for {}; {}",
-                    self.program(),
-                    truncate(title, 120),
+                (
+                    json!({"outcome": {"outcome": "selected", "optionId": option}}),
                     if allowed {
                         "allowed once (--permissions allow)"
                     } else {
                         "rejected (--permissions deny)"
-                    }
-                );
-                json!({"outcome": {"outcome": "selected", "optionId": option}})
+                    },
+                )
             }
-            None => {
-                tracing::info!("the ACP agent {} asked permission for {} without a suitable option; answered cancelled", self.program(), truncate(title, 120));
-                json!({"outcome": {"outcome": "cancelled"}})
-            }
+            None => (
+                json!({"outcome": {"outcome": "cancelled"}}),
+                "no suitable option offered; answered cancelled",
+            ),
         };
-        conn.respond(id, Ok(outcome));
+        // A decision on the agent's powers is worth a line, but not thousands a second.
+        if let Some(dropped) = self.permission_log.allow_now() {
+            let more = if dropped > 0 {
+                format!(" ({dropped} similar lines not logged)")
+            } else {
+                String::new()
+            };
+            tracing::info!(
+                "the ACP agent {} asked permission for {}; {said}{more}",
+                self.program(),
+                truncate(title, 120),
+            );
+        }
+        conn.respond(id, Ok(outcome)).await;
     }
 
     fn garbage(&self, what: &str) {
@@ -708,25 +1119,42 @@ async fn read_loop(bridge: Arc<AcpBridge>, conn: Arc<Conn>, stdout: tokio::proce
                 }
                 match classify(&line) {
                     Incoming::Response { id, result } => {
-                        if let Some(tx) = lock(&conn.pending).remove(&id) {
+                        let waiting = lock(&conn.pending).remove(&id);
+                        if let Some(tx) = waiting {
+                            // A prompt that is answered takes no more updates: what
+                            // comes after is no part of its reply.
+                            lock(&conn.sinks).retain(|_, s| s.prompt != id);
                             let _ = tx.send(result);
                         }
                     }
                     Incoming::Request { id, method, params } => {
-                        bridge.on_request(&conn, &id, &method, &params);
+                        bridge.on_request(&conn, &id, &method, &params).await;
                     }
                     Incoming::Notification { method, params } => {
                         if method == "session/update" {
                             let sid = params.get("sessionId").and_then(Value::as_str);
                             let update = params.get("update").unwrap_or(&Value::Null);
-                            // Updates of a session without a prompt running (a
-                            // session/load replaying history) are never texted.
-                            if let Some(sink) = sid.and_then(|s| lock(&conn.sinks).get(s).cloned())
-                            {
-                                let mut c = lock(&sink);
-                                match chunk_text(update) {
-                                    Some(t) => c.push(t),
-                                    None => c.updates += 1,
+                            // Updates go to the prompt running on their session only.
+                            // Others (a session/load replaying history, an agent
+                            // writing to a session with no prompt running) are never
+                            // texted.
+                            let sink = sid
+                                .and_then(|s| lock(&conn.sinks).get(s).map(|k| k.collect.clone()));
+                            match sink {
+                                Some(sink) => {
+                                    let mut c = lock(&sink);
+                                    match chunk_text(update) {
+                                        Some(t) => c.push(t),
+                                        None => c.updates += 1,
+                                    }
+                                }
+                                None => {
+                                    if conn.dropped_updates.allow_now().is_some() {
+                                        tracing::debug!(
+                                            "an update for ACP session {:?}, which has no prompt running; dropped",
+                                            sid.map(|s| truncate(s, 80))
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -915,6 +1343,122 @@ mod tests {
         );
         let d: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
         assert_eq!(d, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn judge_table() {
+        let interruption =
+            "[OpenClaw interruption] The gateway restarted while this run was in progress.";
+        // (stopReason, text, cancelled by us, an answer?)
+        let cases: &[(Option<&str>, &str, bool, bool)] = &[
+            (Some("end_turn"), "hello", false, true),
+            (Some("end_turn"), "hello", true, true),
+            // OpenClaw when the model fails for good: end_turn, no chunk
+            (Some("end_turn"), "", false, false),
+            (Some("end_turn"), " \n\t", false, false),
+            // our --timeout: the text so far is the answer; none is not one
+            (Some("cancelled"), "half done", true, true),
+            (Some("cancelled"), "", true, false),
+            // a cancel we did not send (OpenClaw's gateway restarted mid-run)
+            (Some("cancelled"), interruption, false, false),
+            (Some("cancelled"), "", false, false),
+            (Some("cancelled"), "a whole reply", false, false),
+            (Some("refusal"), "I can't", false, false),
+            (Some("refusal"), "", true, false),
+            (Some("max_tokens"), "a reply cut sh", false, false),
+            (Some("max_tokens"), "", false, false),
+            (Some("max_turn_requests"), "partial", false, false),
+            (Some("something_new"), "text", false, false),
+            (None, "text", false, false),
+        ];
+        for (stop, text, ours, want) in cases {
+            let got = judge(*stop, text, *ours);
+            assert_eq!(got.is_ok(), *want, "{stop:?} {text:?} {ours}: {got:?}");
+            if let Err(why) = got {
+                // The reason names the stop reason and never the text.
+                assert!(!why.contains(text) || text.trim().is_empty(), "{why}");
+            }
+        }
+        assert!(judge(Some("cancelled"), interruption, false)
+            .unwrap_err()
+            .contains("not asked for by smsgate"));
+        assert!(
+            judge(Some("x".repeat(500).as_str()), "t", false)
+                .unwrap_err()
+                .chars()
+                .count()
+                < 200
+        );
+    }
+
+    #[test]
+    fn after_trouble_table() {
+        let again = |s| Next::Again(Duration::from_secs(s));
+        let remote = Trouble::Remote("auth required (code -32000)".into());
+        assert_eq!(after_trouble(&Trouble::Gone, 0), again(0));
+        assert_eq!(after_trouble(&Trouble::Gone, 1), again(0));
+        assert!(
+            matches!(after_trouble(&Trouble::Gone, 2), Next::Fail(e) if e.contains("exited during this turn 3 times"))
+        );
+        assert_eq!(after_trouble(&remote, 0), again(4));
+        assert_eq!(after_trouble(&remote, 1), again(8));
+        assert!(matches!(after_trouble(&remote, 2), Next::Fail(e) if e.contains("auth required")));
+        for attempt in [0, 1, 2, 50] {
+            assert!(
+                matches!(after_trouble(&Trouble::Deaf, attempt), Next::Fail(e) if e.contains("did not read its stdin"))
+            );
+            assert_eq!(
+                after_trouble(&Trouble::Refused("no".into()), attempt),
+                Next::Fail("no".into())
+            );
+        }
+        assert!(matches!(
+            after_trouble(&Trouble::Gone, u32::MAX),
+            Next::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn session_map_binding_and_pruning() {
+        const DAY: u64 = 86400;
+        let now = 1000 * DAY;
+        let raw: BTreeMap<String, StoredSession> = serde_json::from_str(
+            r#"{"c-old":"sess-1",
+                "c-a":{"sessionId":"sess-a","lastUsed":86400000},
+                "c-idle":{"sessionId":"sess-i","lastUsed":1},
+                "c-29":{"sessionId":"sess-29","lastUsed":83894400}}"#,
+        )
+        .unwrap();
+        let mut map = load_map(raw, now, state::MAX_IDLE);
+        // The bare entry of an older file starts its clock now; the idle one is gone.
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["c-29", "c-a", "c-old"]);
+        assert_eq!(map["c-old"].last_used, now);
+        assert_eq!(map["c-29"].last_used, now - 29 * DAY);
+        // Written back in the new form, read again the same.
+        let text = serde_json::to_string(&map).unwrap();
+        let again: BTreeMap<String, StoredSession> = serde_json::from_str(&text).unwrap();
+        assert_eq!(load_map(again, now, state::MAX_IDLE), map);
+        // One session, one conversation.
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-a"), Some("c-a"));
+        assert_eq!(bound_elsewhere(&map, "c-a", "sess-a"), None);
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-new"), None);
+        // Two days later c-29 is past 30 days.
+        assert_eq!(
+            prune_map(&mut map, now + 2 * DAY, state::MAX_IDLE),
+            ["sess-29"]
+        );
+        assert_eq!(map.len(), 2);
+        assert!(prune_map(&mut map, now + 2 * DAY, state::MAX_IDLE).is_empty());
+        // Once forgotten, its session id may be given out again.
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-29"), None);
+    }
+
+    #[test]
+    fn stdin_permits() {
+        assert_eq!(permits_for(0), 1);
+        assert_eq!(permits_for(100), 100);
+        assert_eq!(permits_for(STDIN_BUDGET * 3) as usize, STDIN_BUDGET);
     }
 
     #[tokio::test]

@@ -3,8 +3,9 @@
 //! Both are ordinary agents on the socket: this module connects, keeps one worker per
 //! conversation (turns of one conversation run one at a time, conversations run side
 //! by side), coalesces bursts, applies the cost guard, and writes each turn's reply
-//! before the acks of the texts it answered. The backends only turn a [`Turn`] into a
-//! reply text.
+//! before the acks of the texts it answered. The backends only turn a [`Turn`] into an
+//! [`Answer`]; a turn that is not answered (no text, a failure for good) gets `fail`
+//! lines (CONTRACT §11), never an ack: nothing is acknowledged that was not handled.
 
 pub mod acp;
 pub mod guard;
@@ -76,6 +77,29 @@ impl Turn {
     }
 }
 
+/// What a backend made of a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The reply text. An empty (or blank) one is no answer: the turn fails.
+    Reply(String),
+    /// The texts were answered before (a redelivery): acknowledge them only.
+    AckOnly,
+    /// The turn was not handled: each of its texts gets `fail` with this error (no
+    /// message text in it) and `retry`, so the daemon asks again later with backoff
+    /// and finally moves it to the dead letters.
+    Fail { error: String, retry: bool },
+}
+
+impl Answer {
+    /// A failure the daemon should retry.
+    pub fn retry(error: impl Into<String>) -> Self {
+        Answer::Fail {
+            error: error.into(),
+            retry: true,
+        }
+    }
+}
+
 /// The model behind a bridge.
 pub enum Backend {
     Acp(Arc<acp::AcpBridge>),
@@ -83,9 +107,9 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The reply to a turn, or `None` to acknowledge without replying. Backends wait
-    /// (retrying) rather than give up on a message that must not be lost.
-    async fn answer(&self, turn: &Turn) -> Option<String> {
+    /// What became of a turn. Backends retry what may pass (a restarted agent, a 503)
+    /// themselves and answer [`Answer::Fail`] for what will not.
+    async fn answer(&self, turn: &Turn) -> Answer {
         match self {
             Backend::Acp(b) => b.answer(turn).await,
             Backend::OpenAi(b) => b.answer(turn).await,
@@ -236,16 +260,28 @@ async fn worker(
             .first()
             .map(|t| crate::phone::redact_numbers_in(&t.from))
             .unwrap_or_default();
-        tracing::info!(
-            conversation = %turn.log_name(),
-            from = %from,
-            texts = turn.texts.len(),
-            ms = started.elapsed().as_millis() as u64,
-            chars_in,
-            chars_out = lines.reply_chars,
-            "turn done{}",
-            if lines.cut { " (reply cut by --max-chars)" } else { "" }
-        );
+        let ms = started.elapsed().as_millis() as u64;
+        match &lines.failed {
+            // One line per turn, at WARN: the texts were not answered.
+            Some(error) => tracing::warn!(
+                conversation = %turn.log_name(),
+                from = %from,
+                texts = turn.texts.len(),
+                ms,
+                chars_in,
+                "turn failed: {error}; its texts get `fail` (asked again later with backoff, then the dead letters)"
+            ),
+            None => tracing::info!(
+                conversation = %turn.log_name(),
+                from = %from,
+                texts = turn.texts.len(),
+                ms,
+                chars_in,
+                chars_out = lines.reply_chars,
+                "turn done{}",
+                if lines.cut { " (reply cut by --max-chars)" } else { "" }
+            ),
+        }
         if lines.cut {
             tracing::warn!(conversation = %turn.log_name(), "the reply was {} characters; cut to --max-chars {}", lines.original_chars, settings.max_chars);
         }
@@ -260,43 +296,72 @@ async fn worker(
 #[derive(Debug, PartialEq, Eq)]
 struct TurnLines {
     /// The reply (for the last text) first, then the acks of the others: a crash in
-    /// between leaves the earlier texts to be redelivered, never the reply unsent.
+    /// between leaves the earlier texts to be redelivered, never the reply unsent. Or
+    /// a `fail` for every text of a turn that was not answered.
     lines: String,
     text: String,
     reply_chars: usize,
     original_chars: usize,
     cut: bool,
+    /// Why the turn's texts got `fail`.
+    failed: Option<String>,
 }
 
-fn turn_lines(turn: &Turn, answer: Option<String>, max_chars: usize) -> TurnLines {
+/// The longest `error` a `fail` line carries (an agent's error message can be long).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// A reply with no text is not an answer (CONTRACT §7, §11).
+const NO_TEXT: &str = "the agent's answer had no text";
+
+fn turn_lines(turn: &Turn, answer: Answer, max_chars: usize) -> TurnLines {
     let ids = turn.ids();
-    let mut lines = String::new();
-    let (mut text, mut cut, mut original_chars) = (String::new(), false, 0);
-    if let Some((last, earlier)) = ids.split_last() {
-        match answer
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-        {
-            Some(a) => {
-                original_chars = a.chars().count();
-                (text, cut) = guard::cap(&a, max_chars);
-                lines.push_str(&json!({"type": "reply", "id": last, "text": text}).to_string());
-            }
-            None => lines.push_str(&json!({"type": "ack", "id": last}).to_string()),
+    let mut out = TurnLines {
+        lines: String::new(),
+        text: String::new(),
+        reply_chars: 0,
+        original_chars: 0,
+        cut: false,
+        failed: None,
+    };
+    let Some((last, earlier)) = ids.split_last() else {
+        return out;
+    };
+    let answer = match answer {
+        Answer::Reply(a) if a.trim().is_empty() => Answer::retry(NO_TEXT),
+        other => other,
+    };
+    let mut lines: Vec<Value> = Vec::new();
+    match answer {
+        Answer::Reply(a) => {
+            let a = a.trim();
+            out.original_chars = a.chars().count();
+            (out.text, out.cut) = guard::cap(a, max_chars);
+            lines.push(json!({"type": "reply", "id": last, "text": out.text}));
+            lines.extend(earlier.iter().map(|id| json!({"type": "ack", "id": id})));
         }
-        lines.push('\n');
-        for id in earlier {
-            lines.push_str(&json!({"type": "ack", "id": id}).to_string());
-            lines.push('\n');
+        Answer::AckOnly => {
+            lines.extend(
+                std::iter::once(last)
+                    .chain(earlier)
+                    .map(|id| json!({"type": "ack", "id": id})),
+            );
+        }
+        Answer::Fail { error, retry } => {
+            let (error, _) = guard::cap(error.trim(), MAX_ERROR_CHARS);
+            lines.extend(
+                std::iter::once(last)
+                    .chain(earlier)
+                    .map(|id| json!({"type": "fail", "id": id, "error": error, "retry": retry})),
+            );
+            out.failed = Some(error);
         }
     }
-    TurnLines {
-        lines,
-        reply_chars: text.chars().count(),
-        text,
-        original_chars,
-        cut,
+    for l in lines {
+        out.lines.push_str(&l.to_string());
+        out.lines.push('\n');
     }
+    out.reply_chars = out.text.chars().count();
+    out
 }
 
 #[cfg(test)]
@@ -327,17 +392,55 @@ mod tests {
         };
         assert_eq!(turn.prompt(), "hey\ncan you\ncheck my 3pm");
         assert_eq!(turn.log_name(), "default:***4321");
-        let l = turn_lines(&turn, Some(" sure \n".into()), 4000);
+        let l = turn_lines(&turn, Answer::Reply(" sure \n".into()), 4000);
         assert_eq!(
             l.lines,
             "{\"type\":\"reply\",\"id\":\"c\",\"text\":\"sure\"}\n{\"type\":\"ack\",\"id\":\"a\"}\n{\"type\":\"ack\",\"id\":\"b\"}\n"
         );
         assert!(!l.cut);
-        let l = turn_lines(&turn, Some("   ".into()), 4000);
-        assert!(l.lines.starts_with("{\"type\":\"ack\",\"id\":\"c\"}\n"));
-        assert_eq!(l.lines.lines().count(), 3);
-        let l = turn_lines(&turn, None, 4000);
-        assert_eq!(l.lines.lines().count(), 3);
+        assert_eq!(l.failed, None);
+        let fail_all = |error: &str, retry: bool| {
+            ["c", "a", "b"]
+                .iter()
+                .map(|id| {
+                    format!(
+                        "{}\n",
+                        json!({"type": "fail", "id": id, "error": error, "retry": retry})
+                    )
+                })
+                .collect::<String>()
+        };
+        // No text is no answer: every text of the turn gets `fail`, none an ack.
+        for blank in ["", "   ", "\n\t "] {
+            let l = turn_lines(&turn, Answer::Reply(blank.into()), 4000);
+            assert_eq!(l.lines, fail_all(NO_TEXT, true), "{blank:?}");
+            assert_eq!(l.failed.as_deref(), Some(NO_TEXT));
+        }
+        let l = turn_lines(&turn, Answer::retry("  the agent refused (refusal) "), 4000);
+        assert_eq!(l.lines, fail_all("the agent refused (refusal)", true));
+        let l = turn_lines(
+            &turn,
+            Answer::Fail {
+                error: "bad".into(),
+                retry: false,
+            },
+            4000,
+        );
+        assert_eq!(l.lines, fail_all("bad", false));
+        // A long error is cut.
+        let l = turn_lines(&turn, Answer::retry("e".repeat(10_000)), 4000);
+        assert_eq!(l.failed.unwrap().chars().count(), MAX_ERROR_CHARS);
+        // Already answered: acks only.
+        let l = turn_lines(&turn, Answer::AckOnly, 4000);
+        assert_eq!(
+            l.lines,
+            "{\"type\":\"ack\",\"id\":\"c\"}\n{\"type\":\"ack\",\"id\":\"a\"}\n{\"type\":\"ack\",\"id\":\"b\"}\n"
+        );
+        let empty = Turn {
+            conversation: "x".into(),
+            texts: vec![],
+        };
+        assert_eq!(turn_lines(&empty, Answer::AckOnly, 10).lines, "");
         assert_eq!(turn.prompt_noting_media(), turn.prompt());
         let mut pic = turn.clone();
         pic.texts[2].text = String::new();
@@ -350,7 +453,7 @@ mod tests {
             pic.prompt_noting_media(),
             "hey\ncan you\n[attached: image/jpeg]"
         );
-        let l = turn_lines(&turn, Some("x".repeat(50)), 10);
+        let l = turn_lines(&turn, Answer::Reply("x".repeat(50)), 10);
         assert!(l.cut);
         assert_eq!(l.reply_chars, 10);
         assert_eq!(l.original_chars, 50);

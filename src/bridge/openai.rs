@@ -3,7 +3,11 @@
 //! conversation id. The transcript lives in the state directory, one file per
 //! conversation. A call that fails (429, 5xx, a hang, a body that is not a completion)
 //! is retried with backoff for as long as it takes: the message stays unacknowledged,
-//! it is never answered with an error text.
+//! it is never answered with an error text. An answer without text (only
+//! `tool_calls`, a refusal, empty content) or a request the server calls bad (400,
+//! 413, 422) will not get better by asking again at once: the texts get `fail`, and
+//! the daemon asks again later with its own backoff, then moves them to the dead
+//! letters ([`disposition`]). Transcripts idle for 30 days are deleted.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{guard, state, Turn};
+use super::{guard, state, Answer, Turn};
 use crate::secret::Secret;
 
 /// A completion body larger than this is refused without being read whole.
@@ -70,6 +74,32 @@ pub enum CallError {
     /// A 3xx: the conversation is not sent on to whatever host `Location` names.
     #[error("HTTP {status}: a redirect to {target}, not followed (the bridge follows no redirects with a conversation or a key; check --base-url)")]
     Redirect { status: u16, target: String },
+    /// A completion whose message carries no text.
+    #[error("the model's answer has no text ({0})")]
+    NoText(&'static str),
+}
+
+/// What to do with a call that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again here after a backoff: the server may be back soon (the text stays
+    /// unacknowledged meanwhile).
+    RetryHere,
+    /// Give the texts `fail`: asking again at once would get the same answer.
+    Fail,
+}
+
+pub fn disposition(e: &CallError) -> Disposition {
+    match e {
+        CallError::NoText(_) => Disposition::Fail,
+        // The request itself is refused (malformed, too large, unprocessable): a
+        // 401/403/404 is the operator's configuration and waits for the fix.
+        CallError::Status {
+            status: 400 | 413 | 422,
+            ..
+        } => Disposition::Fail,
+        _ => Disposition::RetryHere,
+    }
 }
 
 impl CallError {
@@ -147,27 +177,44 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
 }
 
-/// `choices[0].message.content` of a completion body.
+/// `choices[0].message.content` of a completion body, which must hold text.
 pub fn parse_reply(body: &[u8]) -> Result<String, CallError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         let head: String = String::from_utf8_lossy(&body[..body.len().min(80)]).into();
         CallError::NotJson(format!("{e} (starts with {head:?})"))
     })?;
-    v.pointer("/choices/0/message/content")
-        .and_then(|c| match c {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            // Content parts: keep the text ones.
-            Value::Array(parts) => Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join(""),
-            ),
-            _ => None,
-        })
-        .ok_or(CallError::NoChoices)
+    let message = v
+        .pointer("/choices/0/message")
+        .filter(|m| m.is_object())
+        .ok_or(CallError::NoChoices)?;
+    let text = match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        // Content parts: keep the text ones.
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err(CallError::NoChoices),
+    };
+    if !text.trim().is_empty() {
+        return Ok(text);
+    }
+    let has = |k: &str| {
+        message
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!(""))
+    };
+    Err(CallError::NoText(
+        if has("tool_calls") || has("function_call") {
+            "only tool_calls, which this bridge does not run"
+        } else if has("refusal") {
+            "a refusal"
+        } else {
+            "empty content"
+        },
+    ))
 }
 
 fn retry_after_header(h: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -179,6 +226,9 @@ pub struct OpenAiBridge {
     opts: OpenAiOptions,
     http: reqwest::Client,
     url: String,
+    clock: state::Clock,
+    /// When idle transcripts were last looked for.
+    pruned: std::sync::Mutex<u64>,
 }
 
 impl OpenAiBridge {
@@ -192,7 +242,44 @@ impl OpenAiBridge {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let url = format!("{}/chat/completions", opts.base_url.trim_end_matches('/'));
-        Ok(Self { opts, http, url })
+        let bridge = Self {
+            opts,
+            http,
+            url,
+            clock: state::system_clock,
+            pruned: std::sync::Mutex::new(0),
+        };
+        bridge.prune_if_due();
+        Ok(bridge)
+    }
+
+    /// With the time taken from `clock` (for idle pruning).
+    pub fn with_clock(mut self, clock: state::Clock) -> Self {
+        self.clock = clock;
+        *self.pruned.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        self.prune_if_due();
+        self
+    }
+
+    /// Deletes the transcripts idle for over 30 days, at most once per
+    /// [`state::PRUNE_EVERY`].
+    fn prune_if_due(&self) {
+        let now = (self.clock)();
+        {
+            let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if *last != 0 && now.saturating_sub(*last) < state::PRUNE_EVERY {
+                return;
+            }
+            *last = now.max(1);
+        }
+        match state::prune_files(&self.opts.state_dir, now, state::MAX_IDLE) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "deleted {n} transcript(s) idle for over {} days",
+                state::MAX_IDLE / 86400
+            ),
+            Err(e) => tracing::warn!("cannot prune idle transcripts: {e}"),
+        }
     }
 
     fn path(&self, conversation: &str) -> PathBuf {
@@ -201,7 +288,8 @@ impl OpenAiBridge {
             .join(state::file_name(conversation, "json"))
     }
 
-    pub async fn answer(&self, turn: &Turn) -> Option<String> {
+    pub async fn answer(&self, turn: &Turn) -> Answer {
+        self.prune_if_due();
         let path = self.path(&turn.conversation);
         let mut transcript = match state::read_json::<Transcript>(&path) {
             Ok(Some(t)) => t,
@@ -222,11 +310,11 @@ impl OpenAiBridge {
             Earlier::No => {}
             Earlier::Resend(reply) => {
                 tracing::info!(conversation = %turn.log_name(), "a redelivered message was answered before; sending the same reply again");
-                return Some(reply.to_string());
+                return Answer::Reply(reply.to_string());
             }
             Earlier::AckOnly => {
                 tracing::info!(conversation = %turn.log_name(), "redelivered messages were part of a turn already answered; acknowledged");
-                return None;
+                return Answer::AckOnly;
             }
         }
         let prompt = turn.prompt_noting_media();
@@ -245,6 +333,9 @@ impl OpenAiBridge {
         let reply = loop {
             match self.call(&body).await {
                 Ok(r) => break r,
+                Err(e) if disposition(&e) == Disposition::Fail => {
+                    return Answer::retry(format!("model call to {}: {e}", self.url));
+                }
                 Err(e) => {
                     let wait = backoff(attempt, e.retry_after());
                     tracing::warn!(
@@ -269,7 +360,7 @@ impl OpenAiBridge {
         if let Err(e) = state::write_json(&path, &transcript) {
             tracing::error!(conversation = %turn.log_name(), "{e}; the reply is sent but this turn is not remembered");
         }
-        Some(reply)
+        Answer::Reply(reply)
     }
 
     async fn call(&self, body: &Value) -> Result<String, CallError> {
@@ -439,7 +530,11 @@ mod tests {
                 r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#,
                 "ab",
             ),
-            (r#"{"choices":[{"message":{"content":""}}]}"#, ""),
+            // text next to tool calls is an answer
+            (
+                r#"{"choices":[{"message":{"content":"on it","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+                "on it",
+            ),
         ];
         for (body, want) in ok {
             assert_eq!(parse_reply(body.as_bytes()).unwrap(), want, "{body}");
@@ -448,15 +543,75 @@ mod tests {
             ("<html>502 Bad Gateway</html>", "not JSON"),
             ("", "not JSON"),
             (r#"{"choices":[]}"#, "no choices"),
+            (r#"{"choices":[{"message":"x"}]}"#, "no choices"),
+            (r#"{"choices":[{"message":{"content":5}}]}"#, "no choices"),
+            (r#"{"error":{"message":"x"}}"#, "no choices"),
+            (
+                r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+                "no text (only tool_calls",
+            ),
+            (
+                r#"{"choices":[{"message":{"function_call":{"name":"f","arguments":"{}"}}}]}"#,
+                "no text (only tool_calls",
+            ),
+            (
+                r#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that"}}]}"#,
+                "no text (a refusal)",
+            ),
             (
                 r#"{"choices":[{"message":{"content":null}}]}"#,
-                "no choices",
+                "no text (empty content)",
             ),
-            (r#"{"error":{"message":"x"}}"#, "no choices"),
+            (r#"{"choices":[{"message":{}}]}"#, "no text (empty content)"),
+            (
+                r#"{"choices":[{"message":{"content":""}}]}"#,
+                "no text (empty content)",
+            ),
+            (
+                r#"{"choices":[{"message":{"content":" \n ","tool_calls":[]}}]}"#,
+                "no text (empty content)",
+            ),
+            (
+                r#"{"choices":[{"message":{"content":[{"type":"image_url"}]}}]}"#,
+                "no text (empty content)",
+            ),
         ];
         for (body, needle) in bad {
             let e = parse_reply(body.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn disposition_table() {
+        let status = |status| CallError::Status {
+            status,
+            snippet: String::new(),
+            retry_after: None,
+        };
+        let cases = [
+            (CallError::NoText("empty content"), Disposition::Fail),
+            (status(400), Disposition::Fail),
+            (status(413), Disposition::Fail),
+            (status(422), Disposition::Fail),
+            (status(429), Disposition::RetryHere),
+            (status(500), Disposition::RetryHere),
+            (status(503), Disposition::RetryHere),
+            // the operator's configuration: waits for the fix
+            (status(401), Disposition::RetryHere),
+            (status(404), Disposition::RetryHere),
+            (status(302), Disposition::RetryHere),
+            (CallError::Timeout(5), Disposition::RetryHere),
+            (
+                CallError::Transport("refused".into()),
+                Disposition::RetryHere,
+            ),
+            (CallError::TooLarge, Disposition::RetryHere),
+            (CallError::NotJson("x".into()), Disposition::RetryHere),
+            (CallError::NoChoices, Disposition::RetryHere),
+        ];
+        for (e, want) in cases {
+            assert_eq!(disposition(&e), want, "{e}");
         }
     }
 }

@@ -46,6 +46,43 @@ fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String
         .to_string()
 }
 
+/// The bridge's "turn failed" line for the sender `from` (waits for it).
+fn failed_turn(bridge: &Bridge, from: &str, timeout: Duration) -> String {
+    let tag = format!("from=***{}", &from[from.len() - 4..]);
+    let find = || {
+        bridge
+            .log()
+            .lines()
+            .find(|l| l.contains("turn failed") && l.contains(&tag))
+            .map(String::from)
+    };
+    assert!(
+        wait_until(timeout, || find().is_some()),
+        "no failed turn from {tag} within {timeout:?}; bridge log:\n{}",
+        bridge.log()
+    );
+    let line = find().unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    line
+}
+
+/// The senders of the texts still in the daemon's inbox (sorted; the daemon stopped).
+fn waiting_from(t: &TestDir) -> Vec<String> {
+    let mut from: Vec<String> = smsgate::store::Store::open(&t.state())
+        .unwrap()
+        .inbox()
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.from.to_string())
+        .collect();
+    from.sort();
+    from
+}
+
+fn info_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains(" INFO ")).count()
+}
+
 struct Setup {
     t: TestDir,
     twilio: FakeTwilio,
@@ -209,11 +246,16 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(30));
     assert_eq!(r, "[1] heard: CRASHONCE now | earlier: nothing");
 
-    // Never answers: cancelled after --timeout, acknowledged without a reply.
+    // Never answers: cancelled after --timeout; with no text that is no answer, so the
+    // text gets `fail` (asked again later), not an ack.
     text(&st.gw, C, "HANG forever").await;
     let cancel = st.events.wait("cancel", 1, Duration::from_secs(20));
     assert!(cancel["sessionId"].as_str().unwrap().starts_with("sess-"));
-    assert!(bridge.wait_log("from=***0003 texts=1", Duration::from_secs(20)));
+    let failed = failed_turn(&bridge, C, Duration::from_secs(20));
+    assert!(
+        failed.contains("cancelled after --timeout with no text"),
+        "{failed}"
+    );
     assert!(bridge.log().contains("did not finish within --timeout 2 s"));
 
     // Garbage on stdout: logged, ignored, the turn still answered.
@@ -233,24 +275,18 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     eprintln!("bridge RSS after a 500,000-character flood: {rss} KiB");
     assert!(rss < 200 * 1024, "bridge RSS {rss} KiB after the flood");
 
-    // A turn with no text: acknowledged, nothing sent. Then a normal one to G proves
-    // the SILENT turn finished (turns of different conversations are independent,
-    // so wait on the log line instead).
+    // A turn with no text: `fail`, nothing sent. Then a normal one to G.
     text(&st.gw, F, "SILENT please").await;
-    assert!(bridge.wait_log("from=***0006 texts=1", Duration::from_secs(20)));
+    failed_turn(&bridge, F, Duration::from_secs(20));
     text(&st.gw, G, "last").await;
     nth_sms(&st.twilio, G, 1, Duration::from_secs(20));
     assert!(st.twilio.sends_to(F).is_empty());
     assert!(st.twilio.sends_to(C).is_empty());
 
-    // Everything was acknowledged: nothing waits in the daemon's inbox.
+    // Everything answered was acknowledged; what was not (C's, F's) still waits.
     assert_eq!(bridge.stop().code(), Some(0));
     assert_eq!(st.gw.stop().code(), Some(0));
-    let inbox = smsgate::store::Store::open(&st.t.state())
-        .unwrap()
-        .inbox()
-        .unwrap();
-    assert!(inbox.is_empty(), "{inbox:?}");
+    assert_eq!(waiting_from(&st.t), [C, F]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,4 +418,206 @@ async fn conversations_run_side_by_side_and_sigterm_mid_turn_exits_0() {
         .inbox()
         .unwrap();
     assert_eq!(inbox.len(), 1, "A's text waits for the next agent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_that_are_no_answer_get_fail_never_an_ack() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "2"], &[]);
+    // (sender, text, what the failed turn's line says)
+    let cases = [
+        // OpenClaw when its model fails for good: end_turn and no chunk.
+        (A, "SILENT please", "ended its turn (end_turn) with no text"),
+        // OpenClaw after its gateway restarted mid-run: a cancel nobody asked for,
+        // with its interruption notice as the only text.
+        (B, "INTERRUPTED run", "not asked for by smsgate"),
+        (C, "REFUSE this", "stopReason refusal"),
+        (D, "MAXTOKENS go", "stopReason max_tokens"),
+        // Our own --timeout, and nothing written by then.
+        (E, "HANG forever", "cancelled after --timeout with no text"),
+    ];
+    for (from, body, _) in cases {
+        text(&st.gw, from, body).await;
+    }
+    for (from, _, why) in cases {
+        let line = failed_turn(&bridge, from, Duration::from_secs(30));
+        assert!(line.contains(why), "{why:?} not in {line}");
+        assert!(
+            !line.contains("OpenClaw interruption"),
+            "the text is not logged: {line}"
+        );
+    }
+    // The bridge still answers.
+    text(&st.gw, F, "hello").await;
+    nth_sms(&st.twilio, F, 1, Duration::from_secs(20));
+    for (from, _, _) in cases {
+        assert!(st.twilio.sends_to(from).is_empty(), "{from} was texted");
+    }
+    // None of them was acknowledged: all five still wait in the daemon.
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert_eq!(waiting_from(&st.t), [A, B, C, D, E]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_hands_out_one_session_twice_never_texts_bob_alices_reply() {
+    let st = setup();
+    let bridge = st.bridge(
+        &["--coalesce", "0"],
+        &[("ACP_FIXED_SESSION", "sess-shared")],
+    );
+    text(&st.gw, A, "secret from alice").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "[1] heard: secret from alice | earlier: nothing"
+    );
+    // Bob's session/new returns Alice's session: refused, and Bob's text gets `fail`.
+    text(&st.gw, B, "hi from bob").await;
+    let line = failed_turn(&bridge, B, Duration::from_secs(20));
+    assert!(line.contains("belongs to another"), "{line}");
+    let log = bridge.log();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("which belongs to conversation"))
+        .unwrap_or_else(|| panic!("no refusal line in:\n{log}"));
+    assert!(refusal.contains("ERROR"), "{refusal}");
+    assert!(!log.contains(B) && !log.contains("secret"), "{log}");
+    // Alice carries on in her session; Bob is refused again, never prompted.
+    text(&st.gw, A, "again").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        "[2] heard: again | earlier: secret from alice"
+    );
+    let prompts: Vec<String> = st
+        .events
+        .of("prompt")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(prompts, ["secret from alice", "again"]);
+    assert!(
+        st.twilio.sends_to(B).is_empty(),
+        "Bob got {:?}",
+        st.twilio.sends_to(B)
+    );
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert_eq!(waiting_from(&st.t), [B]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turns_fail() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "3"], &[]);
+    // A normal turn logs one INFO line (and the first of a conversation no more than
+    // two).
+    text(&st.gw, A, "hello").await;
+    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    let before = info_lines(&bridge.log());
+    text(&st.gw, A, "again").await;
+    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    assert!(bridge.wait_log("turn done", Duration::from_secs(5)));
+    let log = bridge.log();
+    assert_eq!(info_lines(&log) - before, 1, "{log}");
+
+    // The agent stops reading its stdin and floods the bridge with requests, each of
+    // which wants an answer written to that stdin; meanwhile large texts arrive.
+    text(&st.gw, A, "NOREADONCE now").await;
+    st.events.wait("deaf", 1, Duration::from_secs(20));
+    let big = "big ".repeat(5000);
+    for from in [B, C, D] {
+        text(&st.gw, from, &big).await;
+    }
+    let pid = bridge.child.id();
+    let mut peak = 0;
+    let all_failed = wait_until(Duration::from_secs(60), || {
+        peak = peak.max(rss_kib(pid));
+        let log = bridge.log();
+        [A, B, C, D].iter().all(|f| {
+            let tag = format!("from=***{}", &f[f.len() - 4..]);
+            log.lines()
+                .any(|l| l.contains("turn failed") && l.contains(&tag))
+        })
+    });
+    let log = bridge.log();
+    eprintln!("bridge RSS peak while the agent did not read: {peak} KiB");
+    eprintln!("agent flood progress: {:?}", st.events.of("flooded").last());
+    assert!(all_failed, "not every turn failed:\n{log}");
+    assert!(peak < 64 * 1024, "bridge RSS {peak} KiB");
+    for from in [A, B, C, D] {
+        let line = failed_turn(&bridge, from, Duration::from_secs(1));
+        assert!(line.contains("did not read its stdin"), "{line}");
+    }
+    assert!(log.contains("has not read its stdin"), "{log}");
+    // A request flood is not a log flood (the agent's own stderr aside).
+    let ours = log
+        .lines()
+        .filter(|l| {
+            [" DEBUG ", " INFO ", " WARN ", " ERROR "]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .count();
+    assert!(ours < 100, "{ours} log lines:\n{log}");
+    // The agent was restarted and answers again.
+    text(&st.gw, E, "after the flood").await;
+    assert_eq!(
+        nth_sms(&st.twilio, E, 1, Duration::from_secs(30)),
+        "[1] heard: after the flood | earlier: nothing"
+    );
+    assert!(st.events.of("start").len() >= 2);
+    for from in [B, C, D] {
+        assert!(st.twilio.sends_to(from).is_empty());
+    }
+    assert_eq!(st.twilio.sends_to(A).len(), 2);
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert_eq!(waiting_from(&st.t), [A, B, C, D]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_idle_for_30_days_are_forgotten() {
+    let st = setup();
+    // A map as an earlier bridge left it: one conversation used 40 days ago, one
+    // yesterday, one in the old form (a bare session id).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let dir = st.t.path().join("bridge-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let map = serde_json::json!({
+        "c-idle": {"sessionId": "sess-idle", "lastUsed": now - 40 * 86400},
+        "c-recent": {"sessionId": "sess-recent", "lastUsed": now - 86400},
+        "c-bare": "sess-bare",
+    });
+    std::fs::write(dir.join("sessions.json"), map.to_string()).unwrap();
+    let bridge = st.bridge(&["--coalesce", "0"], &[]);
+    assert!(bridge.wait_log(
+        "forgot 1 conversation(s) idle for over 30 days",
+        Duration::from_secs(10)
+    ));
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sessions.json")).unwrap()).unwrap()
+    };
+    let m = read();
+    assert!(m.get("c-idle").is_none(), "{m}");
+    assert_eq!(m["c-recent"]["sessionId"], "sess-recent");
+    assert_eq!(m["c-bare"]["sessionId"], "sess-bare");
+    assert!(m["c-bare"]["lastUsed"].as_u64().unwrap() >= now);
+    // A new conversation is written with its time of use.
+    text(&st.gw, A, "hello").await;
+    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    let m = read();
+    let conv = m
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| {
+            !k.starts_with("c-idle") && !k.starts_with("c-recent") && !k.starts_with("c-bare")
+        })
+        .cloned()
+        .unwrap();
+    assert!(m[&conv]["lastUsed"].as_u64().unwrap() >= now);
+    assert_eq!(bridge.stop().code(), Some(0));
 }

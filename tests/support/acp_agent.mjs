@@ -13,14 +13,21 @@
 //   PERMISSION asks permission for a tool call and reports the outcome
 //   FLOOD      sends 5000 chunks of 100 characters
 //   GARBAGE    prints lines that are not JSON-RPC, then answers
-//   SILENT     ends the turn without any text
+//   SILENT     ends the turn without any text (end_turn; OpenClaw when its model fails)
+//   INTERRUPTED ends the turn as cancelled, unasked, with OpenClaw's interruption notice
+//   REFUSE     ends the turn with stopReason refusal (and some text)
+//   MAXTOKENS  ends the turn with stopReason max_tokens after half a reply
+//   NOREADONCE the first time: stops reading its stdin and floods the client with
+//              requests (fs/read_text_file, at most 600,000) as fast as its stdout
+//              takes them
 //   PICTURE    reports the image blocks it got
-// Environment: ACP_NO_LOAD=1 hides loadSession; ACP_AGENT_DIR is required.
+// Environment: ACP_NO_LOAD=1 hides loadSession; ACP_FIXED_SESSION=ID answers every
+// session/new with that one id (a hostile agent); ACP_AGENT_DIR is required.
 
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createRequire } from "node:module";
-import { Readable, Writable } from "node:stream";
+import { Writable } from "node:stream";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 // The SDK lives in the repository's .tools/node (not next to this file).
@@ -35,6 +42,7 @@ if (!dir) {
 }
 fs.mkdirSync(path.join(dir, "sessions"), { recursive: true });
 const canLoad = process.env.ACP_NO_LOAD !== "1";
+const fixedSession = process.env.ACP_FIXED_SESSION || "";
 
 function event(ev) {
   fs.appendFileSync(
@@ -88,8 +96,9 @@ const app = acp
     };
   })
   .onRequest("session/new", ({ params }) => {
-    const id = "sess-" + Math.random().toString(36).slice(2, 10);
-    writeSession(id, { cwd: params.cwd, turns: [] });
+    const id = fixedSession || "sess-" + Math.random().toString(36).slice(2, 10);
+    // A fixed id keeps its history: a second conversation would see the first's.
+    if (!readSession(id)) writeSession(id, { cwd: params.cwd, turns: [] });
     event({ ev: "new", sessionId: id, cwd: params.cwd, mcpServers: params.mcpServers });
     return { sessionId: id };
   })
@@ -143,6 +152,24 @@ const app = acp
       event({ ev: "crashing" });
       process.exit(3);
     }
+    if (text.includes("INTERRUPTED")) {
+      await say("[OpenClaw interruption] The gateway restarted while this run was in progress.");
+      return { stopReason: "cancelled" };
+    }
+    if (text.includes("REFUSE")) {
+      await say("I can't help with that.");
+      return { stopReason: "refusal" };
+    }
+    if (text.includes("MAXTOKENS")) {
+      await say("The answer is a long one, and it goes on and");
+      return { stopReason: "max_tokens" };
+    }
+    if (text.includes("NOREADONCE") && once("noreadonce")) {
+      deaf = true;
+      event({ ev: "deaf" });
+      await flood(sessionId);
+      await new Promise(() => {});
+    }
     if (text.includes("SILENT")) {
       await client.notify("session/update", {
         sessionId,
@@ -186,4 +213,39 @@ const app = acp
     return { stopReason: "end_turn" };
   });
 
-app.connect(acp.ndJsonStream(Writable.toWeb(process.stdout), Readable.toWeb(process.stdin)));
+// Requests written straight to stdout, whole lines, as fast as the pipe takes them
+// (never resolves while the client does not read its answers... or does not read).
+async function flood(sessionId) {
+  const { once: onceEvent } = await import("node:events");
+  let n = 0;
+  while (n < 600000) {
+    let chunk = "";
+    for (let i = 0; i < 1000; i++, n++) {
+      chunk +=
+        JSON.stringify({
+          jsonrpc: "2.0",
+          id: `flood-${n}`,
+          method: "fs/read_text_file",
+          params: { sessionId, path: "/etc/hostname" },
+        }) + "\n";
+    }
+    if (!process.stdout.write(chunk)) await onceEvent(process.stdout, "drain");
+    if (n % 100000 === 0) event({ ev: "flooded", n });
+  }
+  await new Promise(() => {});
+}
+
+// stdin read on demand, so that NOREADONCE can stop reading it for real (the pipe
+// fills and the client's writes block).
+let deaf = false;
+const lines = process.stdin[Symbol.asyncIterator]();
+const input = new ReadableStream({
+  async pull(controller) {
+    if (deaf) return new Promise(() => {});
+    const { value, done } = await lines.next();
+    if (done) controller.close();
+    else controller.enqueue(new Uint8Array(value));
+  },
+});
+
+app.connect(acp.ndJsonStream(Writable.toWeb(process.stdout), input));

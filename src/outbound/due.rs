@@ -68,6 +68,15 @@ impl DueIndex {
         self.held.get(account).copied().unwrap_or(0)
     }
 
+    /// The live sends of one reply or send (its parts): (id, state), by id.
+    pub fn group(&self, group: u64) -> Vec<(u64, OutboundState)> {
+        self.records
+            .values()
+            .filter(|r| r.group == Some(group))
+            .map(|r| (r.id, r.state))
+            .collect()
+    }
+
     pub fn get(&self, id: u64) -> Option<&OutboundRecord> {
         self.records.get(&id)
     }

@@ -31,9 +31,11 @@ pub enum Overflow {
 }
 
 /// The decision for a send that would be held (`already_held`: the account's held
-/// sends, not counting this one).
-pub fn overflow(already_held: usize, max_held: u32) -> Overflow {
-    if max_held != 0 && already_held >= max_held as usize {
+/// sends, not counting this one; `coming`: the other parts of the same reply or send
+/// not held yet, which would be held after it: a text is held or refused as a whole,
+/// never half).
+pub fn overflow(already_held: usize, coming: usize, max_held: u32) -> Overflow {
+    if max_held != 0 && already_held.saturating_add(coming) >= max_held as usize {
         Overflow::Refuse
     } else {
         Overflow::Hold
@@ -129,20 +131,30 @@ mod tests {
     #[test]
     fn overflow_table() {
         let cases = [
-            ("none held", 0, 1000, Overflow::Hold),
-            ("below the cap", 999, 1000, Overflow::Hold),
-            ("at the cap", 1000, 1000, Overflow::Refuse),
+            ("none held", 0, 0, 1000, Overflow::Hold),
+            ("below the cap", 999, 0, 1000, Overflow::Hold),
+            ("at the cap", 1000, 0, 1000, Overflow::Refuse),
             (
                 "over it (lowered by a reload)",
                 5000,
+                0,
                 1000,
                 Overflow::Refuse,
             ),
-            ("a cap of 1", 1, 1, Overflow::Refuse),
-            ("0 = no cap", 1_000_000, 0, Overflow::Hold),
+            ("a cap of 1", 1, 0, 1, Overflow::Refuse),
+            ("a three-part text fits", 2, 2, 5, Overflow::Hold),
+            (
+                "its last part would not: the whole text",
+                3,
+                2,
+                5,
+                Overflow::Refuse,
+            ),
+            ("0 = no cap", 1_000_000, 9, 0, Overflow::Hold),
+            ("no overflow", usize::MAX, usize::MAX, 1, Overflow::Refuse),
         ];
-        for (name, held, max, want) in cases {
-            assert_eq!(overflow(held, max), want, "{name}");
+        for (name, held, coming, max, want) in cases {
+            assert_eq!(overflow(held, coming, max), want, "{name}");
         }
         let m = refused_message(Limit::PerHour, 3);
         assert!(

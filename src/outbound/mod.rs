@@ -113,6 +113,11 @@ impl Outbox {
         self.state().due.held_len(account)
     }
 
+    /// The live parts of the reply or send `group` (in memory): (id, state).
+    pub fn group_parts(&self, group: u64) -> Vec<(u64, OutboundState)> {
+        self.state().due.group(group)
+    }
+
     /// Replaces the in-memory queue with the store's queued records (at start, after
     /// a store reopen) and wakes the sender.
     pub fn load(&self, store: &Store) -> Result<(), StoreError> {

@@ -216,12 +216,23 @@ async fn refuse_over_cap(
     s: &Sender,
     account: &crate::config::Account,
     rec: OutboundRecord,
+    mut ids: Vec<u64>,
     limit: crate::limits::Limit,
 ) -> Result<Option<u64>, StoreError> {
     let why = held::refused_message(limit, account.max_held);
     let id = rec.id;
-    s.writer.write(move |st, _| st.remove_outbound(id)).await?;
-    s.outbox.forget(id);
+    // The reply or send is refused as a whole (`ids`: its live parts): the parts queued
+    // behind this one go too, so no part of it goes out or is held later.
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+    let gone = ids.clone();
+    s.writer
+        .write(move |st, _| gone.iter().try_for_each(|i| st.remove_outbound(*i)))
+        .await?;
+    for i in ids {
+        s.outbox.forget(i);
+    }
     let now = now_ms();
     let say = {
         let mut w = s.windows();
@@ -323,11 +334,17 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             // A send that would be held beyond `outboundLimits.maxHeld` is refused and
             // leaves the store (issue 20 item 7). One held already (auto-release found
             // the window still full) keeps its place.
-            if first
-                && held::overflow(s.outbox.held_len(&account.id), account.max_held)
-                    == held::Overflow::Refuse
-            {
-                return refuse_over_cap(s, account, rec, limit).await;
+            if first {
+                let parts = rec.group.map_or_else(Vec::new, |g| s.outbox.group_parts(g));
+                let coming = parts
+                    .iter()
+                    .filter(|(id, state)| *id != rec.id && *state != OutboundState::Held)
+                    .count();
+                let held_now = s.outbox.held_len(&account.id);
+                if held::overflow(held_now, coming, account.max_held) == held::Overflow::Refuse {
+                    let ids = parts.into_iter().map(|(id, _)| id).collect();
+                    return refuse_over_cap(s, account, rec, ids, limit).await;
+                }
             }
             rec.state = OutboundState::Held;
             rec.held_limit = Some(limit.key().to_string());

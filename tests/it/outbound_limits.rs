@@ -198,15 +198,16 @@ fn bad_limits_are_config_errors_naming_the_key_path() {
 }
 
 /// Beyond `outboundLimits.maxHeld` held sends, a send that would be held is refused
-/// with an `error` line naming the cap and nothing is stored; across a restart too
-/// (issue 20 item 7). `config show` shows the cap.
+/// with an `error` line naming the cap and nothing is stored; a text of several parts
+/// is held or refused as a whole; across a restart too (issue 20 item 7). `config
+/// show` shows the cap.
 #[tokio::test(flavor = "multi_thread")]
 async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
     let config = t.config(
         &twilio,
-        r#"defaultTo: "+15557650000", outboundLimits: { perHour: 1, maxHeld: 2 }"#,
+        r#"defaultTo: "+15557650000", textChunkLimit: 40, outboundLimits: { perHour: 1, maxHeld: 2 }"#,
     );
     let shown: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["config", "show", "--json"]).stdout).unwrap();
@@ -216,9 +217,11 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
     );
     let gw = Gateway::start(&config);
     let mut agent = TestAgent::connect(&agent_sock(&t));
+    let long = "words ".repeat(12);
+    let texts = ["text 0", "text 1", long.trim(), "text 3", "text 4"];
     let mut outcome = Vec::new();
-    for i in 0..5 {
-        agent.send(json!({"type": "send", "text": format!("text {i}"), "ref": format!("r{i}")}));
+    for (i, text) in texts.iter().enumerate() {
+        agent.send(json!({"type": "send", "text": text, "ref": format!("r{i}")}));
         let line = loop {
             let l = agent.next();
             if l["type"] == "sent" || l["type"] == "error" {
@@ -229,16 +232,17 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
         outcome.push(line);
     }
     assert_eq!(outcome[0]["type"], "sent");
-    for held in &outcome[1..3] {
-        let m = held["message"].as_str().unwrap();
-        assert!(m.starts_with("held"), "{m}");
+    for i in [1, 3] {
+        let m = outcome[i]["message"].as_str().unwrap();
+        assert!(m.starts_with("held"), "r{i}: {m}");
     }
-    for refused in &outcome[3..] {
-        assert_eq!(refused["type"], "error");
-        let m = refused["message"].as_str().unwrap();
+    // r2 has two parts: with one send held, only one more fits, so it is refused whole.
+    for i in [2, 4] {
+        assert_eq!(outcome[i]["type"], "error");
+        let m = outcome[i]["message"].as_str().unwrap();
         assert!(
             m.contains("outboundLimits.maxHeld = 2") && m.contains("nothing was stored"),
-            "{m}"
+            "r{i}: {m}"
         );
     }
     let held = |config: &std::path::Path| -> Vec<String> {
@@ -256,7 +260,7 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
             })
             .collect()
     };
-    assert_eq!(held(&config), ["held text 1", "held text 2"]);
+    assert_eq!(held(&config), ["held text 1", "held text 3"]);
     assert_eq!(twilio.sends().len(), 1);
     let log = stop_and_log(gw);
     assert_eq!(
@@ -278,7 +282,7 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
             .contains("outboundLimits.maxHeld = 2"),
         "{e}"
     );
-    assert_eq!(held(&config), ["held text 1", "held text 2"]);
+    assert_eq!(held(&config), ["held text 1", "held text 3"]);
     assert_eq!(gw.stop().code(), Some(0));
     assert_eq!(twilio.sends().len(), 1);
 }

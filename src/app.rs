@@ -83,7 +83,7 @@ pub fn startup_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|t| (t.cert_file.clone(), t.key_file.clone()))
     };
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("gateway.listen", o.listen != n.listen),
         ("gateway.stateDir", o.state_dir != n.state_dir),
         ("gateway.agentSocket", o.agent_socket != n.agent_socket),
@@ -95,6 +95,11 @@ pub fn startup_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "gateway.maxConnections",
             o.max_connections != n.max_connections,
+        ),
+        // The serve loop takes them when the listener starts.
+        (
+            "gateway.trustedProxies",
+            o.trusted_proxies != n.trusted_proxies,
         ),
         ("gateway.log.level", o.log.level != n.log.level),
         ("gateway.log.format", o.log.format != n.log.format),
@@ -180,8 +185,17 @@ mod tests {
     #[test]
     fn startup_and_live_settings_table() {
         type Edit = fn(&mut Config);
-        let cases: [(&str, Edit, &[&str]); 7] = [
+        let cases: [(&str, Edit, &[&str]); 8] = [
             ("nothing", |_| {}, &[]),
+            (
+                "trustedProxies",
+                |c| {
+                    c.gateway.trusted_proxies = crate::http::forwarded::TrustedProxies::new(vec![
+                        crate::http::forwarded::parse_net("10.0.0.1").expect("net"),
+                    ])
+                },
+                &["gateway.trustedProxies"],
+            ),
             (
                 "maxConnections",
                 |c| c.gateway.max_connections += 1,

@@ -18,8 +18,10 @@ pub enum WebhookError {
     BadBody(String),
     #[error("missing X-Twilio-Signature header")]
     MissingSignature,
+    /// The response body is this text only; `diagnosis` (which URL was signed
+    /// against, what Twilio called) goes to the log, never to the caller.
     #[error("X-Twilio-Signature does not match (check publicWebhookUrl: it must be byte for byte the URL configured in Twilio)")]
-    BadSignature,
+    BadSignature { diagnosis: String },
     #[error("X-Twilio-Webhooks-Signature-Settings: {0}")]
     BadSignatureSettings(String),
     #[error("missing field {0}")]
@@ -44,7 +46,7 @@ impl WebhookError {
             | WebhookError::MissingField(_)
             | WebhookError::BadField(_) => StatusCode::BAD_REQUEST,
             WebhookError::MissingSignature
-            | WebhookError::BadSignature
+            | WebhookError::BadSignature { .. }
             | WebhookError::BadSignatureSettings(_) => StatusCode::FORBIDDEN,
             // Twilio logs 11200 and tries the fallback URL; the message is not ours yet.
             WebhookError::ShuttingDown | WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Method, Request, Response, StatusCode};
 
 use super::error::WebhookError;
+use super::forwarded::Origin;
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::config::{Account, InboundCheck, Sender};
@@ -32,6 +33,12 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
 
 pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    // The client as `gateway.trustedProxies` allows it to be known (the peer otherwise).
+    let client = req
+        .extensions()
+        .get::<Origin>()
+        .map_or_else(|| "unknown".to_string(), |o| o.client.to_string());
+    let is_post = req.method() == Method::POST;
     if req.method() == Method::GET {
         match path.as_str() {
             "/healthz" => return respond(StatusCode::OK, "text/plain", "ok\n"),
@@ -67,12 +74,36 @@ pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Bod
                 } else {
                     String::new()
                 };
-                match &e {
-                    WebhookError::NotFound => tracing::info!(%path, "webhook: 404 {e}{dropped}"),
-                    WebhookError::Store(_) => {
-                        tracing::error!(%path, "webhook: {} {e}{dropped}", status.as_u16())
+                let near = if is_post && matches!(e, WebhookError::NotFound) {
+                    near_miss(
+                        &path,
+                        config
+                            .sms
+                            .accounts
+                            .iter()
+                            .map(|a| (a.id.as_str(), a.webhook_path.as_str())),
+                    )
+                } else {
+                    None
+                };
+                match (&e, near) {
+                    (WebhookError::NotFound, Some((account, right))) => tracing::warn!(
+                        %path, %client,
+                        "webhook: 404 {e}: {path:?} differs from account {account}'s webhookPath {right:?} only by a trailing / or by case; make the URL configured in Twilio end in {right:?} exactly{dropped}"
+                    ),
+                    (WebhookError::NotFound, None) => {
+                        tracing::info!(%path, %client, "webhook: 404 {e}{dropped}")
                     }
-                    _ => tracing::warn!(%path, "webhook: {} {e}{dropped}", status.as_u16()),
+                    (WebhookError::BadSignature { diagnosis }, _) => tracing::warn!(
+                        %path, %client,
+                        "webhook: 403 {e}: {diagnosis}{dropped}"
+                    ),
+                    (WebhookError::Store(_), _) => {
+                        tracing::error!(%path, %client, "webhook: {} {e}{dropped}", status.as_u16())
+                    }
+                    _ => {
+                        tracing::warn!(%path, %client, "webhook: {} {e}{dropped}", status.as_u16())
+                    }
                 }
             }
             let mut r = respond(status, "text/plain", format!("{e}\n"));
@@ -114,6 +145,14 @@ async fn receive(
         return Err(WebhookError::MethodNotAllowed);
     }
     let query = req.uri().query().map(str::to_string);
+    let called = called_urls(
+        req.extensions().get::<Origin>(),
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str())),
+        req.uri().path(),
+    );
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -131,7 +170,12 @@ async fn receive(
         let keys: Vec<&str> = secrets.iter().map(|s| s.expose()).collect();
         if !signature::is_valid_with(algorithm, &keys, &url.raw, query.as_deref(), &params, &sig) {
             app.metrics.signature_failure();
-            return Err(WebhookError::BadSignature);
+            let matches = |u: &str| {
+                signature::is_valid_with(algorithm, &keys, u, query.as_deref(), &params, &sig)
+            };
+            let signed = signature::signed_url(&url.raw, query.as_deref());
+            let diagnosis = diagnose(&account.id, &signed, &called, matches);
+            return Err(WebhookError::BadSignature { diagnosis });
         }
     }
 
@@ -231,6 +275,81 @@ fn signing_keys<'a>(
     }
 }
 
+/// The URLs a request may have been called at, best guess first (no query: the
+/// signature check adds the request's own): the scheme (`X-Forwarded-Proto` from a
+/// trusted proxy, else the connection's), the host (`X-Forwarded-Host` from a trusted
+/// proxy, else `Host`), the path; then the same with the other scheme, for a proxy
+/// that terminates TLS without saying so. Nothing when the host is not a plain host
+/// name (it is the caller's words and goes to the log).
+pub fn called_urls(origin: Option<&Origin>, host: Option<&str>, path: &str) -> Vec<String> {
+    let forwarded_host = origin.and_then(|o| o.host.as_deref());
+    let Some(host) = forwarded_host.or(host).filter(|h| plain_host(h)) else {
+        return Vec::new();
+    };
+    let tls = origin.is_some_and(|o| o.tls);
+    let scheme =
+        origin
+            .and_then(|o| o.proto.as_deref())
+            .unwrap_or(if tls { "https" } else { "http" });
+    let other = if scheme == "https" { "http" } else { "https" };
+    [scheme, other]
+        .iter()
+        .map(|s| format!("{s}://{host}{path}"))
+        .collect()
+}
+
+fn plain_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+}
+
+/// What a 403's log line says (CONTRACT §11): the URL signed against and, when a URL
+/// the request was called at matches the signature, that `publicWebhookUrl` is wrong
+/// and what Twilio called; otherwise that the token is likely wrong (or a proxy
+/// changed the body). `matches` checks one URL against the signature.
+pub fn diagnose(
+    account: &str,
+    signed: &str,
+    called: &[String],
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    let key = if account == "default" {
+        "channels.sms.publicWebhookUrl".to_string()
+    } else {
+        format!("channels.sms.accounts.{account}.publicWebhookUrl")
+    };
+    match called.iter().find(|u| u.as_str() != signed && matches(u)) {
+        Some(hit) => format!(
+            "checked against {signed:?}, but the signature matches {hit:?}, the URL Twilio called: {key} is wrong; set it to {hit:?} (or point Twilio at {signed:?})"
+        ),
+        None => {
+            let tried = if called.is_empty() {
+                String::new()
+            } else {
+                format!(" nor any URL built from the request ({})", called.join(", "))
+            };
+            format!(
+                "checked against {signed:?} ({key}), and it matches neither that{tried}: the auth token is likely wrong (channels.sms authToken must be the account's current Auth Token), or a proxy changed the body"
+            )
+        }
+    }
+}
+
+/// The webhook path a request's path misses only by a trailing `/` or by case, and
+/// its account.
+pub fn near_miss<'a>(
+    path: &str,
+    webhooks: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<(&'a str, &'a str)> {
+    let norm = |p: &str| p.trim_end_matches('/').to_ascii_lowercase();
+    let want = norm(path);
+    webhooks
+        .into_iter()
+        .find(|(_, wp)| *wp != path && norm(wp) == want && !want.is_empty())
+}
+
 fn redact_for_log(number: &str) -> String {
     if tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG {
         number.to_string()
@@ -258,5 +377,94 @@ fn misaddressed(account: &Account, params: &[(String, String)], to: &str) -> Opt
             _ => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(tls: bool, proto: Option<&str>, host: Option<&str>) -> Origin {
+        Origin {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client: "127.0.0.1".parse().unwrap(),
+            proto: proto.map(str::to_string),
+            host: host.map(str::to_string),
+            tls,
+        }
+    }
+
+    #[test]
+    fn the_called_url_is_built_from_the_request() {
+        let o = origin(false, None, None);
+        assert_eq!(
+            called_urls(Some(&o), Some("gw.example.com:8080"), "/webhooks/sms"),
+            [
+                "http://gw.example.com:8080/webhooks/sms",
+                "https://gw.example.com:8080/webhooks/sms"
+            ]
+        );
+        let o = origin(true, None, None);
+        assert_eq!(called_urls(Some(&o), Some("a.b"), "/x")[0], "https://a.b/x");
+        // A trusted proxy's headers win (the Origin only carries them from one).
+        let o = origin(false, Some("https"), Some("sms.example.com"));
+        assert_eq!(
+            called_urls(Some(&o), Some("127.0.0.1:8789"), "/x")[0],
+            "https://sms.example.com/x"
+        );
+        // A host that is not a host name is not repeated into the log.
+        assert!(called_urls(Some(&o), Some("x"), "/x").len() == 2);
+        let o = origin(false, None, None);
+        assert!(called_urls(Some(&o), Some("evil\u{1b}[2J"), "/x").is_empty());
+        assert!(called_urls(Some(&o), None, "/x").is_empty());
+    }
+
+    #[test]
+    fn a_403_says_whether_the_url_or_the_token_is_wrong() {
+        let signed = "https://sms.example.com/webhooks/sms";
+        let called = vec![
+            "http://10.0.0.5:8789/webhooks/sms".to_string(),
+            "https://10.0.0.5:8789/webhooks/sms".to_string(),
+        ];
+        let wrong_url = diagnose("default", signed, &called, |u| u == called[1]);
+        assert!(
+            wrong_url.contains("channels.sms.publicWebhookUrl is wrong"),
+            "{wrong_url}"
+        );
+        assert!(
+            wrong_url.contains("\"https://10.0.0.5:8789/webhooks/sms\", the URL Twilio called"),
+            "{wrong_url}"
+        );
+        let wrong_token = diagnose("support", signed, &called, |_| false);
+        assert!(
+            wrong_token.contains("auth token is likely wrong"),
+            "{wrong_token}"
+        );
+        assert!(
+            wrong_token.contains("or a proxy changed the body"),
+            "{wrong_token}"
+        );
+        assert!(
+            wrong_token.contains("channels.sms.accounts.support.publicWebhookUrl"),
+            "{wrong_token}"
+        );
+        assert!(wrong_token.contains(signed));
+    }
+
+    #[test]
+    fn near_misses_are_a_trailing_slash_or_case_away() {
+        let hooks = [("default", "/webhooks/sms"), ("support", "/hooks/Support")];
+        let cases = [
+            ("/webhooks/sms/", Some(("default", "/webhooks/sms"))),
+            ("/Webhooks/SMS", Some(("default", "/webhooks/sms"))),
+            ("/WEBHOOKS/SMS//", Some(("default", "/webhooks/sms"))),
+            ("/hooks/support", Some(("support", "/hooks/Support"))),
+            ("/webhooks/sms", None),
+            ("/webhooks/sm", None),
+            ("/", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(near_miss(path, hooks.iter().copied()), want, "{path}");
+        }
     }
 }

@@ -276,6 +276,7 @@ pub fn effects_for(
                 media,
                 received_at_ms: rec.received_at_ms,
                 conversation,
+                failures: Default::default(),
             });
         }
         Plan::RequestPairing { send_code } => {

@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use crate::clock::now_ms;
+pub use agent::{
+    after_agent_failure, AfterFailure, AgentFailed, FIRST_AGENT_RETRY_MS, MAX_AGENT_FAILURES,
+    MAX_AGENT_RETRY_MS,
+};
 pub use area::Seq;
 use area::{Area, Batch, Cell, Handles, Tag};
 pub use records::*;

@@ -14,6 +14,7 @@ mod access;
 mod acme;
 mod agent;
 mod agent_docs;
+mod agent_fail;
 mod bridges_acp;
 mod bridges_docs;
 mod bridges_openai;

@@ -456,6 +456,9 @@ pub struct Effects {
     /// (account, number, id): the sender's conversation is now `id` (a first message,
     /// or `/new`).
     pub conversation: Option<(String, crate::phone::E164, String)>,
+    /// Stored with `conversation`: when the sender's last `/new` confirmation was
+    /// texted (at most one a minute, [`crate::inbound::confirms_new_conversation`]).
+    pub conversation_texted_at: Option<u64>,
 }
 
 #[cfg(test)]

@@ -137,6 +137,19 @@ pub enum Purpose {
     Cli,
 }
 
+impl Purpose {
+    /// A text smsgate sends on its own (pairing code, approval, `/new` confirmation),
+    /// not the agent's or the operator's: it counts against `outboundLimits` like the
+    /// agent's, but over a limit it is dropped (logged, `failed` in `queue list`), not
+    /// held: a pairing code or a confirmation released hours later would be wrong.
+    pub fn is_own_text(&self) -> bool {
+        matches!(
+            self,
+            Purpose::PairingCode | Purpose::PairingApproved | Purpose::NewConversation
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OutboundState {

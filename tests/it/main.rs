@@ -26,5 +26,6 @@ mod faults;
 mod fuzz_regressions;
 mod operations;
 mod outbound_limits;
+mod own_texts;
 mod unknown_sends;
 mod webhook;

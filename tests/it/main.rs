@@ -26,6 +26,7 @@ mod faults;
 mod fuzz_regressions;
 mod operations;
 mod outbound_limits;
+mod outgoing_text;
 mod own_texts;
 mod unknown_sends;
 mod webhook;

@@ -163,6 +163,21 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
             "error": m.failures.last_error, "attempts": m.failures.count,
         }));
     }
+    // Texts still waiting for an agent (not acknowledged yet): `attempts` counts the
+    // deliveries the agent failed (`fail` lines); `nextAttempt` is when a failed one
+    // goes again.
+    let now = now_ms();
+    for (_, m) in store.inbox()? {
+        let f = &m.failures;
+        out.push(json!({
+            "id": m.id, "kind": "message", "state": "waiting", "account": m.account,
+            "from": m.from.as_str(), "text": m.text,
+            "receivedAt": rfc3339(m.received_at_ms),
+            "ageSecs": now.saturating_sub(m.received_at_ms) / 1000,
+            "attempts": f.count, "error": f.last_error,
+            "nextAttempt": (f.retry_at_ms > now).then(|| rfc3339(f.retry_at_ms)),
+        }));
+    }
     for r in store.outbound()? {
         let state = match r.state {
             OutboundState::Unknown => "unknown",

@@ -162,6 +162,15 @@ impl Hub {
         });
     }
 
+    /// When the oldest message not yet delivered to an agent arrived (ms), if any.
+    pub fn oldest_waiting_ms(&self) -> Option<u64> {
+        self.state()
+            .waiting
+            .values()
+            .map(|m| m.received_at_ms)
+            .min()
+    }
+
     /// When a message held back (by the inbound limit, or failed by the agent and
     /// waiting for its next delivery) may go next, if one is.
     pub fn next_release(&self) -> Option<u64> {

@@ -191,3 +191,63 @@ fn agent_exec_refuses_a_command_that_cannot_run() {
         assert!(stderr(&out).contains(needle), "{cmd}: {}", stderr(&out));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start_with(&config, &[("SMSGATE_AGENT_RETRY_MS", "600000")]);
+    let m1 = "SMa3000000000000000000000000000001";
+    assert_eq!(gw.admit(m1, A, "anyone there?").await, 200);
+    // No agent: the log says so (at once, then once a minute), the CLI shows it.
+    assert!(
+        gw.wait_log(
+            "1 text(s) waiting for an agent (the oldest for",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("no agent is connected"));
+    let e = entry(&config, m1).expect("the waiting text is listed");
+    assert_eq!(e["state"], "waiting", "{e}");
+    assert_eq!(e["kind"], "message");
+    assert_eq!(e["attempts"], 0);
+    assert!(e["ageSecs"].as_u64().is_some(), "{e}");
+    let status = gw.status(&config);
+    assert_eq!(status["agents"], 0);
+    assert_eq!(status["waiting"], 1);
+    assert!(status["oldestWaitingSecs"].as_u64().is_some(), "{status}");
+    let text = stdout(&cli(&config, &["channels", "status"]));
+    assert!(
+        text.contains("agent: NONE connected; 1 text(s) waiting, the oldest for"),
+        "{text}"
+    );
+    // Delivered and failed once: still waiting, with its attempt, error and next try.
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    assert_eq!(agent.next_of("message")["id"], m1);
+    agent.send(json!({"type": "fail", "id": m1, "error": "model down"}));
+    assert!(
+        gw.wait_log("failure 1 of 5", Duration::from_secs(5)),
+        "{}",
+        gw.log()
+    );
+    let e = entry(&config, m1).expect("still listed");
+    assert_eq!(
+        (
+            e["state"].as_str(),
+            e["attempts"].as_u64(),
+            e["error"].as_str()
+        ),
+        (Some("waiting"), Some(1), Some("model down")),
+        "{e}"
+    );
+    assert!(e["nextAttempt"].as_str().is_some(), "{e}");
+    let text = stdout(&cli(&config, &["channels", "status"]));
+    assert!(
+        text.contains("agent: connected; 1 text(s) waiting"),
+        "{text}"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -387,8 +387,11 @@ fn pump(st: &mut State) {
             continue;
         }
         // Failed by the agent and not due again yet: it waits, and so do its
-        // sender's later messages (order), the pace task wakes the pump then.
-        if msg.failures.retry_at_ms > now {
+        // sender's later messages (order), the pace task wakes the pump then. A
+        // retry time further off than the longest backoff means the wall clock went
+        // back: it is due now rather than held for as long as the clock jumped.
+        let retry_at = msg.failures.retry_at_ms;
+        if retry_at > now && retry_at - now <= crate::store::MAX_AGENT_RETRY_MS {
             let at = msg.failures.retry_at_ms;
             *next_release = Some(next_release.map_or(at, |n| n.min(at)));
             blocked.insert(key);
@@ -648,6 +651,14 @@ mod tests {
         hub.begin_ack(a, "m1").expect("in flight");
         again.failures.count = 2;
         hub.failed("m1", Some(again));
+        assert_eq!(ids(&mut ra), ["m1"]);
+        // A retry time beyond the longest backoff (the clock went back): due now.
+        hub.begin_ack(a, "m1").expect("in flight");
+        let mut skewed = msg("m1", "+15550000001");
+        skewed.failures.count = 3;
+        skewed.failures.retry_at_ms =
+            crate::clock::now_ms() + crate::store::MAX_AGENT_RETRY_MS + 86_400_000;
+        hub.failed("m1", Some(skewed));
         assert_eq!(ids(&mut ra), ["m1"]);
         // Dead-lettered: gone, the sender's binding is released and m2 follows.
         hub.begin_ack(a, "m1").expect("in flight");

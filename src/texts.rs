@@ -170,7 +170,9 @@ fn render(template: &str, code: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // An override from the config goes to Twilio like an agent's text: without
+    // controls, bidi or zero-width characters (they would force UCS-2 unseen).
+    crate::text::strip_invisible(&out)
 }
 
 /// One account's texts: the built-in wording of its language, with its overrides.
@@ -309,6 +311,12 @@ mod tests {
         };
         assert_eq!(t.pairing_code("ZZ"), "Code {not a placeholder}: ZZ");
         assert_eq!(t.approved(), built_in(Language::Ja, Kind::Approved));
+        let hidden = Texts {
+            new_conversation: Some("New\u{200B} chat\u{202E} started\u{7}.".into()),
+            ..Texts::default()
+        };
+        assert_eq!(hidden.new_conversation(), "New chat started.");
+        assert_eq!(hidden.costs()[2].1, "GSM-7");
     }
 
     #[test]

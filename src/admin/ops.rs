@@ -149,10 +149,33 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
     let mut out = Vec::new();
     for d in store.dead_letters()? {
         let m = &d.message;
+        // `agent-failed`: the agent said it could not handle it (CONTRACT §11);
+        // `dead`: no agent acknowledged it within gateway.agentQueueMaxAge.
+        let state = if d.agent_failed {
+            "agent-failed"
+        } else {
+            "dead"
+        };
         out.push(json!({
-            "id": m.id, "kind": "deadLetter", "state": "dead", "account": m.account,
+            "id": m.id, "kind": "deadLetter", "state": state, "account": m.account,
             "from": m.from.as_str(), "text": m.text,
             "receivedAt": rfc3339(m.received_at_ms), "deadAt": rfc3339(d.dead_at_ms),
+            "error": m.failures.last_error, "attempts": m.failures.count,
+        }));
+    }
+    // Texts still waiting for an agent (not acknowledged yet): `attempts` counts the
+    // deliveries the agent failed (`fail` lines); `nextAttempt` is when a failed one
+    // goes again.
+    let now = now_ms();
+    for (_, m) in store.inbox()? {
+        let f = &m.failures;
+        out.push(json!({
+            "id": m.id, "kind": "message", "state": "waiting", "account": m.account,
+            "from": m.from.as_str(), "text": m.text,
+            "receivedAt": rfc3339(m.received_at_ms),
+            "ageSecs": now.saturating_sub(m.received_at_ms) / 1000,
+            "attempts": f.count, "error": f.last_error,
+            "nextAttempt": (f.retry_at_ms > now).then(|| rfc3339(f.retry_at_ms)),
         }));
     }
     for r in store.outbound()? {

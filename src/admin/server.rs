@@ -69,6 +69,9 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
                 // From memory: zero everywhere means nothing is left to do (tests wait
                 // on this instead of sleeping).
                 "waiting": d.waiting,
+                // Seconds the oldest text not yet delivered to an agent has waited.
+                "oldestWaitingSecs": app.agents.hub.oldest_waiting_ms()
+                    .map(|t| crate::clock::now_ms().saturating_sub(t) / 1000),
                 "inFlight": d.in_flight,
                 "sending": d.outbound,
                 "quiet": d.waiting == 0 && d.in_flight == 0 && d.outbound == 0,

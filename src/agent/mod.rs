@@ -55,6 +55,20 @@ pub async fn connect_loop<F, Fut>(
     }
 }
 
+/// The wait before a failed message is delivered again the first time:
+/// [`crate::store::FIRST_AGENT_RETRY_MS`] (30 s), or `SMSGATE_AGENT_RETRY_MS` (tests,
+/// and operators who want faster retries), read once.
+pub fn retry_first_ms() -> u64 {
+    static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FIRST.get_or_init(|| {
+        std::env::var("SMSGATE_AGENT_RETRY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(crate::store::FIRST_AGENT_RETRY_MS)
+    })
+}
+
 /// The handles the agent socket and its helpers need.
 pub struct Agents {
     pub hub: Arc<Hub>,
@@ -126,10 +140,58 @@ pub async fn fetch_media(
     }
 }
 
+/// How often the "texts wait and no agent is connected" line is repeated.
+pub const NO_AGENT_NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether to log that texts wait with no agent connected: when texts wait and no
+/// agent is connected, at once and then once every [`NO_AGENT_NOTICE_EVERY`] while it
+/// lasts (`since_last`: how long ago it was last said, `None` if not since it began).
+pub fn no_agent_notice_due(
+    waiting: usize,
+    connections: usize,
+    since_last: Option<Duration>,
+) -> bool {
+    waiting > 0 && connections == 0 && since_last.is_none_or(|d| d >= NO_AGENT_NOTICE_EVERY)
+}
+
+/// "3 min" style ages for people.
+pub fn human_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// Paces senders over `inboundLimits.perSenderPerMinute`: keeps the hub's limits in
-/// step with the config and pumps when a held-back message may go.
+/// step with the config and pumps when a held-back message may go. Also says, once a
+/// minute, when texts wait and no agent is connected (the commonest reason a text
+/// "vanishes" for a new user).
 pub async fn pace(agents: Arc<Agents>, mut shutdown: Shutdown) {
+    let mut said: Option<std::time::Instant> = None;
     loop {
+        let counts = agents.hub.counts();
+        if counts.waiting == 0 || counts.connections > 0 {
+            said = None;
+        } else if no_agent_notice_due(
+            counts.waiting,
+            counts.connections,
+            said.map(|t| t.elapsed()),
+        ) {
+            let oldest = agents
+                .hub
+                .oldest_waiting_ms()
+                .map(|t| human_age(crate::clock::now_ms().saturating_sub(t)))
+                .unwrap_or_default();
+            tracing::warn!(
+                waiting = counts.waiting,
+                "{} text(s) waiting for an agent (the oldest for {oldest}) and no agent is connected: start one (`smsgate agent exec -- CMD`, `smsgate agent acp -- CMD`, see docs/agents.md); they are kept and delivered when one connects",
+                counts.waiting
+            );
+            said = Some(std::time::Instant::now());
+        }
         let config = agents.config.get();
         agents.hub.set_inbound_limits(
             config
@@ -148,6 +210,8 @@ pub async fn pace(agents: Arc<Agents>, mut shutdown: Shutdown) {
         });
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            // A failed message may be due before the sleep ends.
+            () = agents.hub.release_changed.notified() => {}
             () = shutdown.wait() => return,
         }
     }
@@ -188,5 +252,34 @@ pub async fn maintain(agents: Arc<Agents>, mut shutdown: Shutdown) {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
             () = shutdown.wait() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_agent_notice_table() {
+        let m = NO_AGENT_NOTICE_EVERY;
+        let cases = [
+            (0, 0, None, false),
+            (3, 1, None, false),
+            (3, 0, None, true),
+            (3, 0, Some(Duration::from_secs(59)), false),
+            (3, 0, Some(m), true),
+            (0, 0, Some(m), false),
+        ];
+        for (waiting, conns, since, want) in cases {
+            assert_eq!(
+                no_agent_notice_due(waiting, conns, since),
+                want,
+                "{waiting} {conns} {since:?}"
+            );
+        }
+        assert_eq!(human_age(5_400), "5 s");
+        assert_eq!(human_age(125_000), "2 min");
+        assert_eq!(human_age(3_900_000), "1 h 5 min");
+        assert_eq!(human_age(90_000_000), "1 d 1 h");
     }
 }

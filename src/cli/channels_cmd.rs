@@ -207,6 +207,20 @@ fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode
             ),
             _ => println!("daemon: not running"),
         }
+        if daemon["running"].as_bool() == Some(true) {
+            let waiting = daemon["waiting"].as_u64().unwrap_or(0);
+            let agents = daemon["agents"].as_u64().unwrap_or(0);
+            let oldest = daemon["oldestWaitingSecs"]
+                .as_u64()
+                .map(|s| format!(", the oldest for {}", crate::agent::human_age(s * 1000)))
+                .unwrap_or_default();
+            match (agents, waiting) {
+                (0, 0) => println!("agent: none connected (texts will wait for one)"),
+                (0, n) => println!("agent: NONE connected; {n} text(s) waiting{oldest}: start one (`smsgate agent exec -- CMD`, see docs/agents.md)"),
+                (_, 0) => println!("agent: connected; no text waiting"),
+                (_, n) => println!("agent: connected; {n} text(s) waiting{oldest}"),
+            }
+        }
         for a in daemon["connectedAgents"].as_array().into_iter().flatten() {
             println!("{}", agent_summary(a));
         }

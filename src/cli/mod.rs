@@ -318,6 +318,8 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
             if max_concurrent == 0 {
                 bail!("--max-concurrent must be at least 1");
             }
+            // Refused at start: a command that cannot run would fail every message.
+            crate::agent::exec::check_runnable(&command).map_err(anyhow::Error::msg)?;
             (
                 socket,
                 Responder::Command {
@@ -369,7 +371,7 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
     } else if listing {
         let list = data.as_array().cloned().unwrap_or_default();
         if list.is_empty() {
-            println!("The queue is empty: no dead letters, no unknown or failed sends.");
+            println!("The queue is empty: no text waiting for an agent, no dead letters, no unknown, failed or held sends.");
         }
         for r in list {
             let who = if s(&r, "kind") == "send" {

@@ -126,7 +126,22 @@ impl<'s> Renderer<'s> {
             | Tag::DefinitionListTitle
             | Tag::DefinitionListDefinition
             | Tag::MetadataBlock(_) => self.pending_at_least(Pending::Newline),
-            Tag::CodeBlock(_) | Tag::HtmlBlock => {
+            Tag::CodeBlock(kind) => {
+                self.pending_at_least(Pending::Newline);
+                // A one-word info string is a language tag (```rust) and goes; more
+                // than one word is text someone wrote after the backticks ("```Here is
+                // the plan"), which an unclosed fence would otherwise swallow.
+                let info = match &kind {
+                    pulldown_cmark::CodeBlockKind::Fenced(info) => info.trim(),
+                    pulldown_cmark::CodeBlockKind::Indented => "",
+                };
+                self.block = Some(if info.contains(char::is_whitespace) {
+                    format!("{info}\n")
+                } else {
+                    String::new()
+                });
+            }
+            Tag::HtmlBlock => {
                 self.pending_at_least(Pending::Newline);
                 self.block = Some(String::new());
             }
@@ -530,6 +545,82 @@ mod tests {
             // markdown reading, so sentences here start with a word.
             let text = std::iter::once(first).chain(words).collect::<Vec<_>>().join(" ");
             prop_assert_eq!(to_sms_text(&text), text);
+        }
+    }
+
+    /// The alphanumeric words of `s`, in order.
+    fn words(s: &str) -> Vec<&str> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// Whether every word of `input` is in `out`, in the same order, but a fence's
+    /// language tag (a one-word info string: ```rust), which is not text.
+    fn keeps_every_word(input: &str, out: &str) -> bool {
+        let without_tags: String = input
+            .lines()
+            .map(|line| {
+                let t = line.trim_start_matches([' ', '>', '-']).trim_start();
+                let fence = t.trim_start_matches('`');
+                let fence = if fence.len() == t.len() {
+                    t.trim_start_matches('~')
+                } else {
+                    fence
+                };
+                let is_fence = t.len() - fence.len() >= 3;
+                if is_fence && !fence.trim().contains(char::is_whitespace) {
+                    String::new()
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut have = words(out).into_iter();
+        words(&without_tags)
+            .into_iter()
+            .all(|w| have.any(|h| h == w))
+    }
+
+    #[test]
+    fn an_unclosed_fence_swallows_nothing() {
+        // Issue 20: an unclosed ``` once seemed to eat the rest of a reply. CommonMark
+        // runs an unclosed fence to the end of its container; its content is kept.
+        let inputs = [
+            "Here is the fix:\n\n```\nlet x = 1;\nand the rest of the answer\n\nMore prose after",
+            "Here is the fix:\n```rust\nfn main() {}\nthen text that was meant as prose",
+            "Start ```inline unclosed and more words here",
+            "Intro\n\n~~~\ntilde fence never closed\n\nparagraph two",
+            "Intro\n\n````\nfour backticks\n```\nstill inside\n\nend words",
+            "- item one\n- item two\n  ```\n  fenced in a list\n- item three\n\nafter list",
+            "> quoted start\n> ```\n> quoted code\n\noutside quote words",
+            "Closed\n```\nfirst block\n```\nmiddle words\n```\nsecond block never closed\nlast words",
+            "   ```\nindented fence open\n\nfinal words",
+            "text\n```\n",
+            "```",
+            "```\n\n\n\nwords after blank lines\n\n\n\nand more",
+            "**bold** start\n```python\nprint('hi')\n# not a heading\n* not a list\nafter",
+            // Text written after the backticks is kept, not taken for a language.
+            "Answer:\n```Here is the plan for tomorrow\nstep one\nstep two",
+        ];
+        for input in inputs {
+            let out = to_sms_text(input);
+            assert!(keeps_every_word(input, &out), "{input:?} -> {out:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_unclosed_fence_anywhere_keeps_every_word(
+            before in prop::collection::vec("[A-Za-z][a-z0-9]{0,8}", 0..12),
+            after in prop::collection::vec("[A-Za-z][a-z0-9]{0,8}", 1..12),
+            fence in "(```|~~~|````)([a-z]{0,4}|[A-Z][a-z]{1,6} [a-z]{1,6})",
+            sep in "(\n|\n\n| )",
+        ) {
+            let input = format!("{}{sep}{fence}\n{}", before.join(" "), after.join(" "));
+            let out = to_sms_text(&input);
+            prop_assert!(keeps_every_word(&input, &out), "{:?} -> {:?}", input, out);
         }
     }
 

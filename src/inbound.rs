@@ -155,6 +155,21 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
         .collect()
 }
 
+/// At most one `/new` confirmation a sender per this long.
+pub const NEW_CONVERSATION_TEXT_EVERY_MS: u64 = 60_000;
+
+/// Whether a `/new` at `now` gets its confirmation SMS, given when the sender's last
+/// one was texted: not within [`NEW_CONVERSATION_TEXT_EVERY_MS`] of it. A clock that
+/// went back before `last` allows one (better one text too many than none for hours).
+pub fn confirms_new_conversation(last_texted_ms: Option<u64>, now: u64) -> bool {
+    match last_texted_ms {
+        None => true,
+        Some(t) => now
+            .checked_sub(t)
+            .is_none_or(|since| since >= NEW_CONVERSATION_TEXT_EVERY_MS),
+    }
+}
+
 /// A fresh conversation id: opaque, unguessable, never reused (not derived from the
 /// number, so agents and their logs learn nothing from it).
 pub fn new_conversation_id() -> String {
@@ -243,14 +258,25 @@ pub fn effects_for(
         }
         Plan::NewConversation => {
             let id = new_conversation_id();
-            tracing::info!(account = %account.id, %sid, from = %who, conversation = %id, "new conversation started (/new); not forwarded");
-            fx.outbound.push(store.new_outbound(
-                &account.id,
-                from.clone(),
-                account.texts.new_conversation(),
-                Purpose::NewConversation,
-                now,
-            )?);
+            // The conversation starts afresh every time; the confirmation goes at most
+            // once a minute (a burst of `/new` must not become a burst of SMS).
+            let last = store
+                .conversation_record(&account.id, &from)?
+                .and_then(|(_, at)| at);
+            if confirms_new_conversation(last, now) {
+                tracing::info!(account = %account.id, %sid, from = %who, conversation = %id, "new conversation started (/new); not forwarded");
+                fx.outbound.push(store.new_outbound(
+                    &account.id,
+                    from.clone(),
+                    account.texts.new_conversation(),
+                    Purpose::NewConversation,
+                    now,
+                )?);
+                fx.conversation_texted_at = Some(now);
+            } else {
+                tracing::info!(account = %account.id, %sid, from = %who, conversation = %id, "new conversation started (/new); not forwarded; no confirmation texted (one a minute at most)");
+                fx.conversation_texted_at = last;
+            }
             fx.conversation = Some((account.id.clone(), from, id));
         }
         Plan::Forward => {
@@ -276,6 +302,7 @@ pub fn effects_for(
                 media,
                 received_at_ms: rec.received_at_ms,
                 conversation,
+                failures: Default::default(),
             });
         }
         Plan::RequestPairing { send_code } => {
@@ -442,6 +469,76 @@ mod tests {
         assert_eq!(fx.outbound[0].purpose, Purpose::NewConversation);
         let (_, _, second) = fx.conversation.expect("a new id");
         assert_ne!(second, first);
+    }
+
+    #[test]
+    fn new_conversation_confirmation_rule() {
+        let m = NEW_CONVERSATION_TEXT_EVERY_MS;
+        let cases = [
+            (None, 5, true),
+            (Some(1_000), 1_000, false),
+            (Some(1_000), 1_000 + m - 1, false),
+            (Some(1_000), 1_000 + m, true),
+            (Some(1_000), 1_000 + 10 * m, true),
+            // The clock went back: one is allowed.
+            (Some(1_000), 999, true),
+        ];
+        for (last, now, want) in cases {
+            assert_eq!(confirms_new_conversation(last, now), want, "{last:?} {now}");
+        }
+    }
+
+    #[test]
+    fn a_burst_of_slash_new_texts_one_confirmation_a_minute_and_still_starts_afresh() {
+        let (_d, config, store) = config(r#"dmPolicy: "open", allowFrom: ["*"]"#);
+        let mut ids = std::collections::HashSet::new();
+        let mut texted = Vec::new();
+        // 120 in two seconds, then one a minute later, then one 30 s after that.
+        let times: Vec<u64> = (0..120)
+            .map(|i| 10_000 + i * 16)
+            .chain([70_000, 100_000, 130_001])
+            .collect();
+        for (i, now) in times.iter().enumerate() {
+            let sid = format!("SM{i}");
+            let fx =
+                effects_for(&config, &store, &rec(&sid, "+15557654321", "/new"), *now).expect("ok");
+            assert!(fx.forward.is_none());
+            let (_, _, id) = fx.conversation.clone().expect("always a new conversation");
+            assert!(ids.insert(id), "a fresh id every time");
+            if !fx.outbound.is_empty() {
+                texted.push(*now);
+            }
+            store
+                .admit_processed(store.seen(sid.as_bytes()).expect("read"), *now, &fx)
+                .expect("write");
+        }
+        assert_eq!(texted, [10_000, 70_000, 130_001]);
+        // The stored conversation is the last one, and its value decodes.
+        let (id, at) = store
+            .conversation_record("default", &E164::parse("+15557654321").expect("number"))
+            .expect("read")
+            .expect("a conversation");
+        assert!(id.starts_with("c-") && id.len() == 26, "{id}");
+        assert_eq!(at, Some(130_001));
+        // Another sender is not affected.
+        let fx =
+            effects_for(&config, &store, &rec("SMx", "+15557650000", "/new"), 10_001).expect("ok");
+        assert_eq!(fx.outbound.len(), 1);
+    }
+
+    #[test]
+    fn conversation_values_of_earlier_versions_still_decode() {
+        use crate::store::access::{decode_conversation, encode_conversation};
+        let id = "c-0123456789abcdef01234567";
+        assert_eq!(decode_conversation(id.as_bytes()), (id.to_string(), None));
+        assert_eq!(
+            decode_conversation(&encode_conversation(id, Some(42))),
+            (id.to_string(), Some(42))
+        );
+        assert_eq!(
+            decode_conversation(&encode_conversation(id, None)),
+            (id.to_string(), None)
+        );
     }
 
     #[test]

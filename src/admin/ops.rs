@@ -149,10 +149,18 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
     let mut out = Vec::new();
     for d in store.dead_letters()? {
         let m = &d.message;
+        // `agent-failed`: the agent said it could not handle it (CONTRACT §11);
+        // `dead`: no agent acknowledged it within gateway.agentQueueMaxAge.
+        let state = if d.agent_failed {
+            "agent-failed"
+        } else {
+            "dead"
+        };
         out.push(json!({
-            "id": m.id, "kind": "deadLetter", "state": "dead", "account": m.account,
+            "id": m.id, "kind": "deadLetter", "state": state, "account": m.account,
             "from": m.from.as_str(), "text": m.text,
             "receivedAt": rfc3339(m.received_at_ms), "deadAt": rfc3339(d.dead_at_ms),
+            "error": m.failures.last_error, "attempts": m.failures.count,
         }));
     }
     for r in store.outbound()? {

@@ -1,7 +1,9 @@
 //! The built-in agents. `agent exec -- CMD` runs a command per message (text on stdin,
 //! reply on stdout), so any CLI can answer texts; `agent echo` replies with what it got.
 //! Both reconnect when the gateway restarts; the gateway redelivers whatever they had
-//! not acknowledged.
+//! not acknowledged. A command that cannot start, exits non-zero or times out has not
+//! handled the message: it gets `fail` (retry), never `ack` (CONTRACT §11), so the
+//! gateway asks again later and, after 5 failures, keeps it in the dead letters.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +48,54 @@ fn parse_message(v: &Value) -> Option<Incoming> {
         from: m.from,
         to: m.to,
         text: m.text,
+    })
+}
+
+/// Checks, before connecting, that `argv`'s program can be run: it exists (as a path,
+/// or in `PATH` for a bare name), is a file, and is executable by us. The error names
+/// the program and what is wrong with it.
+pub fn check_runnable(argv: &[String]) -> Result<PathBuf, String> {
+    let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+        return Err("no command given: use `smsgate agent exec -- CMD [ARGS…]`".into());
+    };
+    let runnable = |p: &std::path::Path| -> Result<(), String> {
+        let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => e.to_string(),
+        })?;
+        if meta.is_dir() {
+            return Err("it is a directory".into());
+        }
+        rustix::fs::access(p, rustix::fs::Access::EXEC_OK)
+            .map_err(|_| "it is not executable (chmod +x, or run it through its interpreter: `-- sh script.sh`)".to_string())
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return runnable(&path)
+            .map(|()| path)
+            .map_err(|why| format!("cannot run {program:?}: {why}"));
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let mut found_unusable = None;
+    for dir in std::env::split_paths(&path_var) {
+        // An empty PATH entry means the current directory.
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match runnable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(why) if candidate.exists() => {
+                found_unusable.get_or_insert(format!("{}: {why}", candidate.display()));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(match found_unusable {
+        Some(why) => format!("cannot run {program:?}: {why}"),
+        None => format!("cannot run {program:?}: not found in PATH"),
     })
 }
 
@@ -129,10 +179,11 @@ fn spawn_worker(
                 return;
             };
             let line = match answer(&responder, &msg).await {
-                Some(text) => json!({"type": "reply", "id": msg.id, "text": text}),
-                None => json!({"type": "ack", "id": msg.id}),
+                Ok(Some(text)) => json!({"type": "reply", "id": msg.id, "text": text}).to_string(),
+                Ok(None) => json!({"type": "ack", "id": msg.id}).to_string(),
+                Err(e) => super::protocol::fail_line(&msg.id, &e, true),
             };
-            if out.send(line.to_string()).is_err() {
+            if out.send(line).is_err() {
                 return;
             }
         }
@@ -140,22 +191,27 @@ fn spawn_worker(
     tx
 }
 
-/// The reply text, or `None` to acknowledge without replying.
-async fn answer(responder: &Responder, msg: &Incoming) -> Option<String> {
+/// The reply text, `None` to acknowledge without replying, or why the message was
+/// not handled (it gets `fail`).
+async fn answer(responder: &Responder, msg: &Incoming) -> Result<Option<String>, String> {
     match responder {
-        Responder::Echo => {
-            if msg.text.trim().is_empty() {
-                (msg.media > 0).then(|| format!("(received {} attachment(s))", msg.media))
-            } else {
-                Some(msg.text.clone())
-            }
-        }
+        Responder::Echo => Ok(if msg.text.trim().is_empty() {
+            (msg.media > 0).then(|| format!("(received {} attachment(s))", msg.media))
+        } else {
+            Some(msg.text.clone())
+        }),
         Responder::Command { argv, timeout } => run_command(argv, *timeout, msg).await,
     }
 }
 
-async fn run_command(argv: &[String], timeout: Duration, msg: &Incoming) -> Option<String> {
-    let (program, args) = argv.split_first()?;
+async fn run_command(
+    argv: &[String],
+    timeout: Duration,
+    msg: &Incoming,
+) -> Result<Option<String>, String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("no command to run".into());
+    };
     let child = tokio::process::Command::new(program)
         .args(args)
         .env("SMS_FROM", &msg.from)
@@ -168,12 +224,13 @@ async fn run_command(argv: &[String], timeout: Duration, msg: &Incoming) -> Opti
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn();
+    let failed = |why: String| {
+        tracing::error!(id = %msg.id, "{why}; the gateway will deliver the message again later");
+        Err(why)
+    };
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => {
-            tracing::error!(id = %msg.id, "cannot run {program:?}: {e}; message acknowledged without a reply");
-            return None;
-        }
+        Err(e) => return failed(format!("cannot run {program:?}: {e}")),
     };
     if let Some(mut stdin) = child.stdin.take() {
         let text = msg.text.clone();
@@ -182,21 +239,60 @@ async fn run_command(argv: &[String], timeout: Duration, msg: &Incoming) -> Opti
         });
     }
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => {
-            tracing::error!(id = %msg.id, "{program:?} did not finish within {}s; killed, message acknowledged without a reply", timeout.as_secs());
-            None
-        }
-        Ok(Err(e)) => {
-            tracing::error!(id = %msg.id, "{program:?} failed: {e}; message acknowledged without a reply");
-            None
-        }
+        Err(_) => failed(format!(
+            "{program:?} did not finish within {} s and was killed",
+            timeout.as_secs()
+        )),
+        Ok(Err(e)) => failed(format!("{program:?} failed: {e}")),
         Ok(Ok(out)) if !out.status.success() => {
-            tracing::error!(id = %msg.id, "{program:?} exited with {}; message acknowledged without a reply", out.status);
-            None
+            failed(format!("{program:?} exited with {}", out.status))
         }
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (!text.is_empty()).then_some(text)
+            Ok((!text.is_empty()).then_some(text))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_runnable_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("plain.txt");
+        std::fs::write(&plain, "x").expect("write");
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let s = |p: &std::path::Path| p.display().to_string();
+        let cases: Vec<(Vec<String>, Result<(), &str>)> = vec![
+            (vec![], Err("no command given")),
+            (vec![String::new()], Err("no command given")),
+            (
+                vec!["/nonexistent".into()],
+                Err("\"/nonexistent\": no such file"),
+            ),
+            (vec![s(dir.path())], Err("is a directory")),
+            (vec![s(&plain)], Err("not executable")),
+            (vec![s(&script), "arg".into()], Ok(())),
+            (vec!["sh".into(), "-c".into(), "true".into()], Ok(())),
+            (
+                vec!["surely-no-such-command-xyz".into()],
+                Err("not found in PATH"),
+            ),
+        ];
+        for (argv, want) in cases {
+            let got = check_runnable(&argv);
+            match want {
+                Ok(()) => assert!(got.is_ok(), "{argv:?}: {got:?}"),
+                Err(needle) => {
+                    let e = got.expect_err("refused");
+                    assert!(e.contains(needle), "{argv:?}: {e}");
+                }
+            }
         }
     }
 }

@@ -76,6 +76,9 @@ struct State {
     delivered_at: HashMap<SenderKey, Vec<u64>>,
     /// The earliest time a message held back by the inbound limit may go.
     next_release: Option<u64>,
+    /// Senders with a message in flight that the agent failed before: their later
+    /// messages wait until it is handled, so a retry does not overtake them.
+    retrying: HashSet<SenderKey>,
 }
 
 /// A message being acknowledged: what the ack write needs.
@@ -97,6 +100,9 @@ pub struct HubCounts {
 pub struct Hub {
     state: Mutex<State>,
     next_conn: AtomicU64,
+    /// Woken when a held-back message may be due sooner than the pace task thought
+    /// (a failed message's next delivery).
+    pub release_changed: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -156,7 +162,8 @@ impl Hub {
         });
     }
 
-    /// When a message held back by the inbound limit may go next, if one is.
+    /// When a message held back (by the inbound limit, or failed by the agent and
+    /// waiting for its next delivery) may go next, if one is.
     pub fn next_release(&self) -> Option<u64> {
         self.state().next_release
     }
@@ -265,13 +272,32 @@ impl Hub {
         if let Some(c) = st.conns.get_mut(&f.conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
-        if f.bound {
-            unbind_one(&mut st, &f.key);
-        }
+        landed(&mut st, &f);
         if !ok {
             st.waiting.insert(f.seq, f.msg);
         }
         pump(&mut st);
+    }
+
+    /// The agent's `fail` of `id` is durable: `Some(msg)` is back in the queue (with
+    /// its failure count and the time it may go again), `None` went to the dead
+    /// letters. The sender's later messages that were not delivered yet wait behind a
+    /// retried one, so they still reach the agent in order.
+    pub fn failed(&self, id: &str, retry: Option<AgentMessage>) {
+        let mut st = self.state();
+        let Some(f) = st.in_flight.remove(id) else {
+            return;
+        };
+        if let Some(c) = st.conns.get_mut(&f.conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        landed(&mut st, &f);
+        if let Some(msg) = retry {
+            st.waiting.insert(f.seq, msg);
+        }
+        pump(&mut st);
+        drop(st);
+        self.release_changed.notify_one();
     }
 
     /// Messages waiting for their media to be downloaded.
@@ -339,6 +365,7 @@ fn pump(st: &mut State) {
         per_minute,
         delivered_at,
         next_release,
+        retrying,
         ..
     } = &mut *st;
     for (seq, msg) in waiting.iter() {
@@ -346,7 +373,15 @@ fn pump(st: &mut State) {
             break;
         }
         let key = (msg.account.clone(), msg.from.clone());
-        if blocked.contains(&key) || msg.media_pending {
+        if blocked.contains(&key) || msg.media_pending || retrying.contains(&key) {
+            blocked.insert(key);
+            continue;
+        }
+        // Failed by the agent and not due again yet: it waits, and so do its
+        // sender's later messages (order), the pace task wakes the pump then.
+        if msg.failures.retry_at_ms > now {
+            let at = msg.failures.retry_at_ms;
+            *next_release = Some(next_release.map_or(at, |n| n.min(at)));
             blocked.insert(key);
             continue;
         }
@@ -393,6 +428,12 @@ fn pump(st: &mut State) {
         }
         c.in_flight += 1;
         bound.entry(key.clone()).or_insert((conn, 0)).1 += 1;
+        if msg.failures.count > 0 {
+            // A retry goes alone: the sender's later messages follow once it is
+            // handled (ack, reply, or another fail).
+            retrying.insert(key.clone());
+            blocked.insert(key.clone());
+        }
         if limit > 0 {
             // Only this sender's minute is kept here; idle senders are forgotten by
             // `prune_rates`, so a pump never walks every sender.
@@ -426,6 +467,17 @@ fn pump(st: &mut State) {
             }
         }
         pump(st);
+    }
+}
+
+/// A flight left `in_flight`: its sender is no longer bound by it, and a retried
+/// message no longer holds the sender's later ones.
+fn landed(st: &mut State, f: &Flight) {
+    if f.bound {
+        unbind_one(st, &f.key);
+    }
+    if f.msg.failures.count > 0 {
+        st.retrying.remove(&f.key);
     }
 }
 
@@ -463,9 +515,7 @@ fn release(st: &mut State, conn: ConnId) -> usize {
         .collect();
     for id in &ids {
         if let Some(f) = st.in_flight.remove(id) {
-            if f.bound {
-                unbind_one(st, &f.key);
-            }
+            landed(st, &f);
             st.waiting.insert(f.seq, f.msg);
         }
     }
@@ -487,6 +537,7 @@ mod tests {
             received_at_ms: 1,
             media_pending: false,
             conversation: String::new(),
+            failures: Default::default(),
         }
     }
 
@@ -559,6 +610,50 @@ mod tests {
         hub.set_inbound_limits([("default".to_string(), 0)].into());
         hub.pump();
         assert!(ra.try_recv().is_ok_and(|l| l.contains("SM3")));
+    }
+
+    #[test]
+    fn a_failed_message_waits_for_its_time_and_holds_its_senders_later_ones() {
+        let hub = Hub::default();
+        let (a, mut ra, _) = hub.connect(None);
+        hub.enqueue(1, msg("m1", "+15550000001"));
+        assert_eq!(ids(&mut ra), ["m1"]);
+        hub.begin_ack(a, "m1").expect("in flight");
+        let mut again = msg("m1", "+15550000001");
+        let later = crate::clock::now_ms() + 60_000;
+        again.failures.count = 1;
+        again.failures.retry_at_ms = later;
+        hub.failed("m1", Some(again.clone()));
+        hub.enqueue(2, msg("m2", "+15550000001"));
+        hub.enqueue(3, msg("m3", "+15550000002"));
+        assert_eq!(ids(&mut ra), ["m3"], "another sender is not held up");
+        assert_eq!(hub.counts().waiting, 2, "m1 and, behind it, m2 wait");
+        assert_eq!(hub.next_release(), Some(later));
+        // Due: m1 goes first, then m2.
+        hub.begin_ack(a, "m3").expect("in flight");
+        hub.acked("m3", true);
+        again.failures.retry_at_ms = 1;
+        hub.load(vec![(1, again.clone())]);
+        assert_eq!(ids(&mut ra), ["m1"], "a retry goes alone");
+        // Failed again: both wait; due again: m1 alone again.
+        hub.begin_ack(a, "m1").expect("in flight");
+        again.failures.count = 2;
+        hub.failed("m1", Some(again));
+        assert_eq!(ids(&mut ra), ["m1"]);
+        // Dead-lettered: gone, the sender's binding is released and m2 follows.
+        hub.begin_ack(a, "m1").expect("in flight");
+        hub.failed("m1", None);
+        assert_eq!(ids(&mut ra), ["m2"]);
+        hub.begin_ack(a, "m2").expect("in flight");
+        hub.acked("m2", true);
+        assert_eq!(
+            hub.counts(),
+            HubCounts {
+                connections: 1,
+                waiting: 0,
+                in_flight: 0
+            }
+        );
     }
 
     #[test]

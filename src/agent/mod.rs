@@ -55,6 +55,20 @@ pub async fn connect_loop<F, Fut>(
     }
 }
 
+/// The wait before a failed message is delivered again the first time:
+/// [`crate::store::FIRST_AGENT_RETRY_MS`] (30 s), or `SMSGATE_AGENT_RETRY_MS` (tests,
+/// and operators who want faster retries), read once.
+pub fn retry_first_ms() -> u64 {
+    static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FIRST.get_or_init(|| {
+        std::env::var("SMSGATE_AGENT_RETRY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(crate::store::FIRST_AGENT_RETRY_MS)
+    })
+}
+
 /// The handles the agent socket and its helpers need.
 pub struct Agents {
     pub hub: Arc<Hub>,
@@ -148,6 +162,8 @@ pub async fn pace(agents: Arc<Agents>, mut shutdown: Shutdown) {
         });
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            // A failed message may be due before the sleep ends.
+            () = agents.hub.release_changed.notified() => {}
             () = shutdown.wait() => return,
         }
     }

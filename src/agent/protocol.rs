@@ -29,11 +29,41 @@ pub enum AgentLine {
         reference: Option<String>,
         media_urls: Vec<String>,
     },
+    /// The agent could not handle the message (CONTRACT §11): it is delivered again
+    /// later with backoff, or (`retry: false`, or too many failures) moved to the dead
+    /// letters. `error` is already cleaned ([`MAX_FAIL_ERROR`] characters at most, no
+    /// control or invisible characters): it is stored and shown to the operator.
+    Fail {
+        id: String,
+        error: String,
+        retry: bool,
+    },
     /// Optional, first: what kind of agent this is, for `channels status`
     /// (`exec`, `acp`, `openai`, or any short name a custom agent picks).
     Hello {
         kind: String,
     },
+}
+
+/// The longest `fail` error kept, in characters (the rest is cut and ends in "…").
+pub const MAX_FAIL_ERROR: usize = 500;
+
+/// A `fail` line's `error` as stored and shown: invisible and control characters
+/// removed (it reaches the log and the terminal), newlines and tabs made spaces, at
+/// most [`MAX_FAIL_ERROR`] characters.
+pub fn clean_fail_error(raw: &str) -> String {
+    let one_line: String = crate::text::strip_invisible(raw)
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .collect();
+    let trimmed = one_line.trim();
+    if trimmed.is_empty() {
+        return "the agent gave no reason".to_string();
+    }
+    match trimmed.char_indices().nth(MAX_FAIL_ERROR) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
 }
 
 /// The longest `hello` kind kept (a name for an operator, not a payload).
@@ -109,7 +139,12 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
     };
     let ty = match obj.get("type") {
         Some(Value::String(t)) => t.clone(),
-        _ => return Err(err("missing \"type\" (ack, reply or send)", Some(&obj))),
+        _ => {
+            return Err(err(
+                "missing \"type\" (ack, reply, fail, send or hello)",
+                Some(&obj),
+            ))
+        }
     };
     match ty.as_str() {
         "ack" => Ok(AgentLine::Ack {
@@ -131,6 +166,21 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
             reference: string_field(&obj, "ref", false, "send")?,
             media_urls: media_urls(&obj)?,
         }),
+        "fail" => {
+            let id = string_field(&obj, "id", true, "fail")?.unwrap_or_default();
+            let error = string_field(&obj, "error", false, "fail")?.unwrap_or_default();
+            // Absent means retry: a message is never dropped on an omission.
+            let retry = match obj.get("retry") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(err("\"retry\" must be true or false", Some(&obj))),
+            };
+            Ok(AgentLine::Fail {
+                id,
+                error: clean_fail_error(&error),
+                retry,
+            })
+        }
         "hello" => {
             let kind = string_field(&obj, "kind", true, "hello")?.unwrap_or_default();
             let clean = kind.len() <= MAX_KIND
@@ -149,7 +199,7 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
             Ok(AgentLine::Hello { kind })
         }
         other => Err(err(
-            format!("unknown type {other:?}; use ack, reply or send"),
+            format!("unknown type {other:?}; use ack, reply, fail, send or hello"),
             Some(&obj),
         )),
     }
@@ -280,6 +330,11 @@ pub fn message_line(m: &AgentMessage) -> String {
     serde_json::to_string(&line).expect("a message line serialises")
 }
 
+/// An agent's `fail` line (the built-in agents and bridges use this).
+pub fn fail_line(id: &str, error: &str, retry: bool) -> String {
+    json!({"type": "fail", "id": id, "error": error, "retry": retry}).to_string()
+}
+
 /// The optional first line of an agent: what it is, for the operator's status.
 pub fn hello_line(kind: &str) -> String {
     json!({"type": "hello", "kind": kind}).to_string()
@@ -360,6 +415,38 @@ mod tests {
                 r#"{"type":"hello","kind":"acp"}"#,
                 AgentLine::Hello { kind: "acp".into() },
             ),
+            (
+                r#"{"type":"fail","id":"SM1","error":"model down","retry":true}"#,
+                AgentLine::Fail {
+                    id: "SM1".into(),
+                    error: "model down".into(),
+                    retry: true,
+                },
+            ),
+            (
+                r#"{"type":"fail","id":"SM1","error":"bad input","retry":false}"#,
+                AgentLine::Fail {
+                    id: "SM1".into(),
+                    error: "bad input".into(),
+                    retry: false,
+                },
+            ),
+            (
+                r#"{"type":"fail","id":"SM1"}"#,
+                AgentLine::Fail {
+                    id: "SM1".into(),
+                    error: "the agent gave no reason".into(),
+                    retry: true,
+                },
+            ),
+            (
+                r#"{"type":"fail","id":"SM1","error":"a\u001b[31m\u202eb\nc","retry":null}"#,
+                AgentLine::Fail {
+                    id: "SM1".into(),
+                    error: "a[31mb c".into(),
+                    retry: true,
+                },
+            ),
         ];
         for (line, want) in ok {
             assert_eq!(parse(line), Ok(want), "{line}");
@@ -381,6 +468,15 @@ mod tests {
                 "must be a list",
             ),
             (r#"{"type":"hello"}"#, "hello needs \"kind\""),
+            (r#"{"type":"fail","error":"x"}"#, "fail needs \"id\""),
+            (
+                r#"{"type":"fail","id":"SM1","retry":"yes"}"#,
+                "true or false",
+            ),
+            (
+                r#"{"type":"fail","id":"SM1","error":5}"#,
+                "must be a string",
+            ),
             (r#"{"type":"hello","kind":""}"#, "1 to 32"),
             (r#"{"type":"hello","kind":"a b"}"#, "1 to 32"),
             (r#"{"type":"hello","kind":"\u001b[31m"}"#, "1 to 32"),
@@ -404,6 +500,28 @@ mod tests {
             eleven.join(",")
         ))
         .is_err());
+    }
+
+    #[test]
+    fn fail_errors_are_cut_and_the_fail_line_parses_back() {
+        let long = "x".repeat(MAX_FAIL_ERROR + 50);
+        let cut = clean_fail_error(&long);
+        assert_eq!(cut.chars().count(), MAX_FAIL_ERROR + 1);
+        assert!(cut.ends_with('…'));
+        let multibyte = "é".repeat(MAX_FAIL_ERROR + 1);
+        assert_eq!(
+            clean_fail_error(&multibyte).chars().count(),
+            MAX_FAIL_ERROR + 1
+        );
+        assert_eq!(clean_fail_error(" \u{200b} "), "the agent gave no reason");
+        assert_eq!(
+            parse(&fail_line("SM9", "exit status 1", true)),
+            Ok(AgentLine::Fail {
+                id: "SM9".into(),
+                error: "exit status 1".into(),
+                retry: true
+            })
+        );
     }
 
     #[test]
@@ -450,6 +568,7 @@ mod tests {
             received_at_ms: 1_764_000_000_123,
             media_pending: false,
             conversation: "c-42".into(),
+            failures: Default::default(),
         };
         let with_media = AgentMessage {
             media: vec![

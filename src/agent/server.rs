@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 use crate::outbound::Waiter;
 use crate::shutdown::Shutdown;
 use crate::store::area::Batch;
-use crate::store::Purpose;
+use crate::store::{AgentFailed, Purpose, MAX_AGENT_FAILURES};
 
 /// How long sent bytes may stay unread before the agent counts as not reading.
 pub const NOT_READING: Duration = Duration::from_secs(30);
@@ -249,6 +249,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
             text,
             media_urls,
         } => reply(agents, conn, id, &text, media_urls),
+        AgentLine::Fail { id, error, retry } => fail(agents, conn, id, error, retry),
         AgentLine::Hello { kind } => {
             agents.hub.set_kind(conn, kind);
             None
@@ -281,6 +282,57 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
             }
         }
     }
+}
+
+/// The agent could not handle `id`: the store counts the failure and keeps the
+/// message for a later delivery, or moves it to the dead letters
+/// ([`crate::store::Store::agent_failed`]); the hub then offers it again when due.
+fn fail(
+    agents: &Arc<Agents>,
+    conn: ConnId,
+    id: String,
+    error: String,
+    retry: bool,
+) -> Option<String> {
+    let failing = match agents.hub.begin_ack(conn, &id) {
+        Ok(f) => f,
+        Err(message) => return Some(protocol::error_line(&Answering::Id(id), &message, None)),
+    };
+    let (hub, hub2) = (agents.hub.clone(), agents.hub.clone());
+    let id2 = id.clone();
+    let first_ms = super::retry_first_ms();
+    agents.writer.submit(
+        "an agent's fail",
+        move |st, hooks| {
+            let now = now_ms();
+            let outcome =
+                st.agent_failed(failing.seq, &failing.msg, &error, retry, now, first_ms)?;
+            hooks.after(move || {
+                let m = &failing.msg;
+                match outcome {
+                    AgentFailed::Retry(msg) => {
+                        let wait = msg.failures.retry_at_ms.saturating_sub(now) as f64 / 1000.0;
+                        tracing::warn!(%id, account = %m.account, from = %m.from.redacted(), failures = msg.failures.count, "the agent could not handle this message ({error}); delivering it again in {wait} s (failure {} of {MAX_AGENT_FAILURES}); the sender's later messages wait behind it", msg.failures.count);
+                        hub.failed(&id, Some(msg));
+                    }
+                    AgentFailed::Dead(msg) => {
+                        let why = if retry {
+                            format!("after {} failures", msg.failures.count)
+                        } else {
+                            "at the agent's word (retry: false)".to_string()
+                        };
+                        tracing::warn!(%id, account = %m.account, from = %m.from.redacted(), "the agent could not handle this message ({error}); moved to the dead letters {why} (`smsgate queue list` shows it as agent-failed, `smsgate queue requeue {id}` delivers it again)");
+                        hub.failed(&id, None);
+                    }
+                }
+            });
+            Ok(())
+        },
+        // Not written: offered again as it was (nothing is lost, the count is not
+        // raised by a failure the store did not record).
+        move |_| hub2.acked(&id2, false),
+    );
+    None
 }
 
 /// A reply counts as the ack, whatever becomes of the reply itself: the ack and the

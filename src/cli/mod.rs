@@ -318,6 +318,8 @@ fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
             if max_concurrent == 0 {
                 bail!("--max-concurrent must be at least 1");
             }
+            // Refused at start: a command that cannot run would fail every message.
+            crate::agent::exec::check_runnable(&command).map_err(anyhow::Error::msg)?;
             (
                 socket,
                 Responder::Command {

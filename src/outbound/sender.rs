@@ -89,11 +89,13 @@ impl Sender {
     }
 }
 
-/// Whether a send counts against `outboundLimits`: what the agent sends (replies and
-/// its own sends). Pairing texts keep their own budget; the operator's `message send`
-/// and the texts smsgate sends itself are not the agent's bill.
+/// Whether a send is checked against `outboundLimits`: what the agent sends (replies
+/// and its own sends) and the texts smsgate sends itself (pairing codes, approvals,
+/// `/new` confirmations: anyone who can text the number can trigger those, so they
+/// must not run up the bill either). The operator's `message send` and a send the
+/// operator released are not. (Every send that goes out is counted in the window.)
 fn limited(rec: &OutboundRecord) -> bool {
-    matches!(rec.purpose, Purpose::Reply { .. } | Purpose::Send { .. }) && !rec.released
+    !matches!(rec.purpose, Purpose::Cli) && !rec.released
 }
 
 pub async fn run(s: Sender, mut shutdown: Shutdown) {
@@ -266,6 +268,11 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             until_ms,
         } = verdict
         {
+            if rec.purpose.is_own_text() {
+                // Dropped, not held (see `Purpose::is_own_text`); `finish` logs it.
+                let why = format!("not sent: over {} ({max} SMS segments); texts smsgate sends itself are dropped over a limit, not held", limit.key());
+                return finish(s, rec, OutboundState::Failed, why, None).await;
+            }
             let why = format!(
                 "held: over {} ({max} SMS segments); release it with `smsgate queue release {}`{}",
                 limit.key(),

@@ -14,10 +14,21 @@ impl Store {
 
     /// The sender's current conversation id, if they have one.
     pub fn conversation(&self, account: &str, number: &E164) -> Result<Option<String>, StoreError> {
+        Ok(self.conversation_record(account, number)?.map(|(id, _)| id))
+    }
+
+    /// The sender's conversation id and when their last `/new` confirmation was texted
+    /// (if one was since this field exists): the value is the id, then optionally
+    /// `\0` and the time (8 bytes, big-endian).
+    pub fn conversation_record(
+        &self,
+        account: &str,
+        number: &E164,
+    ) -> Result<Option<(String, Option<u64>)>, StoreError> {
         Ok(self
             .conversations
             .get(pair_key(account, number.as_str()))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| decode_conversation(&v)))
     }
 
     pub fn is_opted_out(&self, account: &str, number: &E164) -> Result<bool, StoreError> {
@@ -185,5 +196,30 @@ impl Store {
             }
         }
         self.apply(b)
+    }
+}
+
+/// A conversation value: the id, and the time of the last `/new` confirmation.
+pub(crate) fn encode_conversation(id: &str, texted_at: Option<u64>) -> Vec<u8> {
+    let mut v = id.as_bytes().to_vec();
+    if let Some(at) = texted_at {
+        v.push(0);
+        v.extend_from_slice(&at.to_be_bytes());
+    }
+    v
+}
+
+/// The inverse of [`encode_conversation`]; a value of an earlier version is the id
+/// alone.
+pub(crate) fn decode_conversation(v: &[u8]) -> (String, Option<u64>) {
+    match v.iter().position(|b| *b == 0) {
+        Some(i) => {
+            let at = v
+                .get(i + 1..)
+                .and_then(|t| <[u8; 8]>::try_from(t).ok())
+                .map(u64::from_be_bytes);
+            (String::from_utf8_lossy(&v[..i]).into_owned(), at)
+        }
+        None => (String::from_utf8_lossy(v).into_owned(), None),
     }
 }

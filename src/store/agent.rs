@@ -2,8 +2,50 @@
 //! letters.
 
 use super::area::{seen_route, seen_time, Batch, Seq};
-use super::{dec, enc, AgentMessage, DeadLetter, Route, Store, StoreError};
+use super::{dec, enc, AgentFailures, AgentMessage, DeadLetter, Route, Store, StoreError};
 use crate::phone::E164;
+
+/// `fail` lines a message may get; the last one moves it to the dead letters
+/// (CONTRACT §11).
+pub const MAX_AGENT_FAILURES: u32 = 5;
+/// The wait before the first redelivery of a failed message (CONTRACT §11);
+/// `SMSGATE_AGENT_RETRY_MS` shortens it (see [`crate::agent::retry_first_ms`]).
+pub const FIRST_AGENT_RETRY_MS: u64 = 30_000;
+/// The longest wait between deliveries of a failed message.
+pub const MAX_AGENT_RETRY_MS: u64 = 3_600_000;
+
+/// What becomes of a message the agent failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Delivered again after this many milliseconds.
+    RetryIn(u64),
+    DeadLetter,
+}
+
+/// The rule for a message's `failures`-th failure (1 = the first): `retry: false` or
+/// the [`MAX_AGENT_FAILURES`]th failure ends in the dead letters; otherwise the wait
+/// starts at `first_ms` and doubles with each failure, at most [`MAX_AGENT_RETRY_MS`].
+pub fn after_agent_failure(failures: u32, retry: bool, first_ms: u64) -> AfterFailure {
+    if !retry || failures >= MAX_AGENT_FAILURES {
+        return AfterFailure::DeadLetter;
+    }
+    let doublings = failures.saturating_sub(1).min(32);
+    AfterFailure::RetryIn(
+        first_ms
+            .saturating_mul(1u64 << doublings)
+            .min(MAX_AGENT_RETRY_MS),
+    )
+}
+
+/// What [`Store::agent_failed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentFailed {
+    /// Back in the inbox with its failure count and next delivery time: deliver it
+    /// again (not before `failures.retry_at_ms`).
+    Retry(AgentMessage),
+    /// Moved to the dead letters (`queue list` state `agent-failed`).
+    Dead(AgentMessage),
+}
 
 impl Store {
     /// Every message in the inbox, oldest first. Entries that do not decode are
@@ -88,11 +130,58 @@ impl Store {
         self.apply(b)
     }
 
+    /// The agent answered message `seq` with `fail`: counts the failure and either
+    /// stores when it may be delivered again or moves it to the dead letters
+    /// ([`after_agent_failure`]), in one batch, so the count and the next delivery time
+    /// survive `kill -9`.
+    pub fn agent_failed(
+        &self,
+        seq: u64,
+        msg: &AgentMessage,
+        error: &str,
+        retry: bool,
+        now: u64,
+        first_retry_ms: u64,
+    ) -> Result<AgentFailed, StoreError> {
+        let count = msg.failures.count.saturating_add(1);
+        let mut failed = msg.clone();
+        let mut b = Batch::new();
+        let outcome = match after_agent_failure(count, retry, first_retry_ms) {
+            AfterFailure::RetryIn(ms) => {
+                failed.failures = AgentFailures {
+                    count,
+                    retry_at_ms: now.saturating_add(ms),
+                    last_error: Some(error.to_string()),
+                };
+                b.insert(&self.inbox, Seq(seq).bytes(), enc(&failed));
+                AgentFailed::Retry(failed)
+            }
+            AfterFailure::DeadLetter => {
+                failed.failures = AgentFailures {
+                    count,
+                    retry_at_ms: 0,
+                    last_error: Some(error.to_string()),
+                };
+                let dead = DeadLetter {
+                    message: failed.clone(),
+                    dead_at_ms: now,
+                    agent_failed: true,
+                };
+                b.remove(&self.inbox, Seq(seq).bytes());
+                b.insert(&self.dead, msg.id.as_bytes(), enc(&dead));
+                AgentFailed::Dead(failed)
+            }
+        };
+        self.apply(b)?;
+        Ok(outcome)
+    }
+
     /// Moves an unacknowledged message to the dead letters.
     pub fn dead_letter(&self, seq: u64, msg: &AgentMessage, now: u64) -> Result<(), StoreError> {
         let dead = DeadLetter {
             message: msg.clone(),
             dead_at_ms: now,
+            agent_failed: false,
         };
         let mut b = Batch::new();
         b.remove(&self.inbox, Seq(seq).bytes());
@@ -104,13 +193,15 @@ impl Store {
         self.dead.iter().map(|item| dec(&item?.1)).collect()
     }
 
-    /// Puts a dead letter back at the end of the inbox.
+    /// Puts a dead letter back at the end of the inbox, with a clean slate: the agent
+    /// gets all its tries again.
     pub fn requeue_dead(&self, id: &str, now: u64) -> Result<bool, StoreError> {
         let Some(v) = self.dead.get(id.as_bytes())? else {
             return Ok(false);
         };
         let mut d: DeadLetter = dec(&v)?;
         d.message.received_at_ms = now;
+        d.message.failures = AgentFailures::default();
         let seq = Seq(self.next_id()?);
         let mut b = Batch::new();
         b.remove(&self.dead, id.as_bytes());

@@ -431,7 +431,7 @@ impl Store {
             b.insert(
                 &self.conversations,
                 pair_key(account, number.as_str()),
-                id.as_bytes(),
+                super::access::encode_conversation(id, effects.conversation_texted_at),
             );
         }
         Ok(seq)

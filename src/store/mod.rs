@@ -28,6 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use crate::clock::now_ms;
+pub use agent::{
+    after_agent_failure, AfterFailure, AgentFailed, FIRST_AGENT_RETRY_MS, MAX_AGENT_FAILURES,
+    MAX_AGENT_RETRY_MS,
+};
 pub use area::Seq;
 use area::{Area, Batch, Cell, Handles, Tag};
 pub use records::*;
@@ -452,6 +456,9 @@ pub struct Effects {
     /// (account, number, id): the sender's conversation is now `id` (a first message,
     /// or `/new`).
     pub conversation: Option<(String, crate::phone::E164, String)>,
+    /// Stored with `conversation`: when the sender's last `/new` confirmation was
+    /// texted (at most one a minute, [`crate::inbound::confirms_new_conversation`]).
+    pub conversation_texted_at: Option<u64>,
 }
 
 #[cfg(test)]

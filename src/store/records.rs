@@ -46,6 +46,28 @@ pub struct AgentMessage {
     /// records written before conversations existed.
     #[serde(default)]
     pub conversation: String,
+    /// What the agent's `fail` lines said so far (CONTRACT §11): absent (and not
+    /// stored) until the first one.
+    #[serde(default, skip_serializing_if = "AgentFailures::is_none")]
+    pub failures: AgentFailures,
+}
+
+/// A message's `fail` history: how often the agent failed it, when it may be
+/// delivered again, and the agent's latest reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFailures {
+    pub count: u32,
+    /// Not delivered before this time (ms since the epoch); 0: at once.
+    #[serde(default)]
+    pub retry_at_ms: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl AgentFailures {
+    pub fn is_none(&self) -> bool {
+        *self == AgentFailures::default()
+    }
 }
 
 impl AgentMessage {
@@ -78,11 +100,17 @@ pub struct Route {
     pub at_ms: u64,
 }
 
-/// A message the agent did not acknowledge within `gateway.agentQueueMaxAge`.
+/// A message the agent did not acknowledge within `gateway.agentQueueMaxAge`, or that
+/// the agent failed for good (`fail` with `retry: false`, or too many failures; its
+/// reason is in `message.failures.last_error`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub message: AgentMessage,
     pub dead_at_ms: u64,
+    /// Moved here by the agent's `fail` lines (`queue list` state `agent-failed`),
+    /// not by age.
+    #[serde(default)]
+    pub agent_failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +135,19 @@ pub enum Purpose {
         reference: Option<String>,
     },
     Cli,
+}
+
+impl Purpose {
+    /// A text smsgate sends on its own (pairing code, approval, `/new` confirmation),
+    /// not the agent's or the operator's: it counts against `outboundLimits` like the
+    /// agent's, but over a limit it is dropped (logged, `failed` in `queue list`), not
+    /// held: a pairing code or a confirmation released hours later would be wrong.
+    pub fn is_own_text(&self) -> bool {
+        matches!(
+            self,
+            Purpose::PairingCode | Purpose::PairingApproved | Purpose::NewConversation
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,6 +39,7 @@ fn msg(id: &str) -> AgentMessage {
         received_at_ms: 5,
         media_pending: false,
         conversation: String::new(),
+        failures: Default::default(),
     }
 }
 
@@ -661,4 +662,110 @@ fn a_mark_written_from_an_older_read_keeps_what_the_round_added_since() {
         .expect("mark from the older read");
     s.apply_now(area::pending_take()).expect("apply");
     assert!(s.is_seen(&sids[0]).expect("read") && s.is_seen(&sids[1]).expect("read"));
+}
+
+#[test]
+fn the_agent_failure_schedule() {
+    use AfterFailure::{DeadLetter, RetryIn};
+    let first = FIRST_AGENT_RETRY_MS;
+    let table = [
+        // (failures so far, retry, first delay, what follows)
+        (1, true, first, RetryIn(30_000)),
+        (2, true, first, RetryIn(60_000)),
+        (3, true, first, RetryIn(120_000)),
+        (4, true, first, RetryIn(240_000)),
+        (5, true, first, DeadLetter),
+        (6, true, first, DeadLetter),
+        (1, false, first, DeadLetter),
+        (4, false, first, DeadLetter),
+        // Shortened for tests (SMSGATE_AGENT_RETRY_MS).
+        (1, true, 100, RetryIn(100)),
+        (4, true, 100, RetryIn(800)),
+        // Doubling stops at an hour, and never overflows.
+        (4, true, 1_000_000, RetryIn(MAX_AGENT_RETRY_MS)),
+        (1, true, u64::MAX, RetryIn(MAX_AGENT_RETRY_MS)),
+        (0, true, first, RetryIn(30_000)),
+    ];
+    for (failures, retry, first, want) in table {
+        assert_eq!(
+            after_agent_failure(failures, retry, first),
+            want,
+            "{failures} {retry} {first}"
+        );
+    }
+    // With no failure cap the wait would double to the hour and stay there.
+    assert_eq!(MAX_AGENT_FAILURES, 5);
+}
+
+#[test]
+fn agent_failures_are_counted_durably_then_dead_lettered_and_requeue_resets_them() {
+    let (dir, s) = store();
+    let fx = Effects {
+        now: 5,
+        forward: Some(msg("SM7")),
+        ..Default::default()
+    };
+    let seq = s
+        .admit_processed(s.seen("SM7".as_bytes()).expect("read"), 5, &fx)
+        .expect("write")
+        .expect("seq");
+    let AgentFailed::Retry(m) = s
+        .agent_failed(seq.0, &msg("SM7"), "model down", true, 1_000, 100)
+        .expect("write")
+    else {
+        panic!("the first failure is retried");
+    };
+    assert_eq!(
+        (m.failures.count, m.failures.retry_at_ms),
+        (1, 1_100),
+        "{m:?}"
+    );
+    s.flush().expect("flush");
+    drop(s);
+    // Survives a reopen (what kill -9 leaves is what was flushed).
+    let s = reopen(&dir.path().join("state"));
+    let inbox = s.inbox().expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].1.failures.count, 1);
+    assert_eq!(inbox[0].1.failures.retry_at_ms, 1_100);
+    assert_eq!(
+        inbox[0].1.failures.last_error.as_deref(),
+        Some("model down")
+    );
+    let mut m = inbox[0].1.clone();
+    for n in 2..=4 {
+        match s
+            .agent_failed(seq.0, &m, "again", true, 2_000, 100)
+            .expect("write")
+        {
+            AgentFailed::Retry(next) => m = next,
+            AgentFailed::Dead(_) => panic!("failure {n} is retried"),
+        }
+    }
+    assert_eq!(m.failures.retry_at_ms, 2_800, "100 ms doubled three times");
+    assert!(matches!(
+        s.agent_failed(seq.0, &m, "for good", true, 3_000, 100),
+        Ok(AgentFailed::Dead(_))
+    ));
+    assert!(s.inbox().expect("inbox").is_empty());
+    let dead = s.dead_letters().expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].agent_failed);
+    assert_eq!(dead[0].message.failures.count, 5);
+    assert_eq!(
+        dead[0].message.failures.last_error.as_deref(),
+        Some("for good")
+    );
+    assert!(s.requeue_dead("SM7", 4_000).expect("requeue"));
+    let inbox = s.inbox().expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    assert!(
+        inbox[0].1.failures.is_none(),
+        "a requeued message starts over"
+    );
+    // `retry: false` ends it at once.
+    assert!(matches!(
+        s.agent_failed(inbox[0].0, &inbox[0].1, "cannot", false, 5_000, 100),
+        Ok(AgentFailed::Dead(_))
+    ));
 }

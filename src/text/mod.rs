@@ -9,22 +9,28 @@
 //!   counted the way Twilio counts `Body` (UTF-16 code units).
 //! * [`count_segments`] / [`twilio_length`] report how a body will be billed
 //!   and measured.
-//! * [`prepare_sms`] is the whole pipeline: flatten, then chunk.
+//! * [`strip_invisible`] removes controls, bidi and zero-width characters: they
+//!   show nothing, force UCS-2 and can make a text read other than it says.
+//! * [`prepare_sms`] is the whole pipeline: strip, flatten, then chunk.
 
 mod chunk;
+mod invisible;
 mod markdown;
 mod segments;
 
 pub use chunk::chunk;
+pub use invisible::strip_invisible;
 pub use markdown::to_sms_text;
 pub use segments::{count_segments, twilio_length, Encoding, SegmentCount};
 
-/// Flatten `markdown` to SMS text and split it into bodies of at most `limit`
-/// Twilio length units (see [`chunk()`] for the exact splitting rule).
+/// Strip invisible characters from `markdown`, flatten it to SMS text and split it
+/// into bodies of at most `limit` Twilio length units (see [`chunk()`] for the exact
+/// splitting rule). Stripping comes first, so markdown syntax split by a zero-width
+/// character (`*\u{200B}*bold**`) is seen as what the reader sees.
 ///
 /// Returns an empty vector when there is nothing to send.
 pub fn prepare_sms(markdown: &str, limit: usize) -> Vec<String> {
-    chunk(&to_sms_text(markdown), limit)
+    chunk(&to_sms_text(&strip_invisible(markdown)), limit)
 }
 
 #[cfg(test)]
@@ -45,6 +51,8 @@ mod tests {
                 1600,
                 &["See docs (https://example.com/docs) now"],
             ),
+            ("\u{200B}", 1600, &[]),
+            ("**Hi**\u{202E} there\u{7}", 1600, &["Hi there"]),
         ];
         for (input, limit, want) in cases {
             assert_eq!(prepare_sms(input, *limit), *want, "input {input:?}");

@@ -31,7 +31,7 @@ const UCS2_MULTI: u32 = 67;
 
 /// Septets `c` costs in GSM-7: 1 for the basic table, 2 for the extension
 /// table (escape + code), `None` if GSM-7 cannot encode it.
-fn gsm7_septets(c: char) -> Option<u32> {
+pub(super) fn gsm7_septets(c: char) -> Option<u32> {
     match c {
         // ASCII ranges of the basic table; note the backtick is *not* in it.
         'A'..='Z' | 'a'..='z' | '0'..='9' => Some(1),

@@ -408,7 +408,8 @@ async fn agent_exec_runs_a_shell_script_per_message() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
     let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    // Failed commands come back after 100 ms, doubling (not 30 s).
+    let gw = Gateway::start_with(&config, &[("SMSGATE_AGENT_RETRY_MS", "100")]);
     let script = t.path().join("agent.sh");
     std::fs::write(
         &script,
@@ -416,27 +417,70 @@ async fn agent_exec_runs_a_shell_script_per_message() {
     )
     .unwrap();
     let mut agent = std::process::Command::new(bin())
-        .args(["agent", "exec", "--timeout", "2", "--config"])
+        .args(["agent", "exec", "--timeout", "1", "--config"])
         .arg(&config)
         .args(["--", "sh"])
         .arg(&script)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Each from its own sender: a failed message holds its sender's later ones.
     for (i, body) in ["fail", "slow", "quiet", "hello"].iter().enumerate() {
         let sid = format!("SMe000000000000000000000000000000{i}");
         assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, "+15557654321", body))
-                .await
-                .0,
+            post_signed(
+                &gw,
+                "/webhooks/sms",
+                &inbound(&sid, &format!("+1555765432{i}"), body)
+            )
+            .await
+            .0,
             200
         );
     }
     let sends = twilio.wait_sends(1, Duration::from_secs(15));
     assert_eq!(sends.len(), 1);
-    assert_eq!(sends[0].field("Body"), Some("you said: hello (from +15557654321 to +15550001111, default, SMe0000000000000000000000000000003)"));
+    assert_eq!(sends[0].field("Body"), Some("you said: hello (from +15557654323 to +15550001111, default, SMe0000000000000000000000000000003)"));
+    // A command that exits non-zero or times out has not handled the message: it is
+    // asked again (5 times in all), then kept in the dead letters, never acknowledged.
+    let dead = |id: &str| {
+        let out = cli(&config, &["queue", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.as_array()
+            .and_then(|l| l.iter().find(|e| e["id"] == id).cloned())
+            .filter(|e| e["state"] == "agent-failed")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            dead("SMe0000000000000000000000000000000").is_some()
+                && dead("SMe0000000000000000000000000000001").is_some()
+        }),
+        "{}",
+        gw.log()
+    );
+    let failed = dead("SMe0000000000000000000000000000000").unwrap();
+    assert_eq!(failed["attempts"], 5);
+    assert!(
+        failed["error"].as_str().unwrap().contains("exit status: 3"),
+        "{failed}"
+    );
+    let slow = dead("SMe0000000000000000000000000000001").unwrap();
+    assert!(
+        slow["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 1 s"),
+        "{slow}"
+    );
+    assert!(
+        gw.log()
+            .matches("SMe0000000000000000000000000000000")
+            .count()
+            >= 5
+    );
     agent.kill().unwrap();
     let _ = agent.wait();
+    assert_eq!(twilio.sends().len(), 1, "the reply went once");
     assert_eq!(gw.stop().code(), Some(0));
     assert!(
         smsgate::store::Store::open(&t.state())
@@ -444,7 +488,7 @@ async fn agent_exec_runs_a_shell_script_per_message() {
             .inbox()
             .unwrap()
             .is_empty(),
-        "failed and timed-out commands are acknowledged"
+        "the quiet one is acknowledged, the failed ones are dead letters"
     );
 }
 

@@ -330,34 +330,31 @@ fn turn_lines(turn: &Turn, answer: Answer, max_chars: usize) -> TurnLines {
         Answer::Reply(a) if a.trim().is_empty() => Answer::retry(NO_TEXT),
         other => other,
     };
-    let mut lines: Vec<Value> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let ack = |id: &String| json!({"type": "ack", "id": id}).to_string();
     match answer {
         Answer::Reply(a) => {
             let a = a.trim();
             out.original_chars = a.chars().count();
             (out.text, out.cut) = guard::cap(a, max_chars);
-            lines.push(json!({"type": "reply", "id": last, "text": out.text}));
-            lines.extend(earlier.iter().map(|id| json!({"type": "ack", "id": id})));
+            lines.push(json!({"type": "reply", "id": last, "text": out.text}).to_string());
+            lines.extend(earlier.iter().map(ack));
         }
         Answer::AckOnly => {
-            lines.extend(
-                std::iter::once(last)
-                    .chain(earlier)
-                    .map(|id| json!({"type": "ack", "id": id})),
-            );
+            lines.extend(std::iter::once(last).chain(earlier).map(ack));
         }
         Answer::Fail { error, retry } => {
             let (error, _) = guard::cap(error.trim(), MAX_ERROR_CHARS);
             lines.extend(
                 std::iter::once(last)
                     .chain(earlier)
-                    .map(|id| json!({"type": "fail", "id": id, "error": error, "retry": retry})),
+                    .map(|id| crate::agent::protocol::fail_line(id, &error, retry)),
             );
             out.failed = Some(error);
         }
     }
     for l in lines {
-        out.lines.push_str(&l.to_string());
+        out.lines.push_str(&l);
         out.lines.push('\n');
     }
     out.reply_chars = out.text.chars().count();

@@ -88,18 +88,27 @@ struct Setup {
     twilio: FakeTwilio,
     gw: Gateway,
     events: Events,
+    config: std::path::PathBuf,
 }
 
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+/// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
+/// after a `fail`).
+fn setup_with(env: &[(&str, &str)]) -> Setup {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start_with(&config, env);
     let events = Events(t.path().join("agent").join("events.jsonl"));
     Setup {
         t,
         twilio,
         gw,
         events,
+        config,
     }
 }
 
@@ -620,4 +629,50 @@ async fn conversations_idle_for_30_days_are_forgotten() {
         .unwrap();
     assert!(m[&conv]["lastUsed"].as_u64().unwrap() >= now);
     assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_letters() {
+    let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
+    let bridge = st.bridge(&["--coalesce", "0"], &[]);
+    text(&st.gw, A, "SILENT please").await;
+    let dead = wait_until(Duration::from_secs(30), || {
+        queue_list(&st.config)
+            .iter()
+            .any(|e| e["state"] == "agent-failed")
+    });
+    assert!(dead, "no dead letter; bridge log:\n{}", bridge.log());
+    let list = queue_list(&st.config);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let e = &list[0];
+    assert_eq!(e["attempts"], 5, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("ended its turn (end_turn) with no text"),
+        "{e}"
+    );
+    // Asked five times (the daemon's redeliveries), never texted, never acked.
+    let prompts = st.events.of("prompt");
+    assert_eq!(prompts.len(), 5, "{prompts:?}");
+    assert!(prompts.iter().all(|p| p["text"] == "SILENT please"));
+    assert!(st.twilio.sends_to(A).is_empty());
+    // The bridge carries on for the sender: the conversation is not blocked.
+    text(&st.gw, A, "hello").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "[1] heard: hello | earlier: nothing"
+    );
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+fn queue_list(config: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = cli(config, &["queue", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

@@ -553,8 +553,14 @@ async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> 
 async fn record_sent(s: &Sender, rec: &OutboundRecord, segments: u32) -> Result<(), StoreError> {
     let at = now_ms();
     let done = rec.clone();
+    let counted = s
+        .config
+        .get()
+        .sms
+        .account(&rec.account)
+        .is_some_and(|a| a.outbound_limits.any());
     s.writer
-        .write(move |st, _| st.complete_send(&done, segments, at))
+        .write(move |st, _| st.complete_send(&done, segments, at, counted))
         .await?;
     s.windows()
         .sent

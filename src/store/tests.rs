@@ -662,3 +662,27 @@ fn a_mark_written_from_an_older_read_keeps_what_the_round_added_since() {
     s.apply_now(area::pending_take()).expect("apply");
     assert!(s.is_seen(&sids[0]).expect("read") && s.is_seen(&sids[1]).expect("read"));
 }
+
+/// Issue 20 item 6: a send made with every limit 0 leaves nothing in the sent log (a
+/// key per send would grow sled's in-memory page table with the day's volume); one
+/// made under a limit is logged and read back for its account and day only.
+#[test]
+fn only_counted_sends_are_logged() {
+    let (_d, s) = store();
+    let to = E164::parse("+15557650001").expect("number");
+    let rec = |id| OutboundRecord::new(id, "a", to.clone(), "x".into(), Purpose::Cli, 5);
+    let day = 24 * 3_600_000;
+    let now = 10 * day;
+    s.complete_send(&rec(1), 1, now - 10, false).expect("write");
+    s.complete_send(&rec(2), 2, now - 9, true).expect("write");
+    s.complete_send(&rec(3), 3, now - day - 1, true)
+        .expect("write");
+    let other = OutboundRecord::new(4, "b", to.clone(), "x".into(), Purpose::Cli, 5);
+    s.complete_send(&other, 4, now - 8, true).expect("write");
+    let mut seen = Vec::new();
+    s.for_each_sent("a", now, day, |at, to, n| {
+        seen.push((at, to.to_string(), n))
+    })
+    .expect("read");
+    assert_eq!(seen, [(now - 9, "+15557650001".to_string(), 2)]);
+}

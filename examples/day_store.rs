@@ -2,15 +2,16 @@
 //! what one busy day leaves behind, so the gateway can be started on it and its idle
 //! RSS read (`bench/idle-rss` does both).
 //!
-//! `cargo run --release --example day_store -- STATE_DIR [WEBHOOKS] [SENDS] [SENDERS]`
-//! (defaults 1000000, 1000000, 10000). Account `default`.
+//! `cargo run --release --example day_store -- STATE_DIR [WEBHOOKS] [SENDS] [SENDERS] [limits|zero]`
+//! (defaults 1000000, 1000000, 10000, limits). Account `default`. `zero` grows the
+//! store the daemon leaves when every `outboundLimits` key is 0: no sent log.
 //!
 //! - WEBHOOKS admitted webhooks' dedupe marks, each with its reply route (account,
 //!   sender), in the dedupe buckets, grown in 16 rounds the way the daemon grows them
 //!   (as `examples/prefill.rs` does), timestamped over the last 23 hours.
 //! - SENDERS approved senders, each with a conversation id.
-//! - SENDS finished sends in the sent log (`Store::complete_send`, the daemon's own
-//!   path), spread over the last 23 hours (so all of them count for `perDay`), one
+//! - SENDS finished sends (`Store::complete_send`, the daemon's own path; in the sent
+//!   log unless `zero`), spread over the last 23 hours (so all of them count for `perDay`), one
 //!   segment each, to the SENDERS in turn, and for every one the `sent` and
 //!   `delivered` status callbacks (`Store::record_status`, the daemon's own path).
 //!
@@ -26,11 +27,18 @@ const HOUR_MS: u64 = 3_600_000;
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or_else(|| {
-        anyhow::anyhow!("usage: day_store STATE_DIR [WEBHOOKS] [SENDS] [SENDERS]")
+        anyhow::anyhow!("usage: day_store STATE_DIR [WEBHOOKS] [SENDS] [SENDERS] [limits|zero]")
     })?;
     let webhooks: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
     let sends: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
     let senders: u64 = args.next().map_or(Ok(10_000), |s| s.parse())?.max(1);
+    // `limits`: the sends were made with a limit set, so each is in the sent log;
+    // `zero`: with every limit 0, so none is (what the daemon writes then).
+    let counted = match args.next().as_deref() {
+        None | Some("limits") => true,
+        Some("zero") => false,
+        Some(other) => anyhow::bail!("unknown mode {other:?}: use limits or zero"),
+    };
     let account = "default";
     let number = |i: u64| format!("+1555{:07}", i % senders);
     let started = Instant::now();
@@ -108,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             },
             t,
         );
-        store.complete_send(&rec, 1, t)?;
+        store.complete_send(&rec, 1, t, None, counted)?;
         let sid = format!("SMsent{:028x}", i);
         store.record_status(&sid, "sent", None, t + 500)?;
         store.record_status(&sid, "delivered", None, t + 2_000)?;

@@ -35,6 +35,13 @@ impl Default for OutboundLimits {
     }
 }
 
+impl OutboundLimits {
+    /// Whether any limit is set (not every key 0).
+    pub fn any(&self) -> bool {
+        self.per_hour > 0 || self.per_day > 0 || self.per_recipient_per_hour > 0
+    }
+}
+
 /// Which limit a send would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -259,7 +266,7 @@ impl SendWindows {
         now: u64,
         fill: impl FnOnce(&mut SendWindow),
     ) -> Verdict {
-        if limits.per_hour == 0 && limits.per_day == 0 && limits.per_recipient_per_hour == 0 {
+        if !limits.any() {
             self.by_account.remove(account);
             return Verdict::Send;
         }

@@ -654,11 +654,17 @@ async fn record_sent(
 ) -> Result<(), StoreError> {
     let at = now_ms();
     let done = rec.clone();
+    let counted = s
+        .config
+        .get()
+        .sms
+        .account(&rec.account)
+        .is_some_and(|a| a.outbound_limits.any());
     let sid = sid.map(|(sid, status)| (sid.to_string(), status.to_string()));
     s.writer
         .write(move |st, _| {
             let sid = sid.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
-            st.complete_send(&done, segments, at, sid)
+            st.complete_send(&done, segments, at, sid, counted)
         })
         .await?;
     s.windows()

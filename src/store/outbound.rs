@@ -94,12 +94,18 @@ impl Store {
     /// A send went out: it leaves the queue and, in the same batch, joins the log the
     /// spending limits count, and its SID (when Twilio's answer gave one) becomes ours
     /// (a status record, `status` as Twilio answered, see [`super::StatusRecord`]).
+    ///
+    /// The send joins that log only when `counted` (some `outboundLimits` key of its
+    /// account is set). With every limit 0 nothing is logged: a key per send would make
+    /// sled's page table, which it keeps in memory for every page of the store, grow
+    /// with the day's volume (issue 20 item 6); a limit set later counts from then on.
     pub fn complete_send(
         &self,
         r: &OutboundRecord,
         segments: u32,
         at_ms: u64,
         sid: Option<(&str, &str)>,
+        counted: bool,
     ) -> Result<(), StoreError> {
         let mut b = Batch::new();
         if let Some((sid, status)) = sid {
@@ -107,11 +113,13 @@ impl Store {
         }
         b.remove(&self.outbound, Seq(r.id).bytes());
         b.remove(&self.finished, Seq(r.id).bytes());
-        b.insert(
-            &self.sent_log,
-            super::area::sent_key(&r.account, at_ms, r.id),
-            enc(&(r.to.as_str(), segments)),
-        );
+        if counted {
+            b.insert(
+                &self.sent_log,
+                super::area::sent_key(&r.account, at_ms, r.id),
+                enc(&(r.to.as_str(), segments)),
+            );
+        }
         self.apply(b)
     }
 

@@ -176,7 +176,7 @@ fn a_status_for_a_sid_we_never_sent_stores_nothing() {
         Purpose::Cli,
         1,
     );
-    s.complete_send(&r, 1, 2, Some(("SMours", "queued")))
+    s.complete_send(&r, 1, 2, Some(("SMours", "queued")), false)
         .expect("complete");
     assert!(s.is_our_sid("SMours").expect("read"));
     assert_eq!(
@@ -861,4 +861,28 @@ fn agent_failures_are_counted_durably_then_dead_lettered_and_requeue_resets_them
         s.agent_failed(inbox[0].0, &inbox[0].1, "cannot", false, 5_000, 100),
         Ok(AgentFailed::Dead(_))
     ));
+}
+
+/// Issue 20 item 6: a send made with every limit 0 leaves nothing in the sent log (a
+/// key per send would grow sled's in-memory page table with the day's volume); one
+/// made under a limit is logged and read back for its account and day only.
+#[test]
+fn only_counted_sends_are_logged() {
+    let (_d, s) = store();
+    let to = E164::parse("+15557650001").expect("number");
+    let rec = |id| OutboundRecord::new(id, "a", to.clone(), "x".into(), Purpose::Cli, 5);
+    let day = 24 * 3_600_000;
+    let now = 10 * day;
+    s.complete_send(&rec(1), 1, now - 10, None, false).expect("write");
+    s.complete_send(&rec(2), 2, now - 9, None, true).expect("write");
+    s.complete_send(&rec(3), 3, now - day - 1, None, true)
+        .expect("write");
+    let other = OutboundRecord::new(4, "b", to.clone(), "x".into(), Purpose::Cli, 5);
+    s.complete_send(&other, 4, now - 8, None, true).expect("write");
+    let mut seen = Vec::new();
+    s.for_each_sent("a", now, day, |at, to, n| {
+        seen.push((at, to.to_string(), n))
+    })
+    .expect("read");
+    assert_eq!(seen, [(now - 9, "+15557650001".to_string(), 2)]);
 }

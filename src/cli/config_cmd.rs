@@ -248,7 +248,13 @@ fn capped_error(
 }
 
 fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCode> {
-    let original_text = read_text(target, "config file")?;
+    // The file is replaced by a rename, so it must be a regular file; a FIFO there is
+    // refused without waiting for a writer.
+    let original_text = capped_error(
+        target,
+        "config file",
+        config::read_regular_capped(target, config::MAX_CONFIG_BYTES),
+    )?;
     // A symlinked config (e.g. into a deploy checkout) is written where it points, so
     // the link stays a link.
     let real = std::fs::canonicalize(target)

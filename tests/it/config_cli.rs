@@ -1194,6 +1194,31 @@ fn patch_refuses_a_file_that_is_not_regular() {
         );
         assert_eq!(std::fs::read(&config).unwrap(), before);
     }
+    // The config file itself as a FIFO: refused too, not waited on.
+    let patch = t.path().join("patch.json5");
+    std::fs::write(&patch, "{ channels: { sms: { textChunkLimit: 900 } } }").unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            fifo.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "config patch blocked on a FIFO config");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
 }
 
 /// Issue 24 item 1: `config init` from flags (stdin not a terminal: no questions).

@@ -224,14 +224,6 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String> {
-    capped_error(
-        path,
-        what,
-        config::read_capped(path, config::MAX_CONFIG_BYTES),
-    )
-}
-
 fn capped_error(
     path: &Path,
     what: &str,

@@ -322,7 +322,9 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
         write_atomically(&bak, original_text.as_bytes(), &real)?;
     }
     write_atomically(&real, text.as_bytes(), &real)?;
-    if real == target {
+    // A relative --config is not a link: say "links to" only for a symlink.
+    let linked = std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink());
+    if !linked {
         println!("Wrote {}.", target.display());
     } else {
         println!(

@@ -67,6 +67,14 @@ fuzz_target!(|data: &[u8]| {
     let mut merged = doc.clone();
     patch::merge(&mut merged, &patch_doc);
 
+    // `config patch` edits the text in place: never a panic, and what the editor returns
+    // means exactly the merged document.
+    if patch_doc.is_object() && doc.is_object() {
+        if let Ok(text) = config::edit::apply(doc_text, &patch_doc, &merged) {
+            assert_eq!(config::parse_json5(&text).ok(), Some(merged.clone()));
+        }
+    }
+
     // A merge patch is idempotent.
     let mut twice = merged.clone();
     patch::merge(&mut twice, &patch_doc);

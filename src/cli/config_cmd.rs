@@ -224,14 +224,6 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String> {
-    capped_error(
-        path,
-        what,
-        config::read_capped(path, config::MAX_CONFIG_BYTES),
-    )
-}
-
 fn capped_error(
     path: &Path,
     what: &str,
@@ -248,7 +240,13 @@ fn capped_error(
 }
 
 fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCode> {
-    let original_text = read_text(target, "config file")?;
+    // The file is replaced by a rename, so it must be a regular file; a FIFO there is
+    // refused without waiting for a writer.
+    let original_text = capped_error(
+        target,
+        "config file",
+        config::read_regular_capped(target, config::MAX_CONFIG_BYTES),
+    )?;
     // A symlinked config (e.g. into a deploy checkout) is written where it points, so
     // the link stays a link.
     let real = std::fs::canonicalize(target)
@@ -324,7 +322,9 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
         write_atomically(&bak, original_text.as_bytes(), &real)?;
     }
     write_atomically(&real, text.as_bytes(), &real)?;
-    if real == target {
+    // A relative --config is not a link: say "links to" only for a symlink.
+    let linked = std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink());
+    if !linked {
         println!("Wrote {}.", target.display());
     } else {
         println!(

@@ -139,7 +139,8 @@ pub fn cannot_send(
             out.push((
                 path.clone(),
                 format!(
-                    "this account cannot work: missing {}; set {} (the default account also reads the TWILIO_* environment variables), or set enabled: false on the account",
+                    "{}: missing {}; set {} (the default account also reads the TWILIO_* environment variables), or set enabled: false on the account",
+                    if usable == 0 { "no account can send" } else { "this account cannot send" },
                     keys.join(", "),
                     if keys.len() == 1 { "it" } else { "them" }
                 ),

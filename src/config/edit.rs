@@ -181,6 +181,46 @@ mod tests {
         );
     }
 
+    fn leaf() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            "[a-z\"'\\\n/*{} ]{0,8}".prop_map(Value::String),
+            Just(json!([1, "x", {"y": null}])),
+        ]
+    }
+
+    fn patch_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("gateway".to_string()),
+            Just("channels".to_string()),
+            Just("sms".to_string()),
+            Just("dmPolicy".to_string()),
+            Just("allowFrom".to_string()),
+            "[a-zA-Z\" .]{1,5}",
+        ];
+        leaf().prop_recursive(4, 24, 4, move |inner| {
+            proptest::collection::btree_map(key.clone(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+        /// Any merge patch on a file without repeated keys is edited in place (never the
+        /// fallback), and the result means exactly the merged document.
+        #[test]
+        fn any_patch_edits_in_place(patch in patch_value()) {
+            if patch.is_object() {
+                let out = patched(FILE, patch.clone());
+                proptest::prop_assert!(out.is_ok(), "{patch}: {out:?}");
+            }
+        }
+    }
+
     #[test]
     fn what_the_editor_cannot_do_is_refused_not_guessed() {
         // Written twice: JSON5 keeps the last, the editor would change the first.

@@ -169,7 +169,7 @@ pub fn render(a: &Answers) -> String {
       // The token is not written here: it is read from the environment variable below
       // when the gateway starts (export {token_env}=… or put it in the unit's environment).
       authToken: {{ source: "env", provider: "default", id: {token_env_q} }},
-      // Your Twilio number, in E.164.
+      // Who sends: your Twilio number in E.164, or a Messaging Service.
 {sender}
       // The exact public URL Twilio calls: Twilio signs it, so it must match byte for byte.
 {url}

@@ -218,9 +218,9 @@ pub fn syntax_error(text: &str, error: &json5::Error) -> String {
     let (line, column) = match error.position() {
         Some(p) => (p.line + 1, p.column + 1),
         None => {
-            let line = text.lines().count().max(1);
-            let column = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
-            (line, column)
+            let line = text.matches('\n').count() + 1;
+            let last = text.rsplit('\n').next().unwrap_or("");
+            (line, last.chars().count() + 1)
         }
     };
     let mut what = what;

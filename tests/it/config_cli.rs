@@ -773,3 +773,599 @@ fn texts_and_language_are_checked_and_their_cost_shown() {
     assert_eq!(pairing["encoding"], "UCS-2", "{pairing}");
     assert!(pairing["segments"].as_u64().unwrap() >= 2, "{pairing}");
 }
+
+/// Issue 24 item 3, issue 20 item 11: a config no account can send with fails `config
+/// validate` and `gateway` (exit 1, naming the missing keys); commands that never send
+/// still load it.
+#[test]
+fn a_config_that_cannot_send_fails_validate_and_gateway() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let good = t.config(&twilio, "");
+    let text = std::fs::read_to_string(&good).unwrap();
+    let cases = [
+        (
+            text.replace(&format!(r#"authToken: "{TOKEN}""#), "authToken: null"),
+            "channels.sms: no account can send: missing authToken",
+        ),
+        (
+            text.replace(&format!(r#"fromNumber: "{FROM}""#), "fromNumber: null"),
+            "missing fromNumber or messagingServiceSid",
+        ),
+        (
+            text.replace(
+                "apiBaseUrl:",
+                r#"accounts: { b: { authToken: null, fromNumber: "+15550002222", webhookPath: "/webhooks/b", publicWebhookUrl: "https://sms.example.test/webhooks/b" } }, apiBaseUrl:"#,
+            ),
+            "channels.sms.accounts.b: this account cannot send: missing authToken",
+        ),
+    ];
+    for (config_text, want) in cases {
+        let config = t.write_config(&config_text);
+        let c = config.to_str().unwrap();
+        let out = run(&["config", "validate", "--config", c], &[]);
+        assert_eq!(out.status.code(), Some(1), "{config_text}");
+        assert!(
+            stderr(&out).contains(want),
+            "{want:?} not in {}",
+            stderr(&out)
+        );
+        let out = run(&["gateway", "--config", c], &[]);
+        assert_eq!(out.status.code(), Some(1), "gateway: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "gateway: {}", stderr(&out));
+        // `channels status` (no sending) still loads it, and says why.
+        let out = run(&["channels", "status", "--config", c], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+/// Issue 20 item 11: a patch that leaves no account able to send is refused and the
+/// file stays byte for byte as it was.
+#[test]
+fn a_patch_that_leaves_no_sender_is_refused() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "// a comment\n");
+    let before = std::fs::read(&config).unwrap();
+    let patch = t.path().join("patch.json5");
+    for p in [
+        "{ channels: { sms: { authToken: null } } }",
+        "{ channels: { sms: { fromNumber: null } } }",
+        "{ channels: { sms: { accountSid: null, authToken: null } } }",
+    ] {
+        std::fs::write(&patch, p).unwrap();
+        for dry in [false, true] {
+            let mut args = vec![
+                "config",
+                "patch",
+                "--file",
+                patch.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ];
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = run(&args, &[]);
+            assert_eq!(out.status.code(), Some(1), "{p}: {}", stdout(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains("patch refused") && err.contains("no account can send"),
+                "{p}: {err}"
+            );
+            assert_eq!(std::fs::read(&config).unwrap(), before, "{p}");
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains(".tmp") || n.ends_with(".bak")),
+        "{names:?}"
+    );
+}
+
+/// Issue 24 item 3: a misspelt key names the nearest known key; a syntax error names
+/// line, column and what was expected.
+#[test]
+fn misspelt_keys_and_syntax_errors_say_what_to_fix() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"alowFrom: ["+15557654321"], dmpolicy: "open","#);
+    let out = run(
+        &["config", "validate", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("channels.sms.alowFrom: unknown key; did you mean `allowFrom`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("channels.sms.dmpolicy: unknown key; did you mean `dmPolicy`?"),
+        "{err}"
+    );
+    let cases = [
+        (
+            "{\n  gateway: { listen: \"127.0.0.1:0\" }\n  channels: {},\n}\n",
+            "line 3, column 3: expected `,`",
+            "end of line 2",
+        ),
+        (
+            "{\n  channels: { sms: { dmPolicy: open } },\n}\n",
+            "line 2, column 32: expected a value",
+            "quotes",
+        ),
+        (
+            "{\n  gateway: { listen: \"127.0.0.1:0 },\n}\n",
+            "line 2",
+            "closing quote",
+        ),
+        (
+            "{\n  gateway: {\n",
+            "the file ends inside an object",
+            "line 2, column 12",
+        ),
+        (
+            "{ gateway: {} } }",
+            "line 1, column 17",
+            "the end of the file",
+        ),
+    ];
+    for (text, want, also) in cases {
+        let bad = t.write_config(text);
+        let out = run(
+            &["config", "validate", "--config", bad.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("not valid JSON5") && err.contains(want) && err.contains(also),
+            "{text:?}: {err}"
+        );
+    }
+}
+
+/// Issue 24 item 3: a stateDir that cannot be created or written is an error.
+#[test]
+fn a_state_dir_that_cannot_be_used_is_an_error() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let file = t.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let good = std::fs::read_to_string(t.config(&twilio, "")).unwrap();
+    let state = t.state().display().to_string();
+    for (dir, want) in [
+        (
+            file.join("state").display().to_string(),
+            "cannot be created",
+        ),
+        (file.display().to_string(), "is not a directory"),
+        ("/proc/smsgate-state".to_string(), "cannot be created"),
+    ] {
+        let config = t.write_config(&good.replace(&state, &dir));
+        let out = run(
+            &["config", "validate", "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{dir}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("gateway.stateDir") && err.contains(want),
+            "{dir}: {err}"
+        );
+        let out = run(&["gateway", "--config", config.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1), "{dir}");
+        assert!(
+            stderr(&out).contains("gateway.stateDir"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Nothing was created by checking.
+    assert!(!t.state().exists());
+    let config = t.write_config(&good);
+    assert!(run(
+        &["config", "validate", "--config", config.to_str().unwrap()],
+        &[]
+    )
+    .status
+    .success());
+    assert!(!t.state().exists(), "validate does not create stateDir");
+}
+
+/// Issue 24 item 3: warnings, not failures: an inline token in a file others can read,
+/// and a publicWebhookUrl Twilio cannot use as written.
+#[test]
+fn readable_tokens_and_odd_public_urls_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let c = config.to_str().unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["config", "validate", "--config", c], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: ")
+            && err.contains("(mode 0644)")
+            && err.contains(&format!("chmod 600 {c}")),
+        "{err}"
+    );
+    assert!(err.contains("SecretRef") && !err.contains(TOKEN), "{err}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["config", "validate", "--config", c], &[]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    // A SecretRef in a readable file is fine.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_ref = text.replace(
+        &format!(r#"authToken: "{TOKEN}""#),
+        r#"authToken: { source: "env", id: "MY_TOKEN" }"#,
+    );
+    std::fs::write(&config, &with_ref).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(
+        &["config", "validate", "--config", c],
+        &[("MY_TOKEN", TOKEN)],
+    );
+    assert!(
+        out.status.success() && !stderr(&out).contains("warning"),
+        "{}",
+        stderr(&out)
+    );
+    // URLs.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (url, want) in [
+        ("http://sms.example.test/webhooks/sms", "is http"),
+        ("https://127.0.0.1:8789/webhooks/sms", "loopback"),
+        ("https://192.168.1.9/webhooks/sms", "private address"),
+        ("https://sms.example.test/webhooks/sms/", "ends in `/`"),
+        (
+            "https://sms.example.test/hooks",
+            "differs from webhookPath \"/webhooks/sms\"",
+        ),
+    ] {
+        std::fs::write(&config, text.replace(PUBLIC, url)).unwrap();
+        let out = run(&["config", "validate", "--config", c], &[]);
+        assert!(out.status.success(), "{url}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{url}: {}", stderr(&out));
+        // The gateway starts, and says it too.
+        let gw = Gateway::start(&config);
+        assert!(
+            gw.wait_log(want, Duration::from_secs(5)),
+            "{url}: {}",
+            gw.log()
+        );
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}
+
+/// Issue 24 item 4: `config patch` keeps the file's comments and formatting outside the
+/// keys it changes; when it cannot, it warns before writing and keeps a `.bak`.
+#[test]
+fn patch_keeps_comments_or_keeps_a_backup() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        "// who may text the agent\n    dmPolicy: 'pairing', /* for now */\n    textChunkLimit: 0x5dc,",
+    );
+    let c = config.to_str().unwrap();
+    let before = std::fs::read_to_string(&config).unwrap();
+    let patch = t.path().join("patch.json5");
+    std::fs::write(
+        &patch,
+        r#"{ channels: { sms: { dmPolicy: "allowlist", allowFrom: ["+15557654321"] } } }"#,
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let after = std::fs::read_to_string(&config).unwrap();
+    // Every line as it was but the changed one, plus one added line for the new key.
+    let kept: Vec<&str> = after.lines().filter(|l| !l.contains("allowFrom")).collect();
+    let want = before.replace("dmPolicy: 'pairing'", "dmPolicy: \"allowlist\"");
+    assert_eq!(kept, want.lines().collect::<Vec<_>>(), "{after}");
+    assert_eq!(after.lines().count(), before.lines().count() + 1, "{after}");
+    assert!(
+        after.contains("\"allowFrom\": [\"+15557654321\"],"),
+        "{after}"
+    );
+    assert!(!t.path().join("smsgate.json5.bak").exists());
+
+    // A key written twice: an in-place edit could change the wrong one, so the file is
+    // rewritten, the original kept as .bak, and the warning comes before the write.
+    let twice = before.replace(
+        "dmPolicy: 'pairing',",
+        "dmPolicy: 'pairing', dmPolicy: 'pairing',",
+    );
+    std::fs::write(&config, &twice).unwrap();
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains(".bak"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        twice,
+        "dry run writes nothing"
+    );
+    let out = run(
+        &[
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            c,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:")
+            && err.contains("loses its comments")
+            && err.contains("smsgate.json5.bak"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("smsgate.json5.bak")).unwrap(),
+        twice
+    );
+    let show = run(&["config", "show", "--json", "--config", c], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(
+        v["channels"]["sms"]["accounts"]["default"]["dmPolicy"],
+        "allowlist"
+    );
+}
+
+/// Issue 20, Low: a patch file that is a FIFO, a device or a directory is refused at
+/// once (a FIFO with no writer used to block the command forever).
+#[test]
+fn patch_refuses_a_file_that_is_not_regular() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let before = std::fs::read(&config).unwrap();
+    let fifo = t.path().join("patch.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for (path, kind) in [
+        (fifo.to_str().unwrap(), "FIFO"),
+        ("/dev/zero", "device"),
+        (t.path().to_str().unwrap(), "directory"),
+    ] {
+        let mut child = Command::new(bin())
+            .args([
+                "config",
+                "patch",
+                "--file",
+                path,
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_until(Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            child.kill().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(exited, "{path}: config patch blocked");
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(kind) && err.contains("not a regular file"),
+            "{path}: {err}"
+        );
+        assert_eq!(std::fs::read(&config).unwrap(), before);
+    }
+    // The config file itself as a FIFO: refused too, not waited on.
+    let patch = t.path().join("patch.json5");
+    std::fs::write(&patch, "{ channels: { sms: { textChunkLimit: 900 } } }").unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "config",
+            "patch",
+            "--file",
+            patch.to_str().unwrap(),
+            "--config",
+            fifo.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "config patch blocked on a FIFO config");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+}
+
+/// Issue 24 item 1: `config init` from flags (stdin not a terminal: no questions).
+#[test]
+fn config_init_writes_a_private_starter_that_validates() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let path = t.path().join("new.json5");
+    let p = path.to_str().unwrap();
+    let out = run(
+        &[
+            "config",
+            "init",
+            "--path",
+            p,
+            "--account-sid",
+            SID,
+            "--from",
+            FROM,
+            "--public-url",
+            PUBLIC,
+            "--token-env",
+            "MY_TWILIO_TOKEN",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for step in [
+        "channels setup",
+        "gateway",
+        "config validate",
+        "export MY_TWILIO_TOKEN=",
+    ] {
+        assert!(text.contains(step), "{step:?} not in {text}");
+    }
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("//"), "commented: {written}");
+    assert!(
+        written.contains(
+            r#"authToken: { source: "env", provider: "default", id: "MY_TWILIO_TOKEN" }"#
+        ),
+        "{written}"
+    );
+    // Valid once the token's variable is set (the state dir is this machine's default).
+    let out = run(
+        &["config", "validate", "--config", p],
+        &[("MY_TWILIO_TOKEN", "a-real-token")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    // Without it, the error names the variable.
+    let out = run(&["config", "validate", "--config", p], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("MY_TWILIO_TOKEN"), "{}", stderr(&out));
+
+    // Never overwrites: exit 1, the file untouched; also not through a symlink.
+    std::fs::write(&path, "mine").unwrap();
+    let out = run(&["config", "init", "--path", p], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+    let link = t.path().join("link.json5");
+    std::os::unix::fs::symlink(t.path().join("nowhere.json5"), &link).unwrap();
+    let out = run(&["config", "init", "--path", link.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!t.path().join("nowhere.json5").exists());
+
+    // A bad value: exit 1, nothing written.
+    let bad = t.path().join("bad.json5");
+    for args in [
+        vec!["--account-sid", "AC123"],
+        vec!["--from", "555-1234"],
+        vec!["--messaging-service", "MG1"],
+        vec!["--public-url", "sms.example.com/x"],
+        vec!["--token-env", "NOT-A-NAME"],
+    ] {
+        let mut a = vec!["config", "init", "--path", bad.to_str().unwrap()];
+        a.extend(&args);
+        let out = run(&a, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(args[0]), "{args:?}: {}", stderr(&out));
+        assert!(!bad.exists(), "{args:?}");
+    }
+    // --from and --messaging-service together do not parse.
+    let out = run(
+        &[
+            "config",
+            "init",
+            "--path",
+            bad.to_str().unwrap(),
+            "--from",
+            FROM,
+            "--messaging-service",
+            "MG0123456789abcdef0123456789abcdef",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 24 item 1: without values and without a terminal, `config init` asks nothing,
+/// writes placeholders, lists them, and `config validate` names each; the default path
+/// is --config / $SMSGATE_CONFIG.
+#[test]
+fn config_init_without_values_leaves_placeholders() {
+    let t = TestDir::new();
+    let path = t.path().join("from-env.json5");
+    let p = path.to_str().unwrap();
+    let out = Command::new(bin())
+        .args(["config", "init"])
+        .env("SMSGATE_CONFIG", p)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("fill in accountSid, fromNumber (or messagingServiceSid), publicWebhookUrl"),
+        "{text}"
+    );
+    // Found through $SMSGATE_CONFIG, so no --config in the steps.
+    assert!(
+        text.contains("  smsgate config validate") || text.contains(". smsgate config validate"),
+        "{text}"
+    );
+    let out = run(&["config", "validate"], &[("SMSGATE_CONFIG", p)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("missing accountSid") && err.contains("publicWebhookUrl"),
+        "{err}"
+    );
+    // --config names the path too.
+    let other = t.path().join("other.json5");
+    let out = run(
+        &["config", "init", "--config", other.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success() && other.exists(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("--config {}", other.display())),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -60,6 +60,12 @@ fn config_target(data: &[u8]) {
     patch::merge(&mut merged, &patch_doc);
     let _ = patch::diff(&doc, &merged);
     let _ = validate_value(&merged, &Env::default());
+    // The comment-keeping editor: never a panic; what it returns means `merged`.
+    if patch_doc.is_object() && doc.is_object() {
+        if let Ok(text) = config::edit::apply(doc_text, &patch_doc, &merged) {
+            assert_eq!(config::parse_json5(&text).ok(), Some(merged));
+        }
+    }
 }
 
 /// The fuzz target `text`: two bytes of limit (1..=1600), then the text.

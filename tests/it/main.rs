@@ -17,6 +17,7 @@ mod agent_docs;
 mod bridges_acp;
 mod bridges_docs;
 mod bridges_openai;
+mod cli_unix;
 mod config_cli;
 mod contract;
 mod crash;

@@ -5,6 +5,7 @@ pub mod args;
 mod bridge;
 mod channels_cmd;
 mod config_cmd;
+mod pipe;
 mod send;
 
 use std::path::PathBuf;
@@ -20,14 +21,22 @@ use args::{Command, PairingCmd, SendersCmd};
 use crate::admin::{client, Request};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
 
-/// Runs a parsed command line.
+/// Runs a parsed command line. Output to a closed pipe ends it quietly with exit 0
+/// ([`pipe`]), whether the write that found it returned the error or panicked.
 pub fn run(cli: Cli) -> ExitCode {
-    match dispatch(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+    pipe::install_hook();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) if pipe::is_broken_pipe(&e) || pipe::was_closed_pipe() => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(_) if pipe::was_closed_pipe() => ExitCode::SUCCESS,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 
@@ -301,8 +310,19 @@ fn demo() -> Result<ExitCode> {
         level,
         format: crate::config::LogFormat::Text,
     });
-    runtime()?.block_on(crate::demo::run())?;
-    Ok(ExitCode::SUCCESS)
+    // Declared before the runtime, so dropped after it: on every way out (an error, a
+    // signal, a panic unwinding from a closed stdout) the gateway's tasks and store
+    // stop before their directory is removed.
+    let dir = crate::demo::TempDir::create()?;
+    let rt = runtime()?;
+    let outcome = rt.block_on(crate::demo::run(dir.path()));
+    drop(rt);
+    drop(dir);
+    match outcome? {
+        crate::demo::Outcome::Done => Ok(ExitCode::SUCCESS),
+        // 128 + the signal's number, as a shell reports a command it killed.
+        crate::demo::Outcome::Interrupted(signal) => Ok(ExitCode::from(128 + signal)),
+    }
 }
 
 fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {

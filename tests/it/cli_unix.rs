@@ -1,6 +1,7 @@
 //! Issue 20 item 12, issue 24 items 7–11: the CLI behaves like a good Unix tool (socket
 //! paths that are not ours, closed pipes, Ctrl-C in the demo, help, version, colour).
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -117,4 +118,136 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     );
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
     gw.stop();
+}
+
+/// Runs `smsgate ARGS` with its stdout a pipe whose reader is already gone, so the first
+/// write fails (a `| head` that stopped reading): exit 0 and nothing on stderr about it.
+fn with_stdout_closed(config: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+fn demo_dir_in(stderr: &str) -> std::path::PathBuf {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("working in"))
+        .unwrap_or_else(|| panic!("no working dir named: {stderr}"));
+    let path = line.split("working in ").nth(1).unwrap();
+    std::path::PathBuf::from(path.split(" (removed").next().unwrap())
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_verb_quietly() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let verbs: &[&[&str]] = &[
+        &["--help"],
+        &["--version"],
+        &["completions", "bash"],
+        &["completions", "zsh"],
+        &["man"],
+        &["channels", "capabilities"],
+        &["channels", "capabilities", "--json"],
+        &["channels", "status"],
+        &["config", "show"],
+        &["config", "show", "--json"],
+        &["config", "validate"],
+        &["pairing", "list"],
+        &["pairing", "list", "--json"],
+        &["senders", "list"],
+        &["queue", "list"],
+        &["queue", "list", "--json"],
+        &["demo"],
+    ];
+    for args in verbs {
+        let (status, err) = with_stdout_closed(&config, args);
+        assert_eq!(status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        if args[0] == "demo" {
+            let dir = demo_dir_in(&err);
+            assert!(!dir.exists(), "the demo left {}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn demo_piped_into_head_ends_quietly_and_cleans_up() {
+    // `smsgate demo | head -2`: two lines read, then the reader goes.
+    let mut child = Command::new(bin())
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .env_remove("SMSGATE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    }
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!demo_dir_in(&err).exists(), "{err}");
+}
+
+#[test]
+fn ctrl_c_in_the_demo_removes_its_directory() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = Command::new(bin())
+            .arg("demo")
+            .env_remove("RUST_LOG")
+            .env_remove("SMSGATE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        let dir = demo_dir_in(&line);
+        // The gateway is up once its state dir exists: interrupt mid-flow.
+        assert!(wait_until(Duration::from_secs(20), || dir
+            .join("state")
+            .exists()));
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        err.read_to_string(&mut rest).unwrap();
+        // 128 + the signal: the demo stopped on it (not finished first), and cleaned up.
+        assert_eq!(status.code(), Some(128 + signal), "{line}{rest}");
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }

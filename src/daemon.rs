@@ -153,10 +153,12 @@ impl Daemon {
             let path = path.clone();
             move |error| DaemonError::Socket { path, error }
         };
-        let admin = crate::unix_socket::bind(&config.gateway.admin_socket, 0o600)
-            .map_err(socket_err(&config.gateway.admin_socket))?;
-        let agent = crate::unix_socket::bind(&config.gateway.agent_socket, 0o660)
-            .map_err(socket_err(&config.gateway.agent_socket))?;
+        let admin =
+            crate::unix_socket::bind(&config.gateway.admin_socket, 0o600, "gateway.adminSocket")
+                .map_err(socket_err(&config.gateway.admin_socket))?;
+        let agent =
+            crate::unix_socket::bind(&config.gateway.agent_socket, 0o660, "gateway.agentSocket")
+                .map_err(socket_err(&config.gateway.agent_socket))?;
         let metrics = match config.gateway.metrics_listen {
             Some(addr) => {
                 Some(

@@ -85,20 +85,75 @@ async fn next_text(rx: &mut mpsc::UnboundedReceiver<Texted>) -> Result<Texted> {
         .ok_or_else(|| anyhow!("the stand-in for Twilio stopped"))
 }
 
-fn temp_dir() -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("smsgate-demo-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+/// The demo's temporary directory, removed when dropped (on every exit but kill -9).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory `smsgate-demo-<pid>-<nanos>` in the system's temp dir, named
+    /// on stderr so that an operator (or a test) can see where the demo works.
+    pub fn create() -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("smsgate-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "smsgate demo: working in {} (removed on exit)",
+            dir.display()
+        );
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
-pub async fn run() -> Result<()> {
-    let dir = temp_dir()?;
-    let result = run_in(&dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How the demo ended (errors aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Stopped by this signal (SIGINT, SIGTERM or SIGHUP).
+    Interrupted(u8),
+}
+
+/// The first of SIGINT, SIGTERM, SIGHUP to arrive; never when none can be listened for.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => libc::SIGINT as u8,
+        _ = term.recv() => libc::SIGTERM as u8,
+        _ = hup.recv() => libc::SIGHUP as u8,
+    }
+}
+
+/// Runs the demo in `dir` until it is done or a signal stops it; the caller removes
+/// `dir` (see [`TempDir`]).
+pub async fn run(dir: &std::path::Path) -> Result<Outcome> {
+    tokio::select! {
+        r = run_in(dir) => r.map(|()| Outcome::Done),
+        signal = interrupted() => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "smsgate demo: interrupted; removing {}", dir.display());
+            Ok(Outcome::Interrupted(signal))
+        }
+    }
 }
 
 async fn run_in(dir: &std::path::Path) -> Result<()> {

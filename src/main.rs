@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    smsgate::cli::run(smsgate::cli::Cli::parse())
+    smsgate::cli::run(smsgate::cli::parse())
 }

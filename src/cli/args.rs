@@ -23,46 +23,78 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground
+    #[command(after_help = "Examples:\n  smsgate gateway --config /etc/smsgate/smsgate.json5")]
     Gateway,
     /// Check, show or change the configuration
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate config validate\n  smsgate config show --json\n  smsgate config patch --file change.json5 --dry-run"
+    )]
     Config(ConfigCmd),
     /// Pending pairing requests from new senders
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate pairing list\n  smsgate pairing approve sms ABCD1234"
+    )]
     Pairing(PairingCmd),
     /// Approved senders
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate senders list --json\n  smsgate senders revoke +15550100001"
+    )]
     Senders(SendersCmd),
     /// Dead letters and sends whose outcome is unknown or that failed for good
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate queue list\n  smsgate queue requeue SM0123456789abcdef0123456789abcdef"
+    )]
     Queue(QueueCmd),
     /// Send an SMS now
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate message send --target sms:+15550100001 --message 'Hello from smsgate'"
+    )]
     Message(MessageCmd),
     /// Built-in agents that connect to the agent socket
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate agent echo\n  smsgate agent exec -- my-agent --reply\n  smsgate agent openai --base-url http://127.0.0.1:11434/v1 --model llama3.2\n  smsgate agent acp -- gemini --experimental-acp"
+    )]
     Agent(AgentCmd),
     /// See the whole flow on this machine, no Twilio account needed
+    #[command(after_help = "Examples:\n  smsgate demo")]
     Demo,
     /// Channel capabilities, status and Twilio-side setup
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate channels status --probe\n  smsgate channels setup --dry-run\n  smsgate channels capabilities --json"
+    )]
     Channels(ChannelsCmd),
     /// Exit 0 when the local gateway answers /readyz (for container health checks)
+    #[command(after_help = "Examples:\n  smsgate health && echo up")]
     Health,
     /// Make the running gateway reread its config and certificate; exit 1 with the
     /// reason when it refuses (the running configuration is then kept)
+    #[command(after_help = "Examples:\n  smsgate reload\n  systemctl reload smsgate")]
     Reload {
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Print shell completions
+    #[command(
+        after_help = "Examples:\n  smsgate completions bash > /etc/bash_completion.d/smsgate"
+    )]
     Completions {
+        /// The shell to write completions for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff)
+    #[command(after_help = "Examples:\n  smsgate man | man -l -")]
     Man,
     /// Post a correctly signed inbound SMS to the local gateway
+    #[command(after_help = "Examples:\n  smsgate simulate --from +15550100001 --body 'hello'")]
     Simulate {
         /// The sender's number (E.164)
         #[arg(long)]
@@ -71,6 +103,7 @@ pub enum Command {
         #[arg(long)]
         body: String,
         /// Account to simulate (default: the default account)
+        /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,
     },
@@ -80,23 +113,28 @@ pub enum Command {
 pub enum ChannelsCmd {
     /// What the channel can do
     Capabilities {
+        /// Channel (only `sms`)
         #[arg(long)]
         channel: Option<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Per account: configuration, daemon state; with --probe, checks against Twilio
     Status {
+        /// Channel (only `sms`)
         #[arg(long)]
         channel: Option<String>,
         /// Ask Twilio: credentials, the number's webhook, recent 11200 errors
         #[arg(long)]
         probe: bool,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Point the Twilio number (or Messaging Service) at publicWebhookUrl
     Setup {
+        /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,
         /// Show the change, make none
@@ -115,27 +153,35 @@ pub enum ChannelsCmd {
 pub enum QueueCmd {
     /// List dead letters, unknown-outcome and failed sends
     List {
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Put an entry back: a dead letter to the agent, a send to Twilio
     Requeue {
+        /// The entry's ID, as `queue list` shows it
         id: String,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Delete an entry
     Purge {
+        /// The entry's ID, as `queue list` shows it
         id: String,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Send a send held over a spending limit (outboundLimits), or every held one
     Release {
+        /// The held send's ID, as `queue list` shows it
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
+        /// Release every held send
         #[arg(long)]
         all: bool,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
@@ -146,6 +192,7 @@ pub enum MessageCmd {
     /// Send an SMS: `message send --target sms:+1… --message TEXT`
     Send {
         /// Channel (only `sms`)
+        /// Channel (only `sms`)
         #[arg(long)]
         channel: Option<String>,
         /// Recipient: +E.164, sms:+E.164 or twilio-sms:+E.164
@@ -154,8 +201,10 @@ pub enum MessageCmd {
         /// The text (markdown is flattened; long texts are split)
         #[arg(long)]
         message: String,
+        /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
@@ -313,20 +362,25 @@ pub enum PairingCmd {
     List {
         /// Channel (only `sms`)
         channel: Option<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Approve a request: `pairing approve [sms] CODE`
     Approve {
+        /// The pairing code from the request, optionally after the channel `sms`
         #[arg(num_args = 1..=2, required = true, value_name = "[sms] CODE")]
         args: Vec<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Drop a request: `pairing reject [sms] CODE`
     Reject {
+        /// The pairing code from the request, optionally after the channel `sms`
         #[arg(num_args = 1..=2, required = true, value_name = "[sms] CODE")]
         args: Vec<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
@@ -336,16 +390,21 @@ pub enum PairingCmd {
 pub enum SendersCmd {
     /// List approved senders
     List {
+        /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },
     /// Undo an approval
     Revoke {
+        /// The sender's number (E.164)
         number: String,
+        /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,
+        /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,
     },

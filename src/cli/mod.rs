@@ -5,6 +5,7 @@ pub mod args;
 mod bridge;
 mod channels_cmd;
 mod config_cmd;
+mod pipe;
 mod send;
 
 use std::path::PathBuf;
@@ -20,15 +21,52 @@ use args::{Command, PairingCmd, SendersCmd};
 use crate::admin::{client, Request};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
 
-/// Runs a parsed command line.
+/// Runs a parsed command line. Output to a closed pipe ends it quietly with exit 0
+/// ([`pipe`]), whether the write that found it returned the error or panicked.
 pub fn run(cli: Cli) -> ExitCode {
-    match dispatch(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+    pipe::install_hook();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) if pipe::is_broken_pipe(&e) || pipe::was_closed_pipe() => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(_) if pipe::was_closed_pipe() => ExitCode::SUCCESS,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Verbs that never read the config: `--config` (a global option, so that it may stand
+/// before or after any verb, CONTRACT §2) is still accepted there, but not shown.
+const WITHOUT_CONFIG: &[&str] = &["demo", "completions", "man"];
+
+/// The command line's definition as `--help`, completions and man pages show it.
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // A subcommand that has its own `config` arg does not get the global's copy; the
+    // value still reaches `Cli::config`.
+    for name in WITHOUT_CONFIG {
+        cmd = cmd.mut_subcommand(name, |sc| {
+            sc.arg(
+                clap::Arg::new("config")
+                    .long("config")
+                    .value_name("PATH")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .hide(true),
+            )
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`] (exit 2 on a bad command line).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// The config path and whether the operator named it.
@@ -93,12 +131,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Health => channels_cmd::health(&cli.config),
         Command::Reload { json } => reload(&cli.config, json),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = command();
             clap_complete::generate(shell, &mut cmd, "smsgate", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
+            let cmd = command();
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -301,8 +339,19 @@ fn demo() -> Result<ExitCode> {
         level,
         format: crate::config::LogFormat::Text,
     });
-    runtime()?.block_on(crate::demo::run())?;
-    Ok(ExitCode::SUCCESS)
+    // Declared before the runtime, so dropped after it: on every way out (an error, a
+    // signal, a panic unwinding from a closed stdout) the gateway's tasks and store
+    // stop before their directory is removed.
+    let dir = crate::demo::TempDir::create()?;
+    let rt = runtime()?;
+    let outcome = rt.block_on(crate::demo::run(dir.path()));
+    drop(rt);
+    drop(dir);
+    match outcome? {
+        crate::demo::Outcome::Done => Ok(ExitCode::SUCCESS),
+        // 128 + the signal's number, as a shell reports a command it killed.
+        crate::demo::Outcome::Interrupted(signal) => Ok(ExitCode::from(128 + signal)),
+    }
 }
 
 fn agent(path: &Option<PathBuf>, cmd: args::AgentCmd) -> Result<ExitCode> {
@@ -415,4 +464,82 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible option and argument of every verb, with the path to it, that has
+    /// no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg
+                .get_help()
+                .is_none_or(|h| h.to_string().trim().is_empty())
+            {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sc in cmd.get_subcommands() {
+            if sc.get_name() == "help" {
+                continue;
+            }
+            if sc.get_about().is_none() {
+                out.push(format!("{path} {} (no about)", sc.get_name()));
+            }
+            undocumented(sc, &format!("{path} {}", sc.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_a_description() {
+        let mut cmd = command();
+        cmd.build();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "smsgate", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn every_verb_shows_an_example() {
+        let cmd = command();
+        for sc in cmd.get_subcommands() {
+            let help = sc
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example") && help.contains("smsgate "),
+                "`smsgate {}` has no example",
+                sc.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn config_is_shown_only_where_it_is_used_and_accepted_everywhere() {
+        let mut cmd = command();
+        cmd.build();
+        for sc in cmd.get_subcommands() {
+            let Some(config) = sc.get_arguments().find(|a| a.get_id() == "config") else {
+                continue;
+            };
+            let hidden = WITHOUT_CONFIG.contains(&sc.get_name());
+            assert_eq!(config.is_hide_set(), hidden, "{}", sc.get_name());
+        }
+        for args in [
+            &["smsgate", "demo", "--config", "/x"][..],
+            &["smsgate", "--config", "/x", "demo"],
+            &["smsgate", "pairing", "list", "--config", "/x"],
+        ] {
+            let m = command().try_get_matches_from(args).unwrap();
+            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+            assert_eq!(cli.config, Some(PathBuf::from("/x")), "{args:?}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod agent_fail;
 mod bridges_acp;
 mod bridges_docs;
 mod bridges_openai;
+mod cli_unix;
 mod config_cli;
 mod contract;
 mod crash;

@@ -80,10 +80,12 @@ pub const RATE_GRACE: Duration = Duration::from_secs(2);
 pub const MIN_BYTES_PER_SEC: u64 = 1024;
 /// A request's headers and body must be in within this of its first byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection whose request (or idleness) began less than this ago is never closed
-/// to make room: it has not had the time to send anything, and Twilio's own
-/// connection is always this young when it arrives. Shorter than [`RATE_GRACE`], so a
-/// trickle becomes fair game before the rate rule closes it.
+/// A connection accepted less than this ago is closed to make room only after every
+/// older one: it has not had the time to send anything, and Twilio's own connection is
+/// always this young when it arrives. Counted from the accept, not from the last
+/// answer, so a keep-alive connection kept busy with quick requests does not stay
+/// young. Shorter than [`RATE_GRACE`], so a trickle becomes fair game before the rate
+/// rule closes it.
 pub const YOUNG: Duration = Duration::from_secs(1);
 /// An address whose connection was closed to make room before it ever answered a
 /// request is on probation this long: its next connections get no [`YOUNG`]
@@ -167,6 +169,8 @@ pub struct Activity {
     pub in_flight: usize,
     /// Of those, the ones whose body has not been read to its end.
     pub receiving: usize,
+    /// When the connection was accepted.
+    pub accepted_ms: u64,
     /// When the connection was accepted or last answered a request.
     pub last_done_ms: u64,
     /// When it last made progress: accepted, finished its TLS handshake, read a
@@ -184,6 +188,7 @@ impl Activity {
         Self {
             in_flight: 0,
             receiving: 0,
+            accepted_ms: ms,
             last_done_ms: ms,
             progress_ms: ms,
             first_byte_ms: None,
@@ -306,9 +311,9 @@ pub fn fair_share(cap: usize, addresses: usize) -> usize {
 /// Never chosen: a connection processing a request (its body complete). Every other
 /// one may be: idle, sending its handshake or headers, or mid-body. When the
 /// newcomer's address already holds its [`fair_share`], it can only replace one of its
-/// own. The order: young ones last (their request or idleness began within
-/// `limits.young`: they have not had the time to send; Twilio's is young when it
-/// arrives), unless on probation; then those of addresses over their fair share, then
+/// own. The order: young ones last (accepted within `limits.young`: they have not had
+/// the time to send; Twilio's is young when it arrives), unless on probation, and
+/// among them the oldest first; then those of addresses over their fair share, then
 /// the slowest (fewest bytes a second since the request or the idleness began; idle is
 /// 0), then the longest at it, then the older connection (smaller id). `None` (refuse
 /// the newcomer) only when nothing may be chosen.
@@ -335,10 +340,14 @@ pub fn pick_victim(
         .filter(|c| !own_only || (!c.shared && c.addr == newcomer))
         .min_by_key(|c| {
             let a = &c.activity;
-            let young = !c.probation && now_ms.saturating_sub(a.started_ms()) < young_ms;
-            // A young one's rate says nothing yet (Twilio's is 0 until it is read).
-            let rate = if young { 0 } else { a.rate(now_ms) };
-            (young, !over(c), rate, a.started_ms(), c.id)
+            let young = !c.probation && now_ms.saturating_sub(a.accepted_ms) < young_ms;
+            if young {
+                // Only age counts: a young one's rate says nothing yet (Twilio's is 0
+                // until it is read), and ranking by it cut Twilio's first.
+                (true, false, 0, a.accepted_ms, c.id)
+            } else {
+                (false, !over(c), a.rate(now_ms), a.started_ms(), c.id)
+            }
         })
         .map(|c| c.id)
 }
@@ -432,6 +441,7 @@ struct Conn {
     client: Mutex<(IpAddr, bool)>,
     in_flight: AtomicUsize,
     receiving: AtomicUsize,
+    accepted_ms: u64,
     last_done_ms: AtomicU64,
     progress_ms: AtomicU64,
     first_byte_ms: AtomicU64,
@@ -454,6 +464,7 @@ impl Conn {
             client: Mutex::new((peer.ip(), trusted.contains(peer.ip()))),
             in_flight: AtomicUsize::new(0),
             receiving: AtomicUsize::new(0),
+            accepted_ms: now,
             last_done_ms: AtomicU64::new(now),
             progress_ms: AtomicU64::new(now),
             first_byte_ms: AtomicU64::new(NO_BYTE),
@@ -470,6 +481,7 @@ impl Conn {
         Activity {
             in_flight: self.in_flight.load(Ordering::SeqCst),
             receiving: self.receiving.load(Ordering::SeqCst),
+            accepted_ms: self.accepted_ms,
             last_done_ms: self.last_done_ms.load(Ordering::SeqCst),
             progress_ms: self.progress_ms.load(Ordering::SeqCst),
             first_byte_ms: (first != NO_BYTE).then_some(first),
@@ -1066,6 +1078,7 @@ mod tests {
         Activity {
             in_flight: 1,
             receiving: 1,
+            accepted_ms: 0,
             last_done_ms: 0,
             progress_ms: progress,
             first_byte_ms: first,
@@ -1215,6 +1228,22 @@ mod tests {
                 &[
                     c(1, twilio, idle(99_900)),
                     c(2, a, body(99_500, Some(99_500), 3)),
+                ],
+                b,
+                Some(2),
+            ),
+            (
+                "a keep-alive connection answered just now is not young: age counts from the accept",
+                &[
+                    c(1, twilio, idle(99_900)),
+                    c(
+                        2,
+                        a,
+                        Activity {
+                            accepted_ms: 10_000,
+                            ..idle(99_990)
+                        },
+                    ),
                 ],
                 b,
                 Some(2),

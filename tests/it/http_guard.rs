@@ -36,6 +36,7 @@ Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: bogus\r\n
 Content-Length: 2000\r\n\r\n"
         }
         Attack::Silent => b"",
+        Attack::Requests => b"",
     };
     while !stop.load(Ordering::SeqCst) {
         let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
@@ -55,6 +56,25 @@ Content-Length: 2000\r\n\r\n"
         }
         if !first.swap(true, Ordering::SeqCst) {
             connected.fetch_add(1, Ordering::SeqCst);
+        }
+        if attack == Attack::Requests {
+            // Complete bogus requests on one keep-alive connection, 20 a second.
+            let req = b"POST /webhooks/sms HTTP/1.1\r\nHost: sms.example.test\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: bogus\r\n\
+Content-Length: 7\r\n\r\nBody=hi";
+            let mut buf = [0u8; 2048];
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while !stop.load(Ordering::SeqCst) {
+                tick.tick().await;
+                if s.write_all(req).await.is_err() {
+                    break;
+                }
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
         }
         let mut buf = [0u8; 512];
         // The attack's own pace (a byte a second), not a wait for readiness.
@@ -84,6 +104,8 @@ enum Attack {
     Trickle,
     /// Connect and send nothing.
     Silent,
+    /// Quick bogus requests, one after another, on a keep-alive connection.
+    Requests,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,6 +116,12 @@ async fn a_slow_body_flood_from_64_addresses_does_not_keep_signed_webhooks_out()
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_sockets_from_64_addresses_reconnecting_when_cut_do_not_keep_signed_webhooks_out() {
     flood_from_64_addresses(Attack::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_connections_busy_with_bogus_requests_from_64_addresses_do_not_keep_signed_webhooks_out(
+) {
+    flood_from_64_addresses(Attack::Requests).await;
 }
 
 /// The cap (64) full of `attack` from 127.0.0.2–65, each reconnecting the moment it is

@@ -193,7 +193,11 @@ async fn signature_cases_and_status_codes() {
 async fn duplicates_are_processed_once_even_when_concurrent() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    // DEBUG: the duplicate's line below is not an INFO line.
+    let gw = Gateway::start_with(
+        &t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#),
+        &[("SMSGATE_LOG", "debug")],
+    );
     let p = inbound("SM10000000000000000000000000000001", "+15557654321", "once");
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);

@@ -152,7 +152,11 @@ async fn receive(
                 now,
             )
             .await?;
-        tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        tracing::info!(account = %account.id, %sid, status, error_code, update = match update {
+            crate::store::StatusUpdate::Applied => "applied",
+            crate::store::StatusUpdate::Duplicate => "duplicate",
+            crate::store::StatusUpdate::Stale => "stale",
+        }, "delivery status");
         app.metrics.webhook(200);
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));
     }

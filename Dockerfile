@@ -1,10 +1,14 @@
 # smsgate container image: docs/deploy-docker.md.
-#   docker build -t smsgate .
+#   docker build -t smsgate --build-arg SMSGATE_BUILD_COMMIT=$(git rev-parse --short HEAD) .
 # Build stage: dependencies are compiled in their own layer (against a dummy crate), so
 # a change under src/ recompiles only smsgate itself.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# The commit for `smsgate --version` (.git is not in the build context):
+#   docker build --build-arg SMSGATE_BUILD_COMMIT=$(git rev-parse --short HEAD) .
+ARG SMSGATE_BUILD_COMMIT=unknown
+ENV SMSGATE_BUILD_COMMIT=${SMSGATE_BUILD_COMMIT}
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

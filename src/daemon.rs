@@ -240,7 +240,7 @@ impl Daemon {
             tracing::info!(account = %a.id, "serving webhook POST {scheme}://{local}{} (public URL {public}), sender {}, dmPolicy {}", a.webhook_path, a.sender, a.dm_policy.as_str());
         }
         for a in &config.sms.inactive {
-            tracing::warn!(account = %a.id, "not serving account {:?}: {}", a.id, a.reason);
+            tracing::warn!(account = %a.id, "not serving account `{}`: {}", a.id, a.reason);
         }
         let sender = crate::outbound::sender::Sender {
             store: app.store.clone(),

@@ -126,33 +126,39 @@ pub enum Outcome {
     Interrupted(u8),
 }
 
-/// The first of SIGINT, SIGTERM, SIGHUP to arrive; never when none can be listened for.
-async fn interrupted() -> u8 {
+/// Listens for SIGINT, SIGTERM and SIGHUP from now on (registered before the demo
+/// starts, so a signal during its start is not the default's death); resolves with the
+/// first to arrive, never when none can be listened for.
+fn interrupted() -> impl std::future::Future<Output = u8> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+    let streams = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => libc::SIGINT as u8,
-        _ = term.recv() => libc::SIGTERM as u8,
-        _ = hup.recv() => libc::SIGHUP as u8,
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => libc::SIGINT as u8,
+            _ = term.recv() => libc::SIGTERM as u8,
+            _ = hup.recv() => libc::SIGHUP as u8,
+        }
     }
 }
 
 /// Runs the demo in `dir` until it is done or a signal stops it; the caller removes
 /// `dir` (see [`TempDir`]).
 pub async fn run(dir: &std::path::Path) -> Result<Outcome> {
+    let signal = interrupted();
     tokio::select! {
-        r = run_in(dir) => r.map(|()| Outcome::Done),
-        signal = interrupted() => {
+        signal = signal => {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "smsgate demo: interrupted; removing {}", dir.display());
             Ok(Outcome::Interrupted(signal))
         }
+        r = run_in(dir) => r.map(|()| Outcome::Done),
     }
 }
 

@@ -11,14 +11,17 @@ pub fn init(settings: &LogSettings) {
     let directive = std::env::var("SMSGATE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| settings.level.clone());
-    let directive = with_quiet_libraries(&directive);
+    let directive = with_quiet_libraries(&directive_for(&directive));
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(use_ansi(
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::io::stderr().is_terminal(),
+        ));
     let result = match (settings.format, journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
         (LogFormat::Text, true) => builder.without_time().try_init(),
@@ -26,6 +29,43 @@ pub fn init(settings: &LogSettings) {
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+/// A value's name for a log line, as the JSON output and the docs spell it
+/// (`unknown`, `pairingCode`, `reply`), instead of a Rust `Debug` dump
+/// (`Unknown`, `Reply { message_id: "…" }`): a string as it is, an internally tagged
+/// enum by its `kind`, anything else as compact JSON.
+pub fn label<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Object(o)) => match o.get("kind") {
+            Some(serde_json::Value::String(k)) => k.clone(),
+            _ => serde_json::Value::Object(o).to_string(),
+        },
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything but the
+/// empty string (<https://no-color.org>).
+pub fn use_ansi(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// A bare level (what `gateway.log.level` and usually `SMSGATE_LOG` hold) is smsgate's
+/// own; its dependencies stay at `warn` (sled, reqwest and the rest say nothing an
+/// operator needs at info or debug), or at the level itself when it is stricter. A
+/// full directive (`info,sled=debug`) is taken as it is.
+pub fn directive_for(level: &str) -> String {
+    let level = level.trim();
+    if level.is_empty() || level.contains(['=', ',', '[', ':']) {
+        return level.to_string();
+    }
+    match level.to_ascii_lowercase().as_str() {
+        "error" | "off" => level.to_string(),
+        _ => format!("warn,smsgate={level}"),
+    }
 }
 
 /// Libraries that log at warn level per connection on what the peer did (h2 when a
@@ -104,6 +144,137 @@ pub fn suppressed(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        let cases = [
+            (None, true, true),
+            (None, false, false),
+            (Some(OsStr::new("1")), true, false),
+            (Some(OsStr::new("yes")), false, false),
+            // An empty NO_COLOR does not count (no-color.org).
+            (Some(OsStr::new("")), true, true),
+        ];
+        for (no_color, terminal, want) in cases {
+            assert_eq!(
+                use_ansi(no_color, terminal),
+                want,
+                "{no_color:?} {terminal}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_level_is_smsgates_and_dependencies_stay_at_warn() {
+        let cases = [
+            ("info", "warn,smsgate=info"),
+            ("debug", "warn,smsgate=debug"),
+            (" trace ", "warn,smsgate=trace"),
+            ("warn", "warn,smsgate=warn"),
+            ("error", "error"),
+            ("off", "off"),
+            ("info,sled=debug", "info,sled=debug"),
+            ("smsgate=debug", "smsgate=debug"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(directive_for(given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn labels_are_the_documented_names_not_debug_dumps() {
+        use crate::store::{OutboundState, Purpose};
+        assert_eq!(label(&OutboundState::Unknown), "unknown");
+        assert_eq!(label(&Purpose::PairingCode), "pairingCode");
+        assert_eq!(
+            label(&Purpose::Reply {
+                message_id: "SM1".into()
+            }),
+            "reply"
+        );
+    }
+
+    /// No `Debug` formatting (`?field`, `{:?}`) in an info/warn/error line anywhere in
+    /// src/: values are formatted for people. Files other helpers own are listed until
+    /// theirs are converted (quoted strings only there, no structures).
+    #[test]
+    fn no_debug_dumps_in_log_lines() {
+        const PENDING: &[&str] = &["src/agent/exec.rs", "src/bridge/acp.rs"];
+        let mut found = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let shown = path.display().to_string();
+                if path.extension().is_none_or(|e| e != "rs")
+                    || PENDING.iter().any(|p| shown.ends_with(p))
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (start, _) in text.match_indices("!(") {
+                    let head = &text[..start];
+                    if !["info", "warn", "error"].iter().any(|m| head.ends_with(m)) {
+                        continue;
+                    }
+                    let body = macro_body(&text[start + 2..]);
+                    if has_debug(body) {
+                        let line = head.matches('\n').count() + 1;
+                        found.push(format!("{shown}:{line}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "Debug formatting in log lines: {found:#?}"
+        );
+    }
+
+    /// The text up to the parenthesis that closes the macro call (strings skipped).
+    fn macro_body(s: &str) -> &str {
+        let (mut depth, mut in_str, mut prev) = (1, false, ' ');
+        for (i, c) in s.char_indices() {
+            match c {
+                '"' if prev != '\\' => in_str = !in_str,
+                '(' if !in_str => depth += 1,
+                ')' if !in_str => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return &s[..i];
+                    }
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+        s
+    }
+
+    fn has_debug(body: &str) -> bool {
+        let flat: String = body.split_whitespace().collect();
+        flat.contains(":?}")
+            || flat.contains(":#?}")
+            || flat.contains("=?")
+            || flat.contains(",?")
+            || flat.starts_with('?')
+    }
+
+    #[test]
+    fn the_debug_scan_sees_what_it_must() {
+        assert!(has_debug(r#"state = ?state, "x""#));
+        assert!(has_debug(r#""code {:?}", c"#));
+        assert!(has_debug(r#"%sid, ?update, "x""#));
+        assert!(!has_debug(r#"state = %label(&state), "sent {n}""#));
+    }
 
     #[test]
     fn limiter_counts_what_it_drops() {

@@ -23,7 +23,7 @@ pub fn notify(state: &str) {
         Ok(())
     })();
     if let Err(e) = result {
-        tracing::warn!("cannot notify systemd ({state:?}): {e}");
+        tracing::warn!("cannot notify systemd ({}): {e}", state.escape_debug());
     }
 }
 

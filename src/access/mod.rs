@@ -116,7 +116,7 @@ pub fn opt_out_type(value: Option<&str>, sid: &str) -> Option<OptOutType> {
     let parsed = OptOutType::parse(value);
     if parsed.is_none() {
         let shown: String = value.chars().take(32).collect();
-        tracing::warn!(%sid, "unknown OptOutType {shown:?} ignored: the message is handled as if it had none");
+        tracing::warn!(%sid, "unknown OptOutType `{}` ignored: the message is handled as if it had none", shown.escape_debug());
     }
     parsed
 }

@@ -196,11 +196,18 @@ async fn receive(
             )
             .await?;
         // One INFO line per message (its `sent`); a status is a detail of it, unless
-        // the message did not arrive.
-        if matches!(status, "failed" | "undelivered") {
-            tracing::info!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+        // the message did not arrive. A status for a SID we never sent is a debug line.
+        let update_name = match update {
+            crate::store::StatusUpdate::Applied => "applied",
+            crate::store::StatusUpdate::Duplicate => "duplicate",
+            crate::store::StatusUpdate::Stale => "stale",
+            crate::store::StatusUpdate::NotOurs => "not-ours",
+        };
+        let not_ours = matches!(update, crate::store::StatusUpdate::NotOurs);
+        if matches!(status, "failed" | "undelivered") && !not_ours {
+            tracing::info!(account = %account.id, %sid, status, error_code, update = update_name, "delivery status");
         } else {
-            tracing::debug!(account = %account.id, %sid, status, error_code, update = ?update, "delivery status");
+            tracing::debug!(account = %account.id, %sid, status, error_code, update = update_name, "delivery status");
         }
         app.metrics.webhook(200);
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));

@@ -417,7 +417,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
                 },
             );
             s.metrics.send_ok();
-            tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments, part = rec.part + 1, parts = rec.parts, purpose = ?rec.purpose, "sent");
+            tracing::info!(account = %account.id, to = %to, sid = sent.sid.as_deref().unwrap_or("?"), segments, part = rec.part + 1, parts = rec.parts, purpose = %crate::logging::label(&rec.purpose), "sent");
             Ok(None)
         }
         Err(SendError::Retryable {
@@ -680,7 +680,7 @@ async fn finish(
     why: String,
     code: Option<u32>,
 ) -> Result<Option<u64>, StoreError> {
-    tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = ?state, "send not completed: {why}");
+    tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = %crate::logging::label(&state), "send not completed: {why}");
     rec.state = state;
     rec.last_error = Some(why.clone());
     rec.last_code = code;

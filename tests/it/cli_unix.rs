@@ -251,3 +251,76 @@ fn ctrl_c_in_the_demo_removes_its_directory() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
+
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let v = stdout(&out);
+    assert!(
+        v.starts_with(&format!("smsgate {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    let commit = v
+        .split("(commit ")
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches(')');
+    // Built in a git checkout: the commit of HEAD (build.rs reruns when HEAD moves).
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| stdout(&o).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{v}"),
+        None => assert_eq!(commit, "unknown", "{v}"),
+    }
+}
+
+/// The log of `agent echo` (which logs a warning while no gateway answers) on a
+/// terminal (`script` gives it one), with `env` set; up to that first line.
+fn log_on_a_terminal(env: &[(&str, &str)]) -> String {
+    let t = TestDir::new();
+    let sock = t.path().join("none.sock");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec"])
+        .arg(format!("{} agent echo --socket {}", bin(), sock.display()))
+        .arg("/dev/null")
+        .env_remove("NO_COLOR")
+        .env_remove("SMSGATE_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("`script` (util-linux) runs the command on a pty");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("cannot connect") {
+        if std::io::BufRead::read_line(&mut out, &mut log).unwrap() == 0 {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn no_color_turns_colour_off_on_a_terminal() {
+    // On a terminal the log is coloured (so the check below can see colour at all)…
+    let coloured = log_on_a_terminal(&[]);
+    assert!(coloured.contains("\x1b["), "{coloured:?}");
+    // …and NO_COLOR turns it off.
+    let plain = log_on_a_terminal(&[("NO_COLOR", "1")]);
+    assert!(plain.contains("cannot connect"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+}

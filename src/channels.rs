@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Account, Config, Sender};
-use crate::twilio::client::RestError;
+use crate::twilio::RestError;
 use crate::twilio::{signature, Creds, HttpTwilio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::error::{api_error, ApiError, RestError, SendError};
+use super::listing::{parse_page, Listed};
 use crate::config::{Account, Sender};
 use crate::phone::{redact_numbers_in, E164};
 use crate::secret::{scrub, Secret};
@@ -53,65 +55,6 @@ pub struct Sent {
     pub status: Option<String>,
 }
 
-/// Twilio's error document, with secrets and phone numbers removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub http_status: u16,
-    pub code: Option<u32>,
-    pub message: String,
-    pub more_info: Option<String>,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Twilio answered {}", self.http_status)?;
-        if let Some(code) = self.code {
-            write!(f, " with error {code}")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(more) = &self.more_info {
-            write!(f, " ({more})")?;
-        }
-        if let Some(hint) = self.hint() {
-            write!(f, ". Hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ApiError {
-    /// What the error code means and what to do (see [`super::hints`]).
-    pub fn hint(&self) -> Option<&'static super::hints::Hint> {
-        self.code.and_then(super::hints::hint)
-    }
-}
-
-impl SendError {
-    /// The Twilio error code, when Twilio gave one.
-    pub fn code(&self) -> Option<u32> {
-        match self {
-            SendError::Rejected(a) => a.code,
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Twilio refused the request; retrying would not help.
-    #[error("{0}")]
-    Rejected(ApiError),
-    /// Safe to retry: 429, 5xx, or the connection was never made.
-    #[error("{detail}")]
-    Retryable {
-        detail: String,
-        retry_after: Option<Duration>,
-    },
-    /// The request may have reached Twilio but no answer came back.
-    #[error("outcome unknown: {0}")]
-    Unknown(String),
-}
-
 /// The Twilio operations smsgate uses.
 pub trait MessagesApi: Send + Sync {
     fn send<'a>(&'a self, req: &'a SendRequest) -> BoxFuture<'a, Result<Sent, SendError>>;
@@ -130,7 +73,7 @@ pub trait MessagesApi: Send + Sync {
         &'a self,
         req: &'a SendRequest,
         attempt_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<super::reconcile::Listed>, RestError>> {
+    ) -> BoxFuture<'a, Result<Vec<Listed>, RestError>> {
         Box::pin(async move { self.look_up(req, attempt_ms).await.map(|l| l.messages) })
     }
 }
@@ -138,7 +81,7 @@ pub trait MessagesApi: Send + Sync {
 /// What a lookup read from Twilio.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lookup {
-    pub messages: Vec<super::reconcile::Listed>,
+    pub messages: Vec<Listed>,
     /// How far Twilio's clock is ahead of ours (negative: behind), from the `Date`
     /// header of its answer; `None` when it had none we could read.
     pub twilio_minus_ours_ms: Option<i64>,
@@ -231,35 +174,6 @@ struct CreatedJson {
     sid: Option<String>,
     num_segments: Option<serde_json::Value>,
     status: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorJson {
-    code: Option<u32>,
-    message: Option<String>,
-    more_info: Option<String>,
-}
-
-/// Builds Twilio's error from a response body, scrubbed of secrets and numbers.
-pub fn api_error(http_status: u16, body: &str, secrets: &[&Secret]) -> ApiError {
-    let clean = |s: &str| redact_numbers_in(&scrub(s, secrets));
-    match serde_json::from_str::<ErrorJson>(body) {
-        Ok(e) => ApiError {
-            http_status,
-            code: e.code,
-            message: clean(e.message.as_deref().unwrap_or("(no message)")),
-            more_info: e.more_info,
-        },
-        Err(_) => {
-            let snippet: String = body.chars().take(200).collect();
-            ApiError {
-                http_status,
-                code: None,
-                message: clean(&format!("unreadable error body: {snippet:?}")),
-                more_info: None,
-            }
-        }
-    }
 }
 
 fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
@@ -437,15 +351,6 @@ pub fn lookup_query(req: &SendRequest, date_sent_from: &str) -> String {
     q.finish()
 }
 
-/// A failed REST call for probes and setup.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RestError {
-    #[error("{0}")]
-    Api(ApiError),
-    #[error("cannot reach Twilio: {0}")]
-    Unavailable(String),
-}
-
 /// The largest answer a probe, setup or lookup call reads: a page of 50 messages of
 /// 1,600 characters is about 200 KiB.
 const MAX_REST_BODY: usize = 4 * 1024 * 1024;
@@ -464,7 +369,7 @@ impl HttpTwilio {
         req: &SendRequest,
         date_sent_from: &str,
         attempt_ms: u64,
-    ) -> Result<(Vec<super::reconcile::Listed>, Option<i64>, bool), RestError> {
+    ) -> Result<(Vec<Listed>, Option<i64>, bool), RestError> {
         let mut url = format!(
             "{}?{}",
             messages_url(&req.creds),
@@ -478,8 +383,7 @@ impl HttpTwilio {
             if page_no == 0 {
                 skew = page_skew;
             }
-            let (mut list, next) =
-                super::reconcile::parse_page(&page).map_err(RestError::Unavailable)?;
+            let (mut list, next) = parse_page(&page).map_err(RestError::Unavailable)?;
             let (_, theirs) = super::reconcile::attempt_on_twilio_clock(attempt_ms, 0, None, skew);
             let older_reached = super::reconcile::reaches_before(&list, theirs);
             out.append(&mut list);
@@ -610,22 +514,6 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_bodies_are_scrubbed() {
-        let token = Secret::new("tok123secret");
-        let e = api_error(
-            400,
-            r#"{"code":21211,"message":"The 'To' number +15551234567 is not valid. tok123secret","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#,
-            &[&token],
-        );
-        assert_eq!(e.code, Some(21211));
-        assert!(!e.message.contains("+15551234567"));
-        assert!(!e.message.contains("tok123secret"));
-        assert!(e.to_string().contains("error 21211"));
-        let e = api_error(502, "<html>bad gateway</html>", &[&token]);
-        assert_eq!(e.code, None);
-    }
 
     #[test]
     fn redirect_targets() {

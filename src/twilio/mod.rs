@@ -2,13 +2,16 @@
 //! facts about message statuses.
 
 pub mod client;
+pub mod error;
 pub mod fields;
 pub mod form;
 pub mod hints;
+pub mod listing;
 pub mod reconcile;
 pub mod signature;
 
-pub use client::{ApiError, Creds, HttpTwilio, Lookup, MessagesApi, SendError, SendRequest, Sent};
+pub use client::{Creds, HttpTwilio, Lookup, MessagesApi, SendRequest, Sent};
+pub use error::{ApiError, RestError, SendError};
 
 /// Delivery statuses after which nothing changes.
 pub fn is_terminal_status(status: &str) -> bool {

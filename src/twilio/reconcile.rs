@@ -14,7 +14,8 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use super::error::RestError;
+use super::listing::Listed;
 
 /// How long after the attempt the first lookup runs.
 pub const FIRST_CHECK_MS: u64 = 2 * 60 * 1000;
@@ -98,50 +99,6 @@ pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u
         Some(r) => now_ms.saturating_add(r),
         None => stored_due_ms,
     }
-}
-
-/// One message from Twilio's list, the fields the match needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub sid: String,
-    /// `to` and `from` as Twilio lists them (E.164); `None` when missing.
-    pub to: Option<String>,
-    pub from: Option<String>,
-    pub body: String,
-    /// Milliseconds since the epoch, from `date_created` (RFC 2822), if readable.
-    pub created_ms: Option<u64>,
-    pub direction: String,
-    pub messaging_service_sid: Option<String>,
-}
-
-/// Reads one page of `Messages.json`: the messages and the next page's URI.
-pub fn parse_page(v: &Value) -> Result<(Vec<Listed>, Option<String>), String> {
-    let list = v
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or("Twilio's message list has no \"messages\" array")?;
-    let s = |m: &Value, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
-    let messages = list
-        .iter()
-        .filter_map(|m| {
-            Some(Listed {
-                sid: s(m, "sid")?,
-                to: s(m, "to"),
-                from: s(m, "from"),
-                body: s(m, "body").unwrap_or_default(),
-                created_ms: s(m, "date_created").and_then(|d| parse_rfc2822_ms(&d)),
-                direction: s(m, "direction").unwrap_or_default(),
-                messaging_service_sid: s(m, "messaging_service_sid"),
-            })
-        })
-        .collect();
-    let next = s(v, "next_page_uri").filter(|u| !u.is_empty());
-    Ok((messages, next))
-}
-
-fn parse_rfc2822_ms(s: &str) -> Option<u64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822).ok()?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// The `DateSent>=` value for a lookup: the UTC date of the attempt, a day earlier when
@@ -236,8 +193,7 @@ pub fn no_match_proves_absence(
 /// Why a lookup failed, for the log and `queue list`, with what to do about it: Twilio's
 /// own code's hint when it gave one, else a hint from the HTTP status (a 401 from a
 /// proxy carries no Twilio code, but it still means the credentials).
-pub fn describe_failure(e: &super::client::RestError) -> String {
-    use super::client::RestError;
+pub fn describe_failure(e: &RestError) -> String {
     match e {
         RestError::Api(a) if a.hint().is_some() => a.to_string(),
         RestError::Api(a) => {
@@ -344,7 +300,6 @@ pub fn after_lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const TO: &str = "+15557650000";
     const US: &str = "+15550001111";
@@ -765,7 +720,7 @@ mod tests {
 
     #[test]
     fn failed_lookups_say_what_to_do() {
-        use crate::twilio::client::{ApiError, RestError};
+        use crate::twilio::error::ApiError;
         let api = |status, code| {
             RestError::Api(ApiError {
                 http_status: status,
@@ -806,25 +761,7 @@ mod tests {
     }
 
     #[test]
-    fn pages_and_dates() {
-        let page = json!({
-            "messages": [
-                {"sid": "SM1", "body": "hi", "date_created": "Tue, 01 Dec 2026 12:00:00 +0000", "direction": "outbound-api"},
-                {"body": "no sid: skipped"},
-            ],
-            "next_page_uri": "/2010-04-01/Accounts/AC1/Messages.json?Page=1",
-        });
-        let (list, next) = parse_page(&page).unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].created_ms, Some(1_796_126_400_000));
-        assert_eq!(
-            next.as_deref(),
-            Some("/2010-04-01/Accounts/AC1/Messages.json?Page=1")
-        );
-        assert!(parse_page(&json!({"messages": "x"})).is_err());
-        assert!(parse_page(&json!([])).is_err());
-        let (empty, next) = parse_page(&json!({"messages": [], "next_page_uri": null})).unwrap();
-        assert!(empty.is_empty() && next.is_none());
+    fn dates() {
         // 2026-12-01 00:01 UTC: a day earlier, for clock slack.
         assert_eq!(date_sent_from(1_796_083_260_000), "2026-11-30");
         assert_eq!(date_sent_from(1_796_126_400_000), "2026-12-01");

@@ -48,6 +48,8 @@ fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String
 enum Canned {
     /// A completion with this content.
     Content(String),
+    /// A completion with this `message` object.
+    Message(Value),
     /// Any status and body, with an optional Retry-After.
     Raw(u16, String, Option<u64>),
     /// 200 with a body of this many bytes of spaces, streamed.
@@ -60,6 +62,7 @@ enum Canned {
 struct Call {
     authorization: Option<String>,
     body: Value,
+    at: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -181,6 +184,7 @@ async fn answer(
         c.push(Call {
             authorization,
             body: body.clone(),
+            at: std::time::Instant::now(),
         });
         c.iter().filter(|c| c.body["user"] == user.as_str()).count()
     };
@@ -215,6 +219,16 @@ async fn answer(
             .boxed(),
             None,
         ),
+        Canned::Message(message) => (
+            200,
+            Full::new(Bytes::from(
+                json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}]})
+                .to_string(),
+            ))
+            .boxed(),
+            None,
+        ),
         Canned::Raw(status, body, ra) => (status, Full::new(Bytes::from(body)).boxed(), ra),
         Canned::Huge(n) => (200, HugeBody(n).boxed(), None),
         Canned::Hang => {
@@ -239,13 +253,36 @@ struct Setup {
     t: TestDir,
     twilio: FakeTwilio,
     gw: Gateway,
+    config: std::path::PathBuf,
 }
 
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+/// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
+/// after a `fail`).
+fn setup_with(env: &[(&str, &str)]) -> Setup {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
-    Setup { t, twilio, gw }
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start_with(&config, env);
+    Setup {
+        t,
+        twilio,
+        gw,
+        config,
+    }
+}
+
+fn queue_list(config: &std::path::Path) -> Vec<Value> {
+    let out = cli(config, &["queue", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl Setup {
@@ -536,6 +573,103 @@ async fn slash_new_starts_an_empty_transcript() {
         model.user_of("one"),
         "a new conversation id"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_with_only_tool_calls_gets_fail_with_backoff_then_the_dead_letters() {
+    let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
+    let model = StandIn::start();
+    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    let tool_calls = json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]});
+    for _ in 0..5 {
+        model.push("what's on today?", Canned::Message(tool_calls.clone()));
+    }
+    text(&st.gw, A, "what's on today?").await;
+    let dead = wait_until(Duration::from_secs(30), || {
+        queue_list(&st.config)
+            .iter()
+            .any(|e| e["state"] == "agent-failed")
+    });
+    assert!(dead, "no dead letter; bridge log:\n{}", bridge.log());
+    let list = queue_list(&st.config);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["attempts"], 5, "{}", list[0]);
+    let error = list[0]["error"].as_str().unwrap();
+    assert!(error.contains("only tool_calls"), "{error}");
+    // Five calls, spaced by the daemon's backoff (100, 200, 400, 800 ms), not a loop.
+    let calls = model.calls();
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    for (n, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(100 << n),
+            "call {} came {gap:?} after the one before",
+            n + 2
+        );
+    }
+    assert!(st.twilio.sends_to(A).is_empty());
+    let log = bridge.log();
+    assert!(
+        log.contains("turn failed") && log.contains("only tool_calls"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY) && !log.contains(A), "{log}");
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_answer_is_not_a_reply_the_text_is_asked_again() {
+    let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
+    let model = StandIn::start();
+    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    model.push("hello?", Canned::Content("  \n".into()));
+    text(&st.gw, A, "hello?").await;
+    // The empty answer got `fail`; the redelivery is answered.
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "reply 2: hello?"
+    );
+    assert!(
+        bridge.log().contains("no text (empty content)"),
+        "{}",
+        bridge.log()
+    );
+    assert_eq!(model.calls().len(), 2);
+    // Nothing was remembered of the empty turn.
+    let c = &model.calls()[1];
+    assert_eq!(roles_and_contents(c), pairs(&[("user", "hello?")]));
+    assert!(queue_list(&st.config).is_empty());
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transcripts_idle_for_30_days_are_deleted() {
+    let st = setup();
+    let dir = st.t.path().join("bridge-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Two transcripts as an earlier bridge left them (names are SHA-256 hex).
+    let old = dir.join(format!("{}.json", "a".repeat(64)));
+    let recent = dir.join(format!("{}.json", "b".repeat(64)));
+    for p in [&old, &recent] {
+        std::fs::write(p, r#"{"conversation":"c-x","turns":[]}"#).unwrap();
+    }
+    let forty_days_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(forty_days_ago)
+        .unwrap();
+    let model = StandIn::start();
+    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    assert!(bridge.wait_log(
+        "deleted 1 transcript(s) idle for over 30 days",
+        Duration::from_secs(5)
+    ));
+    assert!(!old.exists());
+    assert!(recent.exists());
+    assert_eq!(bridge.stop().code(), Some(0));
 }
 
 // ---- OpenAI's spec under Prism ------------------------------------------------------

@@ -69,6 +69,22 @@ pub fn parse() -> Cli {
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
+/// "error sending request"; the cause says "connection refused" or a TLS problem).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// The config path and whether the operator named it.
 fn config_path(cli_path: &Option<PathBuf>) -> (PathBuf, bool) {
     match cli_path {

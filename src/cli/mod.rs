@@ -5,6 +5,7 @@ pub mod args;
 mod bridge;
 mod channels_cmd;
 mod config_cmd;
+mod man;
 mod pipe;
 mod send;
 
@@ -151,9 +152,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "smsgate", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            let cmd = command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        Command::Man { dir: None } => {
+            man::main_page(&mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            let written = man::write_all(&dir)
+                .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
+            println!("Wrote {} man pages to {}.", written.len(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {

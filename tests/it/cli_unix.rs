@@ -392,3 +392,29 @@ fn status_as_another_user_says_permission_denied() {
     }
     gw.stop();
 }
+
+#[test]
+fn man_writes_a_page_per_subcommand_with_the_extra_sections() {
+    let t = TestDir::new();
+    let dir = t.path().join("man1");
+    let out = Command::new(bin())
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main = std::fs::read_to_string(dir.join("smsgate.1")).unwrap();
+    for s in ["ENVIRONMENT", "FILES", "\"EXIT STATUS\"", "EXAMPLES"] {
+        assert!(main.contains(&format!(".SH {s}")), "no {s}");
+    }
+    for page in [
+        "smsgate-gateway.1",
+        "smsgate-pairing-approve.1",
+        "smsgate-message-send.1",
+    ] {
+        assert!(dir.join(page).exists(), "no {page}");
+    }
+    // Without --dir, smsgate(1) on stdout, the same page.
+    let out = Command::new(bin()).arg("man").output().unwrap();
+    assert_eq!(stdout(&out), main);
+}

@@ -21,32 +21,30 @@ pub enum AdminError {
     Failed(String),
 }
 
+/// What a failed connect to the admin socket at `path` means: only "nothing there" and
+/// "nothing listening" are "not running"; a permission error says so and names the
+/// socket (another user's daemon is running, and this user may not talk to it).
+pub fn connect_error(path: &str, e: &std::io::Error) -> AdminError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            AdminError::NotRunning(path.to_string())
+        }
+        std::io::ErrorKind::PermissionDenied => AdminError::Unreachable {
+            path: path.to_string(),
+            message: "permission denied (the socket or its directory belongs to the daemon's user); run this as root or as that user".into(),
+        },
+        _ => AdminError::Unreachable {
+            path: path.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
 /// Sends one request to the running daemon.
 pub fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
     let path = config.gateway.admin_socket.display().to_string();
-    let mut stream = match UnixStream::connect(&config.gateway.admin_socket) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(AdminError::NotRunning(path));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(AdminError::Unreachable {
-                path,
-                message: "permission denied; run as root or as the daemon's user".into(),
-            });
-        }
-        Err(e) => {
-            return Err(AdminError::Unreachable {
-                path,
-                message: e.to_string(),
-            })
-        }
-    };
+    let mut stream =
+        UnixStream::connect(&config.gateway.admin_socket).map_err(|e| connect_error(&path, &e))?;
     let io = |e: std::io::Error| AdminError::Unreachable {
         path: path.clone(),
         message: e.to_string(),
@@ -88,9 +86,10 @@ pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Valu
         Ok(r) => r,
         Err(AdminError::NotRunning(path)) => {
             let store = Store::open(&config.gateway.state_dir).map_err(|e| match e {
-                StoreError::Locked { .. } => AdminError::Failed(format!(
-                    "the store in {} is locked by another process, but no daemon answers on {path}; is the gateway running with another adminSocket or config?",
-                    config.gateway.state_dir.display()
+                StoreError::Locked { holder, .. } => AdminError::Failed(format!(
+                    "the store in {} is locked by another process{}, but no daemon answers on {path}; is the gateway running with another adminSocket or config?",
+                    config.gateway.state_dir.display(),
+                    holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
                 )),
                 other => AdminError::Store(other),
             })?;
@@ -99,4 +98,35 @@ pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Valu
         Err(e) => return Err(e),
     };
     into_result(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn only_nothing_there_is_not_running() {
+        let p = "/run/smsgate/admin.sock";
+        for kind in [ErrorKind::NotFound, ErrorKind::ConnectionRefused] {
+            assert!(
+                matches!(
+                    connect_error(p, &Error::from(kind)),
+                    AdminError::NotRunning(_)
+                ),
+                "{kind:?}"
+            );
+        }
+        let denied = connect_error(p, &Error::from(ErrorKind::PermissionDenied)).to_string();
+        assert!(
+            denied.contains("permission denied") && denied.contains(p),
+            "{denied}"
+        );
+        assert!(!denied.contains("not running"), "{denied}");
+        let other = connect_error(p, &Error::from(ErrorKind::TimedOut)).to_string();
+        assert!(
+            other.contains(p) && !other.contains("not running"),
+            "{other}"
+        );
+    }
 }

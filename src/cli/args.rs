@@ -98,9 +98,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
-    #[command(after_help = "Examples:\n  smsgate man | man -l -")]
-    Man,
+    /// Print the man page smsgate(1) (roff), or write every page with --dir
+    #[command(
+        after_help = "Examples:\n  smsgate man | man -l -\n  smsgate man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write smsgate.1 and one page per subcommand (smsgate-queue-list.1…) here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Post a correctly signed inbound SMS to the local gateway
     #[command(after_help = "Examples:\n  smsgate simulate --from +15550100001 --body 'hello'")]
     Simulate {

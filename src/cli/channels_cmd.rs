@@ -205,6 +205,15 @@ fn status(path: &Option<PathBuf>, probe: bool, as_json: bool) -> Result<ExitCode
                 "daemon: not running; queues: spool {}, agent {}, outbound {}, dead letters {}",
                 daemon["spool"], daemon["agentQueue"], daemon["outbound"], daemon["deadLetters"]
             ),
+            // Not reachable (permission denied…): say why, not "not running".
+            _ if daemon["error"].is_string() => println!(
+                "daemon: unknown: {}",
+                daemon["error"].as_str().unwrap_or_default()
+            ),
+            _ if daemon["store"].is_string() => println!(
+                "daemon: not running; {}",
+                daemon["store"].as_str().unwrap_or_default()
+            ),
             _ => println!("daemon: not running"),
         }
         if daemon["running"].as_bool() == Some(true) {
@@ -365,6 +374,6 @@ pub fn health(path: &Option<PathBuf>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(code) => bail!("{url} answered {code}"),
-        Err(e) => bail!("{url}: {e}"),
+        Err(e) => bail!("{url}: {}", crate::cli::error_chain(&e)),
     }
 }

@@ -5,6 +5,7 @@ pub mod args;
 mod bridge;
 mod channels_cmd;
 mod config_cmd;
+mod man;
 mod pipe;
 mod send;
 
@@ -67,6 +68,22 @@ pub fn command() -> clap::Command {
 pub fn parse() -> Cli {
     let matches = command().get_matches();
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
+/// "error sending request"; the cause says "connection refused" or a TLS problem).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// The config path and whether the operator named it.
@@ -135,9 +152,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "smsgate", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            let cmd = command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        Command::Man { dir: None } => {
+            man::main_page(&mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            let written = man::write_all(&dir)
+                .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
+            println!("Wrote {} man pages to {}.", written.len(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {

@@ -39,8 +39,12 @@ pub use writer::{Hooks, Writer};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store at {path} is locked by another process (is `smsgate gateway` running as another user, or another copy?)")]
-    Locked { path: PathBuf },
+    #[error("the store at {path} is locked by another process{} (is `smsgate gateway` running as another user, or another copy?)", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        path: PathBuf,
+        /// Who holds sled's lock, from /proc/locks (None when it cannot be told).
+        holder: Option<u32>,
+    },
     #[error(
         "the store at {path} belongs to uid {owner} ({name}), but smsgate runs as uid {me}; {fix}"
     )]
@@ -345,6 +349,7 @@ fn open_db(path: &Path, state_dir: &Path, owner: u32) -> Result<Handles, StoreEr
         {
             StoreError::Locked {
                 path: path.to_path_buf(),
+                holder: lock_holder(&path.join("db")),
             }
         }
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -363,6 +368,32 @@ fn open_db(path: &Path, state_dir: &Path, owner: u32) -> Result<Handles, StoreEr
     })?;
     let data = db.open_tree("data")?;
     Ok(Handles { db, data })
+}
+
+/// The pid holding the flock sled takes on its `db` file: /proc/locks lists each lock
+/// with the holder's pid and the file's device and inode (Linux; None elsewhere).
+fn lock_holder(file: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(file).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    holder_in(&locks, meta.dev(), meta.ino())
+}
+
+/// The pid of a lock on device `dev`, inode `ino` in /proc/locks' text, whose lines are
+/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:131090 0 EOF` (major:minor in hex).
+fn holder_in(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    // The kernel's dev_t encoding (glibc's major()/minor()).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want = format!("{major:02x}:{minor:02x}:{ino}");
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "->" marks a waiter, not the holder.
+        if fields.get(1) == Some(&"->") {
+            return None;
+        }
+        let at = fields.iter().position(|f| *f == want)?;
+        fields.get(at.checked_sub(1)?)?.parse().ok()
+    })
 }
 
 /// Owner-only database: the directory 0700, every file in it 0600 (sled creates its
@@ -519,6 +550,40 @@ mod ownership_tests {
             assert!(fix.contains(want), "{owner} {me} {container}: {fix}");
             assert!(!fix.contains(never), "{owner} {me} {container}: {fix}");
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_holder_tests {
+    use super::{holder_in, lock_holder, Store, StoreError};
+
+    #[test]
+    fn the_holder_is_read_from_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 999 08:01:55 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 103:02:131090 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 7 103:02:131090 0 EOF\n";
+        // dev 0x10302 is major 0x103, minor 0x02.
+        assert_eq!(holder_in(locks, 0x10302, 131090), Some(4242));
+        assert_eq!(holder_in(locks, 0x801, 55), Some(999));
+        assert_eq!(holder_in(locks, 0x801, 131090), None);
+        assert_eq!(holder_in("", 0x801, 55), None);
+    }
+
+    #[test]
+    fn a_locked_store_names_who_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        let db = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path().join("db")))
+            .find(|p| p.exists())
+            .expect("sled's db file");
+        assert_eq!(lock_holder(&db), Some(std::process::id()));
+        let e = StoreError::Locked {
+            path: db,
+            holder: Some(4242),
+        };
+        assert!(e.to_string().contains("(pid 4242)"), "{e}");
     }
 }
 

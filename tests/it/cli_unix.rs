@@ -324,3 +324,97 @@ fn no_color_turns_colour_off_on_a_terminal() {
     assert!(plain.contains("cannot connect"), "{plain:?}");
     assert!(!plain.contains('\x1b'), "{plain:?}");
 }
+
+#[test]
+fn a_locked_store_names_the_pid_that_holds_it() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    // This test process holds the store; no daemon answers on the socket.
+    let _held = smsgate::store::Store::open(&t.state()).unwrap();
+    let out = cli(&config, &["pairing", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!("(pid {})", std::process::id());
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+}
+
+#[test]
+fn health_keeps_the_cause() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = t.config(&twilio, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+    let out = cli(&config, &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out).to_lowercase();
+    assert!(err.contains("connection refused"), "{err}");
+}
+
+/// Root bypasses file permissions, so the client runs as `nobody` (setpriv drops the
+/// uid): the daemon's admin socket (0600, root's, in root's 0700 state dir) is not
+/// its to use, which must read "permission denied" naming the socket, not "not running".
+#[test]
+fn status_as_another_user_says_permission_denied() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let gw = Gateway::start(&config);
+    // `nobody` may read the config (not the state dir).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let admin = t.state().join("admin.sock");
+    for args in [&["channels", "status"][..], &["queue", "list"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("setpriv (util-linux)");
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            all.contains("permission denied") && all.contains(&admin.display().to_string()),
+            "{args:?}: {all}"
+        );
+        assert!(!all.contains("not running"), "{args:?}: {all}");
+    }
+    gw.stop();
+}
+
+#[test]
+fn man_writes_a_page_per_subcommand_with_the_extra_sections() {
+    let t = TestDir::new();
+    let dir = t.path().join("man1");
+    let out = Command::new(bin())
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main = std::fs::read_to_string(dir.join("smsgate.1")).unwrap();
+    for s in ["ENVIRONMENT", "FILES", "\"EXIT STATUS\"", "EXAMPLES"] {
+        assert!(main.contains(&format!(".SH {s}")), "no {s}");
+    }
+    for page in [
+        "smsgate-gateway.1",
+        "smsgate-pairing-approve.1",
+        "smsgate-message-send.1",
+    ] {
+        assert!(dir.join(page).exists(), "no {page}");
+    }
+    // Without --dir, smsgate(1) on stdout, the same page.
+    let out = Command::new(bin()).arg("man").output().unwrap();
+    assert_eq!(stdout(&out), main);
+}

@@ -89,7 +89,7 @@ pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Bod
                 match (&e, near) {
                     (WebhookError::NotFound, Some((account, right))) => tracing::warn!(
                         %path, %client,
-                        "webhook: 404 {e}: {path:?} differs from account {account}'s webhookPath {right:?} only by a trailing / or by case; make the URL configured in Twilio end in {right:?} exactly{dropped}"
+                        "webhook: 404 {e}: `{}` differs from account {account}'s webhookPath `{right}` only by a trailing / or by case; make the URL configured in Twilio end in `{right}` exactly{dropped}", path.escape_debug()
                     ),
                     (WebhookError::NotFound, None) => {
                         tracing::info!(%path, %client, "webhook: 404 {e}{dropped}")

@@ -484,8 +484,7 @@ async fn a_post_a_slash_or_a_case_away_from_the_webhook_path_is_404_naming_the_p
         let sid = format!("SMf4{i:030}");
         let (status, _) = post_signed(&gw, path, &inbound(&sid, "+15557654321", "hi")).await;
         assert_eq!(status, 404, "{path}");
-        let needle =
-            format!("{path:?} differs from account default's webhookPath \"/webhooks/sms\"");
+        let needle = format!("`{path}` differs from account default's webhookPath `/webhooks/sms`");
         assert!(gw.wait_log(&needle, Duration::from_secs(5)), "{}", gw.log());
     }
     // A path that is simply elsewhere says nothing of the kind.

@@ -183,7 +183,10 @@ async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
     b.send(json!({"type": "ack", "id": ids[1]}));
     b.send(json!({"type": "reply", "id": ids[2], "text": "done"}));
     b.next_of("sent");
-    assert!(b.next_within(Duration::from_millis(300)).is_none());
+    // A barrier, not a sleep: nothing waits for an agent or to be sent, so a message
+    // redelivered a third time would already be on the socket.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert!(b.next_within(Duration::from_millis(100)).is_none());
     assert_eq!(gw.stop().code(), Some(0));
 }
 

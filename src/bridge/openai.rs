@@ -429,6 +429,9 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, CallError> 
     Ok(body)
 }
 
+/// The error and its causes, without the request URL: `--base-url` may carry
+/// credentials (userinfo, a `?key=` query), and reqwest's `Display` prints the whole
+/// URL ("error sending request for url (…)"), which would put them in logs and status.
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -437,7 +440,12 @@ fn without_url(e: &reqwest::Error) -> String {
         s.push_str(&inner.to_string());
         src = inner.source();
     }
-    s
+    match e.url() {
+        Some(url) => s
+            .replace(&format!(" for url ({url})"), "")
+            .replace(url.as_str(), "<url>"),
+        None => s,
+    }
 }
 
 #[cfg(test)]
@@ -613,5 +621,20 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(disposition(&e), want, "{e}");
         }
+    }
+
+    /// The URL (and whatever secret it carries) is stripped from a transport error;
+    /// before the fix the message was `error sending request for url (http://…)`.
+    #[tokio::test]
+    async fn without_url_strips_the_url() {
+        // Port 1 on loopback: nothing listens, the connect fails at once.
+        let url = "http://user:pa55word@127.0.0.1:1/v1/chat?key=sk-secret-123";
+        let err = reqwest::Client::new().get(url).send().await.unwrap_err();
+        assert!(err.url().is_some(), "the error carries the URL: {err}");
+        let text = without_url(&err);
+        for secret in ["pa55word", "sk-secret-123", "127.0.0.1:1", "for url"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(!text.is_empty());
     }
 }

@@ -249,9 +249,19 @@ impl FakeTwilio {
             .collect()
     }
 
+    /// Waits up to `timeout` for at least `n` message creations and returns them all;
+    /// fails the test when they do not come in time (rather than handing back fewer and
+    /// leaving the caller to notice, or not).
     pub fn wait_sends(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-        wait_until(timeout, || self.sends().len() >= n);
-        self.sends()
+        let arrived = wait_until(timeout, || self.sends().len() >= n);
+        let sends = self.sends();
+        assert!(
+            arrived,
+            "waited {timeout:?} for {n} sends, got {}: {:?}",
+            sends.len(),
+            sends.iter().map(|r| r.field("Body")).collect::<Vec<_>>()
+        );
+        sends
     }
 }
 

@@ -47,12 +47,7 @@ async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
     // Valid webhooks during the flood.
     for i in 0..20 {
         let sid = format!("SMa{i:031}");
-        assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, "+15557654321", "real"))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(gw.admit(&sid, "+15557654321", "real").await, 200);
     }
     let mut total = 0;
     for f in flood {
@@ -88,12 +83,7 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
     let who = "+15557659999";
     for i in 0..40 {
         let sid = format!("SMb{i:031}");
-        assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, "let me in"))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(gw.admit(&sid, who, "let me in").await, 200);
     }
     twilio.wait_sends(1, Duration::from_secs(5));
     // Quiescence, not a sleep: nothing waits for the agent or to be sent.
@@ -106,12 +96,7 @@ async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
         let code = list[0]["code"].as_str().unwrap().to_string();
         assert!(cli(&config, &["pairing", "reject", &code]).status.success());
         let sid = format!("SMc{round:031}");
-        assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, "again"))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(gw.admit(&sid, who, "again").await, 200);
         assert!(gw.wait_log(&format!("SMc{round:031}"), Duration::from_secs(5)));
         // Quiescence, not a sleep: a pairing text this caused is sent, or none is.
         assert!(gw.wait_quiet(&config, Duration::from_secs(10)));

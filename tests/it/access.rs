@@ -30,13 +30,8 @@ async fn pairing_flow_with_daemon_up() {
     let gw = Gateway::start(&config);
     let stranger = "+15557654321";
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM60000000000000000000000000000001", stranger, "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM60000000000000000000000000000001", stranger, "hi")
+            .await,
         200
     );
     let sends = twilio.wait_sends(1, Duration::from_secs(10));
@@ -50,13 +45,8 @@ async fn pairing_flow_with_daemon_up() {
 
     // Repeats while pending: no new code.
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM60000000000000000000000000000002", stranger, "hello?")
-        )
-        .await
-        .0,
+        gw.admit("SM60000000000000000000000000000002", stranger, "hello?")
+            .await,
         200
     );
     assert!(gw.wait_log("still pending", Duration::from_secs(5)));
@@ -92,13 +82,8 @@ async fn pairing_flow_with_daemon_up() {
 
     // Now the message gets through.
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM60000000000000000000000000000003", stranger, "let me in")
-        )
-        .await
-        .0,
+        gw.admit("SM60000000000000000000000000000003", stranger, "let me in")
+            .await,
         200
     );
     assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
@@ -115,13 +100,8 @@ async fn pairing_flow_with_daemon_up() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM60000000000000000000000000000004", stranger, "again")
-        )
-        .await
-        .0,
+        gw.admit("SM60000000000000000000000000000004", stranger, "again")
+            .await,
         200
     );
     twilio.wait_sends(3, Duration::from_secs(10));
@@ -142,13 +122,8 @@ async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
     let gw = Gateway::start(&config);
     let stranger = "+15557650001";
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM61000000000000000000000000000001", stranger, "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM61000000000000000000000000000001", stranger, "hi")
+            .await,
         200
     );
     let code = code_in(
@@ -173,13 +148,8 @@ async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
     let sends = twilio.wait_sends(2, Duration::from_secs(10));
     assert!(sends[1].field("Body").unwrap().contains("approved"));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM61000000000000000000000000000002", stranger, "in")
-        )
-        .await
-        .0,
+        gw.admit("SM61000000000000000000000000000002", stranger, "in")
+            .await,
         200
     );
     assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
@@ -187,13 +157,8 @@ async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
     // Reject works daemon-down too.
     let other = "+15557650002";
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM61000000000000000000000000000003", other, "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM61000000000000000000000000000003", other, "hi")
+            .await,
         200
     );
     let code2 = code_in(
@@ -220,12 +185,7 @@ async fn at_most_three_pending_and_no_sms_beyond() {
     for i in 1..=5 {
         let sid = format!("SM6200000000000000000000000000000{i}");
         let from = format!("+1555765100{i}");
-        assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, &from, "hi"))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(gw.admit(&sid, &from, "hi").await, 200);
     }
     assert!(gw.wait_log(
         "pairing requests are already pending",
@@ -274,31 +234,21 @@ async fn allowlist_disabled_and_open_policies() {
         let gw = Gateway::start(&t.config(&twilio, extra));
         let before = twilio.sends().len();
         assert_eq!(
-            post_signed(
-                &gw,
-                "/webhooks/sms",
-                &inbound(
-                    "SM63000000000000000000000000000001",
-                    "+15557652001",
-                    "listed"
-                )
+            gw.admit(
+                "SM63000000000000000000000000000001",
+                "+15557652001",
+                "listed"
             )
-            .await
-            .0,
+            .await,
             200
         );
         assert_eq!(
-            post_signed(
-                &gw,
-                "/webhooks/sms",
-                &inbound(
-                    "SM63000000000000000000000000000002",
-                    "+15557652002",
-                    "stranger"
-                )
+            gw.admit(
+                "SM63000000000000000000000000000002",
+                "+15557652002",
+                "stranger"
             )
-            .await
-            .0,
+            .await,
             200
         );
         let pairing = extra.contains("pairing");
@@ -323,24 +273,14 @@ async fn stop_means_no_sms_and_start_allows_it_again() {
     let gw = Gateway::start(&config);
     let who = "+15557653001";
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM64000000000000000000000000000001", who, " Stop ")
-        )
-        .await
-        .0,
+        gw.admit("SM64000000000000000000000000000001", who, " Stop ")
+            .await,
         200
     );
     assert!(gw.wait_log("opted out", Duration::from_secs(5)));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM64000000000000000000000000000002", who, "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM64000000000000000000000000000002", who, "hi")
+            .await,
         200
     );
     assert!(gw.wait_log("no pairing code texted", Duration::from_secs(5)));
@@ -358,24 +298,14 @@ async fn stop_means_no_sms_and_start_allows_it_again() {
 
     assert!(cli(&config, &["senders", "revoke", who]).status.success());
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM64000000000000000000000000000003", who, "START")
-        )
-        .await
-        .0,
+        gw.admit("SM64000000000000000000000000000003", who, "START")
+            .await,
         200
     );
     assert!(gw.wait_log("opted back in", Duration::from_secs(5)));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM64000000000000000000000000000004", who, "hi again")
-        )
-        .await
-        .0,
+        gw.admit("SM64000000000000000000000000000004", who, "hi again")
+            .await,
         200
     );
     let sends = twilio.wait_sends(1, Duration::from_secs(10));
@@ -399,13 +329,8 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     let config = t.config(&twilio, "");
     let gw = Gateway::start(&config);
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM65000000000000000000000000000001", "+15557654001", "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM65000000000000000000000000000001", "+15557654001", "hi")
+            .await,
         200
     );
     let sends = twilio.wait_sends(3, Duration::from_secs(15));
@@ -424,13 +349,8 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     twilio.push(twilio_error(21610, 400));
     let who = "+15557654002";
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM65000000000000000000000000000002", who, "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM65000000000000000000000000000002", who, "hi")
+            .await,
         200
     );
     twilio.wait_sends(4, Duration::from_secs(10));
@@ -448,13 +368,8 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     // A request that times out after being sent is not retried: outcome unknown.
     twilio.push(Canned::Hang);
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM65000000000000000000000000000003", "+15557654003", "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM65000000000000000000000000000003", "+15557654003", "hi")
+            .await,
         200
     );
     assert!(gw.wait_log("outcome unknown", Duration::from_secs(10)));
@@ -492,12 +407,7 @@ async fn stop_variants_opt_out_and_are_not_forwarded() {
     ];
     for (i, (who, body)) in variants.iter().enumerate() {
         let sid = format!("SM66{i:030}");
-        assert_eq!(
-            post_signed(&gw, "/webhooks/sms", &inbound(&sid, who, body))
-                .await
-                .0,
-            200
-        );
+        assert_eq!(gw.admit(&sid, who, body).await, 200);
     }
     // Messages are processed oldest first: the next one the agent sees is this.
     let after = inbound(

@@ -18,17 +18,12 @@ async fn reply_path_and_sent_line() {
     let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
     let mut agent = TestAgent::connect(&agent_sock(&t));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMa0000000000000000000000000000001",
-                "+15557654321",
-                "hello agent"
-            )
+        gw.admit(
+            "SMa0000000000000000000000000000001",
+            "+15557654321",
+            "hello agent"
         )
-        .await
-        .0,
+        .await,
         200
     );
     let m = agent.next_of("message");
@@ -188,7 +183,10 @@ async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
     b.send(json!({"type": "ack", "id": ids[1]}));
     b.send(json!({"type": "reply", "id": ids[2], "text": "done"}));
     b.next_of("sent");
-    assert!(b.next_within(Duration::from_millis(300)).is_none());
+    // A barrier, not a sleep: nothing waits for an agent or to be sent, so a message
+    // redelivered a third time would already be on the socket.
+    assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
+    assert!(b.next_within(Duration::from_millis(100)).is_none());
     assert_eq!(gw.stop().code(), Some(0));
 }
 
@@ -276,24 +274,14 @@ async fn messaging_service_sender_and_opted_out_reply() {
 
     // STOP, then a reply to an earlier message: refused with an error, still acked.
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SMd0000000000000000000000000000003", "+15557654321", "more")
-        )
-        .await
-        .0,
+        gw.admit("SMd0000000000000000000000000000003", "+15557654321", "more")
+            .await,
         200
     );
     let m = agent.next_of("message");
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SMd0000000000000000000000000000004", "+15557654321", "STOP")
-        )
-        .await
-        .0,
+        gw.admit("SMd0000000000000000000000000000004", "+15557654321", "STOP")
+            .await,
         200
     );
     assert!(gw.wait_log("opted out", Duration::from_secs(5)));
@@ -675,17 +663,12 @@ async fn dead_letters_after_max_age_and_requeue() {
     std::fs::write(&config, text).unwrap();
     let gw = Gateway::start(&config);
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMf0000000000000000000000000000001",
-                "+15557654321",
-                "anyone?"
-            )
+        gw.admit(
+            "SMf0000000000000000000000000000001",
+            "+15557654321",
+            "anyone?"
         )
-        .await
-        .0,
+        .await,
         200
     );
     // The message must outlive agentQueueMaxAge (1 s): time passing is the scenario here,

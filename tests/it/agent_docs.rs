@@ -35,13 +35,8 @@ async fn the_documented_python_agent_works() {
         .spawn()
         .unwrap();
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SMd0000000000000000000000000000001", "+15557654321", "ping")
-        )
-        .await
-        .0,
+        gw.admit("SMd0000000000000000000000000000001", "+15557654321", "ping")
+            .await,
         200
     );
     let sends = twilio.wait_sends(1, std::time::Duration::from_secs(10));

@@ -288,13 +288,8 @@ async fn env_only_and_secret_ref_credentials() {
         ],
     );
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM70000000000000000000000000000001", "+15557654322", "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM70000000000000000000000000000001", "+15557654322", "hi")
+            .await,
         200
     );
     assert!(gw.wait_log("queued for the agent", Duration::from_secs(5)));
@@ -333,13 +328,8 @@ async fn env_only_and_secret_ref_credentials() {
             ],
         );
         assert_eq!(
-            post_signed(
-                &gw,
-                "/webhooks/sms",
-                &inbound("SM70000000000000000000000000000002", "+15557654322", "hi")
-            )
-            .await
-            .0,
+            gw.admit("SM70000000000000000000000000000002", "+15557654322", "hi")
+                .await,
             200,
             "{kind}"
         );

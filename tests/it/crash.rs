@@ -83,13 +83,8 @@ async fn kill_9_with_a_spooled_pairing_request_texts_once_after_restart() {
     twilio.push(Canned::Hang);
     let gw = Gateway::start(&config);
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound("SM90000000000000000000000000000001", "+15557654321", "hi")
-        )
-        .await
-        .0,
+        gw.admit("SM90000000000000000000000000000001", "+15557654321", "hi")
+            .await,
         200
     );
     assert!(wait_until(Duration::from_secs(5), || twilio.sends().len() == 1));

@@ -57,13 +57,8 @@ async fn agents_that_vanish_mid_line_or_stop_reading() {
     {
         let mut a = TestAgent::connect(&sock);
         assert_eq!(
-            post_signed(
-                &gw,
-                "/webhooks/sms",
-                &inbound("SMa0000000000000000000000000000001", "+15557650001", "one")
-            )
-            .await
-            .0,
+            gw.admit("SMa0000000000000000000000000000001", "+15557650001", "one")
+                .await,
             200
         );
         let m = a.next_of("message");

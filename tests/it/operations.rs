@@ -341,17 +341,12 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
     let gw = Gateway::start(&config);
     let pid = gw.child.id().to_string();
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMa0000000000000000000000000000001",
-                "+15557650002",
-                "before"
-            )
+        gw.admit(
+            "SMa0000000000000000000000000000001",
+            "+15557650002",
+            "before"
         )
-        .await
-        .0,
+        .await,
         200
     );
     assert!(gw.wait_log("not in allowFrom", Duration::from_secs(5)));
@@ -370,17 +365,12 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
     );
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMa0000000000000000000000000000002",
-                "+15557650002",
-                "after"
-            )
+        gw.admit(
+            "SMa0000000000000000000000000000002",
+            "+15557650002",
+            "after"
         )
-        .await
-        .0,
+        .await,
         200
     );
     assert_eq!(agent.next_of("message")["text"], "after");
@@ -403,17 +393,12 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
     );
     assert!(gw.log().contains("channels.sms.dmPolicy"));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMa0000000000000000000000000000003",
-                "+15557650002",
-                "still"
-            )
+        gw.admit(
+            "SMa0000000000000000000000000000003",
+            "+15557650002",
+            "still"
         )
-        .await
-        .0,
+        .await,
         200
     );
     assert_eq!(agent.next_of("message")["text"], "still");
@@ -433,17 +418,12 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("reloaded"), "{}", stdout(&out));
     assert_eq!(
-        post_signed(
-            &gw,
-            "/webhooks/sms",
-            &inbound(
-                "SMa0000000000000000000000000000004",
-                "+15557650002",
-                "locked out"
-            )
+        gw.admit(
+            "SMa0000000000000000000000000000004",
+            "+15557650002",
+            "locked out"
         )
-        .await
-        .0,
+        .await,
         200
     );
     assert!(agent.next_within(Duration::from_millis(500)).is_none());

@@ -13,12 +13,13 @@ use tokio::sync::Notify;
 
 use crate::acme;
 use crate::agent::{Agents, Hub};
-use crate::app::{App, LiveConfig};
+use crate::app::App;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::http;
 use crate::http::tls::CertResolver;
 use crate::inbound::Inbound;
+use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::outbound::Outbox;
 use crate::store::{Store, StoreError, Writer};
@@ -318,9 +319,10 @@ impl Daemon {
                 "metrics on http://{}/metrics",
                 m.local_addr().map(|a| a.to_string()).unwrap_or_default()
             );
+            let scraped = app.clone();
             tasks.push(tokio::spawn(crate::metrics::serve(
                 m,
-                app.clone(),
+                move || scraped.metrics.scrape(&scraped.gauges()),
                 stop.clone(),
             )));
         }

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use crate::access::{self, budget, new_code, PairingRequest, Plan, PAIRING_TTL_MS};
 use crate::agent::Hub;
-use crate::app::LiveConfig;
 use crate::config::{Config, DmPolicy};
+use crate::live::LiveConfig;
 use crate::outbound::Outbox;
 use crate::phone::E164;
 use crate::store::{

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod http;
 pub mod inbound;
 pub mod limits;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

@@ -2,14 +2,29 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::app::App;
 use crate::http::serve::{self, Limits};
 use crate::shutdown::Shutdown;
+
+/// The daemon's gauges at one scrape, read by the caller from the store, the hub and
+/// the certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub spool: u64,
+    pub agent_queue: u64,
+    pub outbound_queue: u64,
+    pub dead_letters: u64,
+    pub agent_connections: u64,
+    /// Unix time the served certificate expires (`None`: no TLS, or not known).
+    pub tls_not_after: Option<i64>,
+    /// Store fsyncs so far, and the time spent in them.
+    pub flushes: u64,
+    pub flush_micros: u64,
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -51,37 +66,37 @@ impl Metrics {
         }
     }
 
-    /// Everything, with the daemon's current gauges.
-    pub fn scrape(&self, app: &App) -> String {
-        let (flushes, flush_micros, _) = app.writer.stats();
+    /// Everything, with the daemon's current gauges (read by the caller, so metrics
+    /// need not know the app).
+    pub fn scrape(&self, g: &Gauges) -> String {
         let mut gauges = vec![
             (
                 "smsgate_spool_depth",
                 "admitted webhooks not yet processed",
-                app.store.spool_len() as u64,
+                g.spool,
             ),
             (
                 "smsgate_agent_queue_depth",
                 "messages waiting for an agent's ack",
-                app.store.inbox_len() as u64,
+                g.agent_queue,
             ),
             (
                 "smsgate_outbound_queue_depth",
                 "sends queued, unknown or failed",
-                app.store.outbound_len() as u64,
+                g.outbound_queue,
             ),
             (
                 "smsgate_dead_letters",
                 "messages no agent acknowledged in time",
-                app.store.dead_len() as u64,
+                g.dead_letters,
             ),
             (
                 "smsgate_agent_connections",
                 "agents connected to the agent socket",
-                app.agents.hub.connections() as u64,
+                g.agent_connections,
             ),
         ];
-        if let Some(not_after) = app.tls.as_ref().and_then(|t| t.not_after()) {
+        if let Some(not_after) = g.tls_not_after {
             gauges.push((
                 "smsgate_tls_certificate_expiry_seconds",
                 "when the served TLS certificate expires (Unix time)",
@@ -91,8 +106,9 @@ impl Metrics {
         let mut out = self.render(&gauges);
         out.push_str("# HELP smsgate_store_flush_seconds time spent in store fsyncs (group commit)\n# TYPE smsgate_store_flush_seconds summary\n");
         out.push_str(&format!(
-            "smsgate_store_flush_seconds_sum {}\nsmsgate_store_flush_seconds_count {flushes}\n",
-            flush_micros as f64 / 1e6
+            "smsgate_store_flush_seconds_sum {}\nsmsgate_store_flush_seconds_count {}\n",
+            g.flush_micros as f64 / 1e6,
+            g.flushes
         ));
         out
     }
@@ -156,17 +172,21 @@ fn label_value(v: &str) -> String {
 pub const MAX_CONNECTIONS: usize = 16;
 
 /// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown, through
-/// the same serve loop (cap, idle clock, rate-limited logs) as the webhook listener.
-pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, mut stop: Shutdown) {
+/// the same serve loop (cap, idle clock, rate-limited logs) as the webhook listener;
+/// `scrape` renders one answer (the daemon feeds it the current gauges).
+pub async fn serve<F>(listener: tokio::net::TcpListener, scrape: F, mut stop: Shutdown)
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
     let handler = move |req: hyper::Request<crate::http::serve::Body>| {
-        let app = app.clone();
+        let scrape = scrape.clone();
         async move {
             if req.uri().path() != "/metrics" {
                 let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"see /metrics\n")));
                 *r.status_mut() = hyper::StatusCode::NOT_FOUND;
                 return r;
             }
-            let mut r = hyper::Response::new(Full::new(Bytes::from(app.metrics.scrape(&app))));
+            let mut r = hyper::Response::new(Full::new(Bytes::from(scrape())));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -11,7 +11,7 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::LiveConfig;
+use crate::live::LiveConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Writer};
 use crate::twilio::Creds;

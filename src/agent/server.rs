@@ -21,7 +21,6 @@ use super::Agents;
 use crate::clock::now_ms;
 use crate::outbound::Waiter;
 use crate::shutdown::Shutdown;
-use crate::store::area::Batch;
 use crate::store::{AgentFailed, Purpose, MAX_AGENT_FAILURES};
 
 /// How long sent bytes may stay unread before the agent counts as not reading.
@@ -228,9 +227,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
                 agents.writer.submit(
                     "an agent's ack",
                     move |st, hooks| {
-                        let mut b = Batch::new();
-                        st.ack_into(&mut b, acking.seq);
-                        st.apply(b)?;
+                        st.ack(acking.seq)?;
                         let media = acking.msg.media;
                         hooks.after(move || {
                             hub.acked(&id_ok, true);
@@ -401,9 +398,7 @@ fn write_planned_ack_only(agents: &Arc<Agents>, id: String, a: super::hub::Ackin
     agents.writer.submit(
         "an agent's ack",
         move |st, hooks| {
-            let mut b = Batch::new();
-            st.ack_into(&mut b, a.seq);
-            st.apply(b)?;
+            st.ack(a.seq)?;
             let media = a.msg.media;
             hooks.after(move || {
                 hub.acked(&id, true);
@@ -430,14 +425,11 @@ fn write_planned(
     agents.writer.submit(
         "a queued text",
         move |st, hooks| {
-            let mut b = Batch::new();
-            let mut media = Vec::new();
-            if let Some((_, a)) = &ack {
-                st.ack_into(&mut b, a.seq);
-                media = a.msg.media.clone();
-            }
-            st.enqueue_into(&mut b, &planned.records);
-            st.apply(b)?;
+            st.reply_routed(ack.as_ref().map(|(_, a)| a.seq), &planned.records)?;
+            let media = ack
+                .as_ref()
+                .map(|(_, a)| a.msg.media.clone())
+                .unwrap_or_default();
             let n = planned.records.len();
             hooks.after(move || {
                 if let Some((id, _)) = ack {

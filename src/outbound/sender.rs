@@ -12,9 +12,9 @@ use rand::Rng;
 
 use super::held::{self, Announced};
 use super::{Outbox, PartOutcome};
-use crate::app::LiveConfig;
 use crate::clock::now_ms;
 use crate::limits::{SendWindows, Verdict};
+use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};

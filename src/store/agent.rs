@@ -78,6 +78,28 @@ impl Store {
     /// The changes acknowledging a message makes: its body goes. Its reply route stays
     /// in its dedupe mark (see `area::seen_value`), so an ack is one removal. Added to
     /// `b` so a reply's ack and its queued parts are one batch.
+    /// An agent acknowledged message `seq`: it leaves the inbox (in the writer's round).
+    pub(crate) fn ack(&self, seq: u64) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        self.ack_into(&mut b, seq);
+        self.apply(b)
+    }
+
+    /// A text routed from the agent side is queued, with the ack of the message it
+    /// answers (`ack_seq`), in one batch: the ack and the reply survive a crash together.
+    pub(crate) fn reply_routed(
+        &self,
+        ack_seq: Option<u64>,
+        records: &[super::OutboundRecord],
+    ) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        if let Some(seq) = ack_seq {
+            self.ack_into(&mut b, seq);
+        }
+        self.enqueue_into(&mut b, records);
+        self.apply(b)
+    }
+
     pub(crate) fn ack_into(&self, b: &mut Batch, seq: u64) {
         b.remove(&self.inbox, Seq(seq).bytes());
     }

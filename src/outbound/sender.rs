@@ -13,6 +13,7 @@ use rand::Rng;
 use super::held::{self, Announced};
 use super::{Outbox, PartOutcome};
 use crate::app::LiveConfig;
+use crate::backoff::{Backoff, Jitter, RetryAfter};
 use crate::clock::now_ms;
 use crate::limits::{SendWindow, Verdict};
 use crate::metrics::Metrics;
@@ -27,17 +28,23 @@ pub const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
-/// The wait before the next attempt after `attempts` tries. `jitter` in [0, 1) scales
-/// the doubling delay into its upper half, so the first retry comes within 2 s;
-/// `Retry-After` wins when it asks for longer.
+/// The retry schedule of a send: 1 s doubling to [`MAX_BACKOFF`], jittered into the
+/// upper half of each step (so the first retry comes within 2 s); `Retry-After` wins
+/// when it asks for longer (at most [`RETRY_AFTER_CAP`]).
+const SEND_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    factor: 2,
+    cap: MAX_BACKOFF,
+    jitter: Jitter::UpperHalf,
+    retry_after: RetryAfter::AtLeast {
+        cap: RETRY_AFTER_CAP,
+    },
+};
+
+/// The wait before the next attempt after `attempts` tries, by [`SEND_BACKOFF`];
+/// `jitter` in [0, 1).
 pub fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-    let exp = attempts.saturating_sub(1).min(16);
-    let base = Duration::from_secs(1u64 << exp).min(MAX_BACKOFF);
-    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    match retry_after {
-        Some(ra) => jittered.max(ra.min(RETRY_AFTER_CAP)),
-        None => jittered,
-    }
+    SEND_BACKOFF.wait(attempts, retry_after, jitter)
 }
 
 /// The handles the sender needs.

@@ -14,6 +14,7 @@ pub mod acme;
 pub mod admin;
 pub mod agent;
 pub mod app;
+pub(crate) mod backoff;
 pub mod bridge;
 pub mod channels;
 pub mod cli;

@@ -115,8 +115,14 @@ pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
 
 /// Exponential backoff: [`BACKOFF_BASE`] after the first failure, doubling, capped.
 pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(20);
-    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
+    const SCHEDULE: crate::backoff::Backoff = crate::backoff::Backoff {
+        first: BACKOFF_BASE,
+        factor: 2,
+        cap: BACKOFF_MAX,
+        jitter: crate::backoff::Jitter::None,
+        retry_after: crate::backoff::RetryAfter::Ignore,
+    };
+    SCHEDULE.delay(failures)
 }
 
 /// Whether a cached certificate can be served for the configured domains.

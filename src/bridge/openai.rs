@@ -171,10 +171,17 @@ pub fn earlier<'a>(transcript: &'a Transcript, ids: &[String]) -> Earlier<'a> {
 /// How long to wait before attempt `attempt + 1`: 1 s doubling to 60 s, or what the
 /// server asked for with Retry-After (at most 10 min).
 pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(ra) = retry_after {
-        return ra.min(Duration::from_secs(600));
-    }
-    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+    const SCHEDULE: crate::backoff::Backoff = crate::backoff::Backoff {
+        first: Duration::from_secs(1),
+        factor: 2,
+        cap: Duration::from_secs(60),
+        jitter: crate::backoff::Jitter::None,
+        retry_after: crate::backoff::RetryAfter::Instead {
+            cap: Duration::from_secs(600),
+        },
+    };
+    // `attempt` counts from 0: the first failure is attempt 0.
+    SCHEDULE.wait(attempt.saturating_add(1), retry_after, 0.0)
 }
 
 /// `choices[0].message.content` of a completion body, which must hold text.

@@ -1,11 +1,14 @@
 //! Texts going out: turning agent text into SMS parts on the durable outbound queue
 //! ([`Outbox::plan`]), the in-memory queue of what waits to be sent (fed by the store
 //! writer's after-commit hooks, loaded at start), who hears how a reply or send ended
-//! ([`Outbox::part_done`]), and the sender task ([`sender`]).
+//! ([`Outbox::part_done`]), and the sender task: [`sender`] (the loop and sending),
+//! `lookup` (sends of unknown outcome), over `worker` (its handles and shared writes).
 
 pub mod due;
 pub mod held;
+mod lookup;
 pub mod sender;
+mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

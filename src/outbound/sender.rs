@@ -2,24 +2,26 @@
 //! order per recipient. Retries 429, 5xx and refused connections with exponential
 //! backoff and jitter; never retries a request that may have reached Twilio (a retry
 //! could text the person twice). Every state change is written through the store
-//! writer; the attempt is durable before the request leaves.
+//! writer; the attempt is durable before the request leaves. A send whose outcome is
+//! unknown is handed to the lookup driver ([`super::lookup`]) when its lookup is due.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::held::{self, Announced};
-use super::{Outbox, PartOutcome};
+use super::held;
+use super::lookup::{look_up, lookup_clock, lookup_due};
+use super::worker::{finish, monotonic_at, record_sent, save, Tracked};
+use super::PartOutcome;
+use crate::backoff::{Backoff, Jitter, RetryAfter};
 use crate::clock::now_ms;
-use crate::limits::{SendWindows, Verdict};
-use crate::live::LiveConfig;
-use crate::metrics::Metrics;
+use crate::limits::Verdict;
 use crate::shutdown::Shutdown;
-use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
-use crate::twilio::reconcile::{self, LookupOutcome, Stage, Step};
-use crate::twilio::{Creds, MessagesApi, SendError, SendRequest};
+use crate::store::{OutboundRecord, OutboundState, Purpose, StoreError};
+use crate::twilio::reconcile;
+use crate::twilio::{Creds, SendError, SendRequest};
+
+pub use super::worker::{Sender, Windows};
 
 /// Attempts before a retryable failure counts as failed for good (about 40 minutes of
 /// backoff in all).
@@ -27,69 +29,23 @@ pub const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
-/// The wait before the next attempt after `attempts` tries. `jitter` in [0, 1) scales
-/// the doubling delay into its upper half, so the first retry comes within 2 s;
-/// `Retry-After` wins when it asks for longer.
+/// The retry schedule of a send: 1 s doubling to [`MAX_BACKOFF`], jittered into the
+/// upper half of each step (so the first retry comes within 2 s); `Retry-After` wins
+/// when it asks for longer (at most [`RETRY_AFTER_CAP`]).
+const SEND_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    factor: 2,
+    cap: MAX_BACKOFF,
+    jitter: Jitter::UpperHalf,
+    retry_after: RetryAfter::AtLeast {
+        cap: RETRY_AFTER_CAP,
+    },
+};
+
+/// The wait before the next attempt after `attempts` tries, by [`SEND_BACKOFF`];
+/// `jitter` in [0, 1).
 pub fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-    let exp = attempts.saturating_sub(1).min(16);
-    let base = Duration::from_secs(1u64 << exp).min(MAX_BACKOFF);
-    let jittered = base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    match retry_after {
-        Some(ra) => jittered.max(ra.min(RETRY_AFTER_CAP)),
-        None => jittered,
-    }
-}
-
-/// The handles the sender needs.
-pub struct Sender {
-    pub store: Arc<Store>,
-    pub writer: Writer,
-    pub outbox: Arc<Outbox>,
-    pub config: Arc<LiveConfig>,
-    pub twilio: Arc<dyn MessagesApi>,
-    pub metrics: Arc<Metrics>,
-    /// What the sender remembers in memory (see [`Windows`]).
-    pub windows: std::sync::Mutex<Windows>,
-}
-
-/// What the sender keeps in memory: the spending limits' windows and what was said
-/// about them, and the monotonic times of each send of unknown outcome.
-#[derive(Debug, Default)]
-pub struct Windows {
-    /// Per account with a limit set, what went out in the last day, per minute (built
-    /// from the sent log when a limit first needs it).
-    sent: SendWindows,
-    /// Which full windows were already announced.
-    announced: Announced,
-    /// Record id → its times by the monotonic clock, for sends of unknown outcome.
-    /// Lost on restart (the stored wall times are used then).
-    unknown_attempts: HashMap<u64, Tracked>,
-    /// When the log last said that `outboundLimits.maxHeld` was reached, per account.
-    max_held_announced: HashMap<String, u64>,
-}
-
-/// A send of unknown outcome's times by the monotonic clock next to the stored wall
-/// times, so that a wall clock stepped meanwhile (NTP after boot, an operator) neither
-/// moves "since the attempt" nor makes a lookup come early (two lookups that find
-/// nothing must be minutes apart in fact) or hours late.
-#[derive(Debug)]
-struct Tracked {
-    /// The stored attempt time and the same moment; `None` if attempted before a
-    /// restart.
-    attempt: Option<(u64, Instant)>,
-    /// The stored time of the next lookup and when it falls due.
-    due: (u64, Instant),
-}
-
-/// The monotonic moment of the wall-clock time `at_ms`, as the wall clock reads now.
-fn monotonic_at(at_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
-}
-
-impl Sender {
-    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    SEND_BACKOFF.wait(attempts, retry_after, jitter)
 }
 
 /// Whether a send is checked against `outboundLimits`: what the agent sends (replies
@@ -164,31 +120,6 @@ async fn send_due(s: &Sender, shutdown: &mut Shutdown) -> Result<Duration, Store
     }
 }
 
-/// Each tracked lookup's stored due time and the milliseconds left until it by the
-/// monotonic clock (see [`Tracked`]), by record id. Taken before the outbox is asked,
-/// so the two locks are never held together.
-fn lookup_clock(s: &Sender) -> HashMap<u64, (u64, u64)> {
-    let now = Instant::now();
-    s.windows()
-        .unknown_attempts
-        .iter()
-        .map(|(id, t)| {
-            let left = t.due.1.saturating_duration_since(now).as_millis() as u64;
-            (*id, (t.due.0, left))
-        })
-        .collect()
-}
-
-/// A lookup's due time as the monotonic clock has it, on the wall clock as it reads
-/// `now` (the stored time if it is not tracked, or was rescheduled since).
-fn lookup_due(clock: &HashMap<u64, (u64, u64)>, rec: &OutboundRecord, now: u64) -> u64 {
-    let remaining = clock
-        .get(&rec.id)
-        .filter(|(stored, _)| *stored == rec.next_attempt_ms)
-        .map(|(_, left)| *left);
-    reconcile::due_on_wall_clock(rec.next_attempt_ms, now, remaining)
-}
-
 /// The log line and metric of a full `outboundLimits` window (once per window).
 fn announce_hold(
     s: &Sender,
@@ -258,14 +189,6 @@ async fn refuse_over_cap(
         },
     );
     Ok(None)
-}
-
-/// Writes `rec` (through the writer) and keeps the in-memory queue in step.
-async fn save(s: &Sender, rec: &OutboundRecord) -> Result<(), StoreError> {
-    let r = rec.clone();
-    s.writer.write(move |st, _| st.put_outbound(&r)).await?;
-    s.outbox.update(rec);
-    Ok(())
 }
 
 /// One attempt. Returns when the message is due again if it waits for another attempt.
@@ -480,214 +403,6 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             Ok(Some(rec.next_attempt_ms))
         }
     }
-}
-
-/// Asks Twilio whether a send of unknown outcome exists, and acts on the answer: found
-/// (sent, with its SID), not found twice (send it, once), or no answer (ask again
-/// later; never send blind).
-async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), StoreError> {
-    let config = s.config.get();
-    let to = rec.to.redacted().to_string();
-    let Some(account) = config.sms.account(&rec.account) else {
-        s.windows().unknown_attempts.remove(&rec.id);
-        finish(
-            s,
-            rec,
-            OutboundState::Failed,
-            "its account is no longer configured".into(),
-            None,
-        )
-        .await?;
-        return Ok(());
-    };
-    // "Since the attempt" on our wall clock as it reads now (it may have been stepped
-    // since), then on Twilio's clock once its answer says how far that is from ours.
-    let stored = rec.attempted_at_ms.unwrap_or(rec.created_ms);
-    let asked_at = now_ms();
-    let since = s
-        .windows()
-        .unknown_attempts
-        .get(&rec.id)
-        .and_then(|t| t.attempt)
-        .filter(|(at, _)| *at == stored)
-        .map(|(_, mono)| mono.elapsed().as_millis() as u64);
-    let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, None);
-    let req = SendRequest {
-        creds: Creds::of(account),
-        to: rec.to.clone(),
-        sender: account.sender.clone(),
-        body: rec.body.clone(),
-        media_urls: Vec::new(),
-        status_callback: None,
-    };
-    let sent_by = match &account.sender {
-        crate::config::Sender::MessagingService(mg) => reconcile::SentBy::Service(mg.as_str()),
-        crate::config::Sender::Number(n) => reconcile::SentBy::Number(n.as_str()),
-    };
-    let mut failure = None;
-    let outcome = match s.twilio.look_up(&req, attempt).await {
-        Ok(found) => {
-            let skew = found.twilio_minus_ours_ms;
-            if skew.is_some_and(|d| d.unsigned_abs() > 60_000) {
-                tracing::warn!(account = %account.id, id = rec.id, "Twilio's clock and ours differ by {}s (by its Date header); the lookup matches on Twilio's clock. Check NTP on this host", skew.unwrap_or(0) / 1000);
-            }
-            let (_, theirs) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, skew);
-            // The SIDs another send already holds (recorded as sent, with its status
-            // record): an identical earlier text to the same person is not this one.
-            let mut taken = HashSet::new();
-            for m in found.messages.iter().filter(|m| m.body == rec.body) {
-                if s.store.is_our_sid(&m.sid)? {
-                    taken.insert(m.sid.clone());
-                }
-            }
-            let wanted = reconcile::Wanted {
-                to: rec.to.as_str(),
-                from: sent_by,
-                body: &rec.body,
-                attempt_ms: theirs,
-                slack_ms: reconcile::match_slack_ms(since.is_some() && skew.is_some()),
-            };
-            match reconcile::find_match(&found.messages, &wanted, &taken) {
-                Some(m) => LookupOutcome::Found(m.sid.clone()),
-                None => match reconcile::no_match_proves_absence(
-                    &found.messages,
-                    found.complete,
-                    theirs,
-                ) {
-                    Ok(()) => LookupOutcome::NotFound,
-                    Err(why) => {
-                        tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot tell yet whether a send of unknown outcome exists: {why}; asking again later (never sent blind)");
-                        failure = Some(why);
-                        LookupOutcome::Failed
-                    }
-                },
-            }
-        }
-        Err(e) => {
-            let why = reconcile::describe_failure(&e);
-            tracing::warn!(account = %account.id, to = %to, id = rec.id, "cannot ask Twilio about a send of unknown outcome: {why}; asking again later (never sent blind)");
-            failure = Some(why);
-            LookupOutcome::Failed
-        }
-    };
-    let stage = match rec.state {
-        OutboundState::Checking => Stage::Checking,
-        _ => Stage::Unknown,
-    };
-    let failures = match outcome {
-        LookupOutcome::Failed => rec.lookup_failures + 1,
-        _ => 0,
-    };
-    let now = now_ms();
-    let (stage, step) = reconcile::after_lookup(
-        stage,
-        outcome,
-        attempt,
-        now,
-        failures,
-        reconcile::settle_ms(),
-    );
-    rec.lookup_failures = failures;
-    if !matches!(step, Step::LookupAt(_)) {
-        s.windows().unknown_attempts.remove(&rec.id);
-    }
-    match step {
-        Step::Found(sid) => {
-            tracing::info!(account = %account.id, to = %to, id = rec.id, %sid, "send of unknown outcome found at Twilio: it was sent; recorded, not sent again");
-            // It went out, so it leaves the queue and counts against the limits like
-            // any other send.
-            let segments = crate::text::count_segments(&rec.body).segments;
-            // "accepted": the lowest of the statuses a created message has, so any
-            // callback that comes is applied.
-            record_sent(s, &rec, segments, Some((&sid, "accepted"))).await?;
-            s.outbox.forget(rec.id);
-            s.outbox.part_done(
-                &rec,
-                PartOutcome::Sent {
-                    sid: Some(sid),
-                    segments,
-                },
-            );
-        }
-        Step::LookupAt(at) => {
-            if stage == Stage::Checking && rec.state == OutboundState::Unknown {
-                tracing::info!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome not found at Twilio yet; asking once more in {}s", at.saturating_sub(now) / 1000);
-            }
-            rec.state = match stage {
-                Stage::Unknown => OutboundState::Unknown,
-                Stage::Checking => OutboundState::Checking,
-            };
-            // What `queue list` shows for this step.
-            rec.last_error = Some(match failure {
-                Some(why) => format!("outcome unknown; asking Twilio whether it was sent failed ({failures} time(s) in a row): {why}. Asking again; never sent blind"),
-                None if stage == Stage::Checking => "outcome unknown; not found at Twilio at the first check: asking once more before sending it again".into(),
-                None => rec.last_error.take().unwrap_or_else(|| "outcome unknown".into()),
-            });
-            rec.next_attempt_ms = at;
-            save(s, &rec).await?;
-            let due = (at, monotonic_at(at));
-            s.windows()
-                .unknown_attempts
-                .entry(rec.id)
-                .and_modify(|t| t.due = due)
-                .or_insert(Tracked { attempt: None, due });
-        }
-        Step::Resend => {
-            tracing::warn!(account = %account.id, to = %to, id = rec.id, "send of unknown outcome: Twilio has no trace of it after two lookups, so it was never created; sending it (once)");
-            rec.state = OutboundState::Queued;
-            rec.resent = true;
-            rec.next_attempt_ms = now;
-            rec.last_error = Some("not found at Twilio: sent again".into());
-            save(s, &rec).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A send went out: out of the queue and into the sent log (one batch), and into the
-/// account's spending window.
-async fn record_sent(
-    s: &Sender,
-    rec: &OutboundRecord,
-    segments: u32,
-    sid: Option<(&str, &str)>,
-) -> Result<(), StoreError> {
-    let at = now_ms();
-    let done = rec.clone();
-    let counted = s
-        .config
-        .get()
-        .sms
-        .account(&rec.account)
-        .is_some_and(|a| a.outbound_limits.any());
-    let sid = sid.map(|(sid, status)| (sid.to_string(), status.to_string()));
-    s.writer
-        .write(move |st, _| {
-            let sid = sid.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
-            st.complete_send(&done, segments, at, sid, counted)
-        })
-        .await?;
-    s.windows()
-        .sent
-        .record(&rec.account, at, rec.to.as_str(), segments);
-    Ok(())
-}
-
-async fn finish(
-    s: &Sender,
-    mut rec: OutboundRecord,
-    state: OutboundState,
-    why: String,
-    code: Option<u32>,
-) -> Result<Option<u64>, StoreError> {
-    tracing::warn!(account = %rec.account, to = %rec.to.redacted(), id = rec.id, state = %crate::logging::label(&state), "send not completed: {why}");
-    rec.state = state;
-    rec.last_error = Some(why.clone());
-    rec.last_code = code;
-    save(s, &rec).await?;
-    s.outbox
-        .part_done(&rec, PartOutcome::Failed { message: why, code });
-    Ok(None)
 }
 
 #[cfg(test)]

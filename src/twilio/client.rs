@@ -176,9 +176,11 @@ struct CreatedJson {
     status: Option<String>,
 }
 
+/// Twilio's `Retry-After` (seconds or an HTTP date; see [`crate::backoff::parse_retry_after`]),
+/// at most an hour.
 fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    let secs: u64 = v?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
+    let wait = crate::backoff::parse_retry_after(v?.to_str().ok()?, std::time::SystemTime::now())?;
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 /// The form fields of a create-message request, in the order Twilio documents them.
@@ -500,15 +502,12 @@ impl HttpTwilio {
 }
 
 /// An HTTP `Date` header (IMF-fixdate, `Tue, 01 Dec 2026 15:53:57 GMT`, what Twilio and
-/// every current server send) in milliseconds since the epoch.
+/// every current server send; `httpdate` also reads the two obsolete forms RFC 9110
+/// asks recipients to accept) in milliseconds since the epoch.
 pub fn parse_http_date(s: &str) -> Option<u64> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let t = time::PrimitiveDateTime::parse(s.trim(), &format)
-        .ok()?
-        .assume_utc();
-    u64::try_from(t.unix_timestamp()).ok().map(|s| s * 1000)
+    let t = httpdate::parse_http_date(s.trim()).ok()?;
+    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 #[cfg(test)]
@@ -540,6 +539,56 @@ mod tests {
         assert!(!text.contains("/x"), "only the host: {text}");
     }
 
+    /// The hand-written parser `httpdate` replaced (issue 21 item 7), kept as the
+    /// reference its results are checked against.
+    fn reference(s: &str) -> Option<u64> {
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let t = time::PrimitiveDateTime::parse(s.trim(), &format)
+            .ok()?
+            .assume_utc();
+        u64::try_from(t.unix_timestamp()).ok().map(|s| s * 1000)
+    }
+
+    proptest::proptest! {
+        /// Any IMF-fixdate from 1970 to 9999: the same instant as before.
+        #[test]
+        fn http_dates_as_before(secs in 0u64..253_402_300_800) {
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            let s = httpdate::fmt_http_date(t);
+            proptest::prop_assert_eq!(parse_http_date(&s), Some(secs * 1000));
+            proptest::prop_assert_eq!(parse_http_date(&s), reference(&s));
+        }
+
+        /// Dates put together from parts in and out of range (day 0 or 31 February,
+        /// hour 24, second 60, before 1970, a wrong weekday): read exactly when the old
+        /// parser read them, to the same instant; except that a weekday the date does
+        /// not fall on (which the old parser let through) is now refused.
+        #[test]
+        fn http_date_parts_as_before(
+            wd in 0usize..8, day in 0u32..33, mon in 0usize..13, year in 1960u32..10_000,
+            hour in 0u32..26, min in 0u32..61, sec in 0u32..62,
+        ) {
+            const WD: [&str; 8] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Xyz"];
+            const MON: [&str; 13] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                "Dec", "Foo",
+            ];
+            let s = format!(
+                "{}, {day:02} {} {year:04} {hour:02}:{min:02}:{sec:02} GMT",
+                WD[wd], MON[mon]
+            );
+            let weekday = |ms: &u64| {
+                time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+                    .map(|t| t.weekday().to_string()[..3].to_string())
+                    .ok()
+            };
+            let want = reference(&s).filter(|ms| weekday(ms).as_deref() == Some(WD[wd]));
+            proptest::prop_assert_eq!(parse_http_date(&s), want, "{}", s);
+        }
+    }
+
     #[test]
     fn http_dates() {
         assert_eq!(
@@ -548,6 +597,15 @@ mod tests {
         );
         assert_eq!(parse_http_date("Tue, 01 Dec 2026 12:00:00 +0000"), None);
         assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(
+            parse_http_date("Mon, 01 Dec 2026 12:00:00 GMT"),
+            None,
+            "a Tuesday"
+        );
+        assert_eq!(
+            parse_http_date("  Tue, 01 Dec 2026 12:00:00 GMT \r\n"),
+            Some(1_796_126_400_000)
+        );
         assert_eq!(parse_http_date(""), None);
     }
 }

@@ -13,9 +13,11 @@
 //! Everything here is pure; the outbound sender carries out the [`Step`]s.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::error::RestError;
 use super::listing::Listed;
+use crate::backoff::{Backoff, Jitter, RetryAfter};
 
 /// How long after the attempt the first lookup runs.
 pub const FIRST_CHECK_MS: u64 = 2 * 60 * 1000;
@@ -260,6 +262,24 @@ pub fn first_check_at(attempt_ms: u64) -> u64 {
     attempt_ms + settle_ms()
 }
 
+/// The wait after `failures` failed lookups in a row: 30 s doubling at the default
+/// settle time (an eighth of it, doubled per failure; tests shorten both together), at
+/// most [`MAX_LOOKUP_BACKOFF_MS`] and at most 1024 eighths of the settle time.
+fn lookup_backoff_ms(failures: u32, settle: u64) -> u64 {
+    let base = Duration::from_millis((settle / 8).max(1));
+    let schedule = Backoff {
+        first: base,
+        factor: 2,
+        cap: base
+            .saturating_mul(1 << 10)
+            .min(Duration::from_millis(MAX_LOOKUP_BACKOFF_MS)),
+        jitter: Jitter::None,
+        retry_after: RetryAfter::Ignore,
+    };
+    // The first failure waits two eighths: `failures` steps from one eighth.
+    schedule.delay(failures.saturating_add(1)).as_millis() as u64
+}
+
 /// The decision after a lookup at `now` in `stage` (`failures`: lookups that failed in a
 /// row, this one included when it failed; `settle`: the first check's delay, the second
 /// comes at five times it).
@@ -273,12 +293,10 @@ pub fn after_lookup(
 ) -> (Stage, Step) {
     match outcome {
         LookupOutcome::Found(sid) => (stage, Step::Found(sid)),
-        LookupOutcome::Failed => {
-            // 15 s doubling at the default settle time (tests shorten both together).
-            let base = (settle / 8).max(1);
-            let backoff = (base << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS);
-            (stage, Step::LookupAt(now + backoff))
-        }
+        LookupOutcome::Failed => (
+            stage,
+            Step::LookupAt(now + lookup_backoff_ms(failures, settle)),
+        ),
         LookupOutcome::NotFound => match stage {
             Stage::Unknown => {
                 // The second check: at 5× settle after the attempt, and never sooner
@@ -746,6 +764,26 @@ mod tests {
             assert!(got.contains(want), "{e:?}: {got}");
         }
         assert!(!describe_failure(&api(400, None)).contains("Hint"));
+    }
+
+    #[test]
+    fn lookup_backoff_as_before() {
+        // The schedule before the shared helper (issue 21 item 7), for every settle
+        // time the tests and the default use and beyond the exponent's clamp.
+        let before = |failures: u32, settle: u64| {
+            let base = (settle / 8).max(1);
+            (base << failures.min(10)).min(MAX_LOOKUP_BACKOFF_MS)
+        };
+        for settle in [0, 1, 7, 8, 400, 800, 2_000, FIRST_CHECK_MS, 3_600_000] {
+            for failures in (0..40).chain([u32::MAX]) {
+                assert_eq!(
+                    lookup_backoff_ms(failures, settle),
+                    before(failures, settle),
+                    "{failures} {settle}"
+                );
+            }
+        }
+        assert_eq!(lookup_backoff_ms(1, FIRST_CHECK_MS), 30_000);
     }
 
     #[test]

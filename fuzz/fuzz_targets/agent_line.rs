@@ -30,6 +30,13 @@ fuzz_target!(|data: &[u8]| {
                     media_urls,
                     ..
                 } => (Answering::Ref(reference.clone()), &media_urls[..]),
+                AgentLine::Fail { error, .. } => {
+                    // Cleaned for the dead letters and the log: bounded, no control
+                    // characters.
+                    assert!(error.chars().count() <= protocol::MAX_FAIL_ERROR + 1, "cut, plus its ellipsis");
+                    assert!(!error.chars().any(|c| c.is_control()), "{error:?}");
+                    return;
+                }
                 AgentLine::Hello { kind } => {
                     // A name for the operator's status: short, no control characters.
                     assert!(!kind.is_empty() && kind.len() <= protocol::MAX_KIND);

@@ -18,95 +18,15 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     let (f, path) = l.get("enabled", |r| &r.enabled);
     let enabled = take(f, &path, "true or false", p).copied().unwrap_or(true);
 
-    let (f, path) = l.get("webhookPath", |r| &r.webhook_path);
-    let webhook_path = match take(f, &path, "a path string", p) {
-        None => "/webhooks/sms".to_string(),
-        Some(s) => {
-            let s = s.trim();
-            let norm = if s.starts_with('/') {
-                s.to_string()
-            } else {
-                format!("/{s}")
-            };
-            if norm.len() < 2 || norm.contains(['?', '#', ' ']) {
-                p.add(
-                    &path,
-                    format!("{s:?} is not a URL path; use e.g. \"/webhooks/sms\""),
-                );
-            } else if RESERVED_PATHS.contains(&norm.as_str()) {
-                p.add(
-                    &path,
-                    format!(
-                        "{norm:?} is reserved for the daemon's own endpoints; choose another path"
-                    ),
-                );
-            }
-            norm
-        }
-    };
+    let webhook_path = webhook_path(l, p);
 
-    let (f, sid_path) = l.get("accountSid", |r| &r.account_sid);
-    let account_sid = take(f, &sid_path, "a string starting with AC", p).and_then(|s| {
-        if s.starts_with("AC") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
-            Some(s.clone())
-        } else {
-            p.add(&sid_path, "is not an Account SID; copy it from the Twilio Console: AC followed by 32 characters");
-            None
-        }
-    });
-
-    let (f, token_path) = l.get("authToken", |r| &r.auth_token);
-    let auth_token = take(
-        f,
-        &token_path,
-        "a string or a SecretRef { source: \"env\" | \"file\", provider: \"default\", id: \"…\" }",
-        p,
-    )
-    .and_then(|s| resolve_secret(s, &token_path, l.env, p));
-
-    let (f, path) = l.get("previousAuthTokens", |r| &r.previous_auth_tokens);
-    let previous_auth_tokens: Vec<Secret> = take(f, &path, "a list of strings or SecretRefs", p)
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, s)| resolve_secret(s, &format!("{path}[{i}]"), l.env, p))
-        .collect();
-    let (f, path) = l.get("webhookSigningKeys", |r| &r.webhook_signing_keys);
-    let webhook_signing_keys: std::collections::BTreeMap<String, Secret> = take(
-        f,
-        &path,
-        "an object of key id → secret (string or SecretRef)",
-        p,
-    )
-    .into_iter()
-    .flatten()
-    .filter_map(|(id, s)| {
-        resolve_secret(s, &format!("{path}.{id}"), l.env, p).map(|s| (id.clone(), s))
-    })
-    .collect();
-    let (f, path) = l.get("fromNumber", |r| &r.from_number);
-    let from =
-        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                p.add(&path, e.to_string());
-                None
-            }
-        });
-    let (f, path) = l.get("messagingServiceSid", |r| &r.messaging_service_sid);
-    let service = take(f, &path, "a string starting with MG", p).and_then(|s| {
-        if s.starts_with("MG") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
-            Some(s.clone())
-        } else {
-            p.add(&path, "is not a Messaging Service SID; copy it from the Twilio Console: MG followed by 32 characters");
-            None
-        }
-    });
-    let sender = match (from, service) {
-        (Some(n), _) => Some(Sender::Number(n)),
-        (None, Some(s)) => Some(Sender::MessagingService(s)),
-        (None, None) => None,
-    };
+    let Credentials {
+        account_sid,
+        auth_token,
+        previous_auth_tokens,
+        webhook_signing_keys,
+    } = credentials(l, p);
+    let sender = sender(l, p);
 
     let (f, url_path) = l.get("publicWebhookUrl", |r| &r.public_webhook_url);
     let public_url = take(f, &url_path, "an absolute https URL string", p)
@@ -116,49 +36,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     });
     let unsigned = take(f, &path, "true or false", p).copied().unwrap_or(false);
 
-    let (f, policy_path) = l.get("dmPolicy", |r| &r.dm_policy);
-    let dm_policy = match take(f, &policy_path, "a policy name", p).map(String::as_str) {
-        None | Some("pairing") => DmPolicy::Pairing,
-        Some("allowlist") => DmPolicy::Allowlist,
-        Some("open") => DmPolicy::Open,
-        Some("disabled") => DmPolicy::Disabled,
-        Some(other) => {
-            p.add(&policy_path, format!("{other:?} is not a policy; use \"pairing\", \"allowlist\", \"open\" or \"disabled\""));
-            DmPolicy::Pairing
-        }
-    };
-    let (f, allow_path) = l.get("allowFrom", |r| &r.allow_from);
-    let mut allow_from = AllowFrom::default();
-    for (i, entry) in take(f, &allow_path, "a list of phone numbers", p)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if entry.trim() == "*" {
-            allow_from.anyone = true;
-        } else {
-            match E164::parse(entry) {
-                Ok(n) => {
-                    allow_from.numbers.insert(n);
-                }
-                Err(e) => p.add(
-                    format!("{allow_path}[{i}]"),
-                    format!("{e}, or \"*\" for anyone"),
-                ),
-            }
-        }
-    }
-    match dm_policy {
-        DmPolicy::Allowlist if !allow_from.anyone && allow_from.numbers.is_empty() => p.add(
-            &allow_path,
-            "dmPolicy \"allowlist\" needs at least one number here; add the numbers that may text the agent, e.g. [\"+15557654321\"]",
-        ),
-        DmPolicy::Open if !allow_from.anyone => p.add(
-            &allow_path,
-            "dmPolicy \"open\" needs \"*\" here, to show that anyone may text the agent; add \"*\" or use dmPolicy \"pairing\"",
-        ),
-        _ => {}
-    }
+    let (dm_policy, allow_from) = policy(l, p);
 
     let (f, path) = l.get("defaultTo", |r| &r.default_to);
     let default_to =
@@ -178,111 +56,9 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             1500
         }
     };
-    let (f, path) = l.get("language", |r| &r.language);
-    let language = match take(f, &path, "a language code string", p) {
-        None => crate::texts::Language::default(),
-        Some(s) => crate::texts::Language::parse(s.trim()).unwrap_or_else(|| {
-            p.add(
-                &path,
-                format!("{s:?} has no built-in texts; use \"en\", \"hi\", \"zh\", \"ja\" or \"ko\" (or write your own under texts)"),
-            );
-            crate::texts::Language::default()
-        }),
-    };
-    let (f, texts_path) = l.get("texts", |r| &r.texts);
-    let mut texts = crate::texts::Texts {
-        language,
-        ..Default::default()
-    };
-    for (key, template) in take(f, &texts_path, "an object of texts", p)
-        .into_iter()
-        .flatten()
-    {
-        let path = format!("{texts_path}.{key}");
-        let Some(kind) = crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key) else {
-            p.add(
-                &path,
-                "unknown text; the texts are pairingCode, approved and newConversation",
-            );
-            continue;
-        };
-        if let Err(e) = crate::texts::validate(kind, template) {
-            p.add(&path, e);
-            continue;
-        }
-        let slot = match kind {
-            crate::texts::Kind::PairingCode => &mut texts.pairing_code,
-            crate::texts::Kind::Approved => &mut texts.approved,
-            crate::texts::Kind::NewConversation => &mut texts.new_conversation,
-        };
-        *slot = Some(template.clone());
-    }
-    let (f, limits_path) = l.get("outboundLimits", |r| &r.outbound_limits);
-    let mut outbound_limits = crate::limits::OutboundLimits::default();
-    let mut max_held = crate::outbound::held::DEFAULT_MAX_HELD;
-    for (key, v) in take(f, &limits_path, "an object of limits", p)
-        .into_iter()
-        .flatten()
-    {
-        let path = format!("{limits_path}.{key}");
-        if key == "maxHeld" {
-            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) => max_held = n,
-                None => p.add(
-                    &path,
-                    format!(
-                        "expected a whole number of held sends, 0 or more (0 = no cap), found {}",
-                        describe(v)
-                    ),
-                ),
-            }
-            continue;
-        }
-        let slot = match key.as_str() {
-            "perHour" => &mut outbound_limits.per_hour,
-            "perDay" => &mut outbound_limits.per_day,
-            "perRecipientPerHour" => &mut outbound_limits.per_recipient_per_hour,
-            _ => {
-                p.add(&path, "unknown limit; the limits are perHour, perDay and perRecipientPerHour (SMS segments, 0 = no limit), and maxHeld (held sends, 0 = no cap)");
-                continue;
-            }
-        };
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => *slot = n,
-            None => p.add(
-                &path,
-                format!(
-                    "expected a whole number of SMS segments, 0 or more (0 = no limit), found {}",
-                    describe(v)
-                ),
-            ),
-        }
-    }
-    let (f, inbound_path) = l.get("inboundLimits", |r| &r.inbound_limits);
-    let mut inbound_per_sender_per_minute = crate::limits::DEFAULT_INBOUND_PER_MINUTE;
-    for (key, v) in take(f, &inbound_path, "an object of limits", p)
-        .into_iter()
-        .flatten()
-    {
-        let path = format!("{inbound_path}.{key}");
-        if key != "perSenderPerMinute" {
-            p.add(
-                &path,
-                "unknown limit; the inbound limit is perSenderPerMinute (0 = no limit)",
-            );
-            continue;
-        }
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => inbound_per_sender_per_minute = n,
-            None => p.add(
-                &path,
-                format!(
-                    "expected a whole number of texts a minute, 0 or more (0 = no limit), found {}",
-                    describe(v)
-                ),
-            ),
-        }
-    }
+    let texts = texts(l, p);
+    let (outbound_limits, max_held) = outbound_limits(l, p);
+    let inbound_per_sender_per_minute = inbound_limits(l, p);
     let (f, path) = l.get("releaseHeld", |r| &r.release_held);
     let release_held_auto = match take(f, &path, "\"manual\" or \"auto\"", p).map(String::as_str) {
         None | Some("manual") => false,
@@ -292,37 +68,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             false
         }
     };
-    let base_url = |key: &str,
-                    default: &str,
-                    f: &Option<Field<String>>,
-                    path: String,
-                    p: &mut Problems|
-     -> Url {
-        let fallback = || Url::parse(default).ok();
-        let parsed = take(f, &path, "an http(s) URL string", p).and_then(|s| match Url::parse(s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
-            _ => {
-                p.add(
-                    &path,
-                    format!("{s:?} is not an http(s) URL; use e.g. {default:?} ({key})"),
-                );
-                None
-            }
-        });
-        // Both defaults are constant, valid URLs (documented invariant).
-        #[allow(clippy::expect_used)]
-        parsed.or_else(fallback).expect("default API URL parses")
-    };
-    let (f, path) = l.get("apiBaseUrl", |r| &r.api_base_url);
-    let api_base_url = base_url("apiBaseUrl", "https://api.twilio.com", f, path, p);
-    let (f, path) = l.get("messagingApiBaseUrl", |r| &r.messaging_api_base_url);
-    let messaging_api_base_url = base_url(
-        "messagingApiBaseUrl",
-        "https://messaging.twilio.com",
-        f,
-        path,
-        p,
-    );
+    let (api_base_url, messaging_api_base_url) = api_urls(l, p);
 
     use crate::config::checks::Unusable;
     let inactive = |reason: String, why: Unusable| {
@@ -401,6 +147,325 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         // Set but invalid: the problem is already recorded.
         _ => inactive("invalid credentials or sender".into(), Unusable::Invalid),
     }
+}
+
+/// `webhookPath`: a URL path of its own, never one of the daemon's endpoints.
+fn webhook_path(l: &Layers, p: &mut Problems) -> String {
+    let (f, path) = l.get("webhookPath", |r| &r.webhook_path);
+    let webhook_path = match take(f, &path, "a path string", p) {
+        None => "/webhooks/sms".to_string(),
+        Some(s) => {
+            let s = s.trim();
+            let norm = if s.starts_with('/') {
+                s.to_string()
+            } else {
+                format!("/{s}")
+            };
+            if norm.len() < 2 || norm.contains(['?', '#', ' ']) {
+                p.add(
+                    &path,
+                    format!("{s:?} is not a URL path; use e.g. \"/webhooks/sms\""),
+                );
+            } else if RESERVED_PATHS.contains(&norm.as_str()) {
+                p.add(
+                    &path,
+                    format!(
+                        "{norm:?} is reserved for the daemon's own endpoints; choose another path"
+                    ),
+                );
+            }
+            norm
+        }
+    };
+    webhook_path
+}
+
+/// What signs and authenticates: the Account SID, the token and its predecessors, and
+/// the webhook signing keys.
+struct Credentials {
+    account_sid: Option<String>,
+    auth_token: Option<Secret>,
+    previous_auth_tokens: Vec<Secret>,
+    webhook_signing_keys: std::collections::BTreeMap<String, Secret>,
+}
+
+fn credentials(l: &Layers, p: &mut Problems) -> Credentials {
+    let (f, sid_path) = l.get("accountSid", |r| &r.account_sid);
+    let account_sid = take(f, &sid_path, "a string starting with AC", p).and_then(|s| {
+        if s.starts_with("AC") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Some(s.clone())
+        } else {
+            p.add(&sid_path, "is not an Account SID; copy it from the Twilio Console: AC followed by 32 characters");
+            None
+        }
+    });
+
+    let (f, token_path) = l.get("authToken", |r| &r.auth_token);
+    let auth_token = take(
+        f,
+        &token_path,
+        "a string or a SecretRef { source: \"env\" | \"file\", provider: \"default\", id: \"…\" }",
+        p,
+    )
+    .and_then(|s| resolve_secret(s, &token_path, l.env, p));
+
+    let (f, path) = l.get("previousAuthTokens", |r| &r.previous_auth_tokens);
+    let previous_auth_tokens: Vec<Secret> = take(f, &path, "a list of strings or SecretRefs", p)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| resolve_secret(s, &format!("{path}[{i}]"), l.env, p))
+        .collect();
+    let (f, path) = l.get("webhookSigningKeys", |r| &r.webhook_signing_keys);
+    let webhook_signing_keys: std::collections::BTreeMap<String, Secret> = take(
+        f,
+        &path,
+        "an object of key id → secret (string or SecretRef)",
+        p,
+    )
+    .into_iter()
+    .flatten()
+    .filter_map(|(id, s)| {
+        resolve_secret(s, &format!("{path}.{id}"), l.env, p).map(|s| (id.clone(), s))
+    })
+    .collect();
+    Credentials {
+        account_sid,
+        auth_token,
+        previous_auth_tokens,
+        webhook_signing_keys,
+    }
+}
+
+/// `fromNumber`, else `messagingServiceSid`.
+fn sender(l: &Layers, p: &mut Problems) -> Option<Sender> {
+    let (f, path) = l.get("fromNumber", |r| &r.from_number);
+    let from =
+        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                p.add(&path, e.to_string());
+                None
+            }
+        });
+    let (f, path) = l.get("messagingServiceSid", |r| &r.messaging_service_sid);
+    let service = take(f, &path, "a string starting with MG", p).and_then(|s| {
+        if s.starts_with("MG") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Some(s.clone())
+        } else {
+            p.add(&path, "is not a Messaging Service SID; copy it from the Twilio Console: MG followed by 32 characters");
+            None
+        }
+    });
+    match (from, service) {
+        (Some(n), _) => Some(Sender::Number(n)),
+        (None, Some(s)) => Some(Sender::MessagingService(s)),
+        (None, None) => None,
+    }
+}
+
+/// `dmPolicy` and `allowFrom`, and whether the list fits the policy.
+fn policy(l: &Layers, p: &mut Problems) -> (DmPolicy, AllowFrom) {
+    let (f, policy_path) = l.get("dmPolicy", |r| &r.dm_policy);
+    let dm_policy = match take(f, &policy_path, "a policy name", p).map(String::as_str) {
+        None | Some("pairing") => DmPolicy::Pairing,
+        Some("allowlist") => DmPolicy::Allowlist,
+        Some("open") => DmPolicy::Open,
+        Some("disabled") => DmPolicy::Disabled,
+        Some(other) => {
+            p.add(&policy_path, format!("{other:?} is not a policy; use \"pairing\", \"allowlist\", \"open\" or \"disabled\""));
+            DmPolicy::Pairing
+        }
+    };
+    let (f, allow_path) = l.get("allowFrom", |r| &r.allow_from);
+    let mut allow_from = AllowFrom::default();
+    for (i, entry) in take(f, &allow_path, "a list of phone numbers", p)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if entry.trim() == "*" {
+            allow_from.anyone = true;
+        } else {
+            match E164::parse(entry) {
+                Ok(n) => {
+                    allow_from.numbers.insert(n);
+                }
+                Err(e) => p.add(
+                    format!("{allow_path}[{i}]"),
+                    format!("{e}, or \"*\" for anyone"),
+                ),
+            }
+        }
+    }
+    match dm_policy {
+        DmPolicy::Allowlist if !allow_from.anyone && allow_from.numbers.is_empty() => p.add(
+            &allow_path,
+            "dmPolicy \"allowlist\" needs at least one number here; add the numbers that may text the agent, e.g. [\"+15557654321\"]",
+        ),
+        DmPolicy::Open if !allow_from.anyone => p.add(
+            &allow_path,
+            "dmPolicy \"open\" needs \"*\" here, to show that anyone may text the agent; add \"*\" or use dmPolicy \"pairing\"",
+        ),
+        _ => {}
+    }
+    (dm_policy, allow_from)
+}
+
+/// `language` and the operator's own `texts`.
+fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
+    let (f, path) = l.get("language", |r| &r.language);
+    let language = match take(f, &path, "a language code string", p) {
+        None => crate::texts::Language::default(),
+        Some(s) => crate::texts::Language::parse(s.trim()).unwrap_or_else(|| {
+            p.add(
+                &path,
+                format!("{s:?} has no built-in texts; use \"en\", \"hi\", \"zh\", \"ja\" or \"ko\" (or write your own under texts)"),
+            );
+            crate::texts::Language::default()
+        }),
+    };
+    let (f, texts_path) = l.get("texts", |r| &r.texts);
+    let mut texts = crate::texts::Texts {
+        language,
+        ..Default::default()
+    };
+    for (key, template) in take(f, &texts_path, "an object of texts", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{texts_path}.{key}");
+        let Some(kind) = crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key) else {
+            p.add(
+                &path,
+                "unknown text; the texts are pairingCode, approved and newConversation",
+            );
+            continue;
+        };
+        if let Err(e) = crate::texts::validate(kind, template) {
+            p.add(&path, e);
+            continue;
+        }
+        let slot = match kind {
+            crate::texts::Kind::PairingCode => &mut texts.pairing_code,
+            crate::texts::Kind::Approved => &mut texts.approved,
+            crate::texts::Kind::NewConversation => &mut texts.new_conversation,
+        };
+        *slot = Some(template.clone());
+    }
+    texts
+}
+
+/// `outboundLimits`: the SMS segment budgets, and `maxHeld` (the cap on held sends).
+fn outbound_limits(l: &Layers, p: &mut Problems) -> (crate::limits::OutboundLimits, u32) {
+    let (f, limits_path) = l.get("outboundLimits", |r| &r.outbound_limits);
+    let mut outbound_limits = crate::limits::OutboundLimits::default();
+    let mut max_held = crate::outbound::held::DEFAULT_MAX_HELD;
+    for (key, v) in take(f, &limits_path, "an object of limits", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{limits_path}.{key}");
+        if key == "maxHeld" {
+            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => max_held = n,
+                None => p.add(
+                    &path,
+                    format!(
+                        "expected a whole number of held sends, 0 or more (0 = no cap), found {}",
+                        describe(v)
+                    ),
+                ),
+            }
+            continue;
+        }
+        let slot = match key.as_str() {
+            "perHour" => &mut outbound_limits.per_hour,
+            "perDay" => &mut outbound_limits.per_day,
+            "perRecipientPerHour" => &mut outbound_limits.per_recipient_per_hour,
+            _ => {
+                p.add(&path, "unknown limit; the limits are perHour, perDay and perRecipientPerHour (SMS segments, 0 = no limit), and maxHeld (held sends, 0 = no cap)");
+                continue;
+            }
+        };
+        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => *slot = n,
+            None => p.add(
+                &path,
+                format!(
+                    "expected a whole number of SMS segments, 0 or more (0 = no limit), found {}",
+                    describe(v)
+                ),
+            ),
+        }
+    }
+    (outbound_limits, max_held)
+}
+
+/// `inboundLimits`: texts a sender may send a minute.
+fn inbound_limits(l: &Layers, p: &mut Problems) -> u32 {
+    let (f, inbound_path) = l.get("inboundLimits", |r| &r.inbound_limits);
+    let mut inbound_per_sender_per_minute = crate::limits::DEFAULT_INBOUND_PER_MINUTE;
+    for (key, v) in take(f, &inbound_path, "an object of limits", p)
+        .into_iter()
+        .flatten()
+    {
+        let path = format!("{inbound_path}.{key}");
+        if key != "perSenderPerMinute" {
+            p.add(
+                &path,
+                "unknown limit; the inbound limit is perSenderPerMinute (0 = no limit)",
+            );
+            continue;
+        }
+        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => inbound_per_sender_per_minute = n,
+            None => p.add(
+                &path,
+                format!(
+                    "expected a whole number of texts a minute, 0 or more (0 = no limit), found {}",
+                    describe(v)
+                ),
+            ),
+        }
+    }
+    inbound_per_sender_per_minute
+}
+
+/// `apiBaseUrl` and `messagingApiBaseUrl` (tests point them at a local server).
+fn api_urls(l: &Layers, p: &mut Problems) -> (Url, Url) {
+    let base_url = |key: &str,
+                    default: &str,
+                    f: &Option<Field<String>>,
+                    path: String,
+                    p: &mut Problems|
+     -> Url {
+        let fallback = || Url::parse(default).ok();
+        let parsed = take(f, &path, "an http(s) URL string", p).and_then(|s| match Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            _ => {
+                p.add(
+                    &path,
+                    format!("{s:?} is not an http(s) URL; use e.g. {default:?} ({key})"),
+                );
+                None
+            }
+        });
+        // Both defaults are constant, valid URLs (documented invariant).
+        #[allow(clippy::expect_used)]
+        parsed.or_else(fallback).expect("default API URL parses")
+    };
+    let (f, path) = l.get("apiBaseUrl", |r| &r.api_base_url);
+    let api_base_url = base_url("apiBaseUrl", "https://api.twilio.com", f, path, p);
+    let (f, path) = l.get("messagingApiBaseUrl", |r| &r.messaging_api_base_url);
+    let messaging_api_base_url = base_url(
+        "messagingApiBaseUrl",
+        "https://messaging.twilio.com",
+        f,
+        path,
+        p,
+    );
+    (api_base_url, messaging_api_base_url)
 }
 
 pub(super) fn f_unset<'a, T: 'a>(

@@ -39,14 +39,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     let (dm_policy, allow_from) = policy(l, p);
 
     let (f, path) = l.get("defaultTo", |r| &r.default_to);
-    let default_to =
-        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                p.add(&path, e.to_string());
-                None
-            }
-        });
+    let default_to = e164(f, &path, p);
     let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
     let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
         None => 1500,
@@ -191,14 +184,7 @@ struct Credentials {
 
 fn credentials(l: &Layers, p: &mut Problems) -> Credentials {
     let (f, sid_path) = l.get("accountSid", |r| &r.account_sid);
-    let account_sid = take(f, &sid_path, "a string starting with AC", p).and_then(|s| {
-        if s.starts_with("AC") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
-            Some(s.clone())
-        } else {
-            p.add(&sid_path, "is not an Account SID; copy it from the Twilio Console: AC followed by 32 characters");
-            None
-        }
-    });
+    let account_sid = sid(f, &sid_path, "AC", "an Account SID", p);
 
     let (f, token_path) = l.get("authToken", |r| &r.auth_token);
     let auth_token = take(
@@ -240,23 +226,9 @@ fn credentials(l: &Layers, p: &mut Problems) -> Credentials {
 /// `fromNumber`, else `messagingServiceSid`.
 fn sender(l: &Layers, p: &mut Problems) -> Option<Sender> {
     let (f, path) = l.get("fromNumber", |r| &r.from_number);
-    let from =
-        take(f, &path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                p.add(&path, e.to_string());
-                None
-            }
-        });
+    let from = e164(f, &path, p);
     let (f, path) = l.get("messagingServiceSid", |r| &r.messaging_service_sid);
-    let service = take(f, &path, "a string starting with MG", p).and_then(|s| {
-        if s.starts_with("MG") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
-            Some(s.clone())
-        } else {
-            p.add(&path, "is not a Messaging Service SID; copy it from the Twilio Console: MG followed by 32 characters");
-            None
-        }
-    });
+    let service = sid(f, &path, "MG", "a Messaging Service SID", p);
     match (from, service) {
         (Some(n), _) => Some(Sender::Number(n)),
         (None, Some(s)) => Some(Sender::MessagingService(s)),
@@ -466,6 +438,35 @@ fn api_urls(l: &Layers, p: &mut Problems) -> (Url, Url) {
         p,
     );
     (api_base_url, messaging_api_base_url)
+}
+
+/// A phone number key: an E.164 string.
+fn e164(f: &Option<Field<String>>, path: &str, p: &mut Problems) -> Option<E164> {
+    take(f, path, "an E.164 phone number string", p).and_then(|s| match E164::parse(s) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            p.add(path, e.to_string());
+            None
+        }
+    })
+}
+
+/// A Twilio SID key: `prefix` followed by 32 letters and digits.
+fn sid(
+    f: &Option<Field<String>>,
+    path: &str,
+    prefix: &str,
+    what: &str,
+    p: &mut Problems,
+) -> Option<String> {
+    take(f, path, &format!("a string starting with {prefix}"), p).and_then(|s| {
+        if s.starts_with(prefix) && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
+            Some(s.clone())
+        } else {
+            p.add(path, format!("is not {what}; copy it from the Twilio Console: {prefix} followed by 32 characters"));
+            None
+        }
+    })
 }
 
 pub(super) fn f_unset<'a, T: 'a>(

@@ -339,15 +339,8 @@ fn outbound_limits(l: &Layers, p: &mut Problems) -> (crate::limits::OutboundLimi
     {
         let path = format!("{limits_path}.{key}");
         if key == "maxHeld" {
-            match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) => max_held = n,
-                None => p.add(
-                    &path,
-                    format!(
-                        "expected a whole number of held sends, 0 or more (0 = no cap), found {}",
-                        describe(v)
-                    ),
-                ),
+            if let Some(n) = count(v, &path, "held sends, 0 or more (0 = no cap)", p) {
+                max_held = n;
             }
             continue;
         }
@@ -360,15 +353,8 @@ fn outbound_limits(l: &Layers, p: &mut Problems) -> (crate::limits::OutboundLimi
                 continue;
             }
         };
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => *slot = n,
-            None => p.add(
-                &path,
-                format!(
-                    "expected a whole number of SMS segments, 0 or more (0 = no limit), found {}",
-                    describe(v)
-                ),
-            ),
+        if let Some(n) = count(v, &path, "SMS segments, 0 or more (0 = no limit)", p) {
+            *slot = n;
         }
     }
     (outbound_limits, max_held)
@@ -390,15 +376,8 @@ fn inbound_limits(l: &Layers, p: &mut Problems) -> u32 {
             );
             continue;
         }
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => inbound_per_sender_per_minute = n,
-            None => p.add(
-                &path,
-                format!(
-                    "expected a whole number of texts a minute, 0 or more (0 = no limit), found {}",
-                    describe(v)
-                ),
-            ),
+        if let Some(n) = count(v, &path, "texts a minute, 0 or more (0 = no limit)", p) {
+            inbound_per_sender_per_minute = n;
         }
     }
     inbound_per_sender_per_minute
@@ -467,6 +446,18 @@ fn sid(
             None
         }
     })
+}
+
+/// A limit's value: a whole number that fits a u32; `what` says what it counts.
+fn count(v: &serde_json::Value, path: &str, what: &str, p: &mut Problems) -> Option<u32> {
+    let n = v.as_u64().and_then(|n| u32::try_from(n).ok());
+    if n.is_none() {
+        p.add(
+            path,
+            format!("expected a whole number of {what}, found {}", describe(v)),
+        );
+    }
+    n
 }
 
 pub(super) fn f_unset<'a, T: 'a>(

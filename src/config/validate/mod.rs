@@ -1,0 +1,83 @@
+//! Turns the raw file and the environment into a [`Config`], collecting every problem.
+//!
+//! Pure except for reading secret and certificate files named by the config, which is
+//! what an operator expects `config validate` to check.
+
+mod account;
+mod acme;
+mod env;
+mod errors;
+mod gateway;
+mod secrets;
+mod sms;
+
+use serde_json::Value;
+
+use super::raw::RawConfig;
+use super::{Config, ConfigErrors, Problem};
+pub use env::Env;
+use errors::Problems;
+
+/// Where the SMS channel's keys live; every account key path starts here.
+const SMS: &str = "channels.sms";
+
+/// Validates an already parsed JSON value (the file's content).
+pub fn validate_value(value: &Value, env: &Env) -> Result<Config, ConfigErrors> {
+    let mut unknown = Vec::new();
+    let raw: Result<RawConfig, _> = serde_ignored::deserialize(value, |path| {
+        // serde_ignored marks each Option layer with a `?` segment; operators write keys.
+        let clean: Vec<String> = path
+            .to_string()
+            .split('.')
+            .filter(|seg| *seg != "?")
+            .map(String::from)
+            .collect();
+        unknown.push(clean.join("."));
+    });
+    match raw {
+        Ok(raw) => validate(&raw, &unknown, env),
+        Err(e) => Err(ConfigErrors(vec![Problem {
+            path: "(file)".into(),
+            message: format!("{e}; the file must be an object like {{ gateway: {{…}}, channels: {{ sms: {{…}} }} }}"),
+        }])),
+    }
+}
+
+/// Validates the raw config. `unknown` are the key paths serde did not recognise.
+pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+    for path in unknown {
+        match super::checks::did_you_mean(path) {
+            Some(key) => p.add(path.clone(), format!("unknown key; did you mean `{key}`? (keys are camelCase, see the configuration reference)")),
+            None => p.add(path.clone(), "unknown key; remove it or check its spelling (keys are camelCase, see the configuration reference)"),
+        }
+    }
+    let gateway = gateway::gateway(raw, env, &mut p);
+    let sms = sms::sms_channel(raw, env, &mut p);
+    if p.0.is_empty() {
+        let mut warnings = Vec::new();
+        if sms.enabled && sms.accounts.is_empty() {
+            warnings.push("no SMS account is usable yet: set channels.sms.accountSid, authToken and fromNumber (or messagingServiceSid), or the TWILIO_* environment variables".to_string());
+        }
+        for a in &sms.inactive {
+            warnings.push(format!("account {:?} is not usable: {}", a.id, a.reason));
+        }
+        for a in &sms.accounts {
+            if let Some(url) = a.public_url() {
+                warnings.extend(super::checks::public_url_warnings(
+                    &a.id,
+                    &url.parsed,
+                    &a.webhook_path,
+                ));
+            }
+        }
+        if let Some(gw) = gateway {
+            return Ok(Config {
+                gateway: gw,
+                sms,
+                warnings,
+            });
+        }
+    }
+    Err(ConfigErrors(p.0.into_iter().collect()))
+}

@@ -628,8 +628,9 @@ impl AcpBridge {
         };
         let version = result.get("protocolVersion").and_then(Value::as_u64);
         if version != Some(1) {
+            let version = version.map_or_else(|| "none".to_string(), |v| v.to_string());
             tracing::warn!(
-                "the ACP agent {} speaks protocol version {version:?}; smsgate speaks 1",
+                "the ACP agent {} speaks protocol version {version}; smsgate speaks 1",
                 self.program()
             );
         }

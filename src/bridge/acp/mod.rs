@@ -1,0 +1,312 @@
+//! `agent acp -- CMD`: one long-lived Agent Client Protocol agent on stdin/stdout
+//! (JSON-RPC 2.0, one message per line, protocol version 1), one ACP session per
+//! conversation.
+//!
+//! The JSON-RPC is written here rather than taken from the `agent-client-protocol`
+//! crate: that crate's connection runs `!Send` futures (it needs a `LocalSet` on a
+//! thread of its own next to our multi-threaded runtime) and brings a schema crate
+//! and its dependencies, while the client side of ACP that a text bridge needs is six
+//! methods whose shapes the tests check against the official TypeScript SDK (which
+//! validates every request it receives against the protocol's schema).
+//!
+//! A supervisor task runs the agent process and restarts it with backoff when it
+//! exits; a turn that loses its agent waits for the next one and is asked again, so a
+//! text is never lost to a crash. Replies are assembled from `agent_message_chunk`
+//! updates, at most `--max-chars` + 1 characters of them (a flood costs no memory).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod client;
+mod sessions;
+
+pub(crate) use client::*;
+pub use sessions::AcpBridge;
+pub(crate) use sessions::*;
+
+/// A line from the agent longer than this is skipped (and logged), not buffered.
+pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
+/// A picture larger than this is passed as its path, not inlined.
+const MAX_IMAGE: u64 = 10 * 1024 * 1024;
+const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an agent has to stop after `session/cancel` before it is restarted.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// What may wait for the agent's stdin, in bytes (requests, prompts with inlined
+/// pictures, answers to its requests): an agent that stops reading costs at most
+/// this (and one larger line, queued alone), not all it is sent.
+pub(crate) const STDIN_BUDGET: usize = 8 * 1024 * 1024;
+/// How long a line may wait for room in [`STDIN_BUDGET`] (at most `--timeout`)
+/// before the agent is judged not to read its stdin and restarted.
+const STDIN_STALL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub(crate) struct AcpOptions {
+    pub(crate) argv: Vec<String>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    /// `--permissions allow`: answer permission requests with an allow-once option.
+    pub(crate) allow_permissions: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) max_chars: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::protocol::{InboundMedia, InboundMessage};
+    use crate::bridge::{state, Turn};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use tokio::io::BufReader;
+
+    #[test]
+    fn classify_table() {
+        assert_eq!(
+            classify(r#"{"jsonrpc":"2.0","id":3,"result":{"stopReason":"end_turn"}}"#),
+            Incoming::Response {
+                id: 3,
+                result: Ok(json!({"stopReason": "end_turn"}))
+            }
+        );
+        assert_eq!(
+            classify(
+                r#"{"jsonrpc":"2.0","id":4,"error":{"code":-32000,"message":"auth required"}}"#
+            ),
+            Incoming::Response {
+                id: 4,
+                result: Err("auth required (code -32000)".into())
+            }
+        );
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"2.0","id":"p1","method":"session/request_permission","params":{}}"#),
+            Incoming::Request { method, .. } if method == "session/request_permission"
+        ));
+        assert!(matches!(
+            classify(r#"{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s"}}"#),
+            Incoming::Notification { method, .. } if method == "session/update"
+        ));
+        for bad in [
+            "hello",
+            "[1]",
+            "{}",
+            r#"{"id":1}"#,
+            r#"{"id":"x","result":1}"#,
+            "42",
+        ] {
+            assert!(matches!(classify(bad), Incoming::Garbage(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn permission_table() {
+        let all = vec![
+            json!({"optionId": "a1", "kind": "allow_once", "name": "Allow"}),
+            json!({"optionId": "aa", "kind": "allow_always", "name": "Always"}),
+            json!({"optionId": "r1", "kind": "reject_once", "name": "Reject"}),
+            json!({"optionId": "ra", "kind": "reject_always", "name": "Never"}),
+        ];
+        assert_eq!(choose_option(&all, false).as_deref(), Some("r1"));
+        assert_eq!(choose_option(&all, true).as_deref(), Some("a1"));
+        let always_only = vec![all[1].clone(), all[3].clone()];
+        assert_eq!(choose_option(&always_only, true).as_deref(), Some("ra"));
+        assert_eq!(choose_option(&always_only, false).as_deref(), Some("ra"));
+        assert_eq!(choose_option(&all[..2], false), None);
+        assert_eq!(choose_option(&[], true), None);
+    }
+
+    #[test]
+    fn chunks_and_collect() {
+        let chunk = json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}});
+        assert_eq!(chunk_text(&chunk), Some("hi"));
+        let thought = json!({"sessionUpdate": "agent_thought_chunk", "content": {"type": "text", "text": "hmm"}});
+        assert_eq!(chunk_text(&thought), None);
+        let user = json!({"sessionUpdate": "user_message_chunk", "content": {"type": "text", "text": "q"}});
+        assert_eq!(chunk_text(&user), None);
+        let image = json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "image", "data": ""}});
+        assert_eq!(chunk_text(&image), None);
+        let mut c = Collect {
+            limit: 5,
+            ..Collect::default()
+        };
+        for _ in 0..1000 {
+            c.push("abc");
+        }
+        assert_eq!(c.text, "abcab");
+        assert_eq!(c.total_chars, 3000);
+        assert_eq!(c.updates, 1000);
+    }
+
+    #[test]
+    fn blocks_and_delays() {
+        let turn = Turn {
+            conversation: "c".into(),
+            texts: vec![InboundMessage {
+                id: "SM1".into(),
+                account: "a".into(),
+                from: "+15557654321".into(),
+                to: "+15551234567".into(),
+                text: "look".into(),
+                media: vec![
+                    InboundMedia {
+                        url: "u".into(),
+                        content_type: "image/png".into(),
+                        path: Some("/m/1.png".into()),
+                    },
+                    InboundMedia {
+                        url: "u".into(),
+                        content_type: "audio/amr".into(),
+                        path: Some("/m/2.amr".into()),
+                    },
+                ],
+                conversation: Some("c".into()),
+            }],
+        };
+        let b = prompt_blocks(&turn, false, &[]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0]["text"],
+            "look\n[attachment (image/png): /m/1.png]\n[attachment (audio/amr): /m/2.amr]"
+        );
+        let b = prompt_blocks(&turn, true, &[("image/png".into(), "AAAA".into())]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0]["text"], "look\n[attachment (audio/amr): /m/2.amr]");
+        assert_eq!(
+            b[1],
+            json!({"type": "image", "mimeType": "image/png", "data": "AAAA"})
+        );
+        let d: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn judge_table() {
+        let interruption =
+            "[OpenClaw interruption] The gateway restarted while this run was in progress.";
+        // (stopReason, text, cancelled by us, an answer?)
+        let cases: &[(Option<&str>, &str, bool, bool)] = &[
+            (Some("end_turn"), "hello", false, true),
+            (Some("end_turn"), "hello", true, true),
+            // OpenClaw when the model fails for good: end_turn, no chunk
+            (Some("end_turn"), "", false, false),
+            (Some("end_turn"), " \n\t", false, false),
+            // our --timeout: the text so far is the answer; none is not one
+            (Some("cancelled"), "half done", true, true),
+            (Some("cancelled"), "", true, false),
+            // a cancel we did not send (OpenClaw's gateway restarted mid-run)
+            (Some("cancelled"), interruption, false, false),
+            (Some("cancelled"), "", false, false),
+            (Some("cancelled"), "a whole reply", false, false),
+            (Some("refusal"), "I can't", false, false),
+            (Some("refusal"), "", true, false),
+            (Some("max_tokens"), "a reply cut sh", false, false),
+            (Some("max_tokens"), "", false, false),
+            (Some("max_turn_requests"), "partial", false, false),
+            (Some("something_new"), "text", false, false),
+            (None, "text", false, false),
+        ];
+        for (stop, text, ours, want) in cases {
+            let got = judge(*stop, text, *ours);
+            assert_eq!(got.is_ok(), *want, "{stop:?} {text:?} {ours}: {got:?}");
+            if let Err(why) = got {
+                // The reason names the stop reason and never the text.
+                assert!(!why.contains(text) || text.trim().is_empty(), "{why}");
+            }
+        }
+        assert!(judge(Some("cancelled"), interruption, false)
+            .unwrap_err()
+            .contains("not asked for by smsgate"));
+        assert!(
+            judge(Some("x".repeat(500).as_str()), "t", false)
+                .unwrap_err()
+                .chars()
+                .count()
+                < 200
+        );
+    }
+
+    #[test]
+    fn after_trouble_table() {
+        let again = |s| Next::Again(Duration::from_secs(s));
+        let remote = Trouble::Remote("auth required (code -32000)".into());
+        assert_eq!(after_trouble(&Trouble::Gone, 0), again(0));
+        assert_eq!(after_trouble(&Trouble::Gone, 1), again(0));
+        assert!(
+            matches!(after_trouble(&Trouble::Gone, 2), Next::Fail(e) if e.contains("exited during this turn 3 times"))
+        );
+        assert_eq!(after_trouble(&remote, 0), again(4));
+        assert_eq!(after_trouble(&remote, 1), again(8));
+        assert!(matches!(after_trouble(&remote, 2), Next::Fail(e) if e.contains("auth required")));
+        for attempt in [0, 1, 2, 50] {
+            assert!(
+                matches!(after_trouble(&Trouble::Deaf, attempt), Next::Fail(e) if e.contains("did not read its stdin"))
+            );
+            assert_eq!(
+                after_trouble(&Trouble::Refused("no".into()), attempt),
+                Next::Fail("no".into())
+            );
+        }
+        assert!(matches!(
+            after_trouble(&Trouble::Gone, u32::MAX),
+            Next::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn session_map_binding_and_pruning() {
+        const DAY: u64 = 86400;
+        let now = 1000 * DAY;
+        let raw: BTreeMap<String, StoredSession> = serde_json::from_str(
+            r#"{"c-old":"sess-1",
+                "c-a":{"sessionId":"sess-a","lastUsed":86400000},
+                "c-idle":{"sessionId":"sess-i","lastUsed":1},
+                "c-29":{"sessionId":"sess-29","lastUsed":83894400}}"#,
+        )
+        .unwrap();
+        let mut map = load_map(raw, now, state::MAX_IDLE);
+        // The bare entry of an older file starts its clock now; the idle one is gone.
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["c-29", "c-a", "c-old"]);
+        assert_eq!(map["c-old"].last_used, now);
+        assert_eq!(map["c-29"].last_used, now - 29 * DAY);
+        // Written back in the new form, read again the same.
+        let text = serde_json::to_string(&map).unwrap();
+        let again: BTreeMap<String, StoredSession> = serde_json::from_str(&text).unwrap();
+        assert_eq!(load_map(again, now, state::MAX_IDLE), map);
+        // One session, one conversation.
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-a"), Some("c-a"));
+        assert_eq!(bound_elsewhere(&map, "c-a", "sess-a"), None);
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-new"), None);
+        // Two days later c-29 is past 30 days.
+        assert_eq!(
+            prune_map(&mut map, now + 2 * DAY, state::MAX_IDLE),
+            ["sess-29"]
+        );
+        assert_eq!(map.len(), 2);
+        assert!(prune_map(&mut map, now + 2 * DAY, state::MAX_IDLE).is_empty());
+        // Once forgotten, its session id may be given out again.
+        assert_eq!(bound_elsewhere(&map, "c-b", "sess-29"), None);
+    }
+
+    #[test]
+    fn stdin_permits() {
+        assert_eq!(permits_for(0), 1);
+        assert_eq!(permits_for(100), 100);
+        assert_eq!(permits_for(STDIN_BUDGET * 3) as usize, STDIN_BUDGET);
+    }
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let data: &[u8] = b"short\nwaaaaaaaaaaaaay too long\nok\nlast";
+        let mut r = BufReader::with_capacity(4, data);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_bounded(&mut r, &mut buf, 8).await.unwrap() {
+                LineRead::Eof => break,
+                LineRead::Line => got.push(String::from_utf8(buf.clone()).unwrap()),
+                LineRead::TooLong(n) => got.push(format!("too long: {n}")),
+            }
+        }
+        assert_eq!(got, ["short", "too long: 24", "ok", "last"]);
+    }
+}

@@ -1,11 +1,12 @@
-//! `channels capabilities | status | setup`: what the channel can do, whether each
-//! account is set up right (checked against Twilio with `--probe`), and pointing the
-//! Twilio number or Messaging Service at our webhook. The verdicts are pure functions
-//! of what Twilio answered; the calls around them only fetch.
+//! `channels status --probe`: whether each account is set up right, checked against
+//! Twilio (credentials, where the number or Messaging Service sends inbound SMS, recent
+//! errors). The verdicts are pure functions of what Twilio answered; [`probe`] only
+//! fetches.
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::routing::{api_base, incoming_number, messaging_service, not_ours, strip_fragment};
 use crate::config::{Account, Config, Sender};
 use crate::twilio::RestError;
 use crate::twilio::{signature, Creds, HttpTwilio};
@@ -50,113 +51,6 @@ impl Check {
     fn with(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.into(), value);
         self
-    }
-}
-
-pub fn capabilities() -> Value {
-    json!({
-        "channel": "sms",
-        "capabilities": {
-            "inbound": true,
-            "outbound": true,
-            "directMessages": true,
-            "groups": false,
-            "media": { "inbound": true, "outbound": true, "maxPerMessage": 10, "maxInboundBytesPerMessage": crate::agent::media::MAX_MEDIA_BYTES_PER_MESSAGE },
-            "deliveryStatus": true,
-            "markdown": "flattened to plain text",
-            "chunking": { "defaultLimit": 1500, "maxLimit": 1600, "unit": "UTF-16 code units, as Twilio counts" },
-            "segments": "GSM-7 160/153, UCS-2 70/67",
-            "edits": false,
-            "reactions": false,
-            "threads": false,
-            "dmPolicies": ["pairing", "allowlist", "open", "disabled"],
-            "optOut": { "stop": ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"], "start": ["START", "YES", "UNSTOP"] },
-            "senders": ["fromNumber", "messagingServiceSid"],
-            "signatures": ["HMAC-SHA1 (auth token, previousAuthTokens)", "HMAC-SHA256 (webhookSigningKeys)"],
-        }
-    })
-}
-
-/// The configuration side of `channels status`, per account.
-pub fn account_summary(config: &Config) -> Vec<Value> {
-    let mut out: Vec<Value> = config
-        .sms
-        .accounts
-        .iter()
-        .map(|a| {
-            let (from, service) = match &a.sender {
-                Sender::Number(n) => (Some(n.to_string()), None),
-                Sender::MessagingService(s) => (None, Some(s.clone())),
-            };
-            json!({
-                "account": a.id,
-                "configured": true,
-                "fromNumber": from,
-                "messagingServiceSid": service,
-                "webhookPath": a.webhook_path,
-                "publicWebhookUrl": a.public_url().map(|u| u.raw.clone()),
-                "dmPolicy": a.dm_policy.as_str(),
-                "signatureValidation": matches!(a.inbound, crate::config::InboundCheck::Signed { .. }),
-                "default": config.sms.default_account.as_deref() == Some(a.id.as_str()),
-            })
-        })
-        .collect();
-    out.extend(config.sms.inactive.iter().map(|a| json!({"account": a.id, "configured": false, "missing": a.reason, "webhookPath": a.webhook_path})));
-    out
-}
-
-fn strip_fragment(url: &str) -> &str {
-    url.split_once('#').map_or(url, |(base, _)| base)
-}
-
-/// What `channels setup` asks for besides pointing the webhook at us.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetupOptions {
-    /// The number's (or Messaging Service's) fallback URL, called by Twilio when the
-    /// webhook fails.
-    pub fallback_url: Option<String>,
-    /// Twilio's connection override `#rc=N&rp=all`: retry the webhook up to N times on
-    /// any failure. Twilio does not sign the fragment.
-    pub retries: Option<u8>,
-}
-
-/// The most connection retries Twilio takes in `#rc=`.
-pub const MAX_WEBHOOK_RETRIES: u8 = 5;
-
-impl SetupOptions {
-    /// Checks the options; the error says what to change.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(n) = self.retries {
-            if n > MAX_WEBHOOK_RETRIES {
-                return Err(format!(
-                    "--retries {n}: Twilio retries a webhook at most {MAX_WEBHOOK_RETRIES} times; use 0 to {MAX_WEBHOOK_RETRIES}"
-                ));
-            }
-        }
-        if let Some(u) = &self.fallback_url {
-            let parsed = url::Url::parse(u).map_err(|e| {
-                format!("--fallback-url {u:?} is not an absolute URL ({e}); give e.g. https://backup.example.com/sms")
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!(
-                    "--fallback-url must be http(s), not {}:",
-                    parsed.scheme()
-                ));
-            }
-            if !parsed.username().is_empty() || parsed.password().is_some() {
-                return Err("--fallback-url must not carry credentials".into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The URL to set as the inbound webhook: `public` with the retry override as its
-    /// fragment (replacing any fragment it had) when asked for.
-    pub fn webhook_url(&self, public: &str) -> String {
-        match self.retries {
-            Some(n) => format!("{}#rc={n}&rp=all", strip_fragment(public)),
-            None => public.to_string(),
-        }
     }
 }
 
@@ -315,10 +209,6 @@ pub fn hints(config: &Config, account: &Account, checks: &[Check]) -> Vec<String
     out
 }
 
-fn api_base(url: &url::Url) -> String {
-    url.as_str().trim_end_matches('/').to_string()
-}
-
 fn rest_failure(name: &'static str, e: &RestError) -> Check {
     match e {
         RestError::Unavailable(m) => Check::new(name, Status::Unavailable, m.clone()),
@@ -385,35 +275,16 @@ pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
     };
     let (webhook, recent) = match &account.sender {
         Sender::Number(n) => {
-            let q: String = form_urlencoded::Serializer::new(String::new())
-                .append_pair("PhoneNumber", n.as_str())
-                .finish();
-            let webhook = match http
-                .get_json(
-                    &creds,
-                    &format!("{api}/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json?{q}"),
-                )
-                .await
-            {
-                Ok(v) => match v
-                    .get("incoming_phone_numbers")
-                    .and_then(Value::as_array)
-                    .and_then(|l| l.first())
-                {
-                    None => Check::new(
-                        "webhook",
-                        Status::Missing,
-                        format!("{n} is not a number of this Twilio account"),
-                    ),
-                    Some(num) => {
-                        let get =
-                            |k: &str| num.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-                        match get("sms_application_sid") {
-                            Some(app) => Check::new("webhook", Status::Mismatch, format!("a TwiML app ({app}) handles this number's SMS, so its URL is used instead of the number's")).with("configuredUrl", json!(public)),
-                            None => webhook_verdict(&public, get("sms_url"), get("sms_method"), "number"),
-                        }
+            let webhook = match incoming_number(http, account, n).await {
+                Ok(None) => Check::new("webhook", Status::Missing, not_ours(n)),
+                Ok(Some(num)) => {
+                    let get =
+                        |k: &str| num.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+                    match get("sms_application_sid") {
+                        Some(app) => Check::new("webhook", Status::Mismatch, format!("a TwiML app ({app}) handles this number's SMS, so its URL is used instead of the number's")).with("configuredUrl", json!(public)),
+                        None => webhook_verdict(&public, get("sms_url"), get("sms_method"), "number"),
                     }
-                },
+                }
                 Err(e) => rest_failure("webhook", &e),
             };
             let q: String = form_urlencoded::Serializer::new(String::new())
@@ -434,8 +305,7 @@ pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
             (webhook, recent)
         }
         Sender::MessagingService(mg) => {
-            let base = api_base(&account.messaging_api_base_url);
-            let webhook = match http.get_json(&creds, &format!("{base}/v1/Services/{mg}")).await {
+            let webhook = match messaging_service(http, account, mg).await {
                 Ok(v) if v.get("use_inbound_webhook_on_number").and_then(Value::as_bool) == Some(true) => {
                     Check::new("webhook", Status::Mismatch, "the Messaging Service lets each number's own SMS URL win (use_inbound_webhook_on_number is true); turn it off or point the numbers at publicWebhookUrl").with("configuredUrl", json!(public))
                 }
@@ -467,142 +337,6 @@ pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
         }
     };
     vec![credentials, webhook, recent]
-}
-
-/// What `channels setup` would change, and the call that changes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetupPlan {
-    pub what: String,
-    pub url: String,
-    pub fields: Vec<(&'static str, String, String)>,
-    pub post_to: String,
-}
-
-impl SetupPlan {
-    pub fn is_noop(&self) -> bool {
-        self.fields.iter().all(|(_, old, new)| old == new)
-    }
-}
-
-/// Reads the current inbound URL and plans the change to `publicWebhookUrl` + POST
-/// (and the fallback URL and retry override when asked).
-pub async fn plan_setup(
-    http: &HttpTwilio,
-    account: &Account,
-    opts: &SetupOptions,
-) -> Result<SetupPlan, String> {
-    opts.validate()?;
-    let creds = Creds::of(account);
-    let public = account
-        .public_url()
-        .map(|u| u.raw.clone())
-        .ok_or("publicWebhookUrl is not set: set it to the URL Twilio should call first")?;
-    let api = api_base(&account.api_base_url);
-    let sid = &account.account_sid;
-    match &account.sender {
-        Sender::Number(n) => {
-            let q: String = form_urlencoded::Serializer::new(String::new())
-                .append_pair("PhoneNumber", n.as_str())
-                .finish();
-            let v = http
-                .get_json(
-                    &creds,
-                    &format!("{api}/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json?{q}"),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let num = v
-                .get("incoming_phone_numbers")
-                .and_then(Value::as_array)
-                .and_then(|l| l.first())
-                .ok_or_else(|| format!("{n} is not a number of this Twilio account"))?;
-            let get = |k: &str| {
-                num.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let pn = get("sid");
-            if pn.is_empty() {
-                return Err("Twilio's answer has no number SID".into());
-            }
-            let url = opts.webhook_url(&public);
-            let mut fields = vec![
-                ("SmsUrl", get("sms_url"), url.clone()),
-                (
-                    "SmsMethod",
-                    get("sms_method").to_ascii_uppercase(),
-                    "POST".into(),
-                ),
-            ];
-            if let Some(f) = &opts.fallback_url {
-                fields.push(("SmsFallbackUrl", get("sms_fallback_url"), f.clone()));
-                fields.push((
-                    "SmsFallbackMethod",
-                    get("sms_fallback_method").to_ascii_uppercase(),
-                    "POST".into(),
-                ));
-            }
-            Ok(SetupPlan {
-                what: format!("number {n} ({pn})"),
-                url,
-                fields,
-                post_to: format!("{api}/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers/{pn}.json"),
-            })
-        }
-        Sender::MessagingService(mg) => {
-            let base = api_base(&account.messaging_api_base_url);
-            let v = http
-                .get_json(&creds, &format!("{base}/v1/Services/{mg}"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let get = |k: &str| {
-                v.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let url = opts.webhook_url(&public);
-            let mut fields = vec![
-                ("InboundRequestUrl", get("inbound_request_url"), url.clone()),
-                (
-                    "InboundMethod",
-                    get("inbound_method").to_ascii_uppercase(),
-                    "POST".into(),
-                ),
-            ];
-            if let Some(f) = &opts.fallback_url {
-                fields.push(("FallbackUrl", get("fallback_url"), f.clone()));
-                fields.push((
-                    "FallbackMethod",
-                    get("fallback_method").to_ascii_uppercase(),
-                    "POST".into(),
-                ));
-            }
-            Ok(SetupPlan {
-                what: format!("Messaging Service {mg}"),
-                url,
-                fields,
-                post_to: format!("{base}/v1/Services/{mg}"),
-            })
-        }
-    }
-}
-
-pub async fn apply_setup(
-    http: &HttpTwilio,
-    account: &Account,
-    plan: &SetupPlan,
-) -> Result<(), String> {
-    let form: Vec<(&str, &str)> = plan
-        .fields
-        .iter()
-        .map(|(k, _, new)| (*k, new.as_str()))
-        .collect();
-    http.post_form(&Creds::of(account), &plan.post_to, &form)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -639,50 +373,6 @@ mod tests {
             assert_eq!(c.status, want, "{url:?} {method:?}: {}", c.detail);
             assert_eq!(c.extra["configuredUrl"], ours);
         }
-    }
-
-    #[test]
-    fn setup_options_table() {
-        let public = "https://sms.example.com/webhooks/sms";
-        let o = |fallback: Option<&str>, retries| SetupOptions {
-            fallback_url: fallback.map(str::to_string),
-            retries,
-        };
-        assert_eq!(o(None, None).webhook_url(public), public);
-        assert_eq!(
-            o(None, Some(3)).webhook_url(public),
-            "https://sms.example.com/webhooks/sms#rc=3&rp=all"
-        );
-        assert_eq!(
-            o(None, Some(1)).webhook_url("https://a.example/x#ct=500"),
-            "https://a.example/x#rc=1&rp=all"
-        );
-        let valid = [
-            o(None, Some(0)),
-            o(None, Some(5)),
-            o(Some("https://b.example/sms"), None),
-        ];
-        for v in valid {
-            assert_eq!(v.validate(), Ok(()), "{v:?}");
-        }
-        let invalid = [
-            (o(None, Some(6)), "at most 5"),
-            (o(Some("b.example/sms"), None), "not an absolute URL"),
-            (o(Some("ftp://b.example/sms"), None), "http(s)"),
-            (o(Some("https://u:p@b.example/sms"), None), "credentials"),
-        ];
-        for (v, want) in invalid {
-            let e = v.validate().unwrap_err();
-            assert!(e.contains(want), "{v:?}: {e}");
-        }
-        // A URL with the override still matches the configured one.
-        let c = webhook_verdict(
-            public,
-            Some(&o(None, Some(2)).webhook_url(public)),
-            Some("POST"),
-            "number",
-        );
-        assert_eq!(c.status, Status::Ok, "{}", c.detail);
     }
 
     #[test]

@@ -873,12 +873,15 @@ fn only_counted_sends_are_logged() {
     let rec = |id| OutboundRecord::new(id, "a", to.clone(), "x".into(), Purpose::Cli, 5);
     let day = 24 * 3_600_000;
     let now = 10 * day;
-    s.complete_send(&rec(1), 1, now - 10, None, false).expect("write");
-    s.complete_send(&rec(2), 2, now - 9, None, true).expect("write");
+    s.complete_send(&rec(1), 1, now - 10, None, false)
+        .expect("write");
+    s.complete_send(&rec(2), 2, now - 9, None, true)
+        .expect("write");
     s.complete_send(&rec(3), 3, now - day - 1, None, true)
         .expect("write");
     let other = OutboundRecord::new(4, "b", to.clone(), "x".into(), Purpose::Cli, 5);
-    s.complete_send(&other, 4, now - 8, None, true).expect("write");
+    s.complete_send(&other, 4, now - 8, None, true)
+        .expect("write");
     let mut seen = Vec::new();
     s.for_each_sent("a", now, day, |at, to, n| {
         seen.push((at, to.to_string(), n))

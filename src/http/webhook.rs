@@ -185,7 +185,7 @@ async fn receive(
     let now = now_ms();
 
     if let Some(status) = checked.delivery_status {
-        let error_code = form::field(&params, "ErrorCode").filter(|c| !c.is_empty());
+        let error_code = checked.error_code;
         let update = app
             .inbound
             .status(

@@ -44,6 +44,9 @@ pub struct Fields<'a> {
     pub delivery_status: Option<&'a str>,
     /// `NumMedia` (0 when absent).
     pub num_media: usize,
+    /// `ErrorCode` as checked (digits only); `None` when absent or empty, so the status
+    /// path takes it from here rather than reading the raw field again.
+    pub error_code: Option<&'a str>,
 }
 
 /// Why a webhook's fields were refused: which field, and what is wrong with it. The
@@ -83,6 +86,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
     let mut sid: Option<&str> = None;
     let mut status: Option<(&str, &str)> = None;
     let mut num_media: Option<usize> = None;
+    let mut error_code: Option<&str> = None;
     let mut media_indexes: Vec<(&str, usize)> = Vec::new();
     for (name, value) in params {
         let name = name.as_str();
@@ -167,6 +171,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                 if !(value.is_empty() || code) {
                     return Err(FieldError::bad(name, "is not a Twilio error code"));
                 }
+                error_code = Some(value).filter(|v| !v.is_empty());
             }
             Kind::ApiVersion => {
                 if !is_api_version(value) {
@@ -215,6 +220,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
             .map(|(_, s)| s)
             .filter(|s| !matches!(*s, "received" | "receiving")),
         num_media,
+        error_code,
     })
 }
 
@@ -741,6 +747,19 @@ mod tests {
         assert_eq!(check(&params).unwrap().delivery_status, Some("undelivered"));
         let params = with(&[("SmsStatus", None), ("MessageStatus", Some("receiving"))]);
         assert_eq!(check(&params).unwrap().delivery_status, None);
+    }
+
+    #[test]
+    fn error_code_is_carried_when_present() {
+        let status = |code: Option<&'static str>| {
+            with(&[("SmsStatus", Some("failed")), ("ErrorCode", code)])
+        };
+        assert_eq!(
+            check(&status(Some("30003"))).unwrap().error_code,
+            Some("30003")
+        );
+        assert_eq!(check(&status(Some(""))).unwrap().error_code, None);
+        assert_eq!(check(&status(None)).unwrap().error_code, None);
     }
 
     #[test]

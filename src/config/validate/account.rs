@@ -7,12 +7,18 @@ use super::super::{
     Account, AllowFrom, DmPolicy, InactiveAccount, InboundCheck, PublicUrl, Sender,
 };
 use super::errors::{describe, take, Problems};
+use super::layers::Layers;
 use super::secrets::resolve_secret;
-use super::sms::{Layers, Resolved};
 use crate::phone::E164;
 use crate::secret::Secret;
 
 const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// One account after validation: usable, or kept to say why it cannot send.
+pub(super) enum Resolved {
+    Usable(Box<Account>),
+    Inactive(InactiveAccount, crate::config::checks::Unusable),
+}
 
 pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
     let (f, path) = l.get("enabled", |r| &r.enabled);

@@ -6,8 +6,7 @@ use url::Url;
 
 use super::super::raw::RawAcme;
 use super::super::{AcmeSettings, LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING};
-use super::errors::{take, Problems};
-use super::gateway::parse_listen;
+use super::errors::{parse_listen, take, Problems};
 
 /// `gateway.tls.acme`.
 pub(super) fn acme(a: &RawAcme, p: &mut Problems) -> Option<AcmeSettings> {

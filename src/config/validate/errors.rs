@@ -1,6 +1,8 @@
-//! The error collector: every problem found, keyed by path, reported at once.
+//! The error collector (every problem found, keyed by path, reported at once) and the
+//! value parsers more than one area uses.
 
 use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde_json::Value;
 
@@ -61,4 +63,19 @@ pub(super) fn describe(v: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
     }
+}
+
+/// A listen address: `host:port` with an IP, or a name resolved once, at load
+/// (`gateway.listen`, `gateway.tls.acme`'s HTTP-01 listener).
+pub(super) fn parse_listen(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Some(addr);
+    }
+    // "localhost:8789" and other names resolve once, at load.
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
 }

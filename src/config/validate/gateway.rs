@@ -1,6 +1,6 @@
 //! `gateway`: listen address, TLS, state directory, sockets, proxies, metrics, log.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::super::raw::{Field, RawConfig};
 use super::super::{Gateway, LogFormat, LogSettings, TlsFiles};
 use super::acme::acme;
-use super::errors::{take, Problems};
+use super::errors::{parse_listen, take, Problems};
 use super::Env;
 
 /// Unix socket paths are limited to 108 bytes including the terminating NUL.
@@ -196,17 +196,4 @@ pub(super) fn parse_duration(v: &Value) -> Option<std::time::Duration> {
         _ => return None,
     };
     (secs > 0).then(|| std::time::Duration::from_secs(secs))
-}
-
-pub(super) fn parse_listen(s: &str) -> Option<SocketAddr> {
-    if let Ok(addr) = s.parse() {
-        return Some(addr);
-    }
-    // "localhost:8789" and other names resolve once, at load.
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    if host.is_empty() {
-        return Some(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    (host, port).to_socket_addrs().ok()?.next()
 }

@@ -8,6 +8,7 @@ mod acme;
 mod env;
 mod errors;
 mod gateway;
+mod layers;
 mod secrets;
 mod sms;
 

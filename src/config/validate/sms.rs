@@ -5,57 +5,11 @@ use std::collections::BTreeMap;
 
 use super::super::raw::{is_unset, Field, RawAccount, RawConfig};
 use super::super::{Account, InactiveAccount, Sender, SmsChannel};
-use super::account::account;
-use super::env::{env_layer, env_name};
+use super::account::{account, Resolved};
+use super::env::env_layer;
 use super::errors::{take, Problems};
+use super::layers::{Layer, Layers, Origin};
 use super::{Env, SMS};
-
-/// One layer of account settings, with how to name its keys in messages.
-struct Layer<'a> {
-    raw: &'a RawAccount,
-    origin: Origin,
-}
-
-#[derive(Clone)]
-enum Origin {
-    Named(String),
-    Top,
-    Env,
-}
-
-pub(super) struct Layers<'a> {
-    layers: Vec<Layer<'a>>,
-    pub(super) env: &'a Env,
-}
-
-impl<'a> Layers<'a> {
-    fn path(&self, origin: &Origin, key: &str) -> String {
-        match origin {
-            Origin::Named(id) => format!("{SMS}.accounts.{id}.{key}"),
-            Origin::Top => format!("{SMS}.{key}"),
-            Origin::Env => format!("environment variable {}", env_name(key, self.env)),
-        }
-    }
-
-    /// The first layer that sets `key`, and the path to name it by.
-    pub(super) fn get<T: 'a>(
-        &self,
-        key: &str,
-        f: impl Fn(&'a RawAccount) -> &'a Option<Field<T>>,
-    ) -> (&'a Option<Field<T>>, String) {
-        for layer in &self.layers {
-            let v = f(layer.raw);
-            if v.is_some() {
-                return (v, self.path(&layer.origin, key));
-            }
-        }
-        let first = self
-            .layers
-            .first()
-            .map_or(Origin::Top, |l| l.origin.clone());
-        (&None, self.path(&first, key))
-    }
-}
 
 pub(super) fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsChannel {
     let empty = RawAccount::default();
@@ -266,11 +220,6 @@ fn check_unique(
             }
         }
     }
-}
-
-pub(super) enum Resolved {
-    Usable(Box<Account>),
-    Inactive(InactiveAccount, crate::config::checks::Unusable),
 }
 
 /// The sending keys that neither the top level of `channels.sms` nor the environment

@@ -271,6 +271,16 @@ impl Hub {
         }
     }
 
+    /// Whether `id` is in flight on a connection other than `conn`: such a message is
+    /// that connection's to answer, and a reply from anyone else is refused (a hostile
+    /// or confused agent must not answer, and so ack, another agent's message).
+    pub fn held_elsewhere(&self, conn: ConnId, id: &str) -> bool {
+        self.state()
+            .in_flight
+            .get(id)
+            .is_some_and(|f| f.conn != conn)
+    }
+
     /// The ack of `id` is durable (`ok`) or failed to be written (the message is
     /// offered again).
     pub fn acked(&self, id: &str, ok: bool) {

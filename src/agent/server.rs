@@ -343,6 +343,13 @@ fn reply(
 ) -> Option<String> {
     let answering = Answering::Id(id.clone());
     let acking = agents.hub.begin_ack(conn, &id).ok();
+    if acking.is_none() && agents.hub.held_elsewhere(conn, &id) {
+        return Some(protocol::error_line(
+            &answering,
+            &format!("message {id} is being handled by another agent; only the connection it was delivered to may answer it"),
+            None,
+        ));
+    }
     let route = match &acking {
         Some(a) => Some((a.msg.account.clone(), a.msg.from.clone())),
         // A late reply (the message was acknowledged): its route, while it is no older

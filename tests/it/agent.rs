@@ -1071,3 +1071,34 @@ async fn a_late_reply_finds_its_route_across_kill_9_and_a_stranger_has_none() {
     assert!(sends.iter().all(|s| s.field("To") == Some("+15557654321")));
     drop(gw);
 }
+
+/// A reply for a message delivered to another connection is refused and sends nothing:
+/// only the agent holding a message may answer it (found by attacking the merged
+/// hardening work: a second connection could answer, and so ack, the first's message).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_from_a_connection_not_holding_the_message_is_refused() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let mut a = TestAgent::connect(&agent_sock(&t));
+    a.send(json!({"type": "hello", "kind": "holder"}));
+    let sid = "SMd1000000000000000000000000000001";
+    assert_eq!(gw.admit(sid, "+15557650001", "hi").await, 200);
+    let m = a.next_of("message");
+    assert_eq!(m["id"], sid);
+    let mut b = TestAgent::connect(&agent_sock(&t));
+    b.send(json!({"type": "reply", "id": sid, "text": "hijack"}));
+    let e = b.next_of("error");
+    assert_eq!(e["id"], sid, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("another agent"),
+        "{e}"
+    );
+    // The holder still answers it, and only its reply goes out.
+    a.send(json!({"type": "reply", "id": sid, "text": "mine"}));
+    assert_eq!(a.next_of("sent")["id"], sid);
+    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].field("Body"), Some("mine"));
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -1359,3 +1359,60 @@ fn config_init_without_values_leaves_placeholders() {
         stdout(&out)
     );
 }
+
+/// On a terminal, `config init` asks for what no flag gave (`script` gives it one; the
+/// answers are typed into it) and writes them; the result validates.
+#[test]
+fn config_init_asks_on_a_terminal_for_what_is_missing() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let t = TestDir::new();
+    let path = t.path().join("asked.json5");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec"])
+        .arg(format!(
+            "{} config init --path {} --token-env MY_TWILIO_TOKEN",
+            bin(),
+            path.display()
+        ))
+        .arg("/dev/null")
+        .env_remove("SMSGATE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("`script` (util-linux) runs the command on a pty");
+    let mut stdin = child.stdin.take().unwrap();
+    // One answer a line, in the order asked: Account SID, sender, public URL.
+    writeln!(stdin, "{SID}\n{FROM}\n{PUBLIC}").unwrap();
+    let out = {
+        // The command ends after the third answer; then script sees its end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("config init on a terminal did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    drop(stdin);
+    let mut shown = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut shown).unwrap();
+    assert!(out.success(), "{shown}");
+    assert!(shown.contains("Account SID"), "asked: {shown}");
+    let written = std::fs::read_to_string(&path).unwrap();
+    for v in [SID, FROM, PUBLIC] {
+        assert!(written.contains(v), "{v} not in {written}");
+    }
+    let p = path.to_str().unwrap();
+    let out = run(
+        &["config", "validate", "--config", p],
+        &[("MY_TWILIO_TOKEN", "a-real-token")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

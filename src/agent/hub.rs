@@ -285,13 +285,9 @@ impl Hub {
     /// offered again).
     pub fn acked(&self, id: &str, ok: bool) {
         let mut st = self.state();
-        let Some(f) = st.in_flight.remove(id) else {
+        let Some(f) = take_flight(&mut st, id) else {
             return;
         };
-        if let Some(c) = st.conns.get_mut(&f.conn) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-        }
-        landed(&mut st, &f);
         if !ok {
             st.waiting.insert(f.seq, f.msg);
         }
@@ -304,13 +300,9 @@ impl Hub {
     /// retried one, so they still reach the agent in order.
     pub fn failed(&self, id: &str, retry: Option<AgentMessage>) {
         let mut st = self.state();
-        let Some(f) = st.in_flight.remove(id) else {
+        let Some(f) = take_flight(&mut st, id) else {
             return;
         };
-        if let Some(c) = st.conns.get_mut(&f.conn) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-        }
-        landed(&mut st, &f);
         if let Some(msg) = retry {
             st.waiting.insert(f.seq, msg);
         }
@@ -490,6 +482,17 @@ fn pump(st: &mut State) {
         }
         pump(st);
     }
+}
+
+/// Takes `id` out of `in_flight` (an ack or a fail of it is durable): its connection
+/// holds one message fewer, and the flight has [`landed`].
+fn take_flight(st: &mut State, id: &str) -> Option<Flight> {
+    let f = st.in_flight.remove(id)?;
+    if let Some(c) = st.conns.get_mut(&f.conn) {
+        c.in_flight = c.in_flight.saturating_sub(1);
+    }
+    landed(st, &f);
+    Some(f)
 }
 
 /// A flight left `in_flight`: its sender is no longer bound by it, and a retried

@@ -297,12 +297,17 @@ pub enum CappedReadError {
 /// from its size before any of it is read; anything else (a pipe, `/dev/zero`) is read
 /// no further than one byte past the limit.
 pub fn read_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
-    use std::io::Read;
     let file = std::fs::File::open(path).map_err(CappedReadError::Io)?;
     let meta = file.metadata().map_err(CappedReadError::Io)?;
     if meta.is_file() && meta.len() > limit {
         return Err(CappedReadError::TooLarge);
     }
+    read_open_capped(file, limit)
+}
+
+/// The rest of an open file as UTF-8 text, read no further than one byte past `limit`.
+fn read_open_capped(file: std::fs::File, limit: u64) -> Result<String, CappedReadError> {
+    use std::io::Read;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
@@ -323,7 +328,6 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
 /// with no writer would otherwise hang the open) and checked on the open descriptor, so
 /// a path swapped after a check cannot slip through.
 pub fn read_regular_capped(path: &Path, limit: u64) -> Result<String, CappedReadError> {
-    use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -352,19 +356,7 @@ pub fn read_regular_capped(path: &Path, limit: u64) -> Result<String, CappedRead
     if meta.len() > limit {
         return Err(CappedReadError::TooLarge);
     }
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(CappedReadError::Io)?;
-    if bytes.len() as u64 > limit {
-        return Err(CappedReadError::TooLarge);
-    }
-    String::from_utf8(bytes).map_err(|_| {
-        CappedReadError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "it is not UTF-8 text",
-        ))
-    })
+    read_open_capped(file, limit)
 }
 
 /// How deep objects and lists may nest (serde_json's own limit).

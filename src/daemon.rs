@@ -434,12 +434,21 @@ async fn resync_after_recovery(app: Arc<App>, mut stop: Shutdown) {
             () = app.writer.recovered() => {}
             () = stop.wait() => return,
         }
-        match app.store.inbox() {
-            Ok(inbox) => app.agents.hub.load(inbox),
-            Err(e) => tracing::error!("cannot read the agent inbox after the store recovered: {e}"),
-        }
-        if let Err(e) = app.outbox.load(&app.store) {
-            tracing::error!("cannot read the outbound queue after the store recovered: {e}");
+        // Both snapshots are read on the writer and applied by its hook, in commit
+        // order with every other change to the queues (see `Outbox::reload_in`).
+        let (hub, outbox) = (app.agents.hub.clone(), app.outbox.clone());
+        let resynced = app
+            .writer
+            .write(move |st, hooks| {
+                let inbox = st.inbox()?;
+                hooks.after(move || hub.load(inbox));
+                outbox.reload_in(st, hooks)
+            })
+            .await;
+        if let Err(e) = resynced {
+            tracing::error!(
+                "cannot read the agent inbox and outbound queue after the store recovered: {e}"
+            );
         }
     }
 }

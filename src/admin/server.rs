@@ -99,25 +99,30 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
             // On the writer: the operation's reads and writes are race-free against
             // admissions, and its changes share the writer's fsync.
             let config = app.config();
+            let (hub, outbox) = (app.agents.hub.clone(), app.outbox.clone());
             let ran = app
                 .writer
-                .write(move |st, _| Ok(ops::execute(st, &config, &req)))
-                .await;
-            match ran {
-                Ok((resp, outcome)) => {
+                .write(move |st, hooks| {
+                    let (resp, outcome) = ops::execute(st, &config, &req);
+                    // The queues learn of what the operation changed from snapshots
+                    // read in the same write and applied by its hook, in commit order
+                    // with every other change to them (see `Outbox::reload_in`).
                     if outcome.queued_sms {
-                        if let Err(e) = app.outbox.load(&app.store) {
+                        if let Err(e) = outbox.reload_in(st, hooks) {
                             tracing::error!("cannot read the outbound queue: {e}");
                         }
                     }
                     if outcome.requeued_message {
-                        match app.store.inbox() {
-                            Ok(inbox) => app.agents.hub.load(inbox),
+                        match st.inbox() {
+                            Ok(inbox) => hooks.after(move || hub.load(inbox)),
                             Err(e) => tracing::error!("cannot read the agent inbox: {e}"),
                         }
                     }
-                    resp
-                }
+                    Ok(resp)
+                })
+                .await;
+            match ran {
+                Ok(resp) => resp,
                 Err(e) => Response::err(e.to_string()),
             }
         }

@@ -157,7 +157,6 @@ pub(super) async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), S
             // "accepted": the lowest of the statuses a created message has, so any
             // callback that comes is applied.
             record_sent(s, &rec, segments, Some((&sid, "accepted"))).await?;
-            s.outbox.forget(rec.id);
             s.outbox.part_done(
                 &rec,
                 PartOutcome::Sent {

@@ -19,7 +19,7 @@ use crate::agent::hub::{ConnId, Hub};
 use crate::agent::protocol::{self, Answering};
 use crate::config::Config;
 use crate::phone::E164;
-use crate::store::{OutboundRecord, OutboundState, Purpose, Store, StoreError};
+use crate::store::{Hooks, OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
 
 pub use due::DueIndex;
 pub use sender::{backoff, MAX_ATTEMPTS};
@@ -121,15 +121,35 @@ impl Outbox {
         self.state().due.group(group)
     }
 
-    /// Replaces the in-memory queue with the store's queued records (at start, after
-    /// a store reopen) and wakes the sender.
-    pub fn load(&self, store: &Store) -> Result<(), StoreError> {
+    /// Replaces the in-memory queue with the store's live records (at start, after a
+    /// store reopen, after `queue release`) and wakes the sender; see
+    /// [`Outbox::reload_in`].
+    pub async fn reload(self: &Arc<Self>, writer: &Writer) -> Result<(), StoreError> {
+        let outbox = self.clone();
+        writer
+            .write(move |st, hooks| outbox.reload_in(st, hooks))
+            .await
+    }
+
+    /// [`Outbox::reload`] as part of a write already on the writer thread.
+    ///
+    /// Why on the writer: every change to a live send updates the in-memory queue from
+    /// its write's after-commit hook, in commit order. A snapshot read anywhere else
+    /// and assigned later could be older than a hook that already ran: a send queued
+    /// in between would vanish from memory (never sent, its agent never told; seen in
+    /// CI as a lost `send` at start-up) and a send finished in between would come back
+    /// and go out twice. Read here (with this round's pending changes) and assigned by
+    /// this write's own hook, the snapshot sits at one point of that order.
+    pub fn reload_in(self: &Arc<Self>, st: &Store, hooks: &mut Hooks) -> Result<(), StoreError> {
         let mut due = DueIndex::new();
-        for r in store.live_outbound()? {
+        for r in st.live_outbound()? {
             due.upsert(r);
         }
-        self.state().due = due;
-        self.wake.notify_one();
+        let outbox = self.clone();
+        hooks.after(move || {
+            outbox.state().due = due;
+            outbox.wake.notify_one();
+        });
         Ok(())
     }
 
@@ -166,11 +186,13 @@ impl Outbox {
         (records, next)
     }
 
-    /// A send changed (written): kept if still pending, dropped if it ended.
-    pub(crate) fn update(&self, rec: &OutboundRecord) {
-        self.state().due.upsert(rec.clone());
+    /// A send changed: kept if still pending, dropped if it ended. Called from the
+    /// after-commit hook of the write that changed it (see [`Outbox::reload_in`]).
+    pub(crate) fn update(&self, rec: OutboundRecord) {
+        self.state().due.upsert(rec);
     }
 
+    /// A send left the queue; from its write's after-commit hook, like `update`.
     pub(crate) fn forget(&self, id: u64) {
         self.state().due.remove(id);
     }
@@ -324,4 +346,82 @@ pub fn plan_parts(text: &str, limit: usize, media_urls: &[String]) -> Result<Vec
         return Ok(vec![String::new()]);
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-memory queue equals the store's live sends however reloads interleave
+    /// with sends being queued and finished (the race CI found: an agent's `send`
+    /// written while the sender loaded the queue at start-up vanished from memory).
+    /// Every interleaving must end equal, so it cannot fail by luck once right. (The old
+    /// window, a snapshot read off the writer and assigned after another write's hook,
+    /// was microseconds wide: this did not catch it in three runs; CI under load did.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reloads_racing_queued_and_finished_sends_leave_memory_equal_to_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Store::open(&dir.path().join("state")).expect("store opens"));
+        let writer = Writer::start(store.clone());
+        let outbox = Arc::new(Outbox::new(Arc::new(Hub::default())));
+        let mut tasks: Vec<tokio::task::JoinHandle<Result<(), StoreError>>> = Vec::new();
+        // Reloads back to back while sends are queued and finished.
+        let reloading = {
+            let (writer, outbox) = (writer.clone(), outbox.clone());
+            tokio::spawn(async move {
+                for _ in 0..60 {
+                    outbox.reload(&writer).await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        };
+        for i in 0..600u64 {
+            let (store, writer, outbox) = (store.clone(), writer.clone(), outbox.clone());
+            // One recipient each: the due-index offers one send per recipient at a time.
+            let to = E164::parse(&format!("+1555765{i:04}")).expect("number");
+            tasks.push(tokio::spawn(async move {
+                let rec = store
+                    .new_outbound("default", to, format!("t{i}"), Purpose::Cli, i)
+                    .expect("record");
+                let (o, queued) = (outbox.clone(), vec![rec.clone()]);
+                writer
+                    .write(move |st, hooks| {
+                        st.enqueue(&queued)?;
+                        hooks.after(move || o.queued(queued));
+                        Ok(())
+                    })
+                    .await?;
+                if i % 3 == 0 {
+                    // It went out: leaves the store's queue and (by its hook) memory.
+                    let o = outbox.clone();
+                    writer
+                        .write(move |st, hooks| {
+                            st.complete_send(&rec, 1, i, None, false)?;
+                            hooks.after(move || o.forget(rec.id));
+                            Ok(())
+                        })
+                        .await?;
+                }
+                Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task").expect("write");
+        }
+        reloading.await.expect("task").expect("reload");
+        let stored: Vec<u64> = store
+            .live_outbound()
+            .expect("read")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let in_memory: Vec<u64> = outbox
+            .due(u64::MAX, |_| u64::MAX)
+            .0
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(stored.len(), 400, "600 queued, 200 of them finished");
+        assert_eq!(in_memory, stored);
+    }
 }

@@ -58,13 +58,22 @@ fn limited(rec: &OutboundRecord) -> bool {
 }
 
 pub async fn run(s: Sender, mut shutdown: Shutdown) {
-    match s.writer.write(|st, _| st.mark_interrupted_sends_unknown()).await {
+    // One write: the sends cut off by the last stop become of unknown outcome, and
+    // the in-memory queue is loaded from the same snapshot, in commit order with the
+    // agents' sends already arriving (see `Outbox::reload_in`).
+    let outbox = s.outbox.clone();
+    let started = s
+        .writer
+        .write(move |st, hooks| {
+            let n = st.mark_interrupted_sends_unknown()?;
+            outbox.reload_in(st, hooks)?;
+            Ok(n)
+        })
+        .await;
+    match started {
         Ok(0) => {}
         Ok(n) => tracing::warn!("{n} send(s) were in flight when the daemon stopped; their outcome is unknown: Twilio will be asked whether they exist before anything is sent again (see `smsgate queue list`)"),
-        Err(e) => tracing::error!("cannot check for interrupted sends: {e}"),
-    }
-    if let Err(e) = s.outbox.load(&s.store) {
-        tracing::error!("cannot read the outbound queue: {e}");
+        Err(e) => tracing::error!("cannot load the outbound queue: {e}"),
     }
     loop {
         let wait = match send_due(&s, &mut shutdown).await {
@@ -159,13 +168,15 @@ async fn refuse_over_cap(
     if !ids.contains(&id) {
         ids.push(id);
     }
-    let gone = ids.clone();
+    let gone = ids;
+    let outbox = s.outbox.clone();
     s.writer
-        .write(move |st, _| gone.iter().try_for_each(|i| st.remove_outbound(*i)))
+        .write(move |st, hooks| {
+            gone.iter().try_for_each(|i| st.remove_outbound(*i))?;
+            hooks.after(move || gone.iter().for_each(|i| outbox.forget(*i)));
+            Ok(())
+        })
         .await?;
-    for i in ids {
-        s.outbox.forget(i);
-    }
     let now = now_ms();
     let say = {
         let mut w = s.windows();
@@ -319,7 +330,6 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     };
     match s.twilio.send(&req).await {
         Ok(sent) => {
-            let id = rec.id;
             let segments = sent
                 .segments
                 .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
@@ -331,7 +341,6 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
                 sent.sid.as_deref().map(|sid| (sid, status)),
             )
             .await?;
-            s.outbox.forget(id);
             s.outbox.part_done(
                 &rec,
                 PartOutcome::Sent {

@@ -68,16 +68,22 @@ impl Sender {
     }
 }
 
-/// Writes `rec` (through the writer) and keeps the in-memory queue in step.
+/// Writes `rec` (through the writer); the in-memory queue follows from the write's
+/// after-commit hook, in commit order (see [`Outbox::reload_in`]).
 pub(super) async fn save(s: &Sender, rec: &OutboundRecord) -> Result<(), StoreError> {
     let r = rec.clone();
-    s.writer.write(move |st, _| st.put_outbound(&r)).await?;
-    s.outbox.update(rec);
-    Ok(())
+    let outbox = s.outbox.clone();
+    s.writer
+        .write(move |st, hooks| {
+            st.put_outbound(&r)?;
+            hooks.after(move || outbox.update(r));
+            Ok(())
+        })
+        .await
 }
 
-/// A send went out: out of the queue and into the sent log (one batch), and into the
-/// account's spending window.
+/// A send went out: out of the store's queue and into the sent log (one batch), out of
+/// the in-memory queue (the write's hook), and into the account's spending window.
 pub(super) async fn record_sent(
     s: &Sender,
     rec: &OutboundRecord,
@@ -93,10 +99,14 @@ pub(super) async fn record_sent(
         .account(&rec.account)
         .is_some_and(|a| a.outbound_limits.any());
     let sid = sid.map(|(sid, status)| (sid.to_string(), status.to_string()));
+    let outbox = s.outbox.clone();
     s.writer
-        .write(move |st, _| {
+        .write(move |st, hooks| {
             let sid = sid.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
-            st.complete_send(&done, segments, at, sid, counted)
+            st.complete_send(&done, segments, at, sid, counted)?;
+            let id = done.id;
+            hooks.after(move || outbox.forget(id));
+            Ok(())
         })
         .await?;
     s.windows()

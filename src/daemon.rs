@@ -176,7 +176,7 @@ impl Daemon {
         let writer = Writer::start(store.clone());
         let config = Arc::new(LiveConfig::new(config, config_path));
         let hub = Arc::new(Hub::default());
-        let outbox = Arc::new(Outbox::new(hub.clone()));
+        let outbox = Arc::new(Outbox::new());
         let media_wake = Arc::new(Notify::new());
         let agents = Arc::new(Agents {
             hub: hub.clone(),

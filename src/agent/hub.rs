@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -221,6 +221,20 @@ impl Hub {
     }
 
     /// Sends a line to one connection (dropped if the connection is gone).
+    /// The handle outbound tells how a reply or `send` of `conn` ended (and its
+    /// delivery statuses): lines to that connection, through [`Hub::send_line`].
+    pub fn author(
+        self: &Arc<Self>,
+        conn: ConnId,
+        answering: protocol::Answering,
+    ) -> Arc<dyn crate::outbound::Author> {
+        Arc::new(ConnAuthor {
+            hub: self.clone(),
+            conn,
+            answering,
+        })
+    }
+
     pub fn send_line(&self, conn: ConnId, line: String) {
         let mut st = self.state();
         emit(&mut st, conn, line);
@@ -346,6 +360,33 @@ impl Hub {
         let released = release(&mut st, conn);
         tracing::warn!(conn, redeliver = released, "agent disconnected: it has not read what was sent to it for {unread_secs} s (not reading its socket); its messages go to another agent");
         pump(&mut st);
+    }
+}
+
+/// One connection as the author of a reply or `send` (see [`Hub::author`]).
+struct ConnAuthor {
+    hub: Arc<Hub>,
+    conn: ConnId,
+    answering: protocol::Answering,
+}
+
+impl crate::outbound::Author for ConnAuthor {
+    fn finished(&self, result: &crate::outbound::GroupResult) {
+        use crate::outbound::GroupResult;
+        let line = match result {
+            GroupResult::Sent { sids, segments } => {
+                protocol::sent_line(&self.answering, sids, *segments)
+            }
+            GroupResult::Failed { message, code } => {
+                protocol::error_line(&self.answering, message, *code)
+            }
+        };
+        self.hub.send_line(self.conn, line);
+    }
+
+    fn status(&self, sid: &str, status: &str, error_code: Option<&str>) {
+        self.hub
+            .send_line(self.conn, protocol::status_line(sid, status, error_code));
     }
 }
 

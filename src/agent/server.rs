@@ -269,7 +269,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
                 &text,
                 media_urls,
                 purpose,
-                Waiter::Agent(conn, answering.clone()),
+                Waiter::Agent(agents.hub.author(conn, answering.clone())),
             ) {
                 Ok(planned) => {
                     write_planned(agents, conn, answering, None, planned);
@@ -383,7 +383,7 @@ fn reply(
         Purpose::Reply {
             message_id: id.clone(),
         },
-        Waiter::Agent(conn, answering.clone()),
+        Waiter::Agent(agents.hub.author(conn, answering.clone())),
     );
     match planned {
         Ok(planned) => {

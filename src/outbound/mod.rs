@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
-use crate::agent::hub::{ConnId, Hub};
-use crate::agent::protocol::{self, Answering};
 use crate::config::Config;
 use crate::phone::E164;
 use crate::store::{Hooks, OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
@@ -28,9 +26,21 @@ const MAX_TRACKED_SIDS: usize = 100_000;
 
 /// Who hears how a reply or send ended.
 pub enum Waiter {
-    Agent(ConnId, Answering),
+    /// The agent connection that wrote it, by the handle the agent side gave.
+    Agent(Arc<dyn Author>),
     Once(oneshot::Sender<GroupResult>),
     Nobody,
+}
+
+/// The agent side's handle to the connection that wrote a reply or `send`: outbound
+/// tells it how the text ended and, later, the delivery statuses of what it sent. What
+/// an agent connection is and what its lines look like stay on the agent side (outbound
+/// sits below it: it imports nothing of `agent`).
+pub trait Author: Send + Sync {
+    /// Every part was sent, or one failed (once per reply or send).
+    fn finished(&self, result: &GroupResult);
+    /// A delivery status callback moved one of its messages forward.
+    fn status(&self, sid: &str, status: &str, error_code: Option<&str>);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,25 +91,21 @@ pub struct Planned {
 struct State {
     pending: HashMap<u64, Pending>,
     /// Twilio SID → the connection that sent it, for `status` lines.
-    sid_owner: HashMap<String, ConnId>,
+    sid_owner: HashMap<String, Arc<dyn Author>>,
     /// The live sends (queued, held, of unknown outcome), indexed by when each falls
     /// due: the sender's in-memory queue.
     due: DueIndex,
 }
 
+#[derive(Default)]
 pub struct Outbox {
-    hub: Arc<Hub>,
     state: Mutex<State>,
     wake: Notify,
 }
 
 impl Outbox {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self {
-            hub,
-            state: Mutex::new(State::default()),
-            wake: Notify::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -292,13 +298,13 @@ impl Outbox {
             }
             PartOutcome::Failed { message, code } => Some(GroupResult::Failed { message, code }),
         };
-        if let Waiter::Agent(conn, _) = p.waiter {
-            let sids = p.sids.clone();
+        if let Waiter::Agent(author) = &p.waiter {
+            let (author, sids) = (author.clone(), p.sids.clone());
             if st.sid_owner.len() > MAX_TRACKED_SIDS {
                 st.sid_owner.clear();
             }
             for sid in sids {
-                st.sid_owner.insert(sid, conn);
+                st.sid_owner.insert(sid, author.clone());
             }
         }
         let Some(result) = finished else { return };
@@ -307,17 +313,7 @@ impl Outbox {
         };
         drop(st);
         match p.waiter {
-            Waiter::Agent(conn, answering) => {
-                let line = match &result {
-                    GroupResult::Sent { sids, segments } => {
-                        protocol::sent_line(&answering, sids, *segments)
-                    }
-                    GroupResult::Failed { message, code } => {
-                        protocol::error_line(&answering, message, *code)
-                    }
-                };
-                self.hub.send_line(conn, line);
-            }
+            Waiter::Agent(author) => author.finished(&result),
             Waiter::Once(tx) => {
                 let _ = tx.send(result);
             }
@@ -327,10 +323,9 @@ impl Outbox {
 
     /// A delivery status callback moved a message we sent forward.
     pub fn status(&self, sid: &str, status: &str, error_code: Option<&str>) {
-        let owner = self.state().sid_owner.get(sid).copied();
-        if let Some(conn) = owner {
-            self.hub
-                .send_line(conn, protocol::status_line(sid, status, error_code));
+        let owner = self.state().sid_owner.get(sid).cloned();
+        if let Some(author) = owner {
+            author.status(sid, status, error_code);
         }
     }
 }
@@ -363,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(Store::open(&dir.path().join("state")).expect("store opens"));
         let writer = Writer::start(store.clone());
-        let outbox = Arc::new(Outbox::new(Arc::new(Hub::default())));
+        let outbox = Arc::new(Outbox::new());
         let mut tasks: Vec<tokio::task::JoinHandle<Result<(), StoreError>>> = Vec::new();
         // Reloads back to back while sends are queued and finished.
         let reloading = {

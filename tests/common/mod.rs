@@ -824,6 +824,20 @@ impl TestAgent {
         }
     }
 
+    /// "Nothing more comes": first the daemon's quiescence barrier (nothing waits for an
+    /// agent, is in flight or queued to send, see [`Gateway::wait_quiet`]), so that any
+    /// line still to come would already be on the socket; then the socket is read
+    /// without waiting for more than a moment. Not a sleep that hopes.
+    pub fn assert_no_more(&mut self, gw: &Gateway, config: &Path, what: &str) {
+        assert!(
+            gw.wait_quiet(config, Duration::from_secs(10)),
+            "the daemon did not become quiet: {}",
+            gw.log()
+        );
+        let more = self.next_within(Duration::from_millis(100));
+        assert!(more.is_none(), "{what}: got {more:?}");
+    }
+
     pub fn next(&mut self) -> serde_json::Value {
         self.next_within(Duration::from_secs(10))
             .expect("no line from the gateway within 10 s")

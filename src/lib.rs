@@ -25,6 +25,7 @@ pub mod demo;
 pub mod http;
 pub mod inbound;
 pub mod limits;
+pub(crate) mod lines;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify};
 
@@ -19,6 +19,7 @@ use super::hub::ConnId;
 use super::protocol::{self, AgentLine, Answering, LineError, MAX_LINE};
 use super::Agents;
 use crate::clock::now_ms;
+use crate::lines::{Line, Lines};
 use crate::outbound::Waiter;
 use crate::shutdown::Shutdown;
 use crate::store::{AgentFailed, Purpose, MAX_AGENT_FAILURES};
@@ -31,44 +32,6 @@ pub async fn run(listener: UnixListener, agents: Arc<Agents>, mut shutdown: Shut
     while let Some(stream) = crate::unix_socket::accept(&listener, "agent", &mut shutdown).await {
         tokio::spawn(connection(agents.clone(), stream));
     }
-}
-
-enum Read {
-    Line,
-    TooLong,
-    Eof,
-}
-
-/// Reads one line into `buf` (without the newline), refusing lines over [`MAX_LINE`].
-async fn read_line(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<Read> {
-    buf.clear();
-    let n = (&mut *r)
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', buf)
-        .await?;
-    if n == 0 {
-        return Ok(Read::Eof);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        return Ok(Read::Line);
-    }
-    if buf.len() <= MAX_LINE {
-        return Ok(Read::Line);
-    }
-    // Too long: skip through the end of this line.
-    loop {
-        let mut junk = Vec::new();
-        let n = (&mut *r)
-            .take(64 * 1024)
-            .read_until(b'\n', &mut junk)
-            .await?;
-        if n == 0 || junk.last() == Some(&b'\n') {
-            break;
-        }
-    }
-    buf.clear();
-    Ok(Read::TooLong)
 }
 
 /// Bytes written to a Unix socket that its peer has not read yet (`None` if the
@@ -146,42 +109,37 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
         })
     };
     agents.hub.pump();
-    let mut reader = BufReader::new(read);
-    let mut buf = Vec::new();
+    // Bounded framing (see `crate::lines`): an agent that never ends a line costs at
+    // most MAX_LINE bytes; a line over it, or not UTF-8, is answered and skipped.
+    let mut lines = Lines::new(read, MAX_LINE);
     let why = loop {
         let read = tokio::select! {
-            r = read_line(&mut reader, &mut buf) => r,
+            r = lines.next() => r,
             () = stop_reading.notified() => break "closed by the daemon",
         };
+        let refused = |message: String| LineError {
+            message,
+            reference: None,
+            id: None,
+        };
         match read {
-            Ok(Read::Line) => {
-                let line = match std::str::from_utf8(&buf) {
-                    Ok(l) => l.trim(),
-                    Err(_) => {
-                        let e = LineError {
-                            message: "line is not valid UTF-8".into(),
-                            reference: None,
-                            id: None,
-                        };
-                        answer(&answers, bad_line(&agents, conn, &e)).await;
-                        continue;
-                    }
-                };
+            Ok(Some(Line::Text(line))) => {
+                let line = line.trim();
                 if !line.is_empty() {
                     if let Some(a) = dispatch(&agents, conn, line) {
                         answer(&answers, a).await;
                     }
                 }
             }
-            Ok(Read::TooLong) => {
-                let e = LineError {
-                    message: format!("line longer than {} bytes; skipped", MAX_LINE),
-                    reference: None,
-                    id: None,
-                };
+            Ok(Some(Line::NotUtf8)) => {
+                let e = refused("line is not valid UTF-8".into());
                 answer(&answers, bad_line(&agents, conn, &e)).await;
             }
-            Ok(Read::Eof) => break "the agent closed the connection",
+            Ok(Some(Line::TooLong)) => {
+                let e = refused(format!("line longer than {} bytes; skipped", MAX_LINE));
+                answer(&answers, bad_line(&agents, conn, &e)).await;
+            }
+            Ok(None) => break "the agent closed the connection",
             Err(_) => break "read error",
         }
     };

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -160,8 +160,13 @@ async fn session(stream: UnixStream, backend: Arc<Backend>, settings: Settings) 
         crate::agent::protocol::hello_line(backend.kind())
     ));
     let mut workers: HashMap<String, Worker> = HashMap::new();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    // Bounded like the daemon's side of the socket (see `crate::lines`).
+    let mut lines = crate::lines::Lines::new(read, crate::agent::protocol::MAX_LINE);
+    while let Ok(Some(line)) = lines.next().await {
+        let crate::lines::Line::Text(line) = line else {
+            tracing::warn!("unreadable line from the gateway (too long or not UTF-8); skipped");
+            continue;
+        };
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             tracing::warn!("unreadable line from the gateway");
             continue;

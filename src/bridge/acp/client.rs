@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{Trouble, STDIN_BUDGET};
@@ -287,50 +286,6 @@ impl Drop for PromptGuard {
                 .notify("session/cancel", json!({"sessionId": self.session}))
         {
             tracing::debug!("no room to send session/cancel to the ACP agent");
-        }
-    }
-}
-
-pub(crate) enum LineRead {
-    Eof,
-    Line,
-    TooLong(usize),
-}
-
-/// Reads one line into `buf` (without the newline), keeping at most `max` bytes.
-pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<LineRead> {
-    buf.clear();
-    let mut seen = 0usize;
-    loop {
-        let available = r.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if seen == 0 {
-                LineRead::Eof
-            } else if seen > max {
-                LineRead::TooLong(seen)
-            } else {
-                LineRead::Line
-            });
-        }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (available.len(), false),
-        };
-        if seen + take <= max {
-            buf.extend_from_slice(&available[..take]);
-        }
-        seen += take;
-        r.consume(if done { take + 1 } else { take });
-        if done {
-            return Ok(if seen > max {
-                LineRead::TooLong(seen)
-            } else {
-                LineRead::Line
-            });
         }
     }
 }

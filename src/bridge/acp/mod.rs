@@ -57,7 +57,6 @@ mod tests {
     use crate::bridge::{state, Turn};
     use serde_json::json;
     use std::collections::BTreeMap;
-    use tokio::io::BufReader;
 
     #[test]
     fn classify_table() {
@@ -292,21 +291,5 @@ mod tests {
         assert_eq!(permits_for(0), 1);
         assert_eq!(permits_for(100), 100);
         assert_eq!(permits_for(STDIN_BUDGET * 3) as usize, STDIN_BUDGET);
-    }
-
-    #[tokio::test]
-    async fn bounded_lines() {
-        let data: &[u8] = b"short\nwaaaaaaaaaaaaay too long\nok\nlast";
-        let mut r = BufReader::with_capacity(4, data);
-        let mut buf = Vec::new();
-        let mut got = Vec::new();
-        loop {
-            match read_line_bounded(&mut r, &mut buf, 8).await.unwrap() {
-                LineRead::Eof => break,
-                LineRead::Line => got.push(String::from_utf8(buf.clone()).unwrap()),
-                LineRead::TooLong(n) => got.push(format!("too long: {n}")),
-            }
-        }
-        assert_eq!(got, ["short", "too long: 24", "ok", "last"]);
     }
 }

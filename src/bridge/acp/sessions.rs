@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::*;
@@ -769,19 +769,18 @@ pub(crate) async fn read_loop(
     conn: Arc<Conn>,
     stdout: tokio::process::ChildStdout,
 ) {
-    let mut reader = BufReader::new(stdout);
-    let mut buf = Vec::new();
+    // Bounded framing (see `crate::lines`): at most MAX_LINE bytes buffered.
+    let mut lines = crate::lines::Lines::new(stdout, MAX_LINE);
     loop {
-        match read_line_bounded(&mut reader, &mut buf, MAX_LINE).await {
-            Ok(LineRead::Eof) | Err(_) => break,
-            Ok(LineRead::TooLong(n)) => {
-                bridge.garbage(&format!(
-                    "a line of {n} bytes (over {} MiB)",
-                    MAX_LINE / 1024 / 1024
-                ));
+        match lines.next().await {
+            Ok(None) | Err(_) => break,
+            Ok(Some(crate::lines::Line::TooLong)) => {
+                bridge.garbage(&format!("a line over {} MiB", MAX_LINE / 1024 / 1024));
             }
-            Ok(LineRead::Line) => {
-                let line = String::from_utf8_lossy(&buf);
+            Ok(Some(crate::lines::Line::NotUtf8)) => {
+                bridge.garbage("a line that is not UTF-8");
+            }
+            Ok(Some(crate::lines::Line::Text(line))) => {
                 if line.trim().is_empty() {
                     continue;
                 }

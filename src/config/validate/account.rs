@@ -44,8 +44,21 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
 
     let (dm_policy, allow_from) = policy(l, p);
 
-    let (f, path) = l.get("defaultTo", |r| &r.default_to);
-    let default_to = e164(f, &path, p);
+    let (f, default_to_path) = l.get("defaultTo", |r| &r.default_to);
+    let default_to = e164(f, &default_to_path, p);
+    let own = match &sender {
+        Some(Sender::Number(n)) => Some(n),
+        _ => None,
+    };
+    if default_to.is_some() && default_to.as_ref() == own {
+        p.add(
+            &default_to_path,
+            format!(
+                "{OWN_NUMBER}; set the number of the person the agent texts when a send names none"
+            ),
+        );
+    }
+    let allow_to = allow_to(l, own, p);
     let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
     let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
         None => 1500,
@@ -133,6 +146,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 dm_policy,
                 allow_from,
                 default_to,
+                allow_to,
                 text_chunk_limit,
                 texts,
                 outbound_limits,
@@ -289,6 +303,41 @@ fn policy(l: &Layers, p: &mut Problems) -> (DmPolicy, AllowFrom) {
     }
     (dm_policy, allow_from)
 }
+
+/// `allowTo`: whom the agent may text on its own (CONTRACT §9). Unset is `None` (the
+/// people known to the account); each entry is checked with its index in the path.
+fn allow_to(l: &Layers, own: Option<&E164>, p: &mut Problems) -> Option<crate::config::AllowTo> {
+    let (f, path) = l.get("allowTo", |r| &r.allow_to);
+    let entries = take(
+        f,
+        &path,
+        "a list of E.164 numbers, prefixes such as \"+44*\", or \"*\"",
+        p,
+    )?;
+    let mut allow_to = crate::config::AllowTo::default();
+    for (i, entry) in entries.iter().enumerate() {
+        let before = allow_to.numbers.len();
+        match allow_to.add(entry) {
+            Err(e) => p.add(format!("{path}[{i}]"), e),
+            Ok(())
+                if allow_to.numbers.len() > before
+                    && own.is_some_and(|o| allow_to.numbers.contains(o)) =>
+            {
+                if let Some(o) = own {
+                    allow_to.numbers.remove(o);
+                }
+                p.add(format!("{path}[{i}]"), format!("{OWN_NUMBER}; remove it"));
+            }
+            Ok(()) => {}
+        }
+    }
+    Some(allow_to)
+}
+
+/// Why the account's own number is never a destination: a text to it comes back to
+/// this gateway as a webhook (a loop a hostile agent could drive), and Twilio refuses
+/// it anyway (21266). Config messages name no number (they reach the log on reload).
+const OWN_NUMBER: &str = "this is the account's own fromNumber, and smsgate never texts its own number (the text would come back to it as a webhook)";
 
 /// `language` and the operator's own `texts`.
 fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {

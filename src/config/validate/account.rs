@@ -735,6 +735,132 @@ mod account_tests {
         );
     }
 
+    /// Issue 22 item 1: `allowTo` and every number key are checked entry by entry, with
+    /// the key path and the fix; short codes and partial numbers are refused everywhere;
+    /// the account's own number is no destination.
+    #[test]
+    fn allow_to_and_destinations_are_validated() {
+        let with = |pairs: Value| {
+            let mut top = base();
+            for (k, v) in pairs.as_object().cloned().unwrap_or_default() {
+                top.insert(k, v);
+            }
+            Value::Object(top)
+        };
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (
+                with(json!({"allowTo": ["+15557654321", "+44*", "*"]})),
+                vec![],
+            ),
+            (with(json!({"allowTo": []})), vec![]),
+            (
+                with(json!({"allowTo": ["+1555", "12345", "44*", "+*", "+4*4", "+15557654321"]})),
+                vec![
+                    ("channels.sms.allowTo[0]", "only 4 digits"),
+                    ("channels.sms.allowTo[1]", "short code"),
+                    ("channels.sms.allowTo[2]", "prefix pattern"),
+                    ("channels.sms.allowTo[3]", "prefix pattern"),
+                    ("channels.sms.allowTo[4]", "E.164"),
+                ],
+            ),
+            (
+                with(json!({"allowTo": "+15557654321"})),
+                vec![("channels.sms.allowTo", "a list of E.164 numbers")],
+            ),
+            (
+                with(json!({"allowTo": [5]})),
+                vec![("channels.sms.allowTo", "a list of E.164 numbers")],
+            ),
+            (
+                with(json!({"allowTo": ["sms:+15550001111"]})),
+                vec![("channels.sms.allowTo[0]", "own fromNumber")],
+            ),
+            (
+                with(json!({"defaultTo": "+1555"})),
+                vec![("channels.sms.defaultTo", "only 4 digits")],
+            ),
+            (
+                with(json!({"defaultTo": "12345"})),
+                vec![("channels.sms.defaultTo", "short code")],
+            ),
+            (
+                with(json!({"defaultTo": "+15550001111"})),
+                vec![("channels.sms.defaultTo", "own fromNumber")],
+            ),
+            (
+                with(json!({"allowFrom": ["+15557654321", "12345"]})),
+                vec![("channels.sms.allowFrom[1]", "short code")],
+            ),
+            (
+                with(json!({"fromNumber": "+1555000"})),
+                vec![("channels.sms.fromNumber", "only 7 digits")],
+            ),
+            (
+                with_accounts(
+                    json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+                    "publicWebhookUrl": "https://sms.example.com/webhooks/b", "allowTo": ["+15550002222", "+1555*"]}}),
+                ),
+                vec![("channels.sms.accounts.b.allowTo[0]", "own fromNumber")],
+            ),
+        ];
+        for (sms_value, want) in cases {
+            match sms(sms_value.clone()) {
+                Ok(_) if want.is_empty() => {}
+                Err(e) => {
+                    let got: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+                    let paths: Vec<&str> = want.iter().map(|(p, _)| *p).collect();
+                    assert_eq!(got, paths, "{sms_value}: {e:?}");
+                    for (problem, (_, needle)) in e.iter().zip(&want) {
+                        assert!(problem.message.contains(needle), "{sms_value}: {problem:?}");
+                        assert!(
+                            !problem.message.contains("+15550001111")
+                                && !problem.message.contains("+15550002222"),
+                            "no own number in the message: {problem:?}"
+                        );
+                    }
+                }
+                Ok(_) => panic!("{sms_value}: validated, wanted {want:?}"),
+            }
+        }
+        // Inherited: a named account without allowTo of its own takes the top level's.
+        let c = sms(with_accounts(
+            json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/b"}}),
+        )
+        .as_object()
+        .map(|o| {
+            let mut o = o.clone();
+            o.insert("allowTo".into(), json!(["+44*"]));
+            Value::Object(o)
+        })
+        .unwrap_or_default())
+        .unwrap();
+        let b = c.sms.account("b").unwrap();
+        assert!(b.allow_to.as_ref().unwrap().prefixes.contains("+44"));
+        let d = c.sms.account("default").unwrap();
+        assert!(d.allow_to.is_some());
+        // Unset is None (the known people); null stops inheriting.
+        let c = sms(with_accounts(
+            json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/b", "allowTo": null}}),
+        ))
+        .unwrap();
+        assert!(c.sms.account("b").unwrap().allow_to.is_none());
+        // A set allowTo that leaves out defaultTo: a warning naming both keys.
+        let c = sms(with(
+            json!({"allowTo": ["+44*"], "defaultTo": "+15557654321"}),
+        ))
+        .unwrap();
+        let w = c.warnings.join("\n");
+        assert!(w.contains("allowTo does not include defaultTo"), "{w}");
+        assert!(!w.contains("+15557654321"), "no number in the warning: {w}");
+        let c = sms(with(
+            json!({"allowTo": ["+1555*"], "defaultTo": "+15557654321"}),
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
     /// Issue 24 item 3: public URLs Twilio cannot use as written are warned about.
     #[test]
     fn public_url_problems_are_warnings() {

@@ -20,12 +20,18 @@ pub const MIN_DIGITS: usize = 8;
 pub const MAX_DIGITS: usize = 15;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not an E.164 phone number{why}; write it as + and country code and number, 8 to 15 digits, e.g. +15551234567")]
+#[error("{shown:?} is not an E.164 phone number{why}; write it as + and country code and number, 8 to 15 digits, e.g. +15551234567")]
 pub struct PhoneError {
     pub input: String,
+    /// The input as the message quotes it: cut at [`MAX_SHOWN`] characters, so a
+    /// hostile agent's megabyte `to` is not echoed back whole.
+    shown: String,
     /// What is wrong, as a clause (empty when it is simply not a number).
     why: Why,
 }
+
+/// The most characters of a refused input an error quotes.
+const MAX_SHOWN: usize = 40;
 
 /// What is wrong with a number, for the sentence in [`PhoneError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +89,10 @@ impl E164 {
         let s = strip_channel_prefix(input);
         let err = |why| PhoneError {
             input: input.to_string(),
+            shown: match input.char_indices().nth(MAX_SHOWN) {
+                Some((cut, _)) => format!("{}…", &input[..cut]),
+                None => input.to_string(),
+            },
             why,
         };
         let Some(digits) = s.strip_prefix('+') else {
@@ -257,6 +267,8 @@ mod tests {
         assert!(why("12345").contains("short code"), "{}", why("12345"));
         assert!(why("+1555").contains("only 4 digits"), "{}", why("+1555"));
         assert!(why("+1234567890123456").contains("at most 15"));
+        let long = why(&"9".repeat(100_000));
+        assert!(long.len() < 300, "the input is cut: {}", long.len());
         for input in ["12345", "+1555", "x", "+1555-123-4567"] {
             let m = why(input);
             assert!(

@@ -378,6 +378,8 @@ mod tests {
             ("channels.sms.alowFrom", Some("allowFrom")),
             ("channels.sms.allowfrom", Some("allowFrom")),
             ("channels.sms.allow_from", Some("allowFrom")),
+            ("channels.sms.allowto", Some("allowTo")),
+            ("channels.sms.accounts.b.allow_to", Some("allowTo")),
             ("channels.sms.accounts.b.dmpolicy", Some("dmPolicy")),
             ("channels.sms.authTken", Some("authToken")),
             ("gateway.lisen", Some("listen")),

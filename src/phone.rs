@@ -7,15 +7,56 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A phone number in E.164 form: `+` and 2 to 15 digits, the first not 0.
+/// A phone number in E.164 form: `+` and 8 to 15 digits, the first not 0 (CONTRACT §9:
+/// every destination, and so every number the config, the CLI, an agent or a webhook
+/// gives, is a full number; short codes and fragments like `+1555` are refused).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct E164(String);
 
+/// The fewest digits (after `+`) an E.164 number may have here (CONTRACT §9).
+pub const MIN_DIGITS: usize = 8;
+/// The most digits an E.164 number has (ITU-T E.164).
+pub const MAX_DIGITS: usize = 15;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not an E.164 phone number; write it as + and country code and number, e.g. +15551234567")]
+#[error("{shown:?} is not an E.164 phone number{why}; write it as + and country code and number, 8 to 15 digits, e.g. +15551234567")]
 pub struct PhoneError {
     pub input: String,
+    /// The input as the message quotes it: cut at [`MAX_SHOWN`] characters, so a
+    /// hostile agent's megabyte `to` is not echoed back whole.
+    shown: String,
+    /// What is wrong, as a clause (empty when it is simply not a number).
+    why: Why,
+}
+
+/// The most characters of a refused input an error quotes.
+const MAX_SHOWN: usize = 40;
+
+/// What is wrong with a number, for the sentence in [`PhoneError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    NotANumber,
+    /// Digits only, 3 to 8 of them: what a carrier short code looks like.
+    ShortCode,
+    TooShort(usize),
+    TooLong(usize),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::NotANumber => Ok(()),
+            Why::ShortCode => {
+                f.write_str(" (it looks like a short code, and smsgate texts only full numbers)")
+            }
+            Why::TooShort(n) => write!(
+                f,
+                " (only {n} digits; short codes and partial numbers cannot be texted)"
+            ),
+            Why::TooLong(n) => write!(f, " ({n} digits; E.164 numbers have at most 15)"),
+        }
+    }
 }
 
 /// Strips the `sms:` / `twilio-sms:` channel prefixes accepted wherever a number is read.
@@ -33,22 +74,55 @@ pub fn strip_channel_prefix(input: &str) -> &str {
     trimmed
 }
 
+/// Whether `digits` (after the `+`) are 2 to 15 ASCII digits, the first not 0: the
+/// shape earlier versions accepted.
+fn plausible_digits(digits: &str) -> bool {
+    (2..=MAX_DIGITS).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
 impl E164 {
     /// Parses a number, accepting the channel prefixes. Spaces, dashes, dots and
     /// parentheses are not accepted: Twilio sends E.164 and configs should too.
     pub fn parse(input: &str) -> Result<Self, PhoneError> {
         let s = strip_channel_prefix(input);
-        let err = || PhoneError {
+        let err = |why| PhoneError {
             input: input.to_string(),
+            shown: match input.char_indices().nth(MAX_SHOWN) {
+                Some((cut, _)) => format!("{}…", &input[..cut]),
+                None => input.to_string(),
+            },
+            why,
         };
-        let digits = s.strip_prefix('+').ok_or_else(err)?;
-        let ok = (2..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(err())
+        let Some(digits) = s.strip_prefix('+') else {
+            let short_code = (3..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            return Err(err(if short_code {
+                Why::ShortCode
+            } else {
+                Why::NotANumber
+            }));
+        };
+        let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits || digits.starts_with('0') {
+            return Err(err(Why::NotANumber));
+        }
+        match digits.len() {
+            n if n < MIN_DIGITS => Err(err(Why::TooShort(n))),
+            n if n > MAX_DIGITS => Err(err(Why::TooLong(n))),
+            _ => Ok(Self(s.to_string())),
+        }
+    }
+
+    /// A number read back from the store. Versions before issue 22 accepted 2 to 15
+    /// digits, and a stored record with such a number must still decode (else it would
+    /// be quarantined and its message lost); every send re-parses its destination with
+    /// [`E164::parse`], so such a number is never texted.
+    fn from_stored(value: String) -> Result<Self, PhoneError> {
+        match Self::parse(&value) {
+            Ok(n) => Ok(n),
+            Err(_) if value.strip_prefix('+').is_some_and(plausible_digits) => Ok(Self(value)),
+            Err(e) => Err(e),
         }
     }
 
@@ -65,8 +139,10 @@ impl E164 {
 
 impl TryFrom<String> for E164 {
     type Error = PhoneError;
+    /// Deserialising is reading the store (records carry numbers): see
+    /// [`E164::from_stored`]. Everything read from outside goes through [`E164::parse`].
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
+        Self::from_stored(value)
     }
 }
 
@@ -164,6 +240,17 @@ mod tests {
             ("+0123456", None),
             ("+1", None),
             ("+1234567890123456", None),
+            // Issue 22: 8 to 15 digits; short codes and fragments are refused.
+            ("+12345678", Some("+12345678")),
+            ("+123456789012345", Some("+123456789012345")),
+            ("+1234567", None),
+            ("+1555", None),
+            ("12345", None),
+            ("+1555765432１", None),
+            ("+15557654321\u{0}", None),
+            ("whatsapp:+15557654321", None),
+            ("sms:sms:+15557654321", None),
+            ("sms:", None),
             ("+1555-123-4567", None),
             ("", None),
             ("+", None),
@@ -172,6 +259,34 @@ mod tests {
             let got = E164::parse(input).ok();
             assert_eq!(got.as_ref().map(E164::as_str), *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let why = |input: &str| E164::parse(input).unwrap_err().to_string();
+        assert!(why("12345").contains("short code"), "{}", why("12345"));
+        assert!(why("+1555").contains("only 4 digits"), "{}", why("+1555"));
+        assert!(why("+1234567890123456").contains("at most 15"));
+        let long = why(&"9".repeat(100_000));
+        assert!(long.len() < 300, "the input is cut: {}", long.len());
+        for input in ["12345", "+1555", "x", "+1555-123-4567"] {
+            let m = why(input);
+            assert!(
+                m.contains("is not an E.164 phone number") && m.contains("8 to 15 digits"),
+                "{m}"
+            );
+        }
+    }
+
+    /// A number stored by an earlier version (2 to 7 digits were accepted) still
+    /// decodes, so its record is not quarantined; parsing from outside refuses it.
+    #[test]
+    fn stored_short_numbers_still_decode() {
+        let n: E164 = serde_json::from_str("\"+1555\"").unwrap();
+        assert_eq!(n.as_str(), "+1555");
+        assert!(E164::parse(n.as_str()).is_err());
+        assert!(serde_json::from_str::<E164>("\"+0555\"").is_err());
+        assert!(serde_json::from_str::<E164>("\"hello\"").is_err());
     }
 
     #[test]

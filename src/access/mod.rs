@@ -2,6 +2,7 @@
 //! pairing-request bookkeeping, and opt-out keywords. The processor (`crate::inbound`)
 //! gathers the facts, calls [`plan`], and carries out what it returns.
 
+pub mod allow_to;
 pub mod budget;
 pub mod pairing;
 

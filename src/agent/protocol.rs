@@ -359,6 +359,25 @@ pub fn error_line(to: &Answering, message: &str, code: Option<u32>) -> String {
     v.to_string()
 }
 
+/// An `error` line for a reply or send refused before anything was queued: with smsgate's
+/// own string `code` (`reason`, e.g. `"not-allowed"`, CONTRACT §9) when it has one, else
+/// as [`error_line`] with the Twilio code the refusal stands for.
+pub fn refusal_line(
+    to: &Answering,
+    message: &str,
+    code: Option<u32>,
+    reason: Option<&str>,
+) -> String {
+    let Some(reason) = reason else {
+        return error_line(to, message, code);
+    };
+    let mut v = with_key(json!({"type": "error", "message": message}), to);
+    if let Value::Object(o) = &mut v {
+        o.insert("code".into(), json!(reason));
+    }
+    v.to_string()
+}
+
 pub fn line_error(e: &LineError) -> String {
     let mut v = json!({"type": "error", "message": e.message});
     if let Value::Object(o) = &mut v {

@@ -233,10 +233,33 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
                     write_planned(agents, conn, answering, None, planned);
                     None
                 }
-                Err(r) => Some(protocol::error_line(&answering, &r.message, r.code)),
+                Err(r) => {
+                    if r.reason == Some(crate::outbound::NOT_ALLOWED) {
+                        not_allowed_logged(agents, conn, account.as_deref(), to.as_deref());
+                    }
+                    Some(protocol::refusal_line(
+                        &answering, &r.message, r.code, r.reason,
+                    ))
+                }
             }
         }
     }
+}
+
+/// The log line of a send `allowTo` refused: the number redacted, rate-limited like
+/// bad lines (a hostile agent trying stranger after stranger must not fill the disk).
+fn not_allowed_logged(agents: &Agents, conn: ConnId, account: Option<&str>, to: Option<&str>) {
+    let Some(suppressed) = agents.log_limit.allow(crate::clock::now_secs()) else {
+        return;
+    };
+    let more = if suppressed > 0 {
+        format!(" ({suppressed} similar lines suppressed)")
+    } else {
+        String::new()
+    };
+    let to = to.map_or_else(|| "its defaultTo".to_string(), crate::phone::redact_str);
+    let account = account.unwrap_or("(default)");
+    tracing::warn!(conn, account, to = %to, "the agent's send was refused: the number is not in the account's allowTo (or, with none set, not a person the account knows); nothing was stored or sent{more}");
 }
 
 /// The agent could not handle `id`: the store counts the failure and keeps the
@@ -352,7 +375,9 @@ fn reply(
             if let Some(a) = acking {
                 write_planned_ack_only(agents, id, a);
             }
-            Some(protocol::error_line(&answering, &r.message, r.code))
+            Some(protocol::refusal_line(
+                &answering, &r.message, r.code, r.reason,
+            ))
         }
     }
 }

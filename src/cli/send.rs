@@ -23,6 +23,14 @@ pub fn message_send(
     let to = E164::parse(target).map_err(|e| {
         anyhow!("invalid --target: {e} (sms: and twilio-sms: prefixes are accepted)")
     })?;
+    // Not limited by allowTo (the operator's own word, CONTRACT §9), but never to one of
+    // the gateway's own numbers, with or without the daemon.
+    if let Some(own) = crate::access::allow_to::own_number(&config, &to) {
+        bail!(
+            "invalid --target: {}",
+            crate::access::allow_to::own_number_refusal(own)
+        );
+    }
     let acct = config
         .sms
         .resolve_account(account)

@@ -167,6 +167,15 @@ pub fn cannot_send(
     out
 }
 
+// ---- allowTo that refuses the account's own defaultTo ---------------------------------
+
+/// A set `allowTo` replaces the default list (CONTRACT §9), so a `defaultTo` it does not
+/// name makes every agent send without `to` fail: said at load, not at the first send.
+pub fn allow_to_warning(a: &super::Account) -> Option<String> {
+    let (list, to) = (a.allow_to.as_ref()?, a.default_to.as_ref()?);
+    (!list.permits(to)).then(|| format!("account {:?}: allowTo does not include defaultTo, so the agent's sends that name no \"to\" will be refused (not-allowed); add defaultTo's number to allowTo, or remove allowTo to allow the people the account knows", a.id))
+}
+
 // ---- publicWebhookUrl that Twilio cannot use as written -----------------------------
 
 /// Warnings for an account's `publicWebhookUrl` (raw as configured, parsed) against its
@@ -369,6 +378,8 @@ mod tests {
             ("channels.sms.alowFrom", Some("allowFrom")),
             ("channels.sms.allowfrom", Some("allowFrom")),
             ("channels.sms.allow_from", Some("allowFrom")),
+            ("channels.sms.allowto", Some("allowTo")),
+            ("channels.sms.accounts.b.allow_to", Some("allowTo")),
             ("channels.sms.accounts.b.dmpolicy", Some("dmPolicy")),
             ("channels.sms.authTken", Some("authToken")),
             ("gateway.lisen", Some("listen")),

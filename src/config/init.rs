@@ -178,6 +178,9 @@ pub fn render(a: &Answers) -> String {
       // `smsgate pairing approve CODE`), "allowlist" (only allowFrom), "open", "disabled".
       dmPolicy: "pairing",
       // allowFrom: ["+15557654321"],
+      // Whom the agent may text on its own (not replies): unset, the people above
+      // (allowFrom, approved senders, defaultTo); or numbers, "+44*" prefixes, "*".
+      // allowTo: ["+15557654321"],
     }},
   }},
 }}

@@ -151,6 +151,9 @@ pub struct Account {
     pub dm_policy: DmPolicy,
     pub allow_from: AllowFrom,
     pub default_to: Option<E164>,
+    /// `allowTo`: whom the agent's own sends may go to; `None` (unset): the people
+    /// already known to the account (see `access::allow_to`).
+    pub allow_to: Option<AllowTo>,
     pub text_chunk_limit: usize,
     /// The texts smsgate sends itself (pairing code, approved, new conversation).
     pub texts: crate::texts::Texts,
@@ -239,6 +242,56 @@ pub struct AllowFrom {
 impl AllowFrom {
     pub fn allows(&self, sender: &E164) -> bool {
         self.anyone || self.numbers.contains(sender)
+    }
+}
+
+/// `allowTo` as written (CONTRACT §9): numbers, prefixes ending in `*`, or `"*"`. A set
+/// list replaces the default (the people known to the account); an empty one lets the
+/// agent text nobody on its own (replies still answer whoever texted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowTo {
+    /// `"*"` was listed.
+    pub anyone: bool,
+    pub numbers: BTreeSet<E164>,
+    /// `"+44*"` is kept as `"+44"`: `+` and at least one digit, the first not 0.
+    pub prefixes: BTreeSet<String>,
+}
+
+impl AllowTo {
+    /// Whether the list names `to`: `"*"`, the number itself, or a prefix of it.
+    pub fn permits(&self, to: &E164) -> bool {
+        self.anyone
+            || self.numbers.contains(to)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| to.as_str().starts_with(p.as_str()))
+    }
+
+    /// Parses one `allowTo` entry; the error says what would fix it.
+    pub fn add(&mut self, entry: &str) -> Result<(), String> {
+        let e = crate::phone::strip_channel_prefix(entry);
+        if e == "*" {
+            self.anyone = true;
+            return Ok(());
+        }
+        if let Some(prefix) = e.strip_suffix('*') {
+            let digits = prefix.strip_prefix('+').unwrap_or("");
+            let ok = prefix.starts_with('+')
+                && !digits.is_empty()
+                && digits.len() < crate::phone::MAX_DIGITS
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0');
+            if !ok {
+                return Err(format!("{entry:?} is not a prefix pattern; write + and the leading digits (1 to 14, the first not 0) followed by one *, e.g. \"+44*\", or \"*\" for anyone"));
+            }
+            self.prefixes.insert(prefix.to_string());
+            return Ok(());
+        }
+        let n = E164::parse(entry)
+            .map_err(|err| format!("{err}, or a prefix such as \"+44*\", or \"*\" for anyone"))?;
+        self.numbers.insert(n);
+        Ok(())
     }
 }
 

@@ -116,6 +116,9 @@ pub struct RawAccount {
     pub allow_from: Option<Field<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
     pub default_to: Option<Field<String>>,
+    /// Whom the agent may text on its own (CONTRACT §9): numbers, `+prefix*`, `"*"`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_to: Option<Field<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
     pub text_chunk_limit: Option<Field<u32>>,
     #[serde(default, deserialize_with = "nullable")]

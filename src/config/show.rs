@@ -79,6 +79,16 @@ fn account(a: &Account) -> Value {
         "dmPolicy": a.dm_policy.as_str(),
         "allowFrom": allow,
         "defaultTo": a.default_to.as_ref().map(ToString::to_string),
+        // null: unset, the people known to the account (CONTRACT §9).
+        "allowTo": a.allow_to.as_ref().map(|t| {
+            let mut list: Vec<String> = Vec::new();
+            if t.anyone {
+                list.push("*".into());
+            }
+            list.extend(t.numbers.iter().map(ToString::to_string));
+            list.extend(t.prefixes.iter().map(|p| format!("{p}*")));
+            list
+        }),
         "textChunkLimit": a.text_chunk_limit,
         "language": a.texts.language.code(),
         "outboundLimits": {

@@ -59,14 +59,22 @@ pub enum PartOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub message: String,
+    /// A Twilio error code the refusal stands for (21610 for an opted-out number).
     pub code: Option<u32>,
+    /// smsgate's own reason, the agent `error` line's string `code` (CONTRACT §9:
+    /// `"not-allowed"` for a send `allowTo` refuses).
+    pub reason: Option<&'static str>,
 }
+
+/// The `code` of an `error` line for a send `allowTo` refuses (CONTRACT §9).
+pub const NOT_ALLOWED: &str = "not-allowed";
 
 impl Refusal {
     fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             code: None,
+            reason: None,
         }
     }
 }
@@ -229,13 +237,15 @@ impl Outbox {
                 ))
             })?,
         };
-        let parts = plan_parts(text, account.text_chunk_limit, &media_urls)?;
         let store_err =
             |e: crate::store::StoreError| Refusal::new(format!("cannot queue the message: {e}"));
+        check_destination(config, store, account, &to, &purpose)?;
+        let parts = plan_parts(text, account.text_chunk_limit, &media_urls)?;
         if store.is_opted_out(&account.id, &to).map_err(store_err)? {
             return Err(Refusal {
                 message: "the recipient has opted out (replied STOP); nothing was sent".into(),
                 code: Some(21610),
+                reason: None,
             });
         }
         let now = crate::clock::now_ms();
@@ -328,6 +338,47 @@ impl Outbox {
             author.status(sid, status, error_code);
         }
     }
+}
+
+/// Whether a send may go to `to` at all (never to one of the gateway's own numbers),
+/// and, for the agent's own `send`, whether `allowTo` lets it (CONTRACT §9; the
+/// decision is `access::allow_to::decide`, this only reads the one store fact it asks
+/// for). Replies answer whoever texted; the operator's `message send` is not limited.
+fn check_destination(
+    config: &Config,
+    store: &Store,
+    account: &crate::config::Account,
+    to: &E164,
+    purpose: &Purpose,
+) -> Result<(), Refusal> {
+    use crate::access::allow_to;
+    if let Some(own) = allow_to::own_number(config, to) {
+        return Err(Refusal::new(allow_to::own_number_refusal(own)));
+    }
+    if !matches!(purpose, Purpose::Send { .. }) {
+        return Ok(());
+    }
+    let approvers = allow_to::approvers(account);
+    let known = allow_to::Known {
+        allow_from: &account.allow_from,
+        default_to: account.default_to.as_ref(),
+        approvers: &approvers,
+    };
+    let allowed = match allow_to::decide(account.allow_to.as_ref(), &known, to) {
+        allow_to::Verdict::Allowed => true,
+        allow_to::Verdict::Refused => false,
+        allow_to::Verdict::IfApproved => store
+            .is_approved(&account.id, to)
+            .map_err(|e| Refusal::new(format!("cannot check the recipient: {e}")))?,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Refusal {
+        message: allow_to::refusal(account, to),
+        code: None,
+        reason: Some(NOT_ALLOWED),
+    })
 }
 
 /// The SMS bodies a text becomes: flattened markdown, chunked; a media-only message is

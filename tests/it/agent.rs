@@ -82,7 +82,11 @@ async fn reply_path_and_sent_line() {
 async fn agent_send_with_default_to_and_errors() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "sms:+15557650000""#));
+    // allowTo: the agent texts +15557650001 on its own (CONTRACT §9).
+    let gw = Gateway::start(&t.config(
+        &twilio,
+        r#"defaultTo: "sms:+15557650000", allowTo: ["+15557650000", "+15557650001"]"#,
+    ));
     let mut agent = TestAgent::connect(&agent_sock(&t));
     agent.send(json!({"type": "send", "text": "reminder: stand-up", "ref": "r1"}));
     let sent = agent.next_of("sent");
@@ -1002,7 +1006,9 @@ async fn each_account_wide_limit_holds_across_recipients() {
         let twilio = FakeTwilio::start();
         let config = t.config(
             &twilio,
-            &format!(r#"outboundLimits: {{ {limit}: 2, perRecipientPerHour: 0 }}"#),
+            &format!(
+                r#"outboundLimits: {{ {limit}: 2, perRecipientPerHour: 0 }}, allowTo: ["+1555765*"]"#
+            ),
         );
         let gw = Gateway::start(&config);
         let mut agent = TestAgent::connect(&agent_sock(&t));

@@ -15,6 +15,7 @@ mod acme;
 mod agent;
 mod agent_docs;
 mod agent_fail;
+mod allow_to;
 mod bridges_acp;
 mod bridges_docs;
 mod bridges_openai;

@@ -55,7 +55,7 @@ async fn a_restart_does_not_rebuild_per_send_state() {
         t.config(
             &twilio,
             &format!(
-                "outboundLimits: {{ perHour: {per_hour}, perDay: 0, perRecipientPerHour: 0 }}"
+                "outboundLimits: {{ perHour: {per_hour}, perDay: 0, perRecipientPerHour: 0 }}, allowTo: [\"+1555765*\"]"
             ),
         )
     };

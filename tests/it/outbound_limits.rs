@@ -62,7 +62,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
     let twilio = FakeTwilio::start();
     let config = t.config(
         &twilio,
-        r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }"#,
+        r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }, allowTo: ["+1555765*"]"#,
     );
     let text = std::fs::read_to_string(&config)
         .unwrap()

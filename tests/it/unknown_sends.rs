@@ -41,7 +41,11 @@ struct Setup {
 fn setup() -> Setup {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, &format!(r#"defaultTo: "{TO}""#));
+    // allowTo: some tests text fresh recipients of their own (CONTRACT §9).
+    let config = t.config(
+        &twilio,
+        &format!(r#"defaultTo: "{TO}", allowTo: ["{TO}", "+1555768*"]"#),
+    );
     let gw = gateway(&config);
     let agent = TestAgent::connect(&agent_sock(&t));
     Setup {

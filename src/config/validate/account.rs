@@ -44,8 +44,21 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
 
     let (dm_policy, allow_from) = policy(l, p);
 
-    let (f, path) = l.get("defaultTo", |r| &r.default_to);
-    let default_to = e164(f, &path, p);
+    let (f, default_to_path) = l.get("defaultTo", |r| &r.default_to);
+    let default_to = e164(f, &default_to_path, p);
+    let own = match &sender {
+        Some(Sender::Number(n)) => Some(n),
+        _ => None,
+    };
+    if default_to.is_some() && default_to.as_ref() == own {
+        p.add(
+            &default_to_path,
+            format!(
+                "{OWN_NUMBER}; set the number of the person the agent texts when a send names none"
+            ),
+        );
+    }
+    let allow_to = allow_to(l, own, p);
     let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
     let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
         None => 1500,
@@ -133,6 +146,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 dm_policy,
                 allow_from,
                 default_to,
+                allow_to,
                 text_chunk_limit,
                 texts,
                 outbound_limits,
@@ -289,6 +303,41 @@ fn policy(l: &Layers, p: &mut Problems) -> (DmPolicy, AllowFrom) {
     }
     (dm_policy, allow_from)
 }
+
+/// `allowTo`: whom the agent may text on its own (CONTRACT §9). Unset is `None` (the
+/// people known to the account); each entry is checked with its index in the path.
+fn allow_to(l: &Layers, own: Option<&E164>, p: &mut Problems) -> Option<crate::config::AllowTo> {
+    let (f, path) = l.get("allowTo", |r| &r.allow_to);
+    let entries = take(
+        f,
+        &path,
+        "a list of E.164 numbers, prefixes such as \"+44*\", or \"*\"",
+        p,
+    )?;
+    let mut allow_to = crate::config::AllowTo::default();
+    for (i, entry) in entries.iter().enumerate() {
+        let before = allow_to.numbers.len();
+        match allow_to.add(entry) {
+            Err(e) => p.add(format!("{path}[{i}]"), e),
+            Ok(())
+                if allow_to.numbers.len() > before
+                    && own.is_some_and(|o| allow_to.numbers.contains(o)) =>
+            {
+                if let Some(o) = own {
+                    allow_to.numbers.remove(o);
+                }
+                p.add(format!("{path}[{i}]"), format!("{OWN_NUMBER}; remove it"));
+            }
+            Ok(()) => {}
+        }
+    }
+    Some(allow_to)
+}
+
+/// Why the account's own number is never a destination: a text to it comes back to
+/// this gateway as a webhook (a loop a hostile agent could drive), and Twilio refuses
+/// it anyway (21266). Config messages name no number (they reach the log on reload).
+const OWN_NUMBER: &str = "this is the account's own fromNumber, and smsgate never texts its own number (the text would come back to it as a webhook)";
 
 /// `language` and the operator's own `texts`.
 fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
@@ -684,6 +733,132 @@ mod account_tests {
             m.starts_with("unknown key") && !m.contains("did you mean"),
             "{m}"
         );
+    }
+
+    /// Issue 22 item 1: `allowTo` and every number key are checked entry by entry, with
+    /// the key path and the fix; short codes and partial numbers are refused everywhere;
+    /// the account's own number is no destination.
+    #[test]
+    fn allow_to_and_destinations_are_validated() {
+        let with = |pairs: Value| {
+            let mut top = base();
+            for (k, v) in pairs.as_object().cloned().unwrap_or_default() {
+                top.insert(k, v);
+            }
+            Value::Object(top)
+        };
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (
+                with(json!({"allowTo": ["+15557654321", "+44*", "*"]})),
+                vec![],
+            ),
+            (with(json!({"allowTo": []})), vec![]),
+            (
+                with(json!({"allowTo": ["+1555", "12345", "44*", "+*", "+4*4", "+15557654321"]})),
+                vec![
+                    ("channels.sms.allowTo[0]", "only 4 digits"),
+                    ("channels.sms.allowTo[1]", "short code"),
+                    ("channels.sms.allowTo[2]", "prefix pattern"),
+                    ("channels.sms.allowTo[3]", "prefix pattern"),
+                    ("channels.sms.allowTo[4]", "E.164"),
+                ],
+            ),
+            (
+                with(json!({"allowTo": "+15557654321"})),
+                vec![("channels.sms.allowTo", "a list of E.164 numbers")],
+            ),
+            (
+                with(json!({"allowTo": [5]})),
+                vec![("channels.sms.allowTo", "a list of E.164 numbers")],
+            ),
+            (
+                with(json!({"allowTo": ["sms:+15550001111"]})),
+                vec![("channels.sms.allowTo[0]", "own fromNumber")],
+            ),
+            (
+                with(json!({"defaultTo": "+1555"})),
+                vec![("channels.sms.defaultTo", "only 4 digits")],
+            ),
+            (
+                with(json!({"defaultTo": "12345"})),
+                vec![("channels.sms.defaultTo", "short code")],
+            ),
+            (
+                with(json!({"defaultTo": "+15550001111"})),
+                vec![("channels.sms.defaultTo", "own fromNumber")],
+            ),
+            (
+                with(json!({"allowFrom": ["+15557654321", "12345"]})),
+                vec![("channels.sms.allowFrom[1]", "short code")],
+            ),
+            (
+                with(json!({"fromNumber": "+1555000"})),
+                vec![("channels.sms.fromNumber", "only 7 digits")],
+            ),
+            (
+                with_accounts(
+                    json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+                    "publicWebhookUrl": "https://sms.example.com/webhooks/b", "allowTo": ["+15550002222", "+1555*"]}}),
+                ),
+                vec![("channels.sms.accounts.b.allowTo[0]", "own fromNumber")],
+            ),
+        ];
+        for (sms_value, want) in cases {
+            match sms(sms_value.clone()) {
+                Ok(_) if want.is_empty() => {}
+                Err(e) => {
+                    let got: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+                    let paths: Vec<&str> = want.iter().map(|(p, _)| *p).collect();
+                    assert_eq!(got, paths, "{sms_value}: {e:?}");
+                    for (problem, (_, needle)) in e.iter().zip(&want) {
+                        assert!(problem.message.contains(needle), "{sms_value}: {problem:?}");
+                        assert!(
+                            !problem.message.contains("+15550001111")
+                                && !problem.message.contains("+15550002222"),
+                            "no own number in the message: {problem:?}"
+                        );
+                    }
+                }
+                Ok(_) => panic!("{sms_value}: validated, wanted {want:?}"),
+            }
+        }
+        // Inherited: a named account without allowTo of its own takes the top level's.
+        let c = sms(with_accounts(
+            json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/b"}}),
+        )
+        .as_object()
+        .map(|o| {
+            let mut o = o.clone();
+            o.insert("allowTo".into(), json!(["+44*"]));
+            Value::Object(o)
+        })
+        .unwrap_or_default())
+        .unwrap();
+        let b = c.sms.account("b").unwrap();
+        assert!(b.allow_to.as_ref().unwrap().prefixes.contains("+44"));
+        let d = c.sms.account("default").unwrap();
+        assert!(d.allow_to.is_some());
+        // Unset is None (the known people); null stops inheriting.
+        let c = sms(with_accounts(
+            json!({"b": {"fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/b", "allowTo": null}}),
+        ))
+        .unwrap();
+        assert!(c.sms.account("b").unwrap().allow_to.is_none());
+        // A set allowTo that leaves out defaultTo: a warning naming both keys.
+        let c = sms(with(
+            json!({"allowTo": ["+44*"], "defaultTo": "+15557654321"}),
+        ))
+        .unwrap();
+        let w = c.warnings.join("\n");
+        assert!(w.contains("allowTo does not include defaultTo"), "{w}");
+        assert!(!w.contains("+15557654321"), "no number in the warning: {w}");
+        let c = sms(with(
+            json!({"allowTo": ["+1555*"], "defaultTo": "+15557654321"}),
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     /// Issue 24 item 3: public URLs Twilio cannot use as written are warned about.

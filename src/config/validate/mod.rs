@@ -64,6 +64,7 @@ pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config
             warnings.push(format!("account {:?} is not usable: {}", a.id, a.reason));
         }
         for a in &sms.accounts {
+            warnings.extend(super::checks::allow_to_warning(a));
             if let Some(url) = a.public_url() {
                 warnings.extend(super::checks::public_url_warnings(
                     &a.id,

@@ -230,4 +230,72 @@ mod tests {
             "{out}"
         );
     }
+
+    /// The whole scrape is valid Prometheus text format: every sample's family has one
+    /// `# TYPE` before it, names and labels are well formed, values are numbers. (What
+    /// `prometheus-client` would guarantee by construction; see docs/architecture.md.)
+    #[test]
+    fn a_full_scrape_is_well_formed_exposition_text() {
+        let m = Metrics::default();
+        m.webhook(200);
+        m.webhook(403);
+        m.signature_failure();
+        m.send_ok();
+        m.send_failure("21610");
+        m.outbound_limit_hit("a\\b\n", "perDay");
+        let g = Gauges {
+            spool: 1,
+            agent_queue: 2,
+            outbound_queue: 3,
+            dead_letters: 4,
+            agent_connections: 5,
+            tls_not_after: Some(1_900_000_000),
+            flushes: 7,
+            flush_micros: 8,
+        };
+        let out = m.scrape(&g);
+        let mut typed: Vec<String> = Vec::new();
+        let mut samples = 0;
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(!typed.contains(&name.to_string()), "TYPE twice: {line}");
+                typed.push(name.to_string());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("series value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().expect("name");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            let family = typed
+                .iter()
+                .find(|t| {
+                    name == t.as_str()
+                        || name
+                            .strip_prefix(t.as_str())
+                            .is_some_and(|r| ["_sum", "_count"].contains(&r))
+                })
+                .unwrap_or_else(|| panic!("no TYPE before {line}"));
+            assert!(!family.is_empty());
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                    // Quotes inside label values are escaped: an even count of
+                    // unescaped quotes.
+                    let unescaped = labels.replace("\\\\", "").replace("\\\"", "");
+                    assert_eq!(unescaped.matches('"').count() % 2, 0, "{line}");
+                    assert!(!labels.contains('\n'), "{line}");
+                }
+            }
+            samples += 1;
+        }
+        assert!(samples >= 12, "{out}");
+    }
 }

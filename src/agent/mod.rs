@@ -89,16 +89,28 @@ pub async fn fetch_media(
     mut shutdown: Shutdown,
 ) {
     let dir = agents.config.get().gateway.state_dir.join("media");
+    // One HTTP client (its connection pool, its TLS setup) per API base, built once:
+    // not one per message. Keyed by the URL, so an account reloaded onto another base
+    // gets a client for it.
+    let mut clients: std::collections::HashMap<String, reqwest::Client> =
+        std::collections::HashMap::new();
     loop {
         for (seq, mut msg) in agents.hub.media_pending() {
             let config = agents.config.get();
             if let Some(account) = config.sms.account(&msg.account) {
-                let http = match media::client(&account.api_base_url) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!("cannot build the media client: {e}");
-                        continue;
-                    }
+                let base = account.api_base_url.as_str().to_string();
+                let http = match clients.get(&base) {
+                    Some(c) => c.clone(),
+                    None => match media::client(&account.api_base_url) {
+                        Ok(c) => {
+                            clients.insert(base, c.clone());
+                            c
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot build the media client: {e}");
+                            continue;
+                        }
+                    },
                 };
                 let fetched =
                     media::download_all(&http, &Creds::of(account), &msg.id, &msg.media, &dir)

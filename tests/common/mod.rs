@@ -699,6 +699,51 @@ impl Gateway {
         wait_until(timeout, || self.log().contains(needle))
     }
 
+    /// The metrics listener's address (`metricsListen`), from its log line.
+    pub fn metrics_addr(&self) -> String {
+        assert!(
+            self.wait_log("metrics on http://", Duration::from_secs(10)),
+            "{}",
+            self.log()
+        );
+        self.log()
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap()
+            .to_string()
+    }
+
+    /// One scrape of `/metrics` on the metrics listener.
+    pub async fn scrape(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.metrics_addr()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the gateway (exit 0) and returns its whole log, read to the `stopped` line
+    /// so no line written before the exit is still in the pipe.
+    pub fn stop_and_log(self) -> String {
+        let log = self.log.clone();
+        assert_eq!(self.stop().code(), Some(0));
+        assert!(
+            wait_until(Duration::from_secs(10), || log
+                .lock()
+                .unwrap()
+                .lines()
+                .any(|l| l.trim_end().ends_with(" stopped"))),
+            "{}",
+            log.lock().unwrap()
+        );
+        let text = log.lock().unwrap().clone();
+        text
+    }
+
     /// SIGTERM, and the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;

@@ -517,7 +517,11 @@ async fn an_agent_that_hands_out_one_session_twice_never_texts_bob_alices_reply(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turns_fail() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "3"], &[]);
+    // A --timeout well past the stdin stall (min(30 s, --timeout)): the agent is then
+    // judged by its stdin filling, never by a prompt timing out first. (With both at
+    // 3 s, which came first depended on how fast the flood filled 8 MiB: on a loaded
+    // machine the prompt timed out, the agent was restarted and the turns asked again.)
+    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "60"], &[]);
     // A normal turn logs one INFO line (and the first of a conversation no more than
     // two).
     text(&st.gw, A, "hello").await;
@@ -539,7 +543,7 @@ async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turn
     }
     let pid = bridge.child.id();
     let mut peak = 0;
-    let all_failed = wait_until(Duration::from_secs(60), || {
+    let all_failed = wait_until(Duration::from_secs(150), || {
         peak = peak.max(rss_kib(pid));
         let log = bridge.log();
         [A, B, C, D].iter().all(|f| {

@@ -15,23 +15,6 @@ fn agent_sock(t: &TestDir) -> std::path::PathBuf {
     t.state().join("agent.sock")
 }
 
-/// Stops the gateway and returns its whole log (read to the `stopped` line).
-fn stop_and_log(gw: Gateway) -> String {
-    let log = gw.log.clone();
-    assert_eq!(gw.stop().code(), Some(0));
-    assert!(
-        wait_until(Duration::from_secs(10), || log
-            .lock()
-            .unwrap()
-            .lines()
-            .any(|l| l.trim_end().ends_with(" stopped"))),
-        "{}",
-        log.lock().unwrap()
-    );
-    let text = log.lock().unwrap().clone();
-    text
-}
-
 /// The agent sends `n` texts and waits for each `sent`.
 fn send_texts(t: &TestDir, n: usize, tag: &str) {
     let mut agent = TestAgent::connect(&agent_sock(t));
@@ -62,13 +45,13 @@ async fn a_restart_does_not_rebuild_per_send_state() {
     // 30 sends under a generous limit: logged.
     let gw = Gateway::start_with(&limited(1000), &debug);
     send_texts(&t, 30, "a");
-    stop_and_log(gw);
+    gw.stop_and_log();
 
     // Restart with every limit 0: one more send, nothing read for the limits, nothing
     // logged.
     let gw = Gateway::start_with(&limited(0), &debug);
     send_texts(&t, 1, "b");
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     assert!(!log.contains(BUILT), "{log}");
 
     // A limit set again: the first send builds the window from the log, once; it
@@ -79,7 +62,7 @@ async fn a_restart_does_not_rebuild_per_send_state() {
     agent.send(json!({"type": "send", "to": "+15557650001", "text": "over", "ref": "over"}));
     let held = agent.next_of("error");
     assert_eq!(held["ref"], "over", "{held}");
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     let built: Vec<&str> = log.lines().filter(|l| l.contains(BUILT)).collect();
     assert_eq!(built.len(), 1, "{built:#?}");
     assert!(built[0].contains(": 30 send(s)"), "{}", built[0]);
@@ -126,7 +109,7 @@ async fn one_info_line_per_message() {
     assert_eq!(agent.next_of("status")["status"], "delivered");
     // The same again as a duplicate (Twilio's retry): no INFO line either.
     assert_eq!(gw.admit(sid, "+15557650001", "hello").await, 200);
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     let flow = &log[before..];
     // Up to the line that says the stop began.
     let end = flow

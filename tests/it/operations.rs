@@ -660,23 +660,7 @@ async fn metrics_scrape_health_and_rotated_keys() {
         403
     );
 
-    let log = gw.log();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let body = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = gw.scrape().await;
     for needle in [
         "smsgate_webhooks_total{status=\"200\"} 2",
         "smsgate_webhooks_total{status=\"403\"} 3",

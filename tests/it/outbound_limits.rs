@@ -5,7 +5,6 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -14,46 +13,6 @@ const LIMIT_LINE: &str = "outbound limit reached";
 
 fn agent_sock(t: &TestDir) -> std::path::PathBuf {
     t.state().join("agent.sock")
-}
-
-/// The metrics listener's address, from its log line.
-fn metrics_addr(gw: &Gateway) -> String {
-    assert!(gw.wait_log("metrics on http://", Duration::from_secs(10)));
-    gw.log()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap()
-        .to_string()
-}
-
-async fn scrape(addr: &str) -> String {
-    client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Stops the gateway and returns its whole log (read to the `stopped` line, so no line
-/// written before the exit is still in the pipe).
-fn stop_and_log(gw: Gateway) -> String {
-    let log = gw.log.clone();
-    assert_eq!(gw.stop().code(), Some(0));
-    assert!(
-        wait_until(Duration::from_secs(10), || log
-            .lock()
-            .unwrap()
-            .lines()
-            .any(|l| l.trim_end().ends_with(" stopped"))),
-        "{}",
-        log.lock().unwrap()
-    );
-    let text = log.lock().unwrap().clone();
-    text
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +28,6 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
         .replace("stateDir:", r#"metricsListen: "127.0.0.1:0", stateDir:"#);
     std::fs::write(&config, text).unwrap();
     let gw = Gateway::start(&config);
-    let addr = metrics_addr(&gw);
     let mut agent = TestAgent::connect(&agent_sock(&t));
     // Two people, four texts each: eight replies against an hour of three.
     let people = ["+15557650001", "+15557650002"];
@@ -104,7 +62,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
     }
     assert_eq!(twilio.sends().len(), 3);
     // Every hold was decided before its agent heard of it: the count is final.
-    let metrics = scrape(&addr).await;
+    let metrics = gw.scrape().await;
     assert!(
         metrics.contains(
             "smsgate_outbound_limit_hits_total{account=\"default\",limit=\"perHour\"} 1\n"
@@ -112,7 +70,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
         "{metrics}"
     );
     assert!(!metrics.contains("code=\"held\""), "{metrics}");
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     let said: Vec<&str> = log.lines().filter(|l| l.contains(LIMIT_LINE)).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(
@@ -129,7 +87,6 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
     // After a restart the window is still full (the sent log counts); the memory of what
     // was said is not kept, so the first hold says it once more, and only once.
     let gw = Gateway::start(&config);
-    let addr = metrics_addr(&gw);
     let mut agent = TestAgent::connect(&agent_sock(&t));
     for i in 0..2u32 {
         agent.send(
@@ -137,14 +94,14 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
         );
         assert_eq!(agent.next_of("error")["ref"], format!("r{i}"));
     }
-    let metrics = scrape(&addr).await;
+    let metrics = gw.scrape().await;
     assert!(
         metrics.contains(
             "smsgate_outbound_limit_hits_total{account=\"default\",limit=\"perHour\"} 1\n"
         ),
         "{metrics}"
     );
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     assert_eq!(log.matches(LIMIT_LINE).count(), 1, "{log}");
     assert_eq!(twilio.sends().len(), 3, "nothing over the limit went out");
 }
@@ -262,7 +219,7 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
     };
     assert_eq!(held(&config), ["held text 1", "held text 3"]);
     assert_eq!(twilio.sends().len(), 1);
-    let log = stop_and_log(gw);
+    let log = gw.stop_and_log();
     assert_eq!(
         log.matches("outboundLimits.maxHeld reached").count(),
         1,

@@ -39,10 +39,12 @@ fn record(i: u64) -> InboundRecord {
     InboundRecord {
         sid: sid.clone(),
         account: "default".into(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        sms: smsgate::twilio::fields::InboundSms::from_params(
+            &params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        ),
         received_at_ms: now_ms(),
     }
 }

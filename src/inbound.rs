@@ -135,22 +135,13 @@ fn after_commit(
 }
 
 fn media(rec: &InboundRecord) -> Vec<Media> {
-    let n: usize = rec
-        .field("NumMedia")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    (0..n.min(10))
-        .filter_map(|i| {
-            let url = rec.field(&format!("MediaUrl{i}"))?.to_string();
-            let content_type = rec
-                .field(&format!("MediaContentType{i}"))
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            Some(Media {
-                url,
-                content_type,
-                path: None,
-            })
+    rec.sms
+        .media
+        .iter()
+        .map(|m| Media {
+            url: m.url.clone(),
+            content_type: m.content_type.clone(),
+            path: None,
         })
         .collect()
 }
@@ -205,12 +196,12 @@ pub fn effects_for(
         tracing::warn!(sid = %rec.sid, account = %rec.account, "message dropped: its account is no longer configured");
         return Ok(fx);
     };
-    let from_raw = rec.field("From").unwrap_or_default();
+    let from_raw = rec.sms.from.as_str();
     let Ok(from) = E164::parse(from_raw) else {
         tracing::warn!(sid = %rec.sid, account = %account.id, "message dropped: From is not an E.164 number");
         return Ok(fx);
     };
-    let body = rec.field("Body").unwrap_or_default();
+    let body = rec.sms.body.as_str();
     // Only the facts the account's policy can use are read: an open channel does not
     // walk the pairing area or look up approvals on every message. (`plan` reads
     // `pending` and `opted_out` only when it pairs, `approved` only for allowlist and
@@ -238,7 +229,7 @@ pub fn effects_for(
         approved,
         opted_out: pairs && store.is_opted_out(&account.id, &from)?,
         pending: &pending,
-        opt_out_type: access::opt_out_type(rec.field("OptOutType"), &rec.sid),
+        opt_out_type: access::opt_out_type(rec.sms.opt_out_type.as_deref(), &rec.sid),
         no_media: attachments.is_empty(),
     };
     let plan = access::plan(&from, body, &facts);
@@ -297,7 +288,7 @@ pub fn effects_for(
                 id: sid.clone(),
                 account: account.id.clone(),
                 from,
-                to: rec.field("To").unwrap_or_default().to_string(),
+                to: rec.sms.to.clone(),
                 text: body.to_string(),
                 media,
                 received_at_ms: rec.received_at_ms,
@@ -393,10 +384,12 @@ mod tests {
         InboundRecord {
             sid: sid.into(),
             account: "default".into(),
-            params: [("From", from), ("To", "+15550001111"), ("Body", body)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            sms: crate::twilio::fields::InboundSms {
+                from: from.into(),
+                to: "+15550001111".into(),
+                body: body.into(),
+                ..Default::default()
+            },
             received_at_ms: 1_000,
         }
     }

@@ -13,7 +13,8 @@ use crate::config::{Account, InboundCheck, Sender};
 use crate::phone::redact_str;
 use crate::secret::Secret;
 use crate::store::{Admission, InboundRecord, RejectedRecord};
-use crate::twilio::{fields, form, signature};
+use crate::twilio::fields::{self, InboundSms};
+use crate::twilio::{form, signature};
 
 /// Twilio's inbound bodies are a few KiB; anything bigger is not Twilio.
 pub const MAX_BODY: usize = 32 * 1024;
@@ -184,8 +185,8 @@ async fn receive(
     let sid = checked.sid.to_string();
     let now = now_ms();
 
-    if let Some(status) = checked.delivery_status {
-        let error_code = checked.error_code;
+    if let Some(callback) = checked.status() {
+        let (status, error_code) = (callback.status, callback.error_code);
         let update = app
             .inbound
             .status(
@@ -213,15 +214,15 @@ async fn receive(
         return Ok(respond(StatusCode::OK, "text/xml", TWIML_EMPTY));
     }
 
-    let from = form::field(&params, "From")
-        .filter(|v| !v.is_empty())
-        .ok_or(WebhookError::MissingField("From"))?
-        .to_string();
-    let to = form::field(&params, "To")
-        .filter(|v| !v.is_empty())
-        .ok_or(WebhookError::MissingField("To"))?;
+    if checked.from.is_empty() {
+        return Err(WebhookError::MissingField("From"));
+    }
+    if checked.to.is_empty() {
+        return Err(WebhookError::MissingField("To"));
+    }
+    let sms = checked.to_sms();
 
-    let admission = match misaddressed(account, &params, to) {
+    let admission = match misaddressed(account, &sms) {
         Some(reason) => {
             tracing::warn!(account = %account.id, %sid, "webhook kept as rejected, not processed: {reason}");
             let rec = RejectedRecord {
@@ -236,7 +237,7 @@ async fn receive(
             let rec = InboundRecord {
                 sid: sid.clone(),
                 account: account.id.clone(),
-                params,
+                sms,
                 received_at_ms: now,
             };
             // Returns after the fsync that made it durable; a duplicate waits for that
@@ -247,7 +248,7 @@ async fn receive(
     };
     match admission {
         Admission::Admitted => {
-            tracing::debug!(account = %account.id, %sid, from = %redact_for_log(&from), "webhook admitted");
+            tracing::debug!(account = %account.id, %sid, from = %redact_for_log(checked.from), "webhook admitted");
         }
         Admission::Duplicate => {
             tracing::debug!(account = %account.id, %sid, "duplicate webhook acknowledged, not processed again")
@@ -366,8 +367,9 @@ fn redact_for_log(number: &str) -> String {
 }
 
 /// Why a correctly signed webhook is not for this account, if it is not.
-fn misaddressed(account: &Account, params: &[(String, String)], to: &str) -> Option<String> {
-    if let Some(sid) = form::field(params, "AccountSid") {
+fn misaddressed(account: &Account, sms: &InboundSms) -> Option<String> {
+    let to = sms.to.as_str();
+    if let Some(sid) = sms.account_sid.as_deref() {
         if sid != account.account_sid {
             return Some("AccountSid does not match the account's accountSid".into());
         }
@@ -377,8 +379,8 @@ fn misaddressed(account: &Account, params: &[(String, String)], to: &str) -> Opt
             "To {} is not the account's fromNumber",
             redact_for_log(to)
         )),
-        Sender::MessagingService(mg) => match form::field(params, "MessagingServiceSid") {
-            Some(got) if !got.is_empty() && got != mg => {
+        Sender::MessagingService(mg) => match sms.messaging_service_sid.as_deref() {
+            Some(got) if got != mg => {
                 Some("MessagingServiceSid does not match the account's".into())
             }
             _ => None,

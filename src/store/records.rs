@@ -4,19 +4,41 @@
 use serde::{Deserialize, Serialize};
 
 use crate::phone::E164;
+use crate::twilio::fields::InboundSms;
 
-/// An admitted inbound webhook, exactly as signed, waiting to be processed.
+/// An admitted inbound message, as checked and parsed once at the webhook, waiting to
+/// be processed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredInbound")]
 pub struct InboundRecord {
     pub sid: String,
     pub account: String,
-    pub params: Vec<(String, String)>,
+    pub sms: InboundSms,
     pub received_at_ms: u64,
 }
 
-impl InboundRecord {
-    pub fn field(&self, name: &str) -> Option<&str> {
-        crate::twilio::form::field(&self.params, name)
+/// An inbound record as stored by any version: earlier ones kept the raw form
+/// parameters (`params`), this one the parsed message (`sms`). A spool entry written
+/// just before an upgrade is still processed after it.
+#[derive(Deserialize)]
+struct StoredInbound {
+    sid: String,
+    account: String,
+    #[serde(default)]
+    sms: Option<InboundSms>,
+    #[serde(default)]
+    params: Vec<(String, String)>,
+    received_at_ms: u64,
+}
+
+impl From<StoredInbound> for InboundRecord {
+    fn from(s: StoredInbound) -> Self {
+        InboundRecord {
+            sid: s.sid,
+            account: s.account,
+            sms: s.sms.unwrap_or_else(|| InboundSms::from_params(&s.params)),
+            received_at_ms: s.received_at_ms,
+        }
     }
 }
 

@@ -64,7 +64,7 @@ fn admission_and_its_effects_are_one_batch_and_dedupe() {
     let rec = InboundRecord {
         sid: "SM1".into(),
         account: "default".into(),
-        params: Vec::new(),
+        sms: Default::default(),
         received_at_ms: 6,
     };
     assert_eq!(s.admit(&rec).expect("admit"), Admission::Duplicate);
@@ -888,4 +888,17 @@ fn only_counted_sends_are_logged() {
     })
     .expect("read");
     assert_eq!(seen, [(now - 9, "+15557650001".to_string(), 2)]);
+}
+
+#[test]
+fn inbound_records_of_earlier_versions_still_decode() {
+    let old = br#"{"sid":"SM1","account":"default","params":[["From","+15557654321"],["To","+15550001111"],["Body","hi"],["NumMedia","1"],["MediaUrl0","https://api.twilio.com/m"]],"received_at_ms":7}"#;
+    let rec: InboundRecord = super::dec(old).expect("decodes");
+    assert_eq!(rec.sms.from, "+15557654321");
+    assert_eq!(rec.sms.body, "hi");
+    assert_eq!(rec.sms.media.len(), 1);
+    assert_eq!(rec.sms.media[0].content_type, "application/octet-stream");
+    let again: InboundRecord = super::dec(&super::enc(&rec)).expect("round trip");
+    assert_eq!(again.sms, rec.sms);
+    assert_eq!(again.received_at_ms, 7);
 }

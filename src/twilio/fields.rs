@@ -47,6 +47,122 @@ pub struct Fields<'a> {
     /// `ErrorCode` as checked (digits only); `None` when absent or empty, so the status
     /// path takes it from here rather than reading the raw field again.
     pub error_code: Option<&'a str>,
+    /// `From` and `To` as checked (empty when absent).
+    pub from: &'a str,
+    pub to: &'a str,
+    /// `Body` (empty when absent): any text at all.
+    pub body: &'a str,
+    /// `AccountSid` and `MessagingServiceSid` as checked, when present and not empty.
+    pub account_sid: Option<&'a str>,
+    pub messaging_service_sid: Option<&'a str>,
+    /// `OptOutType` (Twilio's Advanced Opt-Out: STOP, START, HELP), when present.
+    pub opt_out_type: Option<&'a str>,
+    /// `(MediaUrl{i}, MediaContentType{i})` for `i` below `NumMedia`, in index order.
+    media: Vec<(usize, Option<&'a str>, Option<&'a str>)>,
+}
+
+/// A delivery status callback, typed: what the status path acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCallback<'a> {
+    pub sid: &'a str,
+    pub status: &'a str,
+    pub error_code: Option<&'a str>,
+}
+
+/// An inbound message as the gateway keeps and processes it: the fields it acts on,
+/// parsed once by [`check`] (nothing downstream reads a raw form field by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InboundSms {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_service_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<MediaRef>,
+}
+
+/// One attachment of an inbound MMS, as Twilio announced it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MediaRef {
+    pub url: String,
+    /// `MediaContentType{i}`; `application/octet-stream` when Twilio sent none.
+    #[serde(rename = "contentType")]
+    pub content_type: String,
+}
+
+impl<'a> Fields<'a> {
+    /// The status callback these fields are, if they are one.
+    pub fn status(&self) -> Option<StatusCallback<'a>> {
+        self.delivery_status.map(|status| StatusCallback {
+            sid: self.sid,
+            status,
+            error_code: self.error_code,
+        })
+    }
+
+    /// The message these fields are, owned, to be stored and processed.
+    pub fn to_sms(&self) -> InboundSms {
+        InboundSms {
+            from: self.from.to_string(),
+            to: self.to.to_string(),
+            body: self.body.to_string(),
+            account_sid: self.account_sid.map(str::to_string),
+            messaging_service_sid: self.messaging_service_sid.map(str::to_string),
+            opt_out_type: self.opt_out_type.map(str::to_string),
+            media: self
+                .media
+                .iter()
+                .filter_map(|(_, url, ctype)| {
+                    Some(MediaRef {
+                        url: (*url)?.to_string(),
+                        content_type: ctype.unwrap_or("application/octet-stream").to_string(),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+impl InboundSms {
+    /// The message of a record written by an earlier version, which kept the raw form
+    /// parameters (they passed [`check`] when they arrived; read leniently here).
+    pub fn from_params(params: &[(String, String)]) -> InboundSms {
+        let field = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let n: usize = field("NumMedia")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        InboundSms {
+            from: field("From").unwrap_or_default().to_string(),
+            to: field("To").unwrap_or_default().to_string(),
+            body: field("Body").unwrap_or_default().to_string(),
+            account_sid: field("AccountSid").map(str::to_string),
+            messaging_service_sid: field("MessagingServiceSid")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+            opt_out_type: field("OptOutType").map(str::to_string),
+            media: (0..n.min(MAX_MEDIA))
+                .filter_map(|i| {
+                    Some(MediaRef {
+                        url: field(&format!("MediaUrl{i}"))?.to_string(),
+                        content_type: field(&format!("MediaContentType{i}"))
+                            .unwrap_or("application/octet-stream")
+                            .to_string(),
+                    })
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Why a webhook's fields were refused: which field, and what is wrong with it. The
@@ -88,10 +204,19 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
     let mut num_media: Option<usize> = None;
     let mut error_code: Option<&str> = None;
     let mut media_indexes: Vec<(&str, usize)> = Vec::new();
+    let (mut from, mut to, mut body) = ("", "", "");
+    let (mut account_sid, mut messaging_service_sid, mut opt_out_type) = (None, None, None);
+    let mut media: Vec<(usize, Option<&str>, Option<&str>)> = Vec::new();
     for (name, value) in params {
         let name = name.as_str();
         let value = value.as_str();
         let Some(kind) = kind_of(name) else {
+            // Free text, or Twilio's business: taken as it is (the first, if repeated).
+            match name {
+                "Body" if body.is_empty() => body = value,
+                "OptOutType" if opt_out_type.is_none() => opt_out_type = Some(value),
+                _ => {}
+            }
             continue;
         };
         if seen.contains(&name) {
@@ -123,6 +248,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                         "is not an Account SID (AC and 32 letters or digits)",
                     ));
                 }
+                account_sid = Some(value);
             }
             Kind::MessagingServiceSid => {
                 // Empty when the message did not go through a Messaging Service.
@@ -132,6 +258,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                         "is not a Messaging Service SID (MG and 32 letters or digits)",
                     ));
                 }
+                messaging_service_sid = Some(value).filter(|v| !v.is_empty());
             }
             Kind::Address => {
                 if !is_address(value) {
@@ -139,6 +266,11 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                         name,
                         "is not an E.164 number, a short code or an alphanumeric sender ID",
                     ));
+                }
+                if name == "From" {
+                    from = value;
+                } else {
+                    to = value;
                 }
             }
             Kind::Status => {
@@ -183,6 +315,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                     return Err(FieldError::bad(name, "is not an http(s) URL"));
                 }
                 media_indexes.push((name, i));
+                media_slot(&mut media, i).1 = Some(value);
             }
             Kind::MediaContentType(i) => {
                 if !is_mime_type(value) {
@@ -192,6 +325,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                     ));
                 }
                 media_indexes.push((name, i));
+                media_slot(&mut media, i).2 = Some(value);
             }
             Kind::BadMediaIndex => {
                 return Err(FieldError::bad(
@@ -221,7 +355,29 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
             .filter(|s| !matches!(*s, "received" | "receiving")),
         num_media,
         error_code,
+        from,
+        to,
+        body,
+        account_sid,
+        messaging_service_sid,
+        opt_out_type,
+        media,
     })
+}
+
+/// The media entry for index `i`, added in index order.
+fn media_slot<'m, 'a>(
+    media: &'m mut Vec<(usize, Option<&'a str>, Option<&'a str>)>,
+    i: usize,
+) -> &'m mut (usize, Option<&'a str>, Option<&'a str>) {
+    let at = match media.binary_search_by_key(&i, |m| m.0) {
+        Ok(at) => at,
+        Err(at) => {
+            media.insert(at, (i, None, None));
+            at
+        }
+    };
+    &mut media[at]
 }
 
 enum Kind {
@@ -429,6 +585,51 @@ mod tests {
         assert_eq!(f.sid, SM);
         assert_eq!(f.delivery_status, None);
         assert_eq!(f.num_media, 0);
+    }
+
+    #[test]
+    fn a_message_is_parsed_once_into_its_typed_fields() {
+        let params = with(&[
+            ("NumMedia", Some("2")),
+            ("MediaContentType1", Some("image/png")),
+            ("MediaUrl1", Some("https://api.twilio.com/m/1")),
+            ("MediaUrl0", Some("https://api.twilio.com/m/0")),
+            ("OptOutType", Some("STOP")),
+        ]);
+        let f = check(&params).unwrap();
+        assert_eq!(f.status(), None);
+        let sms = f.to_sms();
+        assert_eq!(
+            sms,
+            InboundSms::from_params(&params),
+            "the two parsers agree"
+        );
+        assert_eq!(sms.from, form::field(&params, "From").unwrap());
+        assert_eq!(sms.to, form::field(&params, "To").unwrap());
+        assert_eq!(sms.body, form::field(&params, "Body").unwrap());
+        assert_eq!(sms.opt_out_type.as_deref(), Some("STOP"));
+        let media: Vec<(&str, &str)> = sms
+            .media
+            .iter()
+            .map(|m| (m.url.as_str(), m.content_type.as_str()))
+            .collect();
+        assert_eq!(
+            media,
+            [
+                ("https://api.twilio.com/m/0", "application/octet-stream"),
+                ("https://api.twilio.com/m/1", "image/png"),
+            ]
+        );
+        let status = with(&[("SmsStatus", Some("failed")), ("ErrorCode", Some("30003"))]);
+        let f = check(&status).unwrap();
+        assert_eq!(
+            f.status(),
+            Some(StatusCallback {
+                sid: SM,
+                status: "failed",
+                error_code: Some("30003")
+            })
+        );
     }
 
     /// What a case is, which fields it changes, and `Ok` or the field refused.

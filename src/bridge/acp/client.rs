@@ -281,9 +281,10 @@ impl Drop for PromptGuard {
             }
         }
         if !self.finished
-            && !self
-                .conn
-                .notify("session/cancel", json!({"sessionId": self.session}))
+            && !self.conn.notify(
+                super::wire::SESSION_CANCEL,
+                super::wire::cancel(&self.session),
+            )
         {
             tracing::debug!("no room to send session/cancel to the ACP agent");
         }

@@ -2,12 +2,12 @@
 //! (JSON-RPC 2.0, one message per line, protocol version 1), one ACP session per
 //! conversation.
 //!
-//! The JSON-RPC is written here rather than taken from the `agent-client-protocol`
-//! crate: that crate's connection runs `!Send` futures (it needs a `LocalSet` on a
-//! thread of its own next to our multi-threaded runtime) and brings a schema crate
-//! and its dependencies, while the client side of ACP that a text bridge needs is six
-//! methods whose shapes the tests check against the official TypeScript SDK (which
-//! validates every request it receives against the protocol's schema).
+//! Every message is an official schema type (`agent-client-protocol-schema`, see
+//! `wire.rs`), so a protocol change arrives as a version bump. The JSON-RPC framing
+//! is ours (`client.rs`): it is what bounds a hostile agent (line cap, stdin byte
+//! budget, updates only to the prompt running on their session), which the
+//! `agent-client-protocol` connection crate leaves to its caller. The tests run the
+//! official TypeScript SDK as the agent, which validates every request it receives.
 //!
 //! A supervisor task runs the agent process and restarts it with backoff when it
 //! exits; a turn that loses its agent waits for the next one and is asked again, so a
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 mod client;
 mod sessions;
+pub(crate) mod wire;
 
 pub(crate) use client::*;
 pub use sessions::AcpBridge;
@@ -98,12 +99,14 @@ mod tests {
 
     #[test]
     fn permission_table() {
-        let all = vec![
-            json!({"optionId": "a1", "kind": "allow_once", "name": "Allow"}),
-            json!({"optionId": "aa", "kind": "allow_always", "name": "Always"}),
-            json!({"optionId": "r1", "kind": "reject_once", "name": "Reject"}),
-            json!({"optionId": "ra", "kind": "reject_always", "name": "Never"}),
-        ];
+        use wire::choose_option;
+        let all: Vec<wire::PermissionOption> = serde_json::from_value(json!([
+            {"optionId": "a1", "kind": "allow_once", "name": "Allow"},
+            {"optionId": "aa", "kind": "allow_always", "name": "Always"},
+            {"optionId": "r1", "kind": "reject_once", "name": "Reject"},
+            {"optionId": "ra", "kind": "reject_always", "name": "Never"},
+        ]))
+        .unwrap();
         assert_eq!(choose_option(&all, false).as_deref(), Some("r1"));
         assert_eq!(choose_option(&all, true).as_deref(), Some("a1"));
         let always_only = vec![all[1].clone(), all[3].clone()];
@@ -115,14 +118,18 @@ mod tests {
 
     #[test]
     fn chunks_and_collect() {
+        let chunk_text = |v: serde_json::Value| {
+            let u: wire::SessionUpdate = serde_json::from_value(v).unwrap();
+            wire::chunk_text(&u).map(String::from)
+        };
         let chunk = json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}});
-        assert_eq!(chunk_text(&chunk), Some("hi"));
+        assert_eq!(chunk_text(chunk).as_deref(), Some("hi"));
         let thought = json!({"sessionUpdate": "agent_thought_chunk", "content": {"type": "text", "text": "hmm"}});
-        assert_eq!(chunk_text(&thought), None);
+        assert_eq!(chunk_text(thought), None);
         let user = json!({"sessionUpdate": "user_message_chunk", "content": {"type": "text", "text": "q"}});
-        assert_eq!(chunk_text(&user), None);
-        let image = json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "image", "data": ""}});
-        assert_eq!(chunk_text(&image), None);
+        assert_eq!(chunk_text(user), None);
+        let image = json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "image", "data": "", "mimeType": "image/png"}});
+        assert_eq!(chunk_text(image), None);
         let mut c = Collect {
             limit: 5,
             ..Collect::default()
@@ -160,13 +167,20 @@ mod tests {
                 conversation: Some("c".into()),
             }],
         };
-        let b = prompt_blocks(&turn, false, &[]);
+        let as_json = |b: Vec<wire::ContentBlock>| -> Vec<serde_json::Value> {
+            b.iter().map(|b| serde_json::to_value(b).unwrap()).collect()
+        };
+        let b = as_json(prompt_blocks(&turn, false, &[]));
         assert_eq!(b.len(), 1);
         assert_eq!(
             b[0]["text"],
             "look\n[attachment (image/png): /m/1.png]\n[attachment (audio/amr): /m/2.amr]"
         );
-        let b = prompt_blocks(&turn, true, &[("image/png".into(), "AAAA".into())]);
+        let b = as_json(prompt_blocks(
+            &turn,
+            true,
+            &[("image/png".into(), "AAAA".into())],
+        ));
         assert_eq!(b.len(), 2);
         assert_eq!(b[0]["text"], "look\n[attachment (audio/amr): /m/2.amr]");
         assert_eq!(

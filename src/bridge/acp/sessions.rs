@@ -9,42 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::wire::{self, ContentBlock};
 use super::*;
 use crate::bridge::{state, Answer, Turn};
-
-/// The `optionId` to answer a permission request with, or `None` for the `cancelled`
-/// outcome (no suitable option offered). Deny: a reject option. Allow: allow-once,
-/// else a reject option (never "always": one text cannot grant a standing right).
-pub(crate) fn choose_option(options: &[Value], allow: bool) -> Option<String> {
-    let kinds: &[&str] = if allow {
-        &["allow_once", "reject_once", "reject_always"]
-    } else {
-        &["reject_once", "reject_always"]
-    };
-    kinds.iter().find_map(|k| {
-        options
-            .iter()
-            .find(|o| o.get("kind").and_then(Value::as_str) == Some(k))
-            .and_then(|o| o.get("optionId").and_then(Value::as_str))
-            .map(String::from)
-    })
-}
-
-/// The text a session update adds to the reply, if it is an agent message chunk.
-pub(crate) fn chunk_text(update: &Value) -> Option<&str> {
-    if update.get("sessionUpdate").and_then(Value::as_str) != Some("agent_message_chunk") {
-        return None;
-    }
-    let content = update.get("content")?;
-    if content.get("type").and_then(Value::as_str) != Some("text") {
-        return None;
-    }
-    content.get("text").and_then(Value::as_str)
-}
 
 /// The prompt's content blocks: one `text` block, then an `image` block per picture
 /// when the agent takes images (`images` holds (mimeType, base64) of the ones that
@@ -54,7 +25,7 @@ pub(crate) fn prompt_blocks(
     turn: &Turn,
     image_ok: bool,
     images: &[(String, String)],
-) -> Vec<Value> {
+) -> Vec<ContentBlock> {
     let mut text = turn.prompt();
     let mut blocks = Vec::new();
     let mut inlined = 0;
@@ -71,9 +42,9 @@ pub(crate) fn prompt_blocks(
             None => {}
         }
     }
-    blocks.push(json!({"type": "text", "text": text}));
+    blocks.push(wire::text_block(text));
     for (mime, data) in images {
-        blocks.push(json!({"type": "image", "mimeType": mime, "data": data}));
+        blocks.push(wire::image_block(mime, data));
     }
     blocks
 }
@@ -400,11 +371,7 @@ impl AcpBridge {
             prompt,
             finished: false,
         };
-        let req = conn.request_with(
-            prompt,
-            "session/prompt",
-            json!({"sessionId": session, "prompt": blocks}),
-        );
+        let req = conn.request_with(prompt, wire::SESSION_PROMPT, wire::prompt(&session, blocks));
         tokio::pin!(req);
         let mut cancelled_by_us = false;
         let result = match tokio::time::timeout(self.opts.timeout, &mut req).await {
@@ -412,7 +379,7 @@ impl AcpBridge {
             Err(_) => {
                 cancelled_by_us = true;
                 tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} did not finish within --timeout {} s; sent session/cancel", self.program(), self.opts.timeout.as_secs());
-                if !conn.notify("session/cancel", json!({"sessionId": session})) {
+                if !conn.notify(wire::SESSION_CANCEL, wire::cancel(&session)) {
                     // No room even for the cancel: the agent is not reading.
                     conn.deafened();
                 }
@@ -420,11 +387,11 @@ impl AcpBridge {
                     Ok(Ok(r)) => Ok(r),
                     // Killed for not reading: say so, not "cancelled".
                     Ok(Err(_)) if conn.deaf.load(Ordering::Relaxed) => Err(RpcError::Deaf),
-                    Ok(Err(_)) => Ok(json!({"stopReason": "cancelled"})),
+                    Ok(Err(_)) => Ok(wire::cancelled_answer()),
                     Err(_) => {
                         tracing::error!("the ACP agent {} did not stop within {} s of session/cancel; restarting it", self.program(), CANCEL_GRACE.as_secs());
                         conn.kill.notify_one();
-                        Ok(json!({"stopReason": "cancelled"}))
+                        Ok(wire::cancelled_answer())
                     }
                 }
             }
@@ -433,7 +400,8 @@ impl AcpBridge {
         drop(guard);
         let result = result?;
         let c = lock(&collect);
-        let stop = result.get("stopReason").and_then(Value::as_str);
+        let stop = wire::stop_reason(&result);
+        let stop = stop.as_deref();
         if c.total_chars > c.chars {
             tracing::warn!(conversation = %turn.log_name(), "the ACP agent wrote {} characters in {} updates; kept the first {}", c.total_chars, c.updates, c.chars);
         }
@@ -493,9 +461,12 @@ impl AcpBridge {
                 return Ok(Ok(sid.clone()));
             }
             if conn.load_session.load(Ordering::Relaxed) {
-                let params = json!({"sessionId": sid, "cwd": self.opts.cwd, "mcpServers": []});
-                match tokio::time::timeout(self.opts.timeout, conn.request("session/load", params))
-                    .await
+                let params = wire::load_session(sid, &self.opts.cwd);
+                match tokio::time::timeout(
+                    self.opts.timeout,
+                    conn.request(wire::SESSION_LOAD, params),
+                )
+                .await
                 {
                     Ok(Ok(_)) => {
                         tracing::info!(conversation = %turn.log_name(), "reopened its ACP session with session/load");
@@ -516,18 +487,15 @@ impl AcpBridge {
         } else {
             tracing::debug!(conversation = %turn.log_name(), "no session known for this conversation; starting a new session");
         }
-        let params = json!({"cwd": self.opts.cwd, "mcpServers": []});
-        let result = tokio::time::timeout(self.opts.timeout, conn.request("session/new", params))
-            .await
-            .map_err(|_| {
-                RpcError::Remote("session/new did not finish within --timeout".into())
-            })??;
-        let Some(sid) = result.get("sessionId").and_then(Value::as_str) else {
-            return Err(RpcError::Remote(format!(
-                "session/new returned no sessionId: {}",
-                truncate(&result.to_string(), 200)
-            )));
-        };
+        let params = wire::new_session(&self.opts.cwd);
+        let result =
+            tokio::time::timeout(self.opts.timeout, conn.request(wire::SESSION_NEW, params))
+                .await
+                .map_err(|_| {
+                    RpcError::Remote("session/new did not finish within --timeout".into())
+                })??;
+        let sid = wire::session_created(result).map_err(|e| RpcError::Remote(truncate(&e, 300)))?;
+        let sid = sid.as_str();
         {
             let mut map = lock(&self.sessions);
             if let Some(other) = bound_elsewhere(&map, conv, sid) {
@@ -607,12 +575,8 @@ impl AcpBridge {
             dropped_updates: crate::logging::LogLimiter::new(1),
         });
         tokio::spawn(read_loop(self.clone(), conn.clone(), stdout));
-        let init = json!({
-            "protocolVersion": 1,
-            "clientCapabilities": {"fs": {"readTextFile": false, "writeTextFile": false}, "terminal": false},
-            "clientInfo": {"name": "smsgate", "version": env!("CARGO_PKG_VERSION")},
-        });
-        let result = match tokio::time::timeout(INIT_TIMEOUT, conn.request("initialize", init))
+        let init = wire::initialize();
+        let result = match tokio::time::timeout(INIT_TIMEOUT, conn.request(wire::INITIALIZE, init))
             .await
         {
             Ok(Ok(v)) => v,
@@ -626,33 +590,23 @@ impl AcpBridge {
                 ))
             }
         };
-        let version = result.get("protocolVersion").and_then(Value::as_u64);
-        if version != Some(1) {
-            let version = version.map_or_else(|| "none".to_string(), |v| v.to_string());
+        let agent = wire::initialized(result).map_err(|e| truncate(&e, 300))?;
+        if agent.version != wire::VERSION {
             tracing::warn!(
-                "the ACP agent {} speaks protocol version {version}; smsgate speaks 1",
-                self.program()
+                "the ACP agent {} speaks protocol version {}; smsgate speaks {}",
+                self.program(),
+                agent.version,
+                wire::VERSION
             );
         }
-        let caps = result
-            .get("agentCapabilities")
-            .cloned()
-            .unwrap_or(Value::Null);
-        conn.load_session.store(
-            caps.get("loadSession").and_then(Value::as_bool) == Some(true),
-            Ordering::Relaxed,
-        );
-        conn.image.store(
-            caps.pointer("/promptCapabilities/image")
-                .and_then(Value::as_bool)
-                == Some(true),
-            Ordering::Relaxed,
-        );
+        conn.load_session
+            .store(agent.load_session, Ordering::Relaxed);
+        conn.image.store(agent.image, Ordering::Relaxed);
         Ok((conn, child))
     }
 
-    async fn on_request(&self, conn: &Conn, id: &Value, method: &str, params: &Value) {
-        if method != "session/request_permission" {
+    async fn on_request(&self, conn: &Conn, id: &Value, method: &str, params: Value) {
+        if method != wire::REQUEST_PERMISSION {
             // Per message, so at debug: an agent can ask thousands of times a second.
             tracing::debug!("the ACP agent {} asked for {}; refused (smsgate offers no file system or terminal)", self.program(), truncate(method, 80));
             conn.respond(
@@ -665,23 +619,26 @@ impl AcpBridge {
             .await;
             return;
         }
-        let options = params
-            .get("options")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let title = params
-            .pointer("/toolCall/title")
-            .and_then(Value::as_str)
-            .unwrap_or("a tool call");
-        let (outcome, said) = match choose_option(&options, self.opts.allow_permissions) {
+        let ask = match wire::permission_ask(params) {
+            Ok(ask) => ask,
+            Err(e) => {
+                self.garbage(&truncate(&e, 200));
+                conn.respond(
+                    id,
+                    Err((-32602, "invalid session/request_permission params")),
+                )
+                .await;
+                return;
+            }
+        };
+        let title = ask.title.as_deref().unwrap_or("a tool call");
+        let (outcome, said) = match wire::choose_option(&ask.options, self.opts.allow_permissions) {
             Some(option) => {
-                let allowed = options.iter().any(|o| {
-                    o.get("optionId").and_then(Value::as_str) == Some(option.as_str())
-                        && o.get("kind").and_then(Value::as_str) == Some("allow_once")
+                let allowed = ask.options.iter().any(|o| {
+                    *o.option_id.0 == *option && o.kind == wire::PermissionOptionKind::AllowOnce
                 });
                 (
-                    json!({"outcome": {"outcome": "selected", "optionId": option}}),
+                    wire::permission_answer(Some(&option)),
                     if allowed {
                         "allowed once (--permissions allow)"
                     } else {
@@ -690,7 +647,7 @@ impl AcpBridge {
                 )
             }
             None => (
-                json!({"outcome": {"outcome": "cancelled"}}),
+                wire::permission_answer(None),
                 "no suitable option offered; answered cancelled",
             ),
         };
@@ -795,33 +752,42 @@ pub(crate) async fn read_loop(
                         }
                     }
                     Incoming::Request { id, method, params } => {
-                        bridge.on_request(&conn, &id, &method, &params).await;
+                        bridge.on_request(&conn, &id, &method, params).await;
                     }
                     Incoming::Notification { method, params } => {
-                        if method == "session/update" {
-                            let sid = params.get("sessionId").and_then(Value::as_str);
-                            let update = params.get("update").unwrap_or(&Value::Null);
-                            // Updates go to the prompt running on their session only.
-                            // Others (a session/load replaying history, an agent
-                            // writing to a session with no prompt running) are never
-                            // texted.
-                            let sink = sid
-                                .and_then(|s| lock(&conn.sinks).get(s).map(|k| k.collect.clone()));
-                            match sink {
-                                Some(sink) => {
-                                    let mut c = lock(&sink);
-                                    match chunk_text(update) {
-                                        Some(t) => c.push(t),
-                                        None => c.updates += 1,
-                                    }
+                        if method != wire::SESSION_UPDATE {
+                            continue;
+                        }
+                        let (sid, update) = match wire::update(params) {
+                            Ok(u) => u,
+                            Err(e) => {
+                                // A kind of update this schema does not know (a newer
+                                // agent) carries no text we could send: not an error.
+                                tracing::debug!(
+                                    "an ACP update was not read: {}",
+                                    truncate(&e, 200)
+                                );
+                                continue;
+                            }
+                        };
+                        // Updates go to the prompt running on their session only.
+                        // Others (a session/load replaying history, an agent writing
+                        // to a session with no prompt running) are never texted.
+                        let sink = lock(&conn.sinks).get(&sid).map(|k| k.collect.clone());
+                        match sink {
+                            Some(sink) => {
+                                let mut c = lock(&sink);
+                                match wire::chunk_text(&update) {
+                                    Some(t) => c.push(t),
+                                    None => c.updates += 1,
                                 }
-                                None => {
-                                    if conn.dropped_updates.allow_now().is_some() {
-                                        tracing::debug!(
-                                            "an update for ACP session {:?}, which has no prompt running; dropped",
-                                            sid.map(|s| truncate(s, 80))
-                                        );
-                                    }
+                            }
+                            None => {
+                                if conn.dropped_updates.allow_now().is_some() {
+                                    tracing::debug!(
+                                        "an update for ACP session {}, which has no prompt running; dropped",
+                                        truncate(&sid, 80)
+                                    );
                                 }
                             }
                         }

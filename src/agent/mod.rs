@@ -4,7 +4,6 @@
 
 pub mod exec;
 pub mod hub;
-pub mod media;
 pub mod protocol;
 pub mod server;
 
@@ -14,7 +13,7 @@ use std::time::Duration;
 use crate::live::LiveConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Writer};
-use crate::twilio::Creds;
+use crate::twilio::{media, Creds};
 
 pub use hub::Hub;
 

@@ -450,6 +450,6 @@ fn remove_media(media: &[crate::store::Media]) {
         .filter_map(|m| m.path.as_ref().map(Into::into))
         .collect();
     if !paths.is_empty() {
-        super::media::remove_files(&paths);
+        crate::twilio::media::remove_files(&paths);
     }
 }

@@ -24,7 +24,7 @@ pub fn capabilities() -> Value {
             "outbound": true,
             "directMessages": true,
             "groups": false,
-            "media": { "inbound": true, "outbound": true, "maxPerMessage": 10, "maxInboundBytesPerMessage": crate::agent::media::MAX_MEDIA_BYTES_PER_MESSAGE },
+            "media": { "inbound": true, "outbound": true, "maxPerMessage": 10, "maxInboundBytesPerMessage": crate::twilio::media::MAX_MEDIA_BYTES_PER_MESSAGE },
             "deliveryStatus": true,
             "markdown": "flattened to plain text",
             "chunking": { "defaultLimit": 1500, "maxLimit": 1600, "unit": "UTF-16 code units, as Twilio counts" },

@@ -491,7 +491,7 @@ fn is_api_version(value: &str) -> bool {
 }
 
 /// An absolute http(s) URL without whitespace or control characters. Which media URLs
-/// are fetched is decided later ([`crate::agent::media::media_url_allowed`]).
+/// are fetched is decided later ([`crate::twilio::media::media_url_allowed`]).
 fn is_media_url(value: &str) -> bool {
     value.len() <= 2048
         && !value.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -7,6 +7,7 @@ pub mod fields;
 pub mod form;
 pub mod hints;
 pub mod listing;
+pub mod media;
 pub mod reconcile;
 pub mod signature;
 

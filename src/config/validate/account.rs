@@ -59,6 +59,8 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         );
     }
     let allow_to = allow_to(l, own, p);
+    let exec_approvals =
+        super::approvals::exec_approvals(l, &allow_from, default_to.as_ref(), own, p);
     let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
     let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
         None => 1500,
@@ -147,6 +149,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 allow_from,
                 default_to,
                 allow_to,
+                exec_approvals,
                 text_chunk_limit,
                 texts,
                 outbound_limits,

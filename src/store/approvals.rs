@@ -133,6 +133,47 @@ impl Store {
         self.apply(b)
     }
 
+    /// Stores a new pending ask and the texts to its approvers, one batch.
+    pub fn put_ask_with(
+        &self,
+        rec: &AskRecord,
+        texts: &[super::OutboundRecord],
+    ) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        self.ask_into(&mut b, rec);
+        self.enqueue_into(&mut b, texts);
+        self.apply(b)
+    }
+
+    /// Decides `rec` and queues `texts` (to the approvers), one batch.
+    pub fn decide_with(
+        &self,
+        rec: &AskRecord,
+        texts: &[super::OutboundRecord],
+    ) -> Result<(), StoreError> {
+        let mut b = Batch::new();
+        self.decide_into(&mut b, rec)?;
+        self.enqueue_into(&mut b, texts);
+        self.apply(b)
+    }
+
+    /// Whose conversation `id` is on `account` (a walk of the account's senders).
+    pub fn conversation_sender(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<crate::phone::E164>, StoreError> {
+        let prefix = account_prefix(account);
+        for item in self.conversations.scan(&prefix) {
+            let (k, v) = item?;
+            if super::access::decode_conversation(&v).0 == id {
+                let number = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                return Ok(crate::phone::E164::parse(&number).ok());
+            }
+        }
+        Ok(None)
+    }
+
     /// Decides `rec` at once (its own batch).
     pub fn decide_ask(&self, rec: &AskRecord) -> Result<(), StoreError> {
         let mut b = Batch::new();

@@ -368,7 +368,7 @@ fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
         let Some(kind) = crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key) else {
             p.add(
                 &path,
-                "unknown text; the texts are pairingCode, approved and newConversation",
+                format!("unknown text; the texts are {}", crate::texts::Kind::keys()),
             );
             continue;
         };
@@ -376,12 +376,7 @@ fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
             p.add(&path, e);
             continue;
         }
-        let slot = match kind {
-            crate::texts::Kind::PairingCode => &mut texts.pairing_code,
-            crate::texts::Kind::Approved => &mut texts.approved,
-            crate::texts::Kind::NewConversation => &mut texts.new_conversation,
-        };
-        *slot = Some(template.clone());
+        texts.set(kind, template.clone());
     }
     texts
 }

@@ -197,6 +197,34 @@ async fn an_ask_is_decided_by_the_first_approver_answer() {
 
     agent.assert_no_more(&gw, &config, "no answer reaches the agent");
     assert_eq!(twilio.sends().len(), 5);
+
+    // The audit, through the running daemon.
+    let out = cli(&config, &["approvals", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pending"], json!([]));
+    let d = &v["decided"][0];
+    assert_eq!(v["decided"].as_array().unwrap().len(), 1, "{v}");
+    for (k, want) in [
+        ("code", json!(code)),
+        ("account", json!("default")),
+        ("ref", json!("a1")),
+        ("conversation", json!(conversation)),
+        ("title", json!("Run a shell command")),
+        ("detail", json!("rm -rf build/")),
+        ("decision", json!("deny")),
+        ("by", json!(APPROVER)),
+    ] {
+        assert_eq!(d[k], want, "{k}: {d}");
+    }
+    assert!(d["decidedAt"].as_str().unwrap().ends_with('Z'), "{d}");
+    let out = cli(&config, &["approvals", "list"]);
+    let text = stdout(&out);
+    assert!(text.contains("No pending asks."), "{text}");
+    assert!(
+        text.contains(&format!("{code}  account default  deny by {APPROVER}")),
+        "{text}"
+    );
     let log = gw.log();
     assert_eq!(log.matches("approval decided: deny").count(), 1, "{log}");
     assert!(!log.contains(APPROVER), "numbers are redacted in the log");
@@ -368,4 +396,78 @@ async fn a_hostile_detail_cannot_fool_the_approver() {
         body.chars().count()
     );
     drop(gw);
+}
+
+/// A restart keeps the audit; an ask still pending when the daemon stopped ends
+/// `cancelled` (its connection is gone), and a later answer is told so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_the_audit_and_cancels_pending_asks() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = config(&t, &twilio, "");
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let first = ask(
+        &mut agent,
+        &twilio,
+        json!({"type": "ask", "ref": "r1", "title": "One"}),
+        0,
+        2,
+    );
+    assert_eq!(
+        gw.admit(&next_sid(), APPROVER2, &format!("ALWAYS {first}"))
+            .await,
+        200
+    );
+    let a = answer(&mut agent);
+    assert_eq!(
+        (a["decision"].clone(), a["by"].clone()),
+        (json!("allow_always"), json!("+1•••2222"))
+    );
+    let second = ask(
+        &mut agent,
+        &twilio,
+        json!({"type": "ask", "ref": "r2", "title": "Two"}),
+        3,
+        2,
+    );
+    gw.kill9();
+    drop(agent);
+
+    // Without the daemon the CLI reads the store itself.
+    let out = cli(&config, &["approvals", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pending"][0]["code"], json!(second), "{v}");
+
+    let gw = Gateway::start(&config);
+    let _agent = TestAgent::connect(&agent_sock(&t));
+    let out = cli(&config, &["approvals", "list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pending"], json!([]), "{v}");
+    let decided: Vec<(String, String)> = v["decided"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().into(),
+                d["decision"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            (second.clone(), "cancelled".into()),
+            (first, "allow_always".into())
+        ]
+    );
+    assert_eq!(
+        gw.admit(&next_sid(), APPROVER, &format!("YES {second}"))
+            .await,
+        200
+    );
+    let (_, body) = nth_send(&twilio, 6);
+    assert!(body.contains("is closed"), "{body}");
 }

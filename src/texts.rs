@@ -408,6 +408,69 @@ mod tests {
         assert_eq!(Language::parse("fr"), None);
     }
 
+    /// Issue 22 item 5: the approval texts in every language carry the code where the
+    /// approver needs it and, with a short ask, fit the two segments of CONTRACT §9.
+    #[test]
+    fn approval_texts_in_every_language() {
+        for lang in Language::ALL {
+            let t = Texts {
+                language: lang,
+                ..Texts::default()
+            };
+            let ask = t.approval_ask("\"Run\"", "\"ls\"", "***4321", "ABC234", "12:05 UTC");
+            assert_eq!(ask.matches("ABC234").count(), 3, "{lang:?}: {ask}");
+            for word in [
+                "YES ABC234",
+                "ALWAYS ABC234",
+                "NO ABC234",
+                "***4321",
+                "12:05 UTC",
+            ] {
+                assert!(ask.contains(word), "{lang:?}: {word} in {ask}");
+            }
+            assert!(count_segments(&ask).segments <= 2, "{lang:?}: {ask}");
+            for kind in &Kind::ALL[4..] {
+                let note = t.approval_note(*kind, "ABC234");
+                assert!(note.contains("ABC234"), "{lang:?} {kind:?}: {note}");
+                assert_eq!(
+                    count_segments(&note).segments,
+                    1,
+                    "{lang:?} {kind:?}: {note}"
+                );
+            }
+        }
+        assert!(
+            count_segments(&Texts::default().approval_note(Kind::ApprovalDenied, "X")).encoding
+                == Encoding::Gsm7
+        );
+    }
+
+    #[test]
+    fn approval_texts_are_overridable() {
+        let mut t = Texts::default();
+        assert_eq!(validate(Kind::ApprovalAsk, "Allow {title}? {code}"), Ok(()));
+        assert!(validate(Kind::ApprovalAsk, "Allow {title}?")
+            .unwrap_err()
+            .contains("must contain {code}"));
+        assert!(validate(Kind::ApprovalDenied, "{title} denied")
+            .unwrap_err()
+            .contains("the only placeholder here is {code}"));
+        assert!(validate(Kind::ApprovalAsk, "{code} {who}")
+            .unwrap_err()
+            .contains("{title}, {detail}, {conversation}, {code}, {expires}"));
+        t.set(Kind::ApprovalAsk, "Allow {title} {detail}? Y {code}".into());
+        t.set(Kind::ApprovalDenied, "Nope ({code})".into());
+        assert_eq!(
+            t.approval_ask("\"a\"", "\"b\"", "-", "C2", "x"),
+            "Allow \"a\" \"b\"? Y C2"
+        );
+        assert_eq!(t.approval_note(Kind::ApprovalDenied, "C2"), "Nope (C2)");
+        assert_eq!(
+            t.approval_note(Kind::ApprovalAllowOnce, "C2"),
+            "C2: allowed once."
+        );
+    }
+
     #[test]
     fn english_wording_is_unchanged() {
         let t = Texts::default();

@@ -197,6 +197,14 @@ impl Daemon {
         // What waits for agents, in memory from now on; records that do not decode are
         // quarantined on the way.
         hub.load(store.inbox()?);
+        // Asks still pending belonged to connections of the previous run: they end
+        // `cancelled`, kept in the audit (CONTRACT §9), before any agent connects.
+        let now = crate::clock::now_ms();
+        match writer.write(move |st, _| st.cancel_stale_asks(now)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} approval ask(s) of the previous run ended cancelled (their connections are gone)"),
+            Err(e) => tracing::warn!("cannot end the previous run's approval asks: {e}"),
+        }
         let app = Arc::new(App {
             store,
             writer,

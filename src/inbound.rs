@@ -118,9 +118,16 @@ fn after_commit(
     media: Arc<Notify>,
 ) {
     let Effects {
-        forward, outbound, ..
+        forward,
+        outbound,
+        decided,
+        ..
     } = fx;
     hooks.after(move || {
+        if let Some(rec) = decided {
+            crate::agent::approvals::log_decision(&rec);
+            hub.send_line(rec.conn, crate::agent::approvals::answer_for(&rec));
+        }
         if let (Some(msg), Some(seq)) = (forward, seq) {
             let pending = msg.media_pending;
             hub.enqueue(seq.0, msg);
@@ -202,6 +209,21 @@ pub fn effects_for(
         return Ok(fx);
     };
     let body = rec.sms.body.as_str();
+    // An approver's answer to an ask (CONTRACT §9), whatever dmPolicy says: consumed,
+    // never forwarded, confirmed with one short text. Anyone else's approval-shaped
+    // text is an ordinary one.
+    if let Some(a) = crate::agent::approvals::answered(store, account, &from, body, now)? {
+        tracing::info!(account = %account.id, sid = %rec.sid, from = %from.redacted(), "an approver's answer; consumed, not forwarded to the agent");
+        fx.outbound.push(store.new_outbound(
+            &account.id,
+            from,
+            a.confirmation,
+            Purpose::Approval,
+            now,
+        )?);
+        fx.decided = a.decided;
+        return Ok(fx);
+    }
     // Only the facts the account's policy can use are read: an open channel does not
     // walk the pairing area or look up approvals on every message. (`plan` reads
     // `pending` and `opted_out` only when it pairs, `approved` only for allowlist and

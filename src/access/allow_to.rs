@@ -52,16 +52,10 @@ pub fn decide(allow_to: Option<&AllowTo>, known: &Known<'_>, to: &E164) -> Verdi
 }
 
 /// The approvers named by the account's `execApprovals.approvers`, which count as known
-/// people for the default `allowTo`.
-///
-/// HOOK (issue 22 item 2, execApprovals, built on its own branch): once `Account` has
-/// `exec_approvals` (`config::ExecApprovals`), this is
-/// `account.exec_approvals.approvers.clone()` — the people the operator named as
-/// approvers are known whether or not approvals are enabled. The default approvers (the
-/// `allowFrom` numbers, else `defaultTo`) are already known people, so until then
-/// nothing is missing but an explicitly listed approver who is neither.
-pub fn approvers(_account: &Account) -> Vec<E164> {
-    Vec::new()
+/// people for the default `allowTo` whether or not approvals are enabled. The default
+/// approvers (the `allowFrom` numbers, else `defaultTo`) are already known people.
+pub fn approvers(account: &Account) -> Vec<E164> {
+    account.exec_approvals.listed.clone()
 }
 
 /// The sentence of a refused send (the agent's `error` line; the number is the agent's

@@ -3,6 +3,7 @@
 //! gathers the facts, calls [`plan`], and carries out what it returns.
 
 pub mod allow_to;
+pub mod approval;
 pub mod budget;
 pub mod pairing;
 

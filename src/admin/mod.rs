@@ -28,6 +28,8 @@ pub enum Request {
         number: String,
     },
     QueueList,
+    /// Pending asks and the decided ones kept (CONTRACT §9 audit).
+    ApprovalsList,
     /// Queue depths and agent connections.
     Status,
     /// Reload the config file (what SIGHUP does).

@@ -107,6 +107,30 @@ fn run(
             ))
         }
         Request::QueueList => queue_list(store).map_err(store_err),
+        Request::ApprovalsList => {
+            let ask = |r: &crate::store::AskRecord| {
+                json!({
+                    "code": r.code,
+                    "account": r.account,
+                    "ref": r.reference,
+                    "conversation": r.conversation,
+                    "title": r.title,
+                    "detail": r.detail,
+                    "createdAt": rfc3339(r.created_at_ms),
+                    "expiresAt": rfc3339(r.expires_at_ms),
+                    "decision": r.decision,
+                    "by": r.by,
+                    "decidedAt": r.decided_at_ms.map(rfc3339),
+                    "reason": r.reason,
+                })
+            };
+            let pending = store.pending_asks(None).map_err(store_err)?;
+            let decided = store.decided_asks(None).map_err(store_err)?;
+            Ok(json!({
+                "pending": pending.iter().map(ask).collect::<Vec<_>>(),
+                "decided": decided.iter().map(ask).collect::<Vec<_>>(),
+            }))
+        }
         Request::Status => Ok(json!({
             "running": false,
             "spool": store.spool_len(),

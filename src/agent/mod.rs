@@ -2,6 +2,7 @@
 //! messages, media downloads for MMS, and the built-in agents (`agent echo`,
 //! `agent exec`).
 
+pub mod approvals;
 pub mod exec;
 pub mod hub;
 pub mod protocol;

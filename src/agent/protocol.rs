@@ -43,6 +43,19 @@ pub enum AgentLine {
     Hello {
         kind: String,
     },
+    /// The agent asks the approvers (CONTRACT §9); answered by an `answer` line.
+    Ask {
+        reference: String,
+        account: Option<String>,
+        conversation: Option<String>,
+        title: String,
+        detail: String,
+        timeout_secs: Option<u64>,
+    },
+    /// The agent no longer waits for its ask `ref`.
+    Cancel {
+        reference: String,
+    },
 }
 
 /// The longest `fail` error kept, in characters (the rest is cut and ends in "…").
@@ -141,7 +154,7 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
         Some(Value::String(t)) => t.clone(),
         _ => {
             return Err(err(
-                "missing \"type\" (ack, reply, fail, send or hello)",
+                "missing \"type\" (ack, reply, fail, send, hello, ask or cancel)",
                 Some(&obj),
             ))
         }
@@ -198,8 +211,38 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
             }
             Ok(AgentLine::Hello { kind })
         }
+        "ask" => {
+            let reference = string_field(&obj, "ref", true, "ask")?.unwrap_or_default();
+            let title = string_field(&obj, "title", true, "ask")?.unwrap_or_default();
+            if title.trim().is_empty() {
+                return Err(err("ask: \"title\" must say what is asked", Some(&obj)));
+            }
+            let timeout_secs = match obj.get("timeoutSecs") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n > 0 => Some(n),
+                    _ => {
+                        return Err(err(
+                            "ask: \"timeoutSecs\" must be a whole number of seconds, 1 or more",
+                            Some(&obj),
+                        ))
+                    }
+                },
+            };
+            Ok(AgentLine::Ask {
+                reference,
+                account: string_field(&obj, "account", false, "ask")?,
+                conversation: string_field(&obj, "conversation", false, "ask")?,
+                title,
+                detail: string_field(&obj, "detail", false, "ask")?.unwrap_or_default(),
+                timeout_secs,
+            })
+        }
+        "cancel" => Ok(AgentLine::Cancel {
+            reference: string_field(&obj, "ref", true, "cancel")?.unwrap_or_default(),
+        }),
         other => Err(err(
-            format!("unknown type {other:?}; use ack, reply, fail, send or hello"),
+            format!("unknown type {other:?}; use ack, reply, fail, send, hello, ask or cancel"),
             Some(&obj),
         )),
     }
@@ -331,6 +374,25 @@ pub fn message_line(m: &AgentMessage) -> String {
 }
 
 /// An agent's `fail` line (the built-in agents and bridges use this).
+/// The `answer` line to an `ask` (CONTRACT §9); `by` is the approver, redacted.
+pub fn answer_line(
+    reference: Option<&str>,
+    decision: &str,
+    by: Option<&str>,
+    reason: Option<&str>,
+) -> String {
+    let mut v = json!({"type": "answer", "ref": reference, "decision": decision});
+    if let Value::Object(o) = &mut v {
+        if let Some(by) = by {
+            o.insert("by".into(), Value::String(by.into()));
+        }
+        if let Some(reason) = reason {
+            o.insert("reason".into(), Value::String(reason.into()));
+        }
+    }
+    v.to_string()
+}
+
 pub fn fail_line(id: &str, error: &str, retry: bool) -> String {
     json!({"type": "fail", "id": id, "error": error, "retry": retry}).to_string()
 }

@@ -144,6 +144,7 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
         }
     };
     agents.hub.disconnect(conn, why);
+    super::approvals::closed(&agents, conn);
     // The hub dropped its sender, so the writer drains and ends.
     let _ = writer.await;
 }
@@ -207,6 +208,29 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
         AgentLine::Fail { id, error, retry } => fail(agents, conn, id, error, retry),
         AgentLine::Hello { kind } => {
             agents.hub.set_kind(conn, kind);
+            None
+        }
+        AgentLine::Ask {
+            reference,
+            account,
+            conversation,
+            title,
+            detail,
+            timeout_secs,
+        } => super::approvals::ask(
+            agents,
+            conn,
+            super::approvals::Ask {
+                reference,
+                account,
+                conversation,
+                title,
+                detail,
+                timeout_secs,
+            },
+        ),
+        AgentLine::Cancel { reference } => {
+            super::approvals::cancel(agents, conn, reference);
             None
         }
         AgentLine::Send {

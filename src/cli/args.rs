@@ -51,6 +51,12 @@ pub enum Command {
         after_help = "Examples:\n  smsgate senders list --json\n  smsgate senders revoke +15550100001"
     )]
     Senders(SendersCmd),
+    /// The agent's asks: pending, and the last 100 decided per account
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  smsgate approvals list\n  smsgate approvals list --json"
+    )]
+    Approvals(ApprovalsCmd),
     /// Dead letters and sends whose outcome is unknown or that failed for good
     #[command(
         subcommand,
@@ -394,6 +400,17 @@ pub enum PairingCmd {
         /// The pairing code from the request, optionally after the channel `sms`
         #[arg(num_args = 1..=2, required = true, value_name = "[sms] CODE")]
         args: Vec<String>,
+        /// Print one JSON document instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// List pending asks and the decided ones kept (30 days, the last 100 per account)
+    #[command(after_help = "Examples:\n  smsgate approvals list\n  smsgate approvals list --json")]
+    List {
         /// Print one JSON document instead of text
         #[arg(long)]
         json: bool,

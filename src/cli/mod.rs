@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 pub use args::Cli;
-use args::{Command, PairingCmd, SendersCmd};
+use args::{ApprovalsCmd, Command, PairingCmd, SendersCmd};
 
 use crate::admin::{client, Request};
 use crate::config::{self, Config, DEFAULT_CONFIG_PATH};
@@ -129,6 +129,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Config(cmd) => config_cmd::run(&cli.config, cmd),
         Command::Pairing(cmd) => pairing(&cli.config, cmd),
         Command::Senders(cmd) => senders(&cli.config, cmd),
+        Command::Approvals(cmd) => approvals(&cli.config, cmd),
         Command::Queue(cmd) => queue(&cli.config, cmd),
         Command::Message(args::MessageCmd::Send {
             channel,
@@ -303,6 +304,55 @@ fn pairing(path: &Option<PathBuf>, cmd: PairingCmd) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn approvals(path: &Option<PathBuf>, cmd: ApprovalsCmd) -> Result<ExitCode> {
+    let ApprovalsCmd::List { json } = cmd;
+    let data = admin(path, Request::ApprovalsList)?;
+    if json {
+        print_json(&data);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |k: &str| data[k].as_array().cloned().unwrap_or_default();
+    let (pending, decided) = (list("pending"), list("decided"));
+    if pending.is_empty() {
+        println!("No pending asks.");
+    } else {
+        println!("Pending:");
+    }
+    for r in &pending {
+        println!(
+            "  {}  account {}  asked {}  expires {}  {}  {}",
+            s(r, "code"),
+            s(r, "account"),
+            s(r, "createdAt"),
+            s(r, "expiresAt"),
+            s(r, "title"),
+            s(r, "detail")
+        );
+    }
+    if decided.is_empty() {
+        println!("No decided asks.");
+    } else {
+        println!("Decided (newest first):");
+    }
+    for r in &decided {
+        let by = r["by"]
+            .as_str()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        println!(
+            "  {}  {}  account {}  {}{by}  conversation {}  {}  {}",
+            s(r, "decidedAt"),
+            s(r, "code"),
+            s(r, "account"),
+            s(r, "decision"),
+            r["conversation"].as_str().unwrap_or("-"),
+            s(r, "title"),
+            s(r, "detail")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -154,6 +154,8 @@ pub struct Account {
     /// `allowTo`: whom the agent's own sends may go to; `None` (unset): the people
     /// already known to the account (see `access::allow_to`).
     pub allow_to: Option<AllowTo>,
+    /// `execApprovals`: who answers the agent's asks, and for how long they may.
+    pub exec_approvals: ExecApprovals,
     pub text_chunk_limit: usize,
     /// The texts smsgate sends itself (pairing code, approved, new conversation).
     pub texts: crate::texts::Texts,
@@ -178,6 +180,50 @@ impl Account {
             InboundCheck::Signed { url } => Some(url),
             InboundCheck::Unsigned { url } => url.as_ref(),
         }
+    }
+}
+
+/// `execApprovals` (CONTRACT §9), resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecApprovals {
+    /// `enabled` as written; `None` is `"auto"` (on when an approver resolves).
+    pub enabled: Option<bool>,
+    /// The numbers that answer asks: `approvers` if listed, else the `allowFrom`
+    /// numbers (never `"*"`), else `defaultTo`.
+    pub approvers: Vec<E164>,
+    /// Only the numbers listed under `approvers` (known people for `allowTo`).
+    pub listed: Vec<E164>,
+    /// How long an ask waits for an answer, unless the ask names its own.
+    pub timeout_secs: u64,
+    /// `target` as written (only `"dm"` means anything on SMS).
+    pub target: Option<String>,
+}
+
+impl Default for ExecApprovals {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            approvers: Vec::new(),
+            listed: Vec::new(),
+            timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+            target: None,
+        }
+    }
+}
+
+/// `execApprovals.timeoutSecs` unless set.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 300;
+/// The longest an ask may wait (a day): an ask is a person deciding now.
+pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 86_400;
+
+impl ExecApprovals {
+    /// Whether asks go to approvers: not `enabled: false`, and someone to ask.
+    pub fn active(&self) -> bool {
+        self.enabled != Some(false) && !self.approvers.is_empty()
+    }
+
+    pub fn is_approver(&self, n: &E164) -> bool {
+        self.approvers.contains(n)
     }
 }
 

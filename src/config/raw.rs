@@ -140,6 +140,10 @@ pub struct RawAccount {
     /// `{ pairingCode, approved, newConversation }`; keys checked by validation.
     #[serde(default, deserialize_with = "nullable")]
     pub texts: Option<Field<BTreeMap<String, String>>>,
+    /// `{ enabled, approvers, timeoutSecs, target, agentFilter, sessionFilter }`
+    /// (CONTRACT §9); keys checked by `validate::approvals`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub exec_approvals: Option<Field<BTreeMap<String, Value>>>,
     pub accounts: Option<BTreeMap<String, RawAccount>>,
     #[serde(default, deserialize_with = "nullable")]
     pub default_account: Option<Field<String>>,

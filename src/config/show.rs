@@ -89,6 +89,12 @@ fn account(a: &Account) -> Value {
             list.extend(t.prefixes.iter().map(|p| format!("{p}*")));
             list
         }),
+        "execApprovals": {
+            "enabled": match a.exec_approvals.enabled { None => json!("auto"), Some(b) => json!(b) },
+            "active": a.exec_approvals.active(),
+            "approvers": a.exec_approvals.approvers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "timeoutSecs": a.exec_approvals.timeout_secs,
+        },
         "textChunkLimit": a.text_chunk_limit,
         "language": a.texts.language.code(),
         "outboundLimits": {

@@ -50,6 +50,11 @@ pub(crate) enum Tag {
     /// (account, time, id) → (recipient, segments) of a send that went out in the
     /// last day: what the spending limits count.
     SentLog = b'L',
+    /// Pending asks of the agent (CONTRACT §9): account \0 code → [`super::AskRecord`].
+    Asks = b'E',
+    /// Decided asks, the audit: account \0 decided-at (u64 BE) code →
+    /// [`super::AskRecord`]; the last 100 per account, 30 days at most.
+    Decided = b'e',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.

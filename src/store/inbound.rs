@@ -484,6 +484,9 @@ impl Store {
             None => {}
         }
         self.enqueue_into(b, &effects.outbound);
+        if let Some(rec) = &effects.decided {
+            self.decide_into(b, rec)?;
+        }
         if let Some((account, number, id)) = &effects.conversation {
             b.insert(
                 &self.conversations,

@@ -16,6 +16,7 @@
 
 pub(crate) mod access;
 pub(crate) mod agent;
+pub(crate) mod approvals;
 pub mod area;
 pub mod dedupe;
 pub(crate) mod inbound;
@@ -32,6 +33,7 @@ pub use agent::{
     after_agent_failure, AfterFailure, AgentFailed, FIRST_AGENT_RETRY_MS, MAX_AGENT_FAILURES,
     MAX_AGENT_RETRY_MS,
 };
+pub use approvals::AskRecord;
 pub use area::Seq;
 use area::{Area, Batch, Cell, Handles, Tag};
 pub use records::*;
@@ -143,6 +145,8 @@ pub struct Store {
     pub(crate) quarantine: Area,
     pub(crate) conversations: Area,
     pub(crate) sent_log: Area,
+    pub(crate) asks: Area,
+    pub(crate) decided: Area,
 }
 
 impl Store {
@@ -190,6 +194,8 @@ impl Store {
             quarantine: area(Tag::Quarantine),
             conversations: area(Tag::Conversation),
             sent_log: area(Tag::SentLog),
+            asks: area(Tag::Asks),
+            decided: area(Tag::Decided),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),
@@ -492,6 +498,9 @@ pub struct Effects {
     /// Stored with `conversation`: when the sender's last `/new` confirmation was
     /// texted (at most one a minute, [`crate::inbound::confirms_new_conversation`]).
     pub conversation_texted_at: Option<u64>,
+    /// An approver's answer decided this ask (CONTRACT §9): it leaves the pending
+    /// asks for the audit in the same batch.
+    pub decided: Option<AskRecord>,
 }
 
 #[cfg(test)]

@@ -150,6 +150,9 @@ pub enum Purpose {
     PairingApproved,
     /// The confirmation of `/new`.
     NewConversation,
+    /// An approval text (CONTRACT §9): the ask to an approver, or the confirmation
+    /// of their answer.
+    Approval,
     Reply {
         message_id: String,
     },
@@ -167,7 +170,10 @@ impl Purpose {
     pub fn is_own_text(&self) -> bool {
         matches!(
             self,
-            Purpose::PairingCode | Purpose::PairingApproved | Purpose::NewConversation
+            Purpose::PairingCode
+                | Purpose::PairingApproved
+                | Purpose::NewConversation
+                | Purpose::Approval
         )
     }
 }

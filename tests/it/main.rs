@@ -16,6 +16,7 @@ mod agent;
 mod agent_docs;
 mod agent_fail;
 mod allow_to;
+mod approvals;
 mod bridges_acp;
 mod bridges_docs;
 mod bridges_openai;

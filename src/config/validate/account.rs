@@ -59,6 +59,8 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         );
     }
     let allow_to = allow_to(l, own, p);
+    let exec_approvals =
+        super::approvals::exec_approvals(l, &allow_from, default_to.as_ref(), own, p);
     let (f, path) = l.get("textChunkLimit", |r| &r.text_chunk_limit);
     let text_chunk_limit = match take(f, &path, "a whole number from 1 to 1600", p) {
         None => 1500,
@@ -147,6 +149,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 allow_from,
                 default_to,
                 allow_to,
+                exec_approvals,
                 text_chunk_limit,
                 texts,
                 outbound_limits,
@@ -365,7 +368,7 @@ fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
         let Some(kind) = crate::texts::Kind::ALL.into_iter().find(|k| k.key() == key) else {
             p.add(
                 &path,
-                "unknown text; the texts are pairingCode, approved and newConversation",
+                format!("unknown text; the texts are {}", crate::texts::Kind::keys()),
             );
             continue;
         };
@@ -373,12 +376,7 @@ fn texts(l: &Layers, p: &mut Problems) -> crate::texts::Texts {
             p.add(&path, e);
             continue;
         }
-        let slot = match kind {
-            crate::texts::Kind::PairingCode => &mut texts.pairing_code,
-            crate::texts::Kind::Approved => &mut texts.approved,
-            crate::texts::Kind::NewConversation => &mut texts.new_conversation,
-        };
-        *slot = Some(template.clone());
+        texts.set(kind, template.clone());
     }
     texts
 }

@@ -5,6 +5,7 @@
 
 mod account;
 mod acme;
+mod approvals;
 mod env;
 mod errors;
 mod gateway;
@@ -65,6 +66,7 @@ pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config
         }
         for a in &sms.accounts {
             warnings.extend(super::checks::allow_to_warning(a));
+            warnings.extend(approvals::target_warning(a));
             if let Some(url) = a.public_url() {
                 warnings.extend(super::checks::public_url_warnings(
                     &a.id,

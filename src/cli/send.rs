@@ -40,6 +40,7 @@ pub fn message_send(
         account: Some(acct.id.clone()),
         to: to.to_string(),
         text: message.to_string(),
+        media: Vec::new(),
     };
     let data = match client::call(&config, &req) {
         Ok(resp) if resp.ok => resp.data,

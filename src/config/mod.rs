@@ -155,6 +155,9 @@ pub struct Account {
     /// already known to the account (see `access::allow_to`).
     pub allow_to: Option<AllowTo>,
     pub text_chunk_limit: usize,
+    /// `mediaMaxMb` in bytes (10^6 per MB, at most 5 MB): the media of one outbound
+    /// message in all, and of one inbound message's downloads (CONTRACT §10).
+    pub media_max_bytes: u64,
     /// The texts smsgate sends itself (pairing code, approved, new conversation).
     pub texts: crate::texts::Texts,
     /// Segments the agent may send per hour, day, recipient and hour.

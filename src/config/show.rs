@@ -90,6 +90,7 @@ fn account(a: &Account) -> Value {
             list
         }),
         "textChunkLimit": a.text_chunk_limit,
+        "mediaMaxMb": a.media_max_bytes as f64 / 1e6,
         "language": a.texts.language.code(),
         "outboundLimits": {
             "perHour": a.outbound_limits.per_hour,

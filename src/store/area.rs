@@ -50,6 +50,11 @@ pub(crate) enum Tag {
     /// (account, time, id) → (recipient, segments) of a send that went out in the
     /// last day: what the spending limits count.
     SentLog = b'L',
+    /// Media the agent sent, by token (32 hex digits) → the raw bytes (CONTRACT §10).
+    MediaBlob = b'M',
+    /// Media token → what the media route and the prune need ([`super::MediaMeta`]):
+    /// type, filename, the send it belongs to, when Twilio accepted it.
+    MediaIndex = b'B',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.

@@ -11,7 +11,7 @@
 //!
 //! Files: `mod.rs` opening, permissions, migration and quarantine; `inbound.rs`
 //! admission, spool, dedupe and statuses; `access.rs` pairing, approvals, opt-outs;
-//! `agent.rs` the inbox, routes and dead letters; `outbound.rs` the send queue;
+//! `agent.rs` the inbox, routes and dead letters; `outbound.rs` the send queue; `media.rs` the agent's outbound media;
 //! `writer.rs` the single writer.
 
 pub(crate) mod access;
@@ -19,6 +19,7 @@ pub(crate) mod agent;
 pub mod area;
 pub mod dedupe;
 pub(crate) mod inbound;
+pub(crate) mod media;
 pub(crate) mod outbound;
 pub mod records;
 pub mod writer;
@@ -34,6 +35,7 @@ pub use agent::{
 };
 pub use area::Seq;
 use area::{Area, Batch, Cell, Handles, Tag};
+pub use media::{MediaBlob, MediaMeta};
 pub use records::*;
 pub use writer::{Hooks, Writer};
 
@@ -143,6 +145,8 @@ pub struct Store {
     pub(crate) quarantine: Area,
     pub(crate) conversations: Area,
     pub(crate) sent_log: Area,
+    pub(crate) media_blobs: Area,
+    pub(crate) media_index: Area,
 }
 
 impl Store {
@@ -190,6 +194,8 @@ impl Store {
             quarantine: area(Tag::Quarantine),
             conversations: area(Tag::Conversation),
             sent_log: area(Tag::SentLog),
+            media_blobs: area(Tag::MediaBlob),
+            media_index: area(Tag::MediaIndex),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),

@@ -49,6 +49,8 @@ pub enum Request {
         /// `--media FILE`s, read by the CLI (the daemon opens no path it is given).
         #[serde(default)]
         media: Vec<MediaFile>,
+        #[serde(default)]
+        media_urls: Vec<String>,
     },
 }
 

@@ -99,6 +99,7 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
             to,
             text,
             media,
+            media_urls,
         }) => {
             use base64::Engine as _;
             let mut items = Vec::with_capacity(media.len());
@@ -118,7 +119,7 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
             }
             match bad {
                 Some(e) => Response::err(e),
-                None => message_send(app, account.as_deref(), &to, &text, items).await,
+                None => message_send(app, account.as_deref(), &to, &text, media_urls, items).await,
             }
         }
         Ok(req) => {
@@ -162,6 +163,7 @@ async fn message_send(
     account: Option<&str>,
     to: &str,
     text: &str,
+    media_urls: Vec<String>,
     media: Vec<crate::mms::Item>,
 ) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -172,7 +174,7 @@ async fn message_send(
         account,
         Some(to),
         text,
-        Vec::new(),
+        media_urls,
         media,
         Purpose::Cli,
         waiter,

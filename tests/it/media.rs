@@ -256,3 +256,92 @@ async fn an_expired_token_is_404_and_deleted() {
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+/// `message send --media FILE`: the CLI reads the file and the daemon serves its bytes
+/// to Twilio; a text file is refused naming it; without the daemon `--media` says it
+/// needs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn message_send_attaches_a_file() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let image = png(20_000);
+    let file = t.path().join("photo.png");
+    std::fs::write(&file, &image).unwrap();
+    let text = t.path().join("notes.png");
+    std::fs::write(&text, "not a picture at all").unwrap();
+    let no_daemon = cli(
+        &config,
+        &[
+            "message",
+            "send",
+            "--target",
+            "+15557654321",
+            "--media",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(no_daemon.status.code(), Some(1));
+    assert!(
+        stderr(&no_daemon).contains("--media needs the running gateway"),
+        "{}",
+        stderr(&no_daemon)
+    );
+
+    let gw = Gateway::start(&config);
+    twilio.fetch_media_via(&format!("http://{}", gw.addr));
+    let out = tokio::task::spawn_blocking({
+        let (config, file) = (config.clone(), file.clone());
+        move || {
+            cli(
+                &config,
+                &[
+                    "message",
+                    "send",
+                    "--target",
+                    "+15557654321",
+                    "--message",
+                    "look",
+                    "--media",
+                    file.to_str().unwrap(),
+                    "--json",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sends = twilio.sends();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].field("Body"), Some("look"));
+    assert!(sends[0].field("MediaUrl").unwrap().ends_with("/photo.png"));
+    assert!(twilio.fetched()[0].bytes == image);
+
+    let out = tokio::task::spawn_blocking({
+        let (config, text) = (config.clone(), text.clone());
+        move || {
+            cli(
+                &config,
+                &[
+                    "message",
+                    "send",
+                    "--target",
+                    "+15557654321",
+                    "--media",
+                    text.to_str().unwrap(),
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("media item 1 (notes.png) is not a type Twilio accepts"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(twilio.sends().len(), 1);
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -270,6 +270,7 @@ impl Daemon {
                 stop.clone(),
             )),
             tokio::spawn(prune(app.writer.clone(), stop.clone())),
+            tokio::spawn(prune_media(app.writer.clone(), stop.clone())),
             tokio::spawn(crate::agent::server::run(
                 self.agent,
                 app.agents.clone(),
@@ -400,6 +401,28 @@ pub async fn join_by(
         a.abort();
     }
     left
+}
+
+/// Deletes the agent's media once it is no longer served (CONTRACT §10: an hour after
+/// Twilio accepted its send, or its final status; see `mms::expired`). Every minute,
+/// or twice per `SMSGATE_MEDIA_TTL_SECS` when that is shorter.
+async fn prune_media(writer: Writer, mut stop: Shutdown) {
+    let ttl = crate::mms::ttl_ms();
+    let every = Duration::from_millis((ttl / 2).clamp(200, 60_000));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.wait() => return,
+        }
+        let pruned = writer
+            .write(move |st, _| st.prune_media(now_ms(), ttl, crate::twilio::is_terminal_status))
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("deleted {n} media item(s) whose hour was over"),
+            Err(e) => tracing::warn!("deleting expired media failed: {e}"),
+        }
+    }
 }
 
 async fn prune(writer: Writer, mut stop: Shutdown) {

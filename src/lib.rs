@@ -29,6 +29,7 @@ pub(crate) mod lines;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod mms;
 pub mod outbound;
 pub mod phone;
 pub mod secret;

@@ -28,6 +28,16 @@ pub struct Lines<R> {
     buf: BytesMut,
     codec: LinesCodec,
     eof: bool,
+    gate: Option<Gate>,
+}
+
+/// Lines over `small` bytes need one of a few shared permits (many connections must
+/// not each buffer `max` bytes): buffering past `small` waits for a permit, held until
+/// the buffer is back under `small`.
+struct Gate {
+    small: usize,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Bytes asked of the reader at a time.
@@ -40,6 +50,36 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             buf: BytesMut::new(),
             codec: LinesCodec::new_with_max_length(max),
             eof: false,
+            gate: None,
+        }
+    }
+
+    /// Like [`Lines::new`], but buffering more than `small` bytes takes one of
+    /// `permits` (waiting for one): at most that many readers hold up to `max` at once.
+    pub fn gated(
+        read: R,
+        small: usize,
+        max: usize,
+        permits: std::sync::Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        let mut lines = Self::new(read, max);
+        lines.gate = Some(Gate {
+            small,
+            permits,
+            held: None,
+        });
+        lines
+    }
+
+    /// Takes a permit before the buffer grows past `small`; gives it back below it.
+    async fn pass_gate(&mut self) {
+        let len = self.buf.len();
+        let Some(gate) = &mut self.gate else { return };
+        if len < gate.small {
+            gate.held = None;
+        } else if gate.held.is_none() {
+            // The semaphore is never closed: `acquire_owned` fails only when closed.
+            gate.held = gate.permits.clone().acquire_owned().await.ok();
         }
     }
 
@@ -53,15 +93,22 @@ impl<R: AsyncRead + Unpin> Lines<R> {
                 self.codec.decode(&mut self.buf)
             };
             match decoded {
-                Ok(Some(line)) => return Ok(Some(Line::Text(line))),
+                Ok(Some(line)) => {
+                    self.pass_gate().await;
+                    return Ok(Some(Line::Text(line)));
+                }
                 Ok(None) if self.eof => return Ok(None),
                 Ok(None) => {}
-                Err(LinesCodecError::MaxLineLengthExceeded) => return Ok(Some(Line::TooLong)),
+                Err(LinesCodecError::MaxLineLengthExceeded) => {
+                    self.pass_gate().await;
+                    return Ok(Some(Line::TooLong));
+                }
                 Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return Ok(Some(Line::NotUtf8))
                 }
                 Err(LinesCodecError::Io(e)) => return Err(e),
             }
+            self.pass_gate().await;
             self.buf.reserve(CHUNK);
             if self.read.read_buf(&mut self.buf).await? == 0 {
                 self.eof = true;
@@ -111,6 +158,39 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    /// Past `small` bytes a reader needs a permit: with one permit, a second reader's
+    /// big line waits until the first reader's is done; small lines never wait.
+    #[tokio::test]
+    async fn big_lines_wait_for_a_permit() {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let (mut w1, r1) = tokio::io::duplex(64 * 1024);
+        let (mut w2, r2) = tokio::io::duplex(64 * 1024);
+        let mut a = Lines::gated(r1, 16, 1 << 20, permits.clone());
+        let mut b = Lines::gated(r2, 16, 1 << 20, permits.clone());
+        use tokio::io::AsyncWriteExt;
+        // a: half of a big line, so it holds the permit.
+        w1.write_all(&[b'x'; 40_000]).await.expect("write");
+        let a_task = tokio::spawn(async move { (a.next().await, a) });
+        while permits.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        w2.write_all(b"small\n").await.expect("write");
+        assert_eq!(b.next().await.expect("read"), Some(t("small")));
+        w2.write_all(&[b'y'; 40_000]).await.expect("write");
+        w2.write_all(b"\n").await.expect("write");
+        let b_task = tokio::spawn(async move {
+            b.next()
+                .await
+                .map(|l| matches!(l, Some(Line::Text(s)) if s.len() == 40_000))
+        });
+        tokio::task::yield_now().await;
+        assert!(!b_task.is_finished(), "b waits for the permit");
+        w1.write_all(b"\n").await.expect("write");
+        let (got, _a) = a_task.await.expect("task");
+        assert!(matches!(got.expect("read"), Some(Line::Text(s)) if s.len() == 40_000));
+        assert!(b_task.await.expect("task").expect("read"));
     }
 
     /// A line far over the maximum, arriving in small pieces, is reported once and

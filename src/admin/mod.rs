@@ -48,7 +48,19 @@ pub enum Request {
         account: Option<String>,
         to: String,
         text: String,
+        /// `--media FILE`s, read by the CLI (the daemon opens no path it is given).
+        #[serde(default)]
+        media: Vec<MediaFile>,
+        #[serde(default)]
+        media_urls: Vec<String>,
     },
+}
+
+/// A file `message send --media` read, its bytes in base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaFile {
+    pub data: String,
+    pub filename: Option<String>,
 }
 
 /// One response line: `data` on success, `error` (a sentence for the operator) on failure.

@@ -13,7 +13,9 @@ use crate::outbound::{GroupResult, Waiter};
 use crate::shutdown::Shutdown;
 use crate::store::Purpose;
 
-const MAX_REQUEST: usize = 64 * 1024;
+/// One request line: 8 MiB, room for `message send --media` with 5 MB in base64 (the
+/// socket is the operator's own, 0600, and serves one request per connection).
+const MAX_REQUEST: usize = crate::agent::protocol::MAX_LINE;
 
 pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
     let me = rustix::process::geteuid().as_raw();
@@ -92,8 +94,33 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
                 ))
             }
         },
-        Ok(Request::MessageSend { account, to, text }) => {
-            message_send(app, account.as_deref(), &to, &text).await
+        Ok(Request::MessageSend {
+            account,
+            to,
+            text,
+            media,
+            media_urls,
+        }) => {
+            use base64::Engine as _;
+            let mut items = Vec::with_capacity(media.len());
+            let mut bad = None;
+            for (i, m) in media.into_iter().enumerate() {
+                match base64::engine::general_purpose::STANDARD.decode(m.data.as_bytes()) {
+                    Ok(data) => items.push(crate::mms::Item {
+                        data,
+                        content_type: None,
+                        filename: m.filename,
+                    }),
+                    Err(e) => {
+                        bad = Some(format!("media item {}: not base64: {e}", i + 1));
+                        break;
+                    }
+                }
+            }
+            match bad {
+                Some(e) => Response::err(e),
+                None => message_send(app, account.as_deref(), &to, &text, media_urls, items).await,
+            }
         }
         Ok(req) => {
             // On the writer: the operation's reads and writes are race-free against
@@ -131,7 +158,14 @@ async fn serve(stream: UnixStream, app: &App) -> std::io::Result<()> {
 }
 
 /// `message send` through the daemon's queue; waits for Twilio's answer for a while.
-async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) -> Response {
+async fn message_send(
+    app: &App,
+    account: Option<&str>,
+    to: &str,
+    text: &str,
+    media_urls: Vec<String>,
+    media: Vec<crate::mms::Item>,
+) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let waiter = Waiter::Once(tx);
     let planned = match app.outbox.plan(
@@ -140,7 +174,8 @@ async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) ->
         account,
         Some(to),
         text,
-        Vec::new(),
+        media_urls,
+        media,
         Purpose::Cli,
         waiter,
     ) {
@@ -153,6 +188,7 @@ async fn message_send(app: &App, account: Option<&str>, to: &str, text: &str) ->
         .writer
         .write(move |st, hooks| {
             st.enqueue(&planned.records)?;
+            st.put_media(&planned.media)?;
             hooks.after(move || {
                 tracing::info!(account = %planned.account, to = %planned.to.redacted(), parts = planned.records.len(), "queued for sending");
                 outbox.queued(planned.records);

@@ -112,9 +112,15 @@ pub async fn fetch_media(
                         }
                     },
                 };
-                let fetched =
-                    media::download_all(&http, &Creds::of(account), &msg.id, &msg.media, &dir)
-                        .await;
+                let fetched = media::download_all(
+                    &http,
+                    &Creds::of(account),
+                    &msg.id,
+                    &msg.media,
+                    &dir,
+                    account.media_max_bytes,
+                )
+                .await;
                 for (i, f) in fetched.into_iter().enumerate() {
                     if let Some(m) = msg.media.get_mut(i) {
                         m.path = f.path.map(|p| p.display().to_string());

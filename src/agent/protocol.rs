@@ -6,8 +6,14 @@ use serde_json::{json, Map, Value};
 use crate::admin::ops::rfc3339;
 use crate::store::AgentMessage;
 
-/// Lines longer than this are refused (the rest of the line is skipped).
-pub const MAX_LINE: usize = 1024 * 1024;
+/// Lines longer than this are refused (the rest of the line is skipped): 8 MiB, room
+/// for 5 MB of media in base64 (CONTRACT §10). A connection holds that much only while
+/// it has one of the socket's few big-line permits (`agent::server`), so many
+/// connections cannot each hold 8 MiB.
+pub const MAX_LINE: usize = 8 * 1024 * 1024;
+/// The longest `text` of a reply or send, in bytes (the line cap before media made
+/// lines longer: a text stays bounded to what it was).
+pub const MAX_TEXT: usize = 1024 * 1024;
 /// `mediaUrls` per reply or send.
 pub const MAX_MEDIA_URLS: usize = 10;
 
@@ -21,6 +27,7 @@ pub enum AgentLine {
         id: String,
         text: String,
         media_urls: Vec<String>,
+        media: Vec<crate::mms::Item>,
     },
     Send {
         to: Option<String>,
@@ -28,6 +35,7 @@ pub enum AgentLine {
         text: String,
         reference: Option<String>,
         media_urls: Vec<String>,
+        media: Vec<crate::mms::Item>,
     },
     /// The agent could not handle the message (CONTRACT §11): it is delivered again
     /// later with backoff, or (`retry: false`, or too many failures) moved to the dead
@@ -143,6 +151,74 @@ fn media_urls(obj: &Map<String, Value>) -> Result<Vec<String>, LineError> {
         .collect()
 }
 
+/// `media: [{"data": "<base64>", "contentType": "image/png", "filename": "chart.png"}]`
+/// (CONTRACT §10): the bytes decoded; their type is judged later from the bytes.
+fn media_items(obj: &Map<String, Value>) -> Result<Vec<crate::mms::Item>, LineError> {
+    use base64::Engine as _;
+    let Some(v) = obj.get("media").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = v.as_array() else {
+        return Err(err(
+            "\"media\" must be a list of {\"data\": base64, \"contentType\", \"filename\"}",
+            Some(obj),
+        ));
+    };
+    if list.len() > crate::mms::MAX_ITEMS {
+        return Err(err(
+            format!("at most {} media items per message", crate::mms::MAX_ITEMS),
+            Some(obj),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let n = i + 1;
+        let Some(item) = m.as_object() else {
+            return Err(err(format!("media item {n} must be an object"), Some(obj)));
+        };
+        let text = |key: &str| -> Result<Option<String>, LineError> {
+            match item.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(err(
+                    format!("media item {n}: \"{key}\" must be a string"),
+                    Some(obj),
+                )),
+            }
+        };
+        let Some(data) = text("data")? else {
+            return Err(err(
+                format!("media item {n} needs \"data\" (the bytes in base64)"),
+                Some(obj),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| {
+                err(
+                    format!("media item {n}: \"data\" is not base64: {e}"),
+                    Some(obj),
+                )
+            })?;
+        out.push(crate::mms::Item {
+            data: bytes,
+            content_type: text("contentType")?,
+            filename: text("filename")?,
+        });
+    }
+    Ok(out)
+}
+
+fn check_text(text: &str, obj: &Map<String, Value>) -> Result<(), LineError> {
+    if text.len() > MAX_TEXT {
+        return Err(err(
+            format!("\"text\" is over {MAX_TEXT} bytes; send less"),
+            Some(obj),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses one line from an agent.
 pub fn parse(line: &str) -> Result<AgentLine, LineError> {
     let value: Value = serde_json::from_str(line)
@@ -166,18 +242,25 @@ pub fn parse(line: &str) -> Result<AgentLine, LineError> {
         "reply" => {
             let id = string_field(&obj, "id", true, "reply")?.unwrap_or_default();
             let text = string_field(&obj, "text", false, "reply")?.unwrap_or_default();
+            check_text(&text, &obj)?;
             Ok(AgentLine::Reply {
                 id,
                 text,
                 media_urls: media_urls(&obj)?,
+                media: media_items(&obj)?,
             })
         }
         "send" => Ok(AgentLine::Send {
             to: string_field(&obj, "to", false, "send")?,
             account: string_field(&obj, "account", false, "send")?,
-            text: string_field(&obj, "text", false, "send")?.unwrap_or_default(),
+            text: {
+                let text = string_field(&obj, "text", false, "send")?.unwrap_or_default();
+                check_text(&text, &obj)?;
+                text
+            },
             reference: string_field(&obj, "ref", false, "send")?,
             media_urls: media_urls(&obj)?,
+            media: media_items(&obj)?,
         }),
         "fail" => {
             let id = string_field(&obj, "id", true, "fail")?.unwrap_or_default();
@@ -480,6 +563,7 @@ mod tests {
                     id: "SM1".into(),
                     text: "hi".into(),
                     media_urls: vec![],
+                    media: vec![],
                 },
             ),
             (
@@ -490,6 +574,20 @@ mod tests {
                     text: "x".into(),
                     reference: Some("r1".into()),
                     media_urls: vec!["https://a.example/x.png".into()],
+                    media: vec![],
+                },
+            ),
+            (
+                r#"{"type":"reply","id":"SM1","media":[{"data":"aGk=","contentType":"image/png","filename":"a.png"}]}"#,
+                AgentLine::Reply {
+                    id: "SM1".into(),
+                    text: "".into(),
+                    media_urls: vec![],
+                    media: vec![crate::mms::Item {
+                        data: b"hi".to_vec(),
+                        content_type: Some("image/png".into()),
+                        filename: Some("a.png".into()),
+                    }],
                 },
             ),
             (
@@ -549,6 +647,18 @@ mod tests {
                 "must be a list",
             ),
             (r#"{"type":"hello"}"#, "hello needs \"kind\""),
+            (
+                r#"{"type":"reply","id":"SM1","media":[{"filename":"a.png"}]}"#,
+                "media item 1 needs \"data\"",
+            ),
+            (
+                r#"{"type":"reply","id":"SM1","media":[{"data":"not base64!"}]}"#,
+                "media item 1: \"data\" is not base64",
+            ),
+            (
+                r#"{"type":"reply","id":"SM1","media":{"data":"aGk="}}"#,
+                "\"media\" must be a list",
+            ),
             (r#"{"type":"fail","error":"x"}"#, "fail needs \"id\""),
             (
                 r#"{"type":"fail","id":"SM1","retry":"yes"}"#,

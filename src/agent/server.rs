@@ -111,7 +111,9 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
     agents.hub.pump();
     // Bounded framing (see `crate::lines`): an agent that never ends a line costs at
     // most MAX_LINE bytes; a line over it, or not UTF-8, is answered and skipped.
-    let mut lines = Lines::new(read, MAX_LINE);
+    // Past SMALL_LINE a line takes one of BIG_LINES permits shared by every connection:
+    // at most that many hold up to MAX_LINE (8 MiB, for media) at once.
+    let mut lines = Lines::gated(read, SMALL_LINE, MAX_LINE, big_lines());
     let why = loop {
         let read = tokio::select! {
             r = lines.next() => r,
@@ -147,6 +149,18 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
     super::approvals::closed(&agents, conn);
     // The hub dropped its sender, so the writer drains and ends.
     let _ = writer.await;
+}
+
+/// Lines up to this size need no permit.
+const SMALL_LINE: usize = 1024 * 1024;
+/// Connections that may buffer a line over [`SMALL_LINE`] (up to `MAX_LINE`) at once.
+const BIG_LINES: usize = 8;
+
+fn big_lines() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(BIG_LINES)))
+        .clone()
 }
 
 /// Queues an answer to the connection's own line, waiting while its buffer is full.
@@ -204,7 +218,8 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
             id,
             text,
             media_urls,
-        } => reply(agents, conn, id, &text, media_urls),
+            media,
+        } => reply(agents, conn, id, &text, media_urls, media),
         AgentLine::Fail { id, error, retry } => fail(agents, conn, id, error, retry),
         AgentLine::Hello { kind } => {
             agents.hub.set_kind(conn, kind);
@@ -239,6 +254,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
             text,
             reference,
             media_urls,
+            media,
         } => {
             let answering = Answering::Ref(reference.clone());
             let purpose = Purpose::Send { reference };
@@ -250,6 +266,7 @@ pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String
                 to.as_deref(),
                 &text,
                 media_urls,
+                media,
                 purpose,
                 Waiter::Agent(agents.hub.author(conn, answering.clone())),
             ) {
@@ -345,6 +362,7 @@ fn reply(
     id: String,
     text: &str,
     media_urls: Vec<String>,
+    media: Vec<crate::mms::Item>,
 ) -> Option<String> {
     let answering = Answering::Id(id.clone());
     let acking = agents.hub.begin_ack(conn, &id).ok();
@@ -385,6 +403,7 @@ fn reply(
         Some(to.as_str()),
         text,
         media_urls,
+        media,
         Purpose::Reply {
             message_id: id.clone(),
         },
@@ -440,6 +459,8 @@ fn write_planned(
         "a queued text",
         move |st, hooks| {
             st.reply_routed(ack.as_ref().map(|(_, a)| a.seq), &planned.records)?;
+            // The media in the same batch: a crash after this line loses nothing.
+            st.put_media(&planned.media)?;
             let media = ack
                 .as_ref()
                 .map(|(_, a)| a.msg.media.clone())

@@ -66,7 +66,7 @@ pub enum Command {
     /// Send an SMS now
     #[command(
         subcommand,
-        after_help = "Examples:\n  smsgate message send --target sms:+15550100001 --message 'Hello from smsgate'"
+        after_help = "Examples:\n  smsgate message send --target sms:+15550100001 --message 'Hello from smsgate'\n  smsgate message send --target sms:+15550100001 --message 'The chart' --media chart.png"
     )]
     Message(MessageCmd),
     /// Built-in agents that connect to the agent socket
@@ -218,9 +218,17 @@ pub enum MessageCmd {
         /// Recipient: +E.164, sms:+E.164 or twilio-sms:+E.164
         #[arg(long)]
         target: String,
-        /// The text (markdown is flattened; long texts are split)
-        #[arg(long)]
-        message: String,
+        /// The text (markdown is flattened; long texts are split); may be left out
+        /// when --media or --media-url is given
+        #[arg(long, required_unless_present_any = ["media", "media_url"])]
+        message: Option<String>,
+        /// A file to attach as MMS (repeatable): read by this command, checked by its
+        /// bytes against the types Twilio takes, served to Twilio by the running gateway
+        #[arg(long, value_name = "FILE")]
+        media: Vec<PathBuf>,
+        /// An https URL of media to attach (repeatable; Twilio fetches it)
+        #[arg(long, value_name = "URL")]
+        media_url: Vec<String>,
         /// Account ID from channels.sms.accounts (default: the default account)
         #[arg(long)]
         account: Option<String>,

@@ -135,13 +135,25 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             channel,
             target,
             message,
+            media,
+            media_url,
             account,
             json,
         }) => {
             if let Some(c) = channel {
                 check_channel(&c)?;
             }
-            send::message_send(&cli.config, &target, &message, account.as_deref(), json)
+            send::message_send(
+                &cli.config,
+                &target,
+                &send::Content {
+                    text: message.unwrap_or_default(),
+                    media,
+                    media_urls: media_url,
+                },
+                account.as_deref(),
+                json,
+            )
         }
         Command::Agent(cmd) => agent(&cli.config, cmd),
         Command::Demo => demo(),

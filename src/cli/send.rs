@@ -12,13 +12,48 @@ use crate::admin::{client, Request};
 use crate::phone::E164;
 use crate::twilio::{Creds, HttpTwilio, MessagesApi, SendError, SendRequest};
 
+/// What `message send` sends: the text, files to attach, media URLs.
+pub struct Content {
+    pub text: String,
+    pub media: Vec<PathBuf>,
+    pub media_urls: Vec<String>,
+}
+
+/// Reads `--media` files (this command's own: the daemon opens no path it is given),
+/// each at most `max` bytes, into base64 for the admin socket.
+fn read_media(files: &[PathBuf], max: u64) -> Result<Vec<crate::admin::MediaFile>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let file = std::fs::File::open(f).map_err(|e| anyhow!("--media {}: {e}", f.display()))?;
+        let mut data = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| anyhow!("--media {}: {e}", f.display()))?;
+        if data.len() as u64 > max {
+            bail!(
+                "--media {}: over the account's mediaMaxMb ({} bytes in all)",
+                f.display(),
+                max
+            );
+        }
+        out.push(crate::admin::MediaFile {
+            data: base64::engine::general_purpose::STANDARD.encode(&data),
+            filename: f.file_name().map(|n| n.to_string_lossy().into_owned()),
+        });
+    }
+    Ok(out)
+}
+
 pub fn message_send(
     path: &Option<PathBuf>,
     target: &str,
-    message: &str,
+    content: &Content,
     account: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
+    let message = content.text.as_str();
     let config = load_config(path)?;
     let to = E164::parse(target).map_err(|e| {
         anyhow!("invalid --target: {e} (sms: and twilio-sms: prefixes are accepted)")
@@ -36,10 +71,24 @@ pub fn message_send(
         .resolve_account(account)
         .map_err(|e| anyhow!(e))?
         .clone();
+    for u in &content.media_urls {
+        match url::Url::parse(u) {
+            Ok(p) if p.scheme() == "https" && p.has_host() => {}
+            _ => bail!("invalid --media-url {u:?}: Twilio fetches media from https URLs only"),
+        }
+    }
+    if content.media.len() + content.media_urls.len() > crate::mms::MAX_ITEMS {
+        bail!(
+            "at most {} --media and --media-url in all",
+            crate::mms::MAX_ITEMS
+        );
+    }
     let req = Request::MessageSend {
         account: Some(acct.id.clone()),
         to: to.to_string(),
         text: message.to_string(),
+        media: read_media(&content.media, acct.media_max_bytes)?,
+        media_urls: content.media_urls.clone(),
     };
     let data = match client::call(&config, &req) {
         Ok(resp) if resp.ok => resp.data,
@@ -48,8 +97,11 @@ pub fn message_send(
             resp.error
                 .unwrap_or_else(|| "the daemon refused the send".into())
         ),
+        Err(client::AdminError::NotRunning(_)) if !content.media.is_empty() => {
+            bail!("--media needs the running gateway: it serves the file to Twilio (start `smsgate gateway`, or host the file yourself and use --media-url)")
+        }
         Err(client::AdminError::NotRunning(_)) => {
-            runtime()?.block_on(direct(&config, &acct, &to, message))?
+            runtime()?.block_on(direct(&config, &acct, &to, message, &content.media_urls))?
         }
         Err(e) => bail!("{e}"),
     };
@@ -83,13 +135,14 @@ async fn direct(
     account: &crate::config::Account,
     to: &E164,
     message: &str,
+    media_urls: &[String],
 ) -> Result<Value> {
     if let Ok(store) = crate::store::Store::open(&config.gateway.state_dir) {
         if store.is_opted_out(&account.id, to).unwrap_or(false) {
             bail!("{to} has opted out (replied STOP); nothing was sent");
         }
     }
-    let parts = crate::outbound::plan_parts(message, account.text_chunk_limit, &[])
+    let parts = crate::outbound::plan_parts(message, account.text_chunk_limit, media_urls)
         .map_err(|r| anyhow!(r.message))?;
     let twilio = Arc::new(HttpTwilio::new().map_err(|e| anyhow!(e))?);
     let mut sids = Vec::new();
@@ -100,7 +153,11 @@ async fn direct(
             to: to.clone(),
             sender: account.sender.clone(),
             body: body.clone(),
-            media_urls: Vec::new(),
+            media_urls: if i == 0 {
+                media_urls.to_vec()
+            } else {
+                Vec::new()
+            },
             status_callback: account.public_url().map(|u| u.raw.clone()),
         };
         let mut attempt = 0;

@@ -157,6 +157,9 @@ pub struct Account {
     /// `execApprovals`: who answers the agent's asks, and for how long they may.
     pub exec_approvals: ExecApprovals,
     pub text_chunk_limit: usize,
+    /// `mediaMaxMb` in bytes (10^6 per MB, at most 5 MB): the media of one outbound
+    /// message in all, and of one inbound message's downloads (CONTRACT §10).
+    pub media_max_bytes: u64,
     /// The texts smsgate sends itself (pairing code, approved, new conversation).
     pub texts: crate::texts::Texts,
     /// Segments the agent may send per hour, day, recipient and hour.

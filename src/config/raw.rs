@@ -121,6 +121,9 @@ pub struct RawAccount {
     pub allow_to: Option<Field<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
     pub text_chunk_limit: Option<Field<u32>>,
+    /// Media per message in MB (10^6 bytes), outbound and inbound downloads (§10).
+    #[serde(default, deserialize_with = "nullable")]
+    pub media_max_mb: Option<Field<f64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub dangerously_disable_signature_validation: Option<Field<bool>>,
     #[serde(default, deserialize_with = "nullable")]

@@ -96,6 +96,7 @@ fn account(a: &Account) -> Value {
             "timeoutSecs": a.exec_approvals.timeout_secs,
         },
         "textChunkLimit": a.text_chunk_limit,
+        "mediaMaxMb": a.media_max_bytes as f64 / 1e6,
         "language": a.texts.language.code(),
         "outboundLimits": {
             "perHour": a.outbound_limits.per_hour,

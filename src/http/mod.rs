@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod forwarded;
+pub mod media;
 pub mod serve;
 pub mod tls;
 pub mod webhook;

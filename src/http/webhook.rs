@@ -40,6 +40,9 @@ pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Bod
         .get::<Origin>()
         .map_or_else(|| "unknown".to_string(), |o| o.client.to_string());
     let is_post = req.method() == Method::POST;
+    if path.starts_with(super::media::PREFIX) {
+        return super::media::handle(app, &req);
+    }
     if req.method() == Method::GET {
         match path.as_str() {
             "/healthz" => return respond(StatusCode::OK, "text/plain", "ok\n"),

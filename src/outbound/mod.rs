@@ -91,6 +91,9 @@ struct Pending {
 pub struct Planned {
     pub group: u64,
     pub records: Vec<OutboundRecord>,
+    /// The media the first part's `media_urls` name (CONTRACT §10): the caller writes
+    /// it in the same batch as `records` ([`crate::store::Store::put_media`]).
+    pub media: Vec<crate::store::MediaBlob>,
     pub account: String,
     pub to: E164,
 }
@@ -224,6 +227,7 @@ impl Outbox {
         to: Option<&str>,
         text: &str,
         media_urls: Vec<String>,
+        media: Vec<crate::mms::Item>,
         purpose: Purpose,
         waiter: Waiter,
     ) -> Result<Planned, Refusal> {
@@ -240,6 +244,8 @@ impl Outbox {
         let store_err =
             |e: crate::store::StoreError| Refusal::new(format!("cannot queue the message: {e}"));
         check_destination(config, store, account, &to, &purpose)?;
+        let now = crate::clock::now_ms();
+        let (media_urls, mut media) = plan_media(account, media_urls, media, now)?;
         let parts = plan_parts(text, account.text_chunk_limit, &media_urls)?;
         if store.is_opted_out(&account.id, &to).map_err(store_err)? {
             return Err(Refusal {
@@ -248,7 +254,6 @@ impl Outbox {
                 reason: None,
             });
         }
-        let now = crate::clock::now_ms();
         let group = store.next_id().map_err(store_err)?;
         let n = parts.len() as u32;
         let mut records: Vec<OutboundRecord> = Vec::with_capacity(parts.len());
@@ -264,6 +269,11 @@ impl Outbox {
             }
             records.push(r);
         }
+        if let Some(first) = records.first() {
+            for m in &mut media {
+                m.meta.send = first.id;
+            }
+        }
         self.state().pending.insert(
             group,
             Pending {
@@ -277,6 +287,7 @@ impl Outbox {
         Ok(Planned {
             group,
             records,
+            media,
             account: account.id.clone(),
             to,
         })
@@ -379,6 +390,61 @@ fn check_destination(
         code: None,
         reason: Some(NOT_ALLOWED),
     })
+}
+
+/// The media of a reply or send (CONTRACT §10): the items checked
+/// ([`crate::mms::check`]: type from the bytes, `mediaMaxMb`, 10 in all with
+/// `mediaUrls`), each given a 128-bit token and its URL on the account's public origin,
+/// which must be https (Twilio fetches it). Returns every `MediaUrl` of the message and
+/// the blobs to store (their `send` is set by the caller).
+fn plan_media(
+    account: &crate::config::Account,
+    mut urls: Vec<String>,
+    items: Vec<crate::mms::Item>,
+    now: u64,
+) -> Result<(Vec<String>, Vec<crate::store::MediaBlob>), Refusal> {
+    if items.is_empty() {
+        return Ok((urls, Vec::new()));
+    }
+    let accepted = crate::mms::check(items, urls.len(), account.media_max_bytes)
+        .map_err(|e| Refusal::new(e.to_string()))?;
+    let origin = match account.public_url() {
+        Some(u) if u.parsed.scheme() == "https" => u.parsed.origin().ascii_serialization(),
+        _ => {
+            return Err(Refusal::new(format!(
+                "media needs an https publicWebhookUrl (Twilio fetches each item from it); account {} has {}: set publicWebhookUrl to the https URL Twilio calls, or send mediaUrls you host yourself",
+                account.id,
+                account.public_url().map_or("none", |u| if u.parsed.scheme() == "http" { "an http one" } else { "none usable" })
+            )))
+        }
+    };
+    let mut blobs = Vec::with_capacity(accepted.len());
+    for a in accepted {
+        let token = new_token();
+        urls.push(format!("{origin}/media/{token}/{}", a.filename));
+        blobs.push(crate::store::MediaBlob {
+            token,
+            meta: crate::store::MediaMeta {
+                content_type: a.content_type.to_string(),
+                filename: a.filename,
+                len: a.data.len() as u64,
+                send: 0,
+                created_ms: now,
+                accepted_ms: None,
+                sid: None,
+            },
+            data: a.data,
+        });
+    }
+    Ok((urls, blobs))
+}
+
+/// 128 random bits from the OS, as 32 lowercase hex digits.
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The SMS bodies a text becomes: flattened markdown, chunked; a media-only message is

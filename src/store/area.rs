@@ -55,6 +55,11 @@ pub(crate) enum Tag {
     /// Decided asks, the audit: account \0 decided-at (u64 BE) code →
     /// [`super::AskRecord`]; the last 100 per account, 30 days at most.
     Decided = b'e',
+    /// Media the agent sent, by token (32 hex digits) → the raw bytes (CONTRACT §10).
+    MediaBlob = b'M',
+    /// Media token → what the media route and the prune need ([`super::MediaMeta`]):
+    /// type, filename, the send it belongs to, when Twilio accepted it.
+    MediaIndex = b'B',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.

@@ -11,7 +11,7 @@
 //!
 //! Files: `mod.rs` opening, permissions, migration and quarantine; `inbound.rs`
 //! admission, spool, dedupe and statuses; `access.rs` pairing, approvals, opt-outs;
-//! `agent.rs` the inbox, routes and dead letters; `outbound.rs` the send queue;
+//! `agent.rs` the inbox, routes and dead letters; `outbound.rs` the send queue; `media.rs` the agent's outbound media;
 //! `writer.rs` the single writer.
 
 pub(crate) mod access;
@@ -20,6 +20,7 @@ pub(crate) mod approvals;
 pub mod area;
 pub mod dedupe;
 pub(crate) mod inbound;
+pub(crate) mod media;
 pub(crate) mod outbound;
 pub mod records;
 pub mod writer;
@@ -36,6 +37,7 @@ pub use agent::{
 pub use approvals::AskRecord;
 pub use area::Seq;
 use area::{Area, Batch, Cell, Handles, Tag};
+pub use media::{MediaBlob, MediaMeta};
 pub use records::*;
 pub use writer::{Hooks, Writer};
 
@@ -147,6 +149,8 @@ pub struct Store {
     pub(crate) sent_log: Area,
     pub(crate) asks: Area,
     pub(crate) decided: Area,
+    pub(crate) media_blobs: Area,
+    pub(crate) media_index: Area,
 }
 
 impl Store {
@@ -196,6 +200,8 @@ impl Store {
             sent_log: area(Tag::SentLog),
             asks: area(Tag::Asks),
             decided: area(Tag::Decided),
+            media_blobs: area(Tag::MediaBlob),
+            media_index: area(Tag::MediaIndex),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),

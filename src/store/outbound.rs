@@ -111,6 +111,9 @@ impl Store {
         if let Some((sid, status)) = sid {
             self.note_sent_into(&mut b, sid, status, at_ms)?;
         }
+        if !r.media_urls.is_empty() {
+            self.media_accepted_into(&mut b, r, at_ms, sid.map(|(s, _)| s))?;
+        }
         b.remove(&self.outbound, Seq(r.id).bytes());
         b.remove(&self.finished, Seq(r.id).bytes());
         if counted {

@@ -28,7 +28,7 @@ use crate::twilio::Creds;
 
 /// What the files of one message may add up to: the agent's context is the consumer,
 /// and Twilio itself caps an outbound MMS at 5 MB.
-pub const MAX_MEDIA_BYTES_PER_MESSAGE: u64 = 5 * 1024 * 1024;
+pub const MAX_MEDIA_BYTES_PER_MESSAGE: u64 = crate::mms::MAX_BYTES;
 
 /// Redirects followed per request. Twilio needs one (API → CDN).
 const MAX_REDIRECTS: usize = 5;
@@ -293,10 +293,10 @@ async fn get_with_retries(
     }
 }
 
-fn too_large() -> String {
+fn too_large(max: u64) -> String {
     format!(
-        "download refused: the message's media exceed {} MiB",
-        MAX_MEDIA_BYTES_PER_MESSAGE / (1024 * 1024)
+        "download refused: the message's media exceed {} MB (mediaMaxMb)",
+        max as f64 / 1e6
     )
 }
 
@@ -307,10 +307,11 @@ async fn fetch_one(
     url: &Url,
     dest: &Path,
     budget: u64,
+    max: u64,
 ) -> Result<u64, String> {
     let mut resp = get_with_retries(http, creds, url).await?;
     if resp.content_length().is_some_and(|len| len > budget) {
-        return Err(too_large());
+        return Err(too_large(max));
     }
     let mut tmp_name = dest.as_os_str().to_owned();
     tmp_name.push(".part");
@@ -331,7 +332,7 @@ async fn fetch_one(
             Ok(Some(bytes)) => {
                 written = written.saturating_add(bytes.len() as u64);
                 if written > budget {
-                    return Err(too_large());
+                    return Err(too_large(max));
                 }
                 file.write_all(&bytes).await.map_err(write_err)?;
             }
@@ -349,7 +350,7 @@ async fn fetch_one(
 
 /// Downloads every media item of one message into `dir` (created 0700 if missing), as
 /// `{message_sid}-{index}.{ext}`. Items are fetched in order and share
-/// [`MAX_MEDIA_BYTES_PER_MESSAGE`]; a failed item does not stop the others. The result
+/// `max_bytes` (the account's `mediaMaxMb`); a failed item does not stop the others. The result
 /// has one entry per item, in order. `http` should come from [`client`] built with
 /// `creds.api_base_url`.
 pub async fn download_all(
@@ -358,6 +359,7 @@ pub async fn download_all(
     message_sid: &str,
     media: &[Media],
     dir: &Path,
+    max_bytes: u64,
 ) -> Vec<Fetched> {
     let dir_ready = if media.is_empty() {
         Ok(())
@@ -387,8 +389,8 @@ pub async fn download_all(
                 extension_for(&item.content_type)
             );
             let dest = dir.join(name);
-            let budget = MAX_MEDIA_BYTES_PER_MESSAGE.saturating_sub(used);
-            let n = fetch_one(http, creds, &url, &dest, budget).await?;
+            let budget = max_bytes.saturating_sub(used);
+            let n = fetch_one(http, creds, &url, &dest, budget, max_bytes).await?;
             Ok::<_, String>((dest, n))
         }
         .await;
@@ -799,7 +801,15 @@ mod tests {
     ) -> (tempfile::TempDir, Vec<Fetched>) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("media");
-        let got = download_all(http, &fake.creds(token), MSG, media, &dir).await;
+        let got = download_all(
+            http,
+            &fake.creds(token),
+            MSG,
+            media,
+            &dir,
+            MAX_MEDIA_BYTES_PER_MESSAGE,
+        )
+        .await;
         (tmp, got)
     }
 
@@ -965,7 +975,15 @@ mod tests {
         );
         let tmp = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let got = download_all(&client(&base).unwrap(), &creds, MSG, &[item], tmp.path()).await;
+        let got = download_all(
+            &client(&base).unwrap(),
+            &creds,
+            MSG,
+            &[item],
+            tmp.path(),
+            MAX_MEDIA_BYTES_PER_MESSAGE,
+        )
+        .await;
         let err = got[0].error.clone().unwrap();
         assert!(err.starts_with("download failed: cannot connect"), "{err}");
         assert!(!err.contains(TOKEN) && !err.contains("127.0.0.1"), "{err}");
@@ -991,7 +1009,7 @@ mod tests {
             assert_eq!(f.path, None);
             assert_eq!(
                 f.error.as_deref(),
-                Some("download refused: the message's media exceed 5 MiB")
+                Some("download refused: the message's media exceed 5 MB (mediaMaxMb)")
             );
         }
         // A small item after a refused one still fits.
@@ -1011,7 +1029,7 @@ mod tests {
         )
         .await;
         assert!(got[0].path.is_some());
-        assert!(got[1].error.as_deref().unwrap().contains("exceed 5 MiB"));
+        assert!(got[1].error.as_deref().unwrap().contains("exceed 5 MB"));
         assert_eq!(dir_entries(&tmp), vec![format!("{MSG}-0.jpg")]);
     }
 
@@ -1052,6 +1070,7 @@ mod tests {
             "../x",
             &[fake.media("MEdirect")],
             tmp.path(),
+            MAX_MEDIA_BYTES_PER_MESSAGE,
         )
         .await;
         assert!(got[0].error.is_some());

@@ -123,6 +123,21 @@ pub struct Knobs {
     /// Messages listed before (newer than) the ones the fake created, kept to the
     /// requested `To` by their `to` field.
     pub listed_extra: Vec<serde_json::Value>,
+    /// Set: on a message create, fetch each `MediaUrl` first, as Twilio does, with the
+    /// URL's origin replaced by this base (the gateway's local address); the
+    /// answers are kept in `fetched`.
+    pub fetch_media_via: Option<String>,
+    pub fetched: Vec<Fetched>,
+}
+
+/// What the fake got when it fetched a `MediaUrl`.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub url: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub content_length: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 impl FakeTwilio {
@@ -206,6 +221,17 @@ impl FakeTwilio {
     /// Lists `message` too, as newer than everything the fake created.
     pub fn list_also(&self, message: serde_json::Value) {
         self.knobs.lock().unwrap().listed_extra.push(message);
+    }
+
+    /// Fetch each `MediaUrl` of a create before answering it, through `base`
+    /// (see [`Knobs::fetch_media_via`]).
+    pub fn fetch_media_via(&self, base: &str) {
+        self.knobs.lock().unwrap().fetch_media_via = Some(base.to_string());
+    }
+
+    /// The media fetched so far.
+    pub fn fetched(&self) -> Vec<Fetched> {
+        self.knobs.lock().unwrap().fetched.clone()
     }
 
     /// The path of the account's message list (creates and lookups).
@@ -423,6 +449,53 @@ async fn answer(
             (messages && me.method == "GET").then_some(to),
         )
     };
+    let via = knobs.lock().unwrap().fetch_media_via.clone();
+    if let (true, Some(via), None) = (is_create, via, &fixed) {
+        let urls: Vec<String> = {
+            let r = requests.lock().unwrap();
+            r[n - 1]
+                .form
+                .iter()
+                .filter(|(k, _)| k == "MediaUrl")
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let http = reqwest::Client::new();
+        for url in urls {
+            let parsed = reqwest::Url::parse(&url).unwrap();
+            let local = format!("{via}{}", parsed.path());
+            let got = match http.get(&local).send().await {
+                Ok(resp) => {
+                    let h = |n: &str| {
+                        resp.headers()
+                            .get(n)
+                            .map(|v| v.to_str().unwrap_or("").to_string())
+                    };
+                    let (status, ct, cl) = (
+                        resp.status().as_u16(),
+                        h("content-type"),
+                        h("content-length"),
+                    );
+                    let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    Fetched {
+                        url: url.clone(),
+                        status,
+                        content_type: ct,
+                        content_length: cl,
+                        bytes,
+                    }
+                }
+                Err(_) => Fetched {
+                    url: url.clone(),
+                    status: 0,
+                    content_type: None,
+                    content_length: None,
+                    bytes: Vec::new(),
+                },
+            };
+            knobs.lock().unwrap().fetched.push(got);
+        }
+    }
     if let (Some(to), None) = (&list_to, &fixed) {
         // Twilio's list of the messages it created, newest first, to `To` and sent on
         // or after the `DateSent>=` day (on the fake's clock), a page at a time.

@@ -129,15 +129,23 @@ async fn agent_send_with_default_to_and_errors() {
         agent.next_of("error")
     };
     assert_eq!(e["ref"], "r3");
-    // A line over 1 MiB.
+    // A line over 8 MiB (the cap that fits 5 MB of media in base64).
     agent.send_raw(&format!(
         r#"{{"type":"send","text":"{}"}}"#,
-        "x".repeat(1_100_000)
+        "x".repeat(9 * 1024 * 1024)
     ));
     assert!(agent.next_of("error")["message"]
         .as_str()
         .unwrap()
         .contains("longer than"));
+    // A text over 1 MiB (what the line cap allowed before media) is refused itself.
+    agent.send_raw(&format!(
+        r#"{{"type":"send","text":"{}","ref":"r5"}}"#,
+        "x".repeat(1_100_000)
+    ));
+    let e = agent.next_of("error");
+    assert_eq!(e["ref"], "r5");
+    assert!(e["message"].as_str().unwrap().contains("text"), "{e}");
     agent.send(json!({"type": "send", "text": "still here", "ref": "r6"}));
     assert_eq!(agent.next_of("sent")["ref"], "r6");
     assert_eq!(twilio.sends().len(), 3, "nothing invalid was sent");

@@ -28,6 +28,7 @@ mod deploy;
 mod faults;
 mod fuzz_regressions;
 mod http_guard;
+mod media;
 mod memory;
 mod operations;
 mod outbound_limits;

@@ -70,6 +70,15 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
             1500
         }
     };
+    let (f, path) = l.get("mediaMaxMb", |r| &r.media_max_mb);
+    let media_max_bytes = match take(f, &path, "a number of MB above 0 and at most 5", p) {
+        None => crate::mms::MAX_BYTES,
+        Some(&n) if n > 0.0 && n <= 5.0 => (n * 1e6) as u64,
+        Some(&n) => {
+            p.add(&path, format!("{n} is out of range; Twilio takes at most 5 MB of media per message: use a number above 0 and at most 5 (default 5)"));
+            crate::mms::MAX_BYTES
+        }
+    };
     let texts = texts(l, p);
     let (outbound_limits, max_held) = outbound_limits(l, p);
     let inbound_per_sender_per_minute = inbound_limits(l, p);
@@ -151,6 +160,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 allow_to,
                 exec_approvals,
                 text_chunk_limit,
+                media_max_bytes,
                 texts,
                 outbound_limits,
                 max_held,

@@ -29,8 +29,12 @@ pub(crate) enum Tag {
     Route = b'r',
     /// Dead letters by message id.
     Dead = b'd',
-    /// Latest delivery status per outbound Twilio SID.
+    /// Written by earlier versions: the latest delivery status per outbound Twilio SID,
+    /// one key each. Moved into [`Tag::Statuses`] buckets at open.
     Status = b't',
+    /// Delivery statuses packed into buckets by [`super::statuses`]: bucket number
+    /// (u16 BE) → SID → status entry.
+    Statuses = b'T',
     /// Sends waiting or in flight, by id: what the sender loads at start.
     Outbound = b'o',
     /// Sends that ended unknown or failed, by id (kept for `queue list`).
@@ -47,8 +51,8 @@ pub(crate) enum Tag {
     Quarantine = b'Q',
     /// (account, sender) → the sender's current conversation id.
     Conversation = b'c',
-    /// (account, time, id) → (recipient, segments) of a send that went out in the
-    /// last day: what the spending limits count.
+    /// Written by earlier versions: (account, time, id) → (recipient, segments) of a
+    /// send, one key each. Moved into [`Tag::SentMinutes`] at open.
     SentLog = b'L',
     /// Pending asks of the agent (CONTRACT §9): account \0 code → [`super::AskRecord`].
     Asks = b'E',
@@ -60,6 +64,9 @@ pub(crate) enum Tag {
     /// Media token → what the media route and the prune need ([`super::MediaMeta`]):
     /// type, filename, the send it belongs to, when Twilio accepted it.
     MediaIndex = b'B',
+    /// The sends of the last day per account and minute ([`super::sent`]): what the
+    /// spending limits count.
+    SentMinutes = b'N',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.
@@ -414,7 +421,9 @@ pub(crate) fn texted_time(key: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
-/// `account \0 time id`: one send that went out (for the spending limits).
+/// `account \0 time id`: one send that went out, as earlier versions logged it
+/// (tests write it to check the migration to [`super::sent`]).
+#[cfg(test)]
 pub(crate) fn sent_key(account: &str, at_ms: u64, id: u64) -> Vec<u8> {
     let mut k = account_prefix(account);
     k.extend_from_slice(&at_ms.to_be_bytes());

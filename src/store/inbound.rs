@@ -294,7 +294,7 @@ impl Store {
                 error_code: error_code.map(str::to_string),
                 at: now,
             };
-            b.insert(&self.status, sid.as_bytes(), enc(&rec));
+            self.status_put_into(&mut b, sid, &rec)?;
             StatusUpdate::Applied
         } else {
             StatusUpdate::Stale
@@ -306,7 +306,7 @@ impl Store {
     /// Whether `sid` is a message we sent (it has a status record, readable or not),
     /// within [`super::STATUS_RETENTION_MS`].
     pub fn is_our_sid(&self, sid: &str) -> Result<bool, StoreError> {
-        Ok(self.status.get(sid.as_bytes())?.is_some())
+        Ok(self.status_entry(None, sid)?.is_some())
     }
 
     /// Adds to `b` the status record of a message we just sent (`status`: Twilio's
@@ -318,13 +318,13 @@ impl Store {
         status: &str,
         now: u64,
     ) -> Result<(), StoreError> {
-        if !self.is_our_sid(sid)? {
+        if self.status_entry(Some(b), sid)?.is_none() {
             let rec = StatusRecord {
                 status: status.to_string(),
                 error_code: None,
                 at: now,
             };
-            b.insert(&self.status, sid.as_bytes(), enc(&rec));
+            self.status_put_into(b, sid, &rec)?;
         }
         Ok(())
     }
@@ -337,28 +337,10 @@ impl Store {
         self.apply(b)
     }
 
-    /// Drops delivery status records older than [`super::STATUS_RETENTION_MS`] (see
-    /// [`super::status_expired`]); returns how many. A callback for a pruned SID then
-    /// stores nothing, so nothing brings one back.
-    pub fn prune_statuses(&self, now: u64) -> Result<usize, StoreError> {
-        let mut b = Batch::new();
-        let mut n = 0;
-        for item in self.status.iter() {
-            let (k, v) = item?;
-            let at = dec::<StatusRecord>(&v).ok().map(|r| r.at);
-            if super::status_expired(at, now) {
-                b.remove(&self.status, &k);
-                n += 1;
-            }
-        }
-        self.apply(b)?;
-        Ok(n)
-    }
-
     pub fn delivery_status(&self, sid: &str) -> Result<Option<String>, StoreError> {
-        match self.status.get(sid.as_bytes())? {
+        match self.status_entry(None, sid)? {
             // An unreadable status record counts as none: a newer callback replaces it.
-            Some(v) => Ok(dec::<StatusRecord>(&v).ok().map(|r| r.status)),
+            Some(v) => Ok(super::statuses::decode(&v).ok().map(|r| r.status)),
             None => Ok(None),
         }
     }

@@ -23,6 +23,8 @@ pub(crate) mod inbound;
 pub(crate) mod media;
 pub(crate) mod outbound;
 pub mod records;
+pub mod sent;
+pub mod statuses;
 pub mod writer;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -140,12 +142,14 @@ pub struct Store {
     pub(crate) inbox: Area,
     pub(crate) outbound: Area,
     pub(crate) finished: Area,
-    pub(crate) status: Area,
+    /// Delivery statuses in buckets ([`statuses`]).
+    pub(crate) statuses: Area,
     pub(crate) routes: Area,
     pub(crate) dead: Area,
     pub(crate) texted: Area,
     pub(crate) quarantine: Area,
     pub(crate) conversations: Area,
+    /// The sent log per account-minute ([`sent`]).
     pub(crate) sent_log: Area,
     pub(crate) asks: Area,
     pub(crate) decided: Area,
@@ -191,13 +195,13 @@ impl Store {
             inbox: area(Tag::Inbox),
             outbound: area(Tag::Outbound),
             finished: area(Tag::Finished),
-            status: area(Tag::Status),
+            statuses: area(Tag::Statuses),
             routes: area(Tag::Route),
             dead: area(Tag::Dead),
             texted: area(Tag::Texted),
             quarantine: area(Tag::Quarantine),
             conversations: area(Tag::Conversation),
-            sent_log: area(Tag::SentLog),
+            sent_log: area(Tag::SentMinutes),
             asks: area(Tag::Asks),
             decided: area(Tag::Decided),
             media_blobs: area(Tag::MediaBlob),
@@ -208,6 +212,9 @@ impl Store {
         };
         store.migrate_legacy_trees()?;
         store.migrate_seen_marks()?;
+        let mut keepalive = crate::systemd::StartKeepalive::default();
+        store.migrate_statuses(&mut || keepalive.tick())?;
+        store.migrate_sent_log(&mut || keepalive.tick())?;
         Ok(store)
     }
 
@@ -342,6 +349,37 @@ impl Store {
     pub fn quarantined_len(&self) -> usize {
         self.quarantine.len()
     }
+}
+
+/// Removes every key starting with `prefix` (an area's tag), in chunks in key order,
+/// each chunk starting after the last key removed (rescanning from the start would
+/// step over everything removed so far); returns how many.
+pub(crate) fn remove_prefix(
+    h: &Handles,
+    prefix: &[u8],
+    progress: &mut dyn FnMut(),
+) -> Result<usize, StoreError> {
+    const CHUNK: usize = 10_000;
+    let mut from = prefix.to_vec();
+    let mut removed = 0;
+    loop {
+        progress();
+        let keys: Vec<sled::IVec> = h
+            .data
+            .range(from.as_slice()..)
+            .keys()
+            .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(prefix)))
+            .take(CHUNK)
+            .collect::<Result<_, _>>()?;
+        let Some(last) = keys.last() else { break };
+        from = last.to_vec();
+        from.push(0);
+        removed += keys.len();
+        let mut b = sled::Batch::default();
+        keys.into_iter().for_each(|k| b.remove(k));
+        h.data.apply_batch(b)?;
+    }
+    Ok(removed)
 }
 
 /// How the store configures sled at `path` (public for the benchmarks in `examples/`,

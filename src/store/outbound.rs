@@ -117,52 +117,7 @@ impl Store {
         b.remove(&self.outbound, Seq(r.id).bytes());
         b.remove(&self.finished, Seq(r.id).bytes());
         if counted {
-            b.insert(
-                &self.sent_log,
-                super::area::sent_key(&r.account, at_ms, r.id),
-                enc(&(r.to.as_str(), segments)),
-            );
-        }
-        self.apply(b)
-    }
-
-    /// Calls `f(time, recipient, segments)` for each of `account`'s sends in the sent
-    /// log that is at most `max_age_ms` old, oldest first. Streams: the spending
-    /// limits rebuild per-minute summaries from it, and a day of a million sends must
-    /// not sit in memory as a list on the way (issue 20 item 6).
-    pub fn for_each_sent(
-        &self,
-        account: &str,
-        now: u64,
-        max_age_ms: u64,
-        mut f: impl FnMut(u64, &str, u32),
-    ) -> Result<(), StoreError> {
-        let since = now.saturating_sub(max_age_ms);
-        for item in self.sent_log.scan(&super::area::account_prefix(account)) {
-            let (k, v) = item?;
-            let Some((_, at)) = super::area::sent_key_parts(&k) else {
-                continue;
-            };
-            if at < since {
-                continue;
-            }
-            match dec::<(String, u32)>(&v) {
-                Ok((to, segments)) => f(at, &to, segments),
-                Err(e) => self.quarantine(&self.sent_log, &k, &e),
-            }
-        }
-        Ok(())
-    }
-
-    pub fn prune_sent_log(&self, now: u64, max_age_ms: u64) -> Result<(), StoreError> {
-        let mut b = Batch::new();
-        for item in self.sent_log.iter() {
-            let (k, _) = item?;
-            let old = super::area::sent_key_parts(&k)
-                .is_none_or(|(_, at)| now.saturating_sub(at) > max_age_ms);
-            if old {
-                b.remove(&self.sent_log, &k);
-            }
+            self.log_sent_into(&mut b, &r.account, at_ms, r.to.as_str(), segments)?;
         }
         self.apply(b)
     }

@@ -157,7 +157,7 @@ fn statuses_dedupe_on_sid_and_status_and_never_go_back() {
 #[test]
 fn a_status_for_a_sid_we_never_sent_stores_nothing() {
     let (_d, s) = store();
-    let before = (s.status.len(), s.dedupe.len());
+    let before = (s.statuses_len(), s.dedupe.len());
     for status in ["sent", "delivered", "sent"] {
         assert_eq!(
             s.record_status("SMstranger", status, Some("30007"), 1)
@@ -166,7 +166,7 @@ fn a_status_for_a_sid_we_never_sent_stores_nothing() {
         );
     }
     assert_eq!(s.delivery_status("SMstranger").expect("read"), None);
-    assert_eq!((s.status.len(), s.dedupe.len()), before);
+    assert_eq!((s.statuses_len(), s.dedupe.len()), before);
     // A send of ours, recorded with the send, takes callbacks.
     let r = OutboundRecord::new(
         7,
@@ -221,7 +221,9 @@ fn pruned_statuses_stay_pruned_across_a_restart() {
         s.note_sent("SMold", "queued", now - 31 * day).expect("old");
         s.note_sent("SMnew", "queued", now - day).expect("new");
         let mut b = Batch::new();
-        b.insert(&s.status, b"SMgarbled", b"not json".to_vec());
+        let n = dedupe::bucket_of(b"SMgarbled");
+        let bucket = dedupe::with(&[], b"SMgarbled", b"not an entry").expect("bucket");
+        b.insert(&s.statuses, n, bucket);
         s.apply(b).expect("garbled");
         assert_eq!(s.prune_statuses(now).expect("prune"), 2);
         s.flush().expect("flush");
@@ -887,7 +889,139 @@ fn only_counted_sends_are_logged() {
         seen.push((at, to.to_string(), n))
     })
     .expect("read");
-    assert_eq!(seen, [(now - 9, "+15557650001".to_string(), 2)]);
+    // Per minute: the time is the minute's start.
+    assert_eq!(seen, [(now - 60_000, "+15557650001".to_string(), 2)]);
+}
+
+/// Issue 20 item 6: statuses (one key per SID in area `t`) and the sent log (one key
+/// per send in area `L`) of earlier versions move into buckets and per-minute records
+/// at open, once; a second open finds nothing to move and the same answers.
+#[test]
+fn per_key_statuses_and_sent_log_of_earlier_versions_are_migrated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let day = 24 * 3_600_000;
+    let now = 10 * day;
+    let old = |s: &Store, tag| area::Area {
+        cell: s.dedupe.cell.clone(),
+        tag,
+    };
+    {
+        let s = Store::open(&state).expect("store opens");
+        let (t, l) = (old(&s, area::Tag::Status), old(&s, area::Tag::SentLog));
+        let mut b = Batch::new();
+        for i in 0..3_000u64 {
+            let rec = StatusRecord {
+                status: if i % 2 == 0 { "delivered" } else { "sent" }.into(),
+                error_code: (i == 5).then(|| "30007".to_string()),
+                at: now - i,
+            };
+            b.insert(&t, format!("SM{i:032x}"), enc(&rec));
+            // Three sends a minute to two recipients, for two accounts.
+            let to = format!("+1555000000{}", i % 2);
+            let account = if i % 3 == 0 { "b" } else { "a" };
+            b.insert(
+                &l,
+                area::sent_key(account, now - i * 20_000, i),
+                enc(&(to.as_str(), 1u32)),
+            );
+        }
+        b.insert(&t, b"SMgarbled", b"not json".to_vec());
+        b.insert(&l, b"no zero in this key", b"x".to_vec());
+        s.apply_now(b).expect("write legacy");
+    }
+    let check = |s: &Store| {
+        assert_eq!(old(s, area::Tag::Status).len(), 0, "nothing left in `t`");
+        assert_eq!(old(s, area::Tag::SentLog).len(), 0, "nothing left in `L`");
+        assert_eq!(s.statuses_len(), 3_000, "every readable status moved");
+        assert_eq!(
+            s.delivery_status(&format!("SM{:032x}", 4))
+                .expect("read")
+                .as_deref(),
+            Some("delivered")
+        );
+        assert_eq!(
+            s.delivery_status(&format!("SM{:032x}", 7))
+                .expect("read")
+                .as_deref(),
+            Some("sent")
+        );
+        assert!(s.is_our_sid(&format!("SM{:032x}", 2_999)).expect("read"));
+        assert!(!s.is_our_sid("SMgarbled").expect("read"));
+        for (account, want) in [("a", 2_000), ("b", 1_000)] {
+            let mut total = 0;
+            let mut minutes = std::collections::BTreeSet::new();
+            s.for_each_sent(account, now, 30 * day, |at, _, n| {
+                total += n;
+                minutes.insert(at);
+            })
+            .expect("read");
+            assert_eq!(total, want, "every send of {account} counted once");
+            assert!(minutes.len() <= 1_001, "per minute: {}", minutes.len());
+        }
+        // At most one key per bucket and per account-minute.
+        assert!(s.statuses.len() <= 3_000);
+        assert!(s.sent_log.len() <= 2 * 1_001);
+    };
+    let s = reopen(&state);
+    check(&s);
+    drop(s);
+    let s = reopen(&state);
+    check(&s);
+}
+
+/// A migration cut short (some statuses in buckets, some still per key; some minutes
+/// moved, some not) is finished by the next open, counting nothing twice.
+#[test]
+fn a_migration_cut_short_is_finished_by_the_next_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let now = 100 * 60_000;
+    let s = Store::open(&state).expect("store opens");
+    let t = area::Area {
+        cell: s.dedupe.cell.clone(),
+        tag: area::Tag::Status,
+    };
+    let l = area::Area {
+        cell: s.dedupe.cell.clone(),
+        tag: area::Tag::SentLog,
+    };
+    let write_old = |range: std::ops::Range<u64>| {
+        let mut b = Batch::new();
+        for i in range {
+            let rec = StatusRecord {
+                status: "sent".into(),
+                error_code: None,
+                at: now,
+            };
+            b.insert(&t, format!("SM{i:032x}"), enc(&rec));
+            b.insert(
+                &l,
+                area::sent_key("a", i * 30_000, i),
+                enc(&("+15550000000", 1u32)),
+            );
+        }
+        s.apply_now(b).expect("write legacy");
+    };
+    write_old(0..100);
+    // A first open moved all of it...
+    s.migrate_statuses(&mut || ()).expect("migrate");
+    s.migrate_sent_log(&mut || ()).expect("migrate");
+    // ...and was killed before it removed the old keys of the statuses (the sent log
+    // removes a minute's old keys with its record, so it leaves none behind); then
+    // more old keys (as a crash between minutes leaves the later minutes).
+    write_old(50..150);
+    drop((t, l, s));
+    let s = reopen(&state);
+    assert_eq!(s.statuses_len(), 150);
+    let mut total = 0;
+    s.for_each_sent("a", now, u64::MAX, |_, _, n| total += n)
+        .expect("read");
+    assert_eq!(
+        total,
+        150 + 50,
+        "50 sends were written twice in the old area"
+    );
 }
 
 #[test]

@@ -838,6 +838,36 @@ fn a_config_with_no_sender_yet_still_lists_its_wrong_values() {
     }
 }
 
+/// A list or a string where an object goes names the key, not serde's struct names.
+#[test]
+fn a_list_where_an_object_goes_names_the_key() {
+    let t = TestDir::new();
+    for (text, want) in [
+        (
+            r#"{ channels: { sms: [] } }"#,
+            "channels.sms: expected an object { key: value, … }, found a list",
+        ),
+        (
+            r#"{ gateway: "127.0.0.1:8789" }"#,
+            "gateway: expected an object { key: value, … }, found a string",
+        ),
+        (
+            r#"[{ gateway: {} }]"#,
+            "(file): expected an object { key: value, … }, found a list",
+        ),
+    ] {
+        let config = t.write_config(text);
+        let out = run(
+            &["config", "validate", "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{want:?} not in {err}");
+        assert!(!err.contains("struct Raw"), "{err}");
+    }
+}
+
 /// Issue 20 item 11: a patch that leaves no account able to send is refused and the
 /// file stays byte for byte as it was.
 #[test]

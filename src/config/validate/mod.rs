@@ -95,33 +95,6 @@ fn shape_problems(value: &Value) -> Vec<Problem> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_non_object_where_an_object_goes_is_named_by_its_path() {
-        let cases = [
-            (serde_json::json!([1]), vec!["(file): expected an object { key: value, … }, found a list; the file must be an object like { gateway: {…}, channels: { sms: {…} } }"]),
-            (serde_json::json!("x"), vec!["(file): expected an object { key: value, … }, found a string; the file must be an object like { gateway: {…}, channels: { sms: {…} } }"]),
-            (serde_json::json!({"gateway": [], "channels": {"sms": {"accounts": {"a": "x", "b": {}}}}}), vec![
-                "gateway: expected an object { key: value, … }, found a list",
-                "channels.sms.accounts.a: expected an object { key: value, … }, found a string",
-            ]),
-            (serde_json::json!({"channels": {"sms": []}}), vec!["channels.sms: expected an object { key: value, … }, found a list"]),
-            (serde_json::json!({"gateway": {"tls": 1, "log": null}}), vec!["gateway.tls: expected an object { key: value, … }, found a number"]),
-            (serde_json::json!({"gateway": {}, "channels": null}), vec![]),
-        ];
-        for (value, want) in cases {
-            let got: Vec<String> = shape_problems(&value)
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect();
-            assert_eq!(got, want, "{value}");
-        }
-    }
-}
-
 /// Validates the raw config. `unknown` are the key paths serde did not recognise.
 pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
@@ -160,4 +133,31 @@ pub fn validate(raw: &RawConfig, unknown: &[String], env: &Env) -> Result<Config
         }
     }
     Err(ConfigErrors(p.0.into_iter().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_object_where_an_object_goes_is_named_by_its_path() {
+        let cases = [
+            (serde_json::json!([1]), vec!["(file): expected an object { key: value, … }, found a list; the file must be an object like { gateway: {…}, channels: { sms: {…} } }"]),
+            (serde_json::json!("x"), vec!["(file): expected an object { key: value, … }, found a string; the file must be an object like { gateway: {…}, channels: { sms: {…} } }"]),
+            (serde_json::json!({"gateway": [], "channels": {"sms": {"accounts": {"a": "x", "b": {}}}}}), vec![
+                "gateway: expected an object { key: value, … }, found a list",
+                "channels.sms.accounts.a: expected an object { key: value, … }, found a string",
+            ]),
+            (serde_json::json!({"channels": {"sms": []}}), vec!["channels.sms: expected an object { key: value, … }, found a list"]),
+            (serde_json::json!({"gateway": {"tls": 1, "log": null}}), vec!["gateway.tls: expected an object { key: value, … }, found a number"]),
+            (serde_json::json!({"gateway": {}, "channels": null}), vec![]),
+        ];
+        for (value, want) in cases {
+            let got: Vec<String> = shape_problems(&value)
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect();
+            assert_eq!(got, want, "{value}");
+        }
+    }
 }

@@ -57,7 +57,7 @@ pub enum Command {
         after_help = "Examples:\n  smsgate approvals list\n  smsgate approvals list --json"
     )]
     Approvals(ApprovalsCmd),
-    /// Dead letters and sends whose outcome is unknown or that failed for good
+    /// Texts waiting for an agent, dead letters, and sends whose outcome is unknown or that failed for good
     #[command(
         subcommand,
         after_help = "Examples:\n  smsgate queue list\n  smsgate queue requeue SM0123456789abcdef0123456789abcdef"
@@ -122,8 +122,7 @@ pub enum Command {
         /// The message text
         #[arg(long)]
         body: String,
-        /// Account to simulate (default: the default account)
-        /// Account ID from channels.sms.accounts (default: the default account)
+        /// Account ID from channels.sms.accounts to simulate (default: the default account)
         #[arg(long)]
         account: Option<String>,
     },
@@ -171,7 +170,7 @@ pub enum ChannelsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
-    /// List dead letters, unknown-outcome and failed sends
+    /// List texts waiting for an agent (age, failed deliveries), dead letters, unknown-outcome, failed and held sends
     List {
         /// Print one JSON document instead of text
         #[arg(long)]
@@ -211,7 +210,6 @@ pub enum QueueCmd {
 pub enum MessageCmd {
     /// Send an SMS: `message send --target sms:+1… --message TEXT`
     Send {
-        /// Channel (only `sms`)
         /// Channel (only `sms`)
         #[arg(long)]
         channel: Option<String>,

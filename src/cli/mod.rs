@@ -507,28 +507,7 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
             println!("The queue is empty: no text waiting for an agent, no dead letters, no unknown, failed or held sends.");
         }
         for r in list {
-            let who = if s(&r, "kind") == "send" {
-                format!("to {}", s(&r, "to"))
-            } else {
-                format!("from {}", s(&r, "from"))
-            };
-            let err = r
-                .get("error")
-                .and_then(Value::as_str)
-                .map(|e| format!("  ({e})"))
-                .unwrap_or_default();
-            let err = match r.get("nextCheck").and_then(Value::as_str) {
-                Some(at) => format!("{err}  next check with Twilio at {at}"),
-                None => err,
-            };
-            println!(
-                "{}  {}  {}  account {}  {:?}{err}",
-                s(&r, "id"),
-                s(&r, "state"),
-                who,
-                s(&r, "account"),
-                s(&r, "text")
-            );
+            println!("{}", queue_line(&r));
         }
     } else {
         if let Some(ids) = data.get("released").and_then(Value::as_array) {
@@ -544,6 +523,44 @@ fn queue(path: &Option<PathBuf>, cmd: args::QueueCmd) -> Result<ExitCode> {
         println!("{what} {} ({}).", s(&data, "id"), s(&data, "kind"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `queue list` entry for people: id, state (a waiting text with its age and the
+/// deliveries the agent failed), who, account, the text, then the error and what
+/// happens next.
+fn queue_line(r: &Value) -> String {
+    let who = if s(r, "kind") == "send" {
+        format!("to {}", s(r, "to"))
+    } else {
+        format!("from {}", s(r, "from"))
+    };
+    let mut state = s(r, "state").to_string();
+    if state == "waiting" {
+        let age = r.get("ageSecs").and_then(Value::as_u64).unwrap_or(0);
+        let attempts = r.get("attempts").and_then(Value::as_u64).unwrap_or(0);
+        state = format!(
+            "waiting {} for an agent, {attempts} failed deliver{}",
+            crate::agent::human_age(age.saturating_mul(1000)),
+            if attempts == 1 { "y" } else { "ies" }
+        );
+    }
+    let mut tail = r
+        .get("error")
+        .and_then(Value::as_str)
+        .map(|e| format!("  ({e})"))
+        .unwrap_or_default();
+    if let Some(at) = r.get("nextAttempt").and_then(Value::as_str) {
+        tail.push_str(&format!("  next delivery at {at}"));
+    }
+    if let Some(at) = r.get("nextCheck").and_then(Value::as_str) {
+        tail.push_str(&format!("  next check with Twilio at {at}"));
+    }
+    format!(
+        "{}  {state}  {who}  account {}  \"{}\"{tail}",
+        s(r, "id"),
+        s(r, "account"),
+        s(r, "text").escape_debug()
+    )
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -562,11 +579,18 @@ mod tests {
             if arg.is_hide_set() || id == "help" || id == "version" {
                 continue;
             }
-            if arg
-                .get_help()
-                .is_none_or(|h| h.to_string().trim().is_empty())
-            {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = help.trim();
+            if help.is_empty() {
                 out.push(format!("{path} {id}"));
+            }
+            // Two doc lines for one flag are joined: a help that says the same thing
+            // twice ("Channel (only `sms`) Channel (only `sms`)") or two versions of it.
+            let sentences: Vec<&str> = help.split(") ").collect();
+            if sentences.len() > 1 && sentences[1..].iter().any(|s| s.starts_with(sentences[0]))
+                || help.matches("(default:").count() > 1
+            {
+                out.push(format!("{path} {id} (help says it twice: {help})"));
             }
         }
         for sc in cmd.get_subcommands() {
@@ -577,6 +601,34 @@ mod tests {
                 out.push(format!("{path} {} (no about)", sc.get_name()));
             }
             undocumented(sc, &format!("{path} {}", sc.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn queue_lines_show_a_waiting_texts_age_and_attempts() {
+        let cases = [
+            (
+                serde_json::json!({"id": "SM1", "kind": "message", "state": "waiting",
+                    "account": "default", "from": "+15557654321", "text": "hi \"there\"",
+                    "ageSecs": 125, "attempts": 0, "error": null, "nextAttempt": null}),
+                "SM1  waiting 2 min for an agent, 0 failed deliveries  from +15557654321  account default  \"hi \\\"there\\\"\"",
+            ),
+            (
+                serde_json::json!({"id": "SM2", "kind": "message", "state": "waiting",
+                    "account": "a", "from": "+15557654321", "text": "x", "ageSecs": 4,
+                    "attempts": 1, "error": "model down",
+                    "nextAttempt": "2026-12-07T16:00:30Z"}),
+                "SM2  waiting 4 s for an agent, 1 failed delivery  from +15557654321  account a  \"x\"  (model down)  next delivery at 2026-12-07T16:00:30Z",
+            ),
+            (
+                serde_json::json!({"id": "7", "kind": "send", "state": "unknown",
+                    "account": "default", "to": "+15557654321", "text": "yo",
+                    "error": "timeout", "nextCheck": "2026-12-07T16:01:00Z"}),
+                "7  unknown  to +15557654321  account default  \"yo\"  (timeout)  next check with Twilio at 2026-12-07T16:01:00Z",
+            ),
+        ];
+        for (entry, line) in cases {
+            assert_eq!(queue_line(&entry), line);
         }
     }
 

@@ -217,6 +217,16 @@ async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log
     assert_eq!(e["kind"], "message");
     assert_eq!(e["attempts"], 0);
     assert!(e["ageSecs"].as_u64().is_some(), "{e}");
+    // And for people: the state says how long it has waited and how often it failed.
+    let out = cli(&config, &["queue", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.starts_with(m1)).unwrap_or_default();
+    assert!(
+        line.contains("  waiting ")
+            && line.contains(" for an agent, 0 failed deliveries  from +15557654321"),
+        "{text}"
+    );
     let status = gw.status(&config);
     assert_eq!(status["agents"], 0);
     assert_eq!(status["waiting"], 1);
@@ -246,6 +256,14 @@ async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log
         "{e}"
     );
     assert!(e["nextAttempt"].as_str().is_some(), "{e}");
+    let out = cli(&config, &["queue", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(" for an agent, 1 failed delivery  from +15557654321")
+            && text.contains("(model down)  next delivery at "),
+        "{text}"
+    );
     let text = stdout(&cli(&config, &["channels", "status"]));
     assert!(
         text.contains("agent: connected; 1 text(s) waiting"),

@@ -809,6 +809,65 @@ fn a_config_that_cannot_send_fails_validate_and_gateway() {
     }
 }
 
+/// A half-filled config (no sender yet) lists its wrong values with what is missing,
+/// not only once the sender is filled in: every problem in one run.
+#[test]
+fn a_config_with_no_sender_yet_still_lists_its_wrong_values() {
+    let t = TestDir::new();
+    let config = t.write_config(
+        r#"{ channels: { sms: { accountSid: "AC0123456789abcdef0123456789abcdef",
+            dmPolicy: "pair", allowFrom: ["5551234"],
+            publicWebhookUrl: "ftp://sms.example.com/webhooks/sms" } } }"#,
+    );
+    let c = config.to_str().unwrap();
+    for verb in [&["config", "validate"][..], &["gateway"][..]] {
+        let mut args = verb.to_vec();
+        args.extend(["--config", c]);
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{verb:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        for want in [
+            "4 problems in the configuration",
+            "channels.sms: no account can send: missing authToken, fromNumber or messagingServiceSid;",
+            r#"channels.sms.dmPolicy: "pair" is not a policy"#,
+            r#"channels.sms.allowFrom[0]: "5551234" is not an E.164 phone number"#,
+            r#"channels.sms.publicWebhookUrl: "ftp://sms.example.com/webhooks/sms" is not an absolute http(s) URL"#,
+        ] {
+            assert!(err.contains(want), "{verb:?}: {want:?} not in {err}");
+        }
+    }
+}
+
+/// A list or a string where an object goes names the key, not serde's struct names.
+#[test]
+fn a_list_where_an_object_goes_names_the_key() {
+    let t = TestDir::new();
+    for (text, want) in [
+        (
+            r#"{ channels: { sms: [] } }"#,
+            "channels.sms: expected an object { key: value, … }, found a list",
+        ),
+        (
+            r#"{ gateway: "127.0.0.1:8789" }"#,
+            "gateway: expected an object { key: value, … }, found a string",
+        ),
+        (
+            r#"[{ gateway: {} }]"#,
+            "(file): expected an object { key: value, … }, found a list",
+        ),
+    ] {
+        let config = t.write_config(text);
+        let out = run(
+            &["config", "validate", "--config", config.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{want:?} not in {err}");
+        assert!(!err.contains("struct Raw"), "{err}");
+    }
+}
+
 /// Issue 20 item 11: a patch that leaves no account able to send is refused and the
 /// file stays byte for byte as it was.
 #[test]

@@ -99,6 +99,26 @@ pub(super) fn sms_channel(raw: &RawConfig, env: &Env, p: &mut Problems) -> SmsCh
             }
         }
     }
+    // No account at all (no sender anywhere yet): the keys set directly under
+    // channels.sms are still checked, so a wrong value is listed with the missing ones
+    // ("exit 1 listing every problem"), not only once the sender is filled in. The
+    // result is dropped: only its problems count.
+    if !ids.iter().any(|id| id == "default") {
+        let layers = Layers {
+            layers: vec![
+                Layer {
+                    raw: top,
+                    origin: Origin::Top,
+                },
+                Layer {
+                    raw: &env_raw,
+                    origin: Origin::Env,
+                },
+            ],
+            env,
+        };
+        let _ = account("default", &layers, p);
+    }
     // A config that validates must be able to send (CONTRACT §11); commands that never
     // send (pairing, status) still load one that cannot, to say why.
     if !env.tolerate_unresolved_secrets {

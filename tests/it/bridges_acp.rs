@@ -468,6 +468,43 @@ async fn turns_that_are_no_answer_get_fail_never_an_ack() {
     assert_eq!(waiting_from(&st.t), [A, B, C, D, E]);
 }
 
+/// A message chunk that does not follow ACP v1 (here a content type that does not
+/// exist) carries text the bridge cannot read: sending the rest as the reply would
+/// drop part of the answer without a word. The turn fails (a WARN naming the chunk),
+/// nothing is texted, and the text waits in the daemon; an update of a kind the
+/// schema does not know is still skipped quietly (no reply text in it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_chunk_the_schema_cannot_read_fails_the_turn_never_a_partial_reply() {
+    let st = setup();
+    let bridge = st.bridge(&["--coalesce", "0"], &[]);
+    text(&st.gw, A, "BADCHUNK please").await;
+    let line = failed_turn(&bridge, A, Duration::from_secs(30));
+    assert!(line.contains("message chunk"), "{line}");
+    assert!(
+        bridge
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("agent_message_chunk")),
+        "no WARN names the unreadable chunk:\n{}",
+        bridge.log()
+    );
+    // The bridge still answers the next text.
+    text(&st.gw, B, "hello").await;
+    nth_sms(&st.twilio, B, 1, Duration::from_secs(20));
+    assert!(
+        st.twilio.sends_to(A).is_empty(),
+        "a partial reply was texted: {:?}",
+        st.twilio.sends_to(A)[0].field("Body")
+    );
+    assert!(
+        !bridge.log().contains("the middle"),
+        "the text is not logged"
+    );
+    assert_eq!(bridge.stop().code(), Some(0));
+    assert_eq!(st.gw.stop().code(), Some(0));
+    assert_eq!(waiting_from(&st.t), [A]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_that_hands_out_one_session_twice_never_texts_bob_alices_reply() {
     let st = setup();

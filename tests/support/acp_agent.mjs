@@ -170,6 +170,23 @@ const app = acp
       await flood(sessionId);
       await new Promise(() => {});
     }
+    if (text.includes("BADCHUNK")) {
+      // A message chunk the v1 schema cannot read (a content type that does not
+      // exist), between two good ones: its text would be missing from the reply.
+      await say("part one, ");
+      process.stdout.write(
+        JSON.stringify({
+          jsonrpc: "2.0",
+          method: "session/update",
+          params: {
+            sessionId,
+            update: { sessionUpdate: "agent_message_chunk", content: { type: "txt", text: "the middle, " } },
+          },
+        }) + "\n",
+      );
+      await say("part three");
+      return { stopReason: "end_turn" };
+    }
     if (text.includes("SILENT")) {
       await client.notify("session/update", {
         sessionId,

@@ -104,6 +104,9 @@ pub(crate) struct Collect {
     pub(crate) total_chars: usize,
     pub(crate) updates: u64,
     pub(crate) limit: usize,
+    /// Set when a message chunk of this prompt could not be read (it does not follow
+    /// ACP v1): the collected text is missing part of the answer, so it is not sent.
+    pub(crate) spoilt: bool,
 }
 
 impl Collect {

@@ -406,6 +406,11 @@ impl AcpBridge {
             tracing::warn!(conversation = %turn.log_name(), "the ACP agent wrote {} characters in {} updates; kept the first {}", c.total_chars, c.updates, c.chars);
         }
         tracing::debug!(conversation = %turn.log_name(), stop = stop.unwrap_or("?"), updates = c.updates, "prompt finished");
+        if c.spoilt {
+            return Ok(Answer::retry(
+                "the agent sent a message chunk that does not follow ACP v1; the reply would lack its text",
+            ));
+        }
         Ok(match judge(stop, &c.text, cancelled_by_us) {
             Ok(()) => Answer::Reply(c.text.clone()),
             Err(why) => Answer::retry(why),
@@ -758,8 +763,26 @@ pub(crate) async fn read_loop(
                         if method != wire::SESSION_UPDATE {
                             continue;
                         }
+                        let chunk_of = wire::unreadable_chunk(&params).map(String::from);
                         let (sid, update) = match wire::update(params) {
                             Ok(u) => u,
+                            Err(e) if chunk_of.is_some() => {
+                                // A message chunk whose text we cannot read: the reply
+                                // would lack it. Its prompt fails (see `turn`).
+                                let sid = chunk_of.unwrap_or_default();
+                                bridge.garbage(&format!(
+                                    "an agent_message_chunk for session {} that does not follow ACP v1 ({})",
+                                    truncate(&sid, 80),
+                                    truncate(&wire::without_quoted(&e), 200)
+                                ));
+                                let sink = lock(&conn.sinks).get(&sid).map(|k| k.collect.clone());
+                                if let Some(sink) = sink {
+                                    let mut c = lock(&sink);
+                                    c.updates += 1;
+                                    c.spoilt = true;
+                                }
+                                continue;
+                            }
                             Err(e) => {
                                 // A kind of update this schema does not know (a newer
                                 // agent) carries no text we could send: not an error.

@@ -127,6 +127,31 @@ pub(crate) fn update(params: Value) -> Result<(String, SessionUpdate), String> {
     Ok((n.session_id.0.to_string(), n.update))
 }
 
+/// The session of a `session/update` that [`update`] refused although it claims to
+/// be an `agent_message_chunk`: a kind we read, so what it carries is part of the
+/// reply and cannot be skipped like an update of a kind this schema does not know.
+pub(crate) fn unreadable_chunk(params: &Value) -> Option<&str> {
+    let kind = params.get("update")?.get("sessionUpdate")?.as_str()?;
+    if kind != "agent_message_chunk" {
+        return None;
+    }
+    params.get("sessionId")?.as_str()
+}
+
+/// A schema error as it may be logged: serde quotes the offending value (`invalid
+/// type: string "…"`), which may be part of a reply; every quoted span becomes "…".
+pub(crate) fn without_quoted(error: &str) -> String {
+    let mut out = String::with_capacity(error.len());
+    for (i, part) in error.split('"').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(part);
+        } else {
+            out.push_str("\"…\"");
+        }
+    }
+    out
+}
+
 /// The text a session update adds to the reply, if it is an agent message chunk of
 /// text (thoughts, tool calls, plans and the user's own echo are not the answer).
 pub(crate) fn chunk_text(update: &SessionUpdate) -> Option<&str> {
@@ -272,6 +297,21 @@ mod tests {
         let (s, u) = update(json!({"sessionId": "s", "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}}})).unwrap();
         assert_eq!((s.as_str(), chunk_text(&u)), ("s", Some("hi")));
         assert!(update(json!({"sessionId": "s"})).is_err());
+        // A message chunk that does not parse is named; other kinds are not.
+        let bad = json!({"sessionId": "s", "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "txt", "text": "lost"}}});
+        assert!(update(bad.clone()).is_err());
+        assert_eq!(unreadable_chunk(&bad), Some("s"));
+        let unknown = json!({"sessionId": "s", "update": {"sessionUpdate": "brand_new_kind"}});
+        assert!(update(unknown.clone()).is_err());
+        assert_eq!(unreadable_chunk(&unknown), None);
+        assert_eq!(
+            unreadable_chunk(&json!({"update": {"sessionUpdate": "agent_message_chunk"}})),
+            None
+        );
+        assert_eq!(
+            without_quoted(r#"invalid type: string "a reply", expected u64 at "x"#),
+            r#"invalid type: string "…", expected u64 at "…""#
+        );
         let p = permission_ask(json!({
             "sessionId": "s",
             "toolCall": {"toolCallId": "t1", "title": "Run ls", "kind": "execute",

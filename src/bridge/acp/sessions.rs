@@ -34,6 +34,92 @@ pub(crate) fn choose_option(options: &[Value], allow: bool) -> Option<String> {
     })
 }
 
+/// The option for an approver's decision (CONTRACT §9): the agent's own option of the
+/// matching kind, else a reject option; `timeout`, `cancelled` and `deny` reject.
+/// `None`: no suitable option (answered `cancelled`).
+pub(crate) fn option_for(options: &[Value], decision: &str) -> Option<String> {
+    let find = |kind: &str| {
+        options
+            .iter()
+            .find(|o| o.get("kind").and_then(Value::as_str) == Some(kind))
+            .and_then(|o| o.get("optionId").and_then(Value::as_str))
+            .map(String::from)
+    };
+    let wanted = match decision {
+        "allow_once" => find("allow_once"),
+        "allow_always" => find("allow_always"),
+        _ => None,
+    };
+    wanted.or_else(|| choose_option(options, false))
+}
+
+/// What a person is asked about a permission request: a title from the tool call's
+/// title and kind, a detail from its raw input (the command, else the file, else the
+/// input itself) or its content (text, or a diff's file), else its locations.
+pub(crate) fn permission_ask(params: &Value) -> (String, String) {
+    let call = params.get("toolCall").unwrap_or(&Value::Null);
+    let name = call
+        .get("title")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or("a tool call");
+    let title = match call.get("kind").and_then(Value::as_str) {
+        Some(kind) if !kind.is_empty() => format!("{name} ({kind})"),
+        _ => name.to_string(),
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) if a.iter().all(Value::is_string) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    };
+    let raw = call.get("rawInput").unwrap_or(&Value::Null);
+    let from_raw = [
+        "command",
+        "cmd",
+        "path",
+        "file_path",
+        "abs_path",
+        "filePath",
+        "url",
+    ]
+    .iter()
+    .find_map(|k| raw.get(k).and_then(text))
+    .or_else(|| match raw {
+        Value::Null => None,
+        Value::Object(o) if o.is_empty() => None,
+        other => Some(other.to_string()),
+    });
+    let from_content = || {
+        call.get("content")?.as_array()?.iter().find_map(|c| {
+            match c.get("type").and_then(Value::as_str) {
+                Some("diff") => c.get("path").and_then(Value::as_str).map(String::from),
+                Some("content") => c
+                    .pointer("/content/text")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                _ => None,
+            }
+        })
+    };
+    let from_locations = || {
+        call.get("locations")?
+            .as_array()?
+            .iter()
+            .find_map(|l| l.get("path").and_then(Value::as_str).map(String::from))
+    };
+    let detail = from_raw
+        .or_else(from_content)
+        .or_else(from_locations)
+        .unwrap_or_default();
+    // Cut early: the daemon keeps and texts far less (CONTRACT §9).
+    (truncate(&title, 500), truncate(&detail, 2000))
+}
+
 /// The text a session update adds to the reply, if it is an agent message chunk.
 pub(crate) fn chunk_text(update: &Value) -> Option<&str> {
     if update.get("sessionUpdate").and_then(Value::as_str) != Some("agent_message_chunk") {
@@ -245,6 +331,8 @@ pub struct AcpBridge {
     garbage_log: crate::logging::LogLimiter,
     permission_log: crate::logging::LogLimiter,
     clock: state::Clock,
+    /// `--permissions ask`: the asks on the socket.
+    asker: Option<Arc<crate::bridge::ask::Asker>>,
 }
 
 impl AcpBridge {
@@ -280,15 +368,22 @@ impl AcpBridge {
         }
         let (tx, rx) = watch::channel(None);
         let bridge = Arc::new(Self {
-            opts,
             conn: rx,
             sessions: Mutex::new(sessions),
             garbage_log: crate::logging::LogLimiter::new(5),
             permission_log: crate::logging::LogLimiter::new(2),
+            asker: opts
+                .ask_permissions
+                .then(|| Arc::new(crate::bridge::ask::Asker::default())),
+            opts,
             clock,
         });
         tokio::spawn(supervise(bridge.clone(), tx));
         Ok(bridge)
+    }
+
+    pub(crate) fn asker(&self) -> Option<Arc<crate::bridge::ask::Asker>> {
+        self.asker.clone()
     }
 
     fn map_path(dir: &Path) -> PathBuf {
@@ -412,6 +507,9 @@ impl AcpBridge {
             Err(_) => {
                 cancelled_by_us = true;
                 tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} did not finish within --timeout {} s; sent session/cancel", self.program(), self.opts.timeout.as_secs());
+                if let Some(a) = &self.asker {
+                    a.cancel_session(&session);
+                }
                 if !conn.notify("session/cancel", json!({"sessionId": session})) {
                     // No room even for the cancel: the agent is not reading.
                     conn.deafened();
@@ -674,6 +772,32 @@ impl AcpBridge {
             .pointer("/toolCall/title")
             .and_then(Value::as_str)
             .unwrap_or("a tool call");
+        if let Some(asker) = &self.asker {
+            let (ask_title, detail) = permission_ask(params);
+            let session = params
+                .get("sessionId")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let conversation = lock(&self.sessions)
+                .iter()
+                .find(|(_, e)| e.session == session)
+                .map(|(c, _)| c.clone());
+            let decision = asker
+                .ask(&session, conversation.as_deref(), &ask_title, &detail)
+                .await;
+            let outcome = match option_for(&options, &decision) {
+                Some(option) => json!({"outcome": {"outcome": "selected", "optionId": option}}),
+                None => json!({"outcome": {"outcome": "cancelled"}}),
+            };
+            tracing::info!(
+                "the ACP agent {} asked permission for {}; the approvers answered {decision}",
+                self.program(),
+                truncate(title, 120),
+            );
+            conn.respond(id, Ok(outcome)).await;
+            return;
+        }
         let (outcome, said) = match choose_option(&options, self.opts.allow_permissions) {
             Some(option) => {
                 let allowed = options.iter().any(|o| {
@@ -793,6 +917,14 @@ pub(crate) async fn read_loop(
                             lock(&conn.sinks).retain(|_, s| s.prompt != id);
                             let _ = tx.send(result);
                         }
+                    }
+                    // An ask waits for a person (minutes): never in the read loop,
+                    // whose updates and answers must keep flowing.
+                    Incoming::Request { id, method, params } if bridge.asker.is_some() => {
+                        let (bridge, conn) = (bridge.clone(), conn.clone());
+                        tokio::spawn(async move {
+                            bridge.on_request(&conn, &id, &method, &params).await;
+                        });
                     }
                     Incoming::Request { id, method, params } => {
                         bridge.on_request(&conn, &id, &method, &params).await;

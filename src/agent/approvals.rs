@@ -290,12 +290,13 @@ pub fn answered(
     body: &str,
     now: u64,
 ) -> Result<Option<Answered>, StoreError> {
-    let Some(answer) = approval::parse_answer(body) else {
-        return Ok(None);
-    };
+    // The approver check first: it is cheap, and most texts are not an approver's.
     if !account.exec_approvals.is_approver(from) {
         return Ok(None);
     }
+    let Some(answer) = approval::parse_answer(body) else {
+        return Ok(None);
+    };
     let pending = st.pending_ask(&account.id, &answer.code)?;
     let decided = match &pending {
         Some(_) => None,

@@ -101,8 +101,7 @@ pub fn ask(agents: &Arc<Agents>, conn: ConnId, ask: Ask) -> Option<String> {
                 });
                 return Ok(());
             }
-            let taken: Vec<String> = pending.into_iter().map(|r| r.code).collect();
-            let code = approval::new_code(&taken);
+            let code = approval::new_code(&st.used_codes()?);
             let now = now_ms();
             let secs = approval::timeout_secs(ask.timeout_secs, account.exec_approvals.timeout_secs);
             let rec = AskRecord {

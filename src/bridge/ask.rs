@@ -16,6 +16,11 @@ struct Waiting {
     session: String,
 }
 
+/// Asks one bridge may have waiting; more are `deny` at once without asking (the
+/// daemon allows 5 pending per account anyway: a hostile agent's flood of permission
+/// requests costs nothing beyond these).
+pub const MAX_WAITING: usize = 16;
+
 #[derive(Default)]
 pub struct Asker {
     out: Mutex<Option<mpsc::UnboundedSender<String>>>,
@@ -76,6 +81,9 @@ impl Asker {
             let Some(out) = out.as_ref() else {
                 return "cancelled".into();
             };
+            if lock(&self.waiting).len() >= MAX_WAITING {
+                return "deny".into();
+            }
             lock(&self.waiting).insert(
                 reference.clone(),
                 Waiting {
@@ -146,6 +154,21 @@ mod tests {
         assert_eq!(second.await.unwrap(), "cancelled");
         let cancel: Value = serde_json::from_str(rx.recv().await.unwrap().trim()).unwrap();
         assert_eq!(cancel, json!({"type": "cancel", "ref": line["ref"]}));
+
+        // A flood: beyond MAX_WAITING, deny at once, nothing sent.
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let a = asker.clone();
+            waiting.push(tokio::spawn(async move { a.ask("f", None, "x", "").await }));
+            rx.recv().await.unwrap();
+        }
+        assert_eq!(asker.ask("f", None, "x", "").await, "deny");
+        assert!(rx.try_recv().is_err());
+        asker.cancel_session("f");
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), "cancelled");
+        }
+        while rx.try_recv().is_ok() {}
 
         let a = asker.clone();
         let third = tokio::spawn(async move { a.ask("s3", None, "Run", "ls").await });

@@ -754,3 +754,46 @@ async fn permissions_ask_texts_the_approver_and_follows_the_answer() {
     assert!(log.contains("the approvers answered timeout"), "{log}");
     assert_eq!(bridge.stop().code(), Some(0));
 }
+
+/// A prompt cancelled by `--timeout` withdraws its asks: the bridge sends `cancel`, the
+/// daemon records `cancelled` and tells the approver.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_timeout_withdraws_its_ask() {
+    const APPROVER: &str = "+15557659990";
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        &format!(r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"] }}"#),
+    );
+    let gw = Gateway::start(&config);
+    let st = Setup {
+        events: Events(t.path().join("agent").join("events.jsonl")),
+        t,
+        twilio,
+        gw,
+        config,
+    };
+    let bridge = st.bridge(
+        &["--coalesce", "0", "--permissions", "ask", "--timeout", "2"],
+        &[],
+    );
+    text(&st.gw, A, "PERMISSION slow").await;
+    let ask = nth_sms(&st.twilio, APPROVER, 1, Duration::from_secs(20));
+    let code: String = ask.rsplit("YES ").next().unwrap().chars().take(6).collect();
+    let withdrawn = nth_sms(&st.twilio, APPROVER, 2, Duration::from_secs(20));
+    assert_eq!(
+        withdrawn,
+        format!("{code}: the agent withdrew its ask; nothing to answer.")
+    );
+    let out = cli(&st.config, &["approvals", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decided"][0]["decision"], "cancelled", "{v}");
+    assert_eq!(v["decided"][0]["title"], "Write notes.txt (edit)", "{v}");
+    assert!(
+        bridge.log().contains("did not finish within --timeout"),
+        "{}",
+        bridge.log()
+    );
+    drop(bridge);
+}

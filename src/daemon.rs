@@ -439,6 +439,8 @@ async fn prune(writer: Writer, mut stop: Shutdown) {
                 st.prune_sent_log(now, crate::access::budget::DAY_MS)?;
                 // Delivery statuses 30 days after their last update (issue 20 item 10).
                 let statuses = st.prune_statuses(now)?;
+                // The approvals audit keeps 30 days (CONTRACT §9).
+                st.prune_decided(now)?;
                 if statuses > 0 {
                     tracing::debug!("forgot {statuses} delivery status(es) older than 30 days");
                 }

@@ -101,8 +101,7 @@ pub fn ask(agents: &Arc<Agents>, conn: ConnId, ask: Ask) -> Option<String> {
                 });
                 return Ok(());
             }
-            let taken: Vec<String> = pending.into_iter().map(|r| r.code).collect();
-            let code = approval::new_code(&taken);
+            let code = approval::new_code(&st.used_codes()?);
             let now = now_ms();
             let secs = approval::timeout_secs(ask.timeout_secs, account.exec_approvals.timeout_secs);
             let rec = AskRecord {
@@ -290,12 +289,13 @@ pub fn answered(
     body: &str,
     now: u64,
 ) -> Result<Option<Answered>, StoreError> {
-    let Some(answer) = approval::parse_answer(body) else {
-        return Ok(None);
-    };
+    // The approver check first: it is cheap, and most texts are not an approver's.
     if !account.exec_approvals.is_approver(from) {
         return Ok(None);
     }
+    let Some(answer) = approval::parse_answer(body) else {
+        return Ok(None);
+    };
     let pending = st.pending_ask(&account.id, &answer.code)?;
     let decided = match &pending {
         Some(_) => None,

@@ -8,6 +8,7 @@
 //! lines (CONTRACT §11), never an ack: nothing is acknowledged that was not handled.
 
 pub mod acp;
+pub mod ask;
 pub mod guard;
 pub mod openai;
 pub mod state;
@@ -116,6 +117,14 @@ impl Backend {
         }
     }
 
+    /// Who asks the approvers for this backend (`agent acp --permissions ask`).
+    fn asker(&self) -> Option<Arc<ask::Asker>> {
+        match self {
+            Backend::Acp(b) => b.asker(),
+            Backend::OpenAi(_) => None,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Backend::Acp(_) => "acp",
@@ -159,6 +168,10 @@ async fn session(stream: UnixStream, backend: Arc<Backend>, settings: Settings) 
         "{}\n",
         crate::agent::protocol::hello_line(backend.kind())
     ));
+    let asker = backend.asker();
+    if let Some(a) = &asker {
+        a.connected(out_tx.clone());
+    }
     let mut workers: HashMap<String, Worker> = HashMap::new();
     // Bounded like the daemon's side of the socket (see `crate::lines`).
     let mut lines = crate::lines::Lines::new(read, crate::agent::protocol::MAX_LINE);
@@ -201,6 +214,11 @@ async fn session(stream: UnixStream, backend: Arc<Backend>, settings: Settings) 
                 workers.insert(key, Worker { tx, task });
             }
             Some("sent") => tracing::debug!("sent: {}", v),
+            Some("answer") => {
+                if let Some(a) = &asker {
+                    a.answered(&v);
+                }
+            }
             Some("error") => {
                 let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("?");
                 tracing::warn!("gateway error: {message}");
@@ -212,6 +230,9 @@ async fn session(stream: UnixStream, backend: Arc<Backend>, settings: Settings) 
     // progress are dropped (an ACP prompt is cancelled) rather than answered twice.
     for (_, w) in workers {
         w.task.abort();
+    }
+    if let Some(a) = &asker {
+        a.disconnected();
     }
     writer.abort();
 }

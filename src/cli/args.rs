@@ -267,7 +267,8 @@ pub enum AgentCmd {
         cwd: Option<PathBuf>,
         #[command(flatten)]
         common: BridgeArgs,
-        /// Answer the agent's permission requests: deny (reject) or allow (allow once)
+        /// Answer the agent's permission requests: deny (reject), allow (allow once), or
+        /// ask (text the account's execApprovals approvers and do what they answer)
         #[arg(long, value_enum, default_value = "deny")]
         permissions: Permissions,
         /// Seconds a prompt may run before it is cancelled with session/cancel
@@ -329,6 +330,7 @@ pub struct BridgeArgs {
 pub enum Permissions {
     Deny,
     Allow,
+    Ask,
 }
 
 #[derive(Debug, Subcommand)]

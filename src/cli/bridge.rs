@@ -76,6 +76,7 @@ pub fn run(path: &Option<PathBuf>, cmd: AgentCmd) -> Result<ExitCode> {
                     cwd,
                     state_dir: absolute(&dir)?,
                     allow_permissions: permissions == Permissions::Allow,
+                    ask_permissions: permissions == Permissions::Ask,
                     timeout: Duration::from_secs(timeout),
                     max_chars: common.max_chars,
                 };

@@ -174,6 +174,36 @@ impl Store {
         Ok(None)
     }
 
+    /// Forgets decided asks older than [`KEEP_DECIDED_MS`]; returns how many.
+    pub fn prune_decided(&self, now: u64) -> Result<usize, StoreError> {
+        let mut b = Batch::new();
+        let mut n = 0;
+        for item in self.decided.iter() {
+            let (k, v) = item?;
+            let old = dec::<AskRecord>(&v)
+                .map(|r| now.saturating_sub(r.decided_at_ms.unwrap_or(0)) > KEEP_DECIDED_MS)
+                .unwrap_or(true);
+            if old {
+                b.remove(&self.decided, &k);
+                n += 1;
+            }
+        }
+        self.apply(b)?;
+        Ok(n)
+    }
+
+    /// Codes no new ask may take: the pending ones and those in the audit, so a code
+    /// is used once (an old answer sent again can never decide a new ask).
+    pub fn used_codes(&self) -> Result<Vec<String>, StoreError> {
+        let mut codes: Vec<String> = self
+            .pending_asks(None)?
+            .into_iter()
+            .map(|r| r.code)
+            .collect();
+        codes.extend(self.decided_asks(None)?.into_iter().map(|r| r.code));
+        Ok(codes)
+    }
+
     /// Decides `rec` at once (its own batch).
     pub fn decide_ask(&self, rec: &AskRecord) -> Result<(), StoreError> {
         let mut b = Batch::new();
@@ -267,5 +297,9 @@ mod tests {
             .map(|r| r.code)
             .collect();
         assert_eq!(codes, vec!["NEW001"]);
+        st.put_ask(&rec("a", "OPEN02", 3)).unwrap();
+        assert_eq!(st.used_codes().unwrap(), vec!["OPEN02", "NEW001"]);
+        assert_eq!(st.prune_decided(2 * KEEP_DECIDED_MS + 11).unwrap(), 1);
+        assert!(st.decided_asks(None).unwrap().is_empty());
     }
 }

@@ -471,3 +471,47 @@ async fn a_restart_keeps_the_audit_and_cancels_pending_asks() {
     let (_, body) = nth_send(&twilio, 6);
     assert!(body.contains("is closed"), "{body}");
 }
+
+/// The approval texts are smsgate's own texts: counted by `outboundLimits`, and over a
+/// limit dropped (logged), not held. A listed approver is a person the account knows
+/// for the default `allowTo` (issue 22 item 1's hook).
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_texts_count_against_outbound_limits_and_approvers_are_known() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = config(&t, &twilio, "outboundLimits: { perHour: 3 },");
+    let gw = Gateway::start(&config);
+    let mut agent = TestAgent::connect(&agent_sock(&t));
+    ask(
+        &mut agent,
+        &twilio,
+        json!({"type": "ask", "ref": "l1", "title": "One"}),
+        0,
+        2,
+    );
+    agent.send(json!({"type": "ask", "ref": "l2", "title": "Two"}));
+    assert!(
+        gw.wait_log("texts smsgate sends itself are dropped over a limit", T),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(twilio.wait_sends(3, T).len(), 3);
+
+    // APPROVER2 is in no allowFrom, but a listed approver: the agent may text them.
+    let t2 = TestDir::new();
+    let twilio2 = FakeTwilio::start();
+    let config2 = self::config(&t2, &twilio2, "");
+    let _gw2 = Gateway::start(&config2);
+    let mut agent2 = TestAgent::connect(&agent_sock(&t2));
+    agent2.send(json!({"type": "send", "to": APPROVER2, "text": "hi", "ref": "s1"}));
+    let v = agent2.next();
+    assert_eq!(
+        (v["type"].clone(), v["ref"].clone()),
+        (json!("sent"), json!("s1")),
+        "{v}"
+    );
+    agent2.send(json!({"type": "send", "to": "+15557650404", "text": "hi", "ref": "s2"}));
+    let v = agent2.next();
+    assert_eq!(v["code"], "not-allowed", "{v}");
+    agent.assert_no_more(&gw, &config, "the ask is still pending");
+}

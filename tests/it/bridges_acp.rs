@@ -717,3 +717,120 @@ fn queue_list(config: &std::path::Path) -> Vec<serde_json::Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// Issue 22 item 3, CONTRACT §9: `--permissions ask` turns the official SDK agent's
+/// `session/request_permission` into an approval SMS (the tool call's title and kind,
+/// its command) and the approver's answer picks the agent's own option: ALWAYS →
+/// allow_always, NO → reject, no answer in time → reject.
+#[tokio::test(flavor = "multi_thread")]
+async fn permissions_ask_texts_the_approver_and_follows_the_answer() {
+    const APPROVER: &str = "+15557659990";
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        &format!(
+            r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"], timeoutSecs: 3 }}"#
+        ),
+    );
+    let gw = Gateway::start(&config);
+    let st = Setup {
+        events: Events(t.path().join("agent").join("events.jsonl")),
+        t,
+        twilio,
+        gw,
+        config,
+    };
+    let bridge = st.bridge(&["--coalesce", "0", "--permissions", "ask"], &[]);
+    let code_of = |body: &str| -> String {
+        body.rsplit("YES ")
+            .next()
+            .unwrap()
+            .chars()
+            .take(6)
+            .collect()
+    };
+
+    text(&st.gw, A, "PERMISSION RUNCMD one").await;
+    let ask = nth_sms(&st.twilio, APPROVER, 1, Duration::from_secs(20));
+    assert!(ask.contains("\"Run a shell command (execute)\""), "{ask}");
+    assert!(ask.contains("\"rm -rf build/\""), "{ask}");
+    assert!(ask.contains("***0001"), "the chat, redacted: {ask}");
+    text(&st.gw, APPROVER, &format!("ALWAYS {}", code_of(&ask))).await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "permission: yes-always"
+    );
+    assert!(nth_sms(&st.twilio, APPROVER, 2, Duration::from_secs(20)).contains("allowed always"));
+
+    text(&st.gw, A, "PERMISSION two").await;
+    let ask = nth_sms(&st.twilio, APPROVER, 3, Duration::from_secs(20));
+    assert!(ask.contains("\"Write notes.txt (edit)\""), "{ask}");
+    text(&st.gw, APPROVER, &format!("NO {}", code_of(&ask))).await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        "permission: no"
+    );
+
+    // Nobody answers within timeoutSecs: rejected.
+    text(&st.gw, A, "PERMISSION three").await;
+    nth_sms(&st.twilio, APPROVER, 5, Duration::from_secs(20));
+    assert_eq!(
+        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
+        "permission: no"
+    );
+    let outcomes: Vec<String> = st
+        .events
+        .of("permission")
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["yes-always", "no", "no"]);
+    let log = bridge.log();
+    assert!(log.contains("the approvers answered allow_always"), "{log}");
+    assert!(log.contains("the approvers answered timeout"), "{log}");
+    assert_eq!(bridge.stop().code(), Some(0));
+}
+
+/// A prompt cancelled by `--timeout` withdraws its asks: the bridge sends `cancel`, the
+/// daemon records `cancelled` and tells the approver.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_timeout_withdraws_its_ask() {
+    const APPROVER: &str = "+15557659990";
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(
+        &twilio,
+        &format!(r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"] }}"#),
+    );
+    let gw = Gateway::start(&config);
+    let st = Setup {
+        events: Events(t.path().join("agent").join("events.jsonl")),
+        t,
+        twilio,
+        gw,
+        config,
+    };
+    let bridge = st.bridge(
+        &["--coalesce", "0", "--permissions", "ask", "--timeout", "2"],
+        &[],
+    );
+    text(&st.gw, A, "PERMISSION slow").await;
+    let ask = nth_sms(&st.twilio, APPROVER, 1, Duration::from_secs(20));
+    let code: String = ask.rsplit("YES ").next().unwrap().chars().take(6).collect();
+    let withdrawn = nth_sms(&st.twilio, APPROVER, 2, Duration::from_secs(20));
+    assert_eq!(
+        withdrawn,
+        format!("{code}: the agent withdrew its ask; nothing to answer.")
+    );
+    let out = cli(&st.config, &["approvals", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decided"][0]["decision"], "cancelled", "{v}");
+    assert_eq!(v["decided"][0]["title"], "Write notes.txt (edit)", "{v}");
+    assert!(
+        bridge.log().contains("did not finish within --timeout"),
+        "{}",
+        bridge.log()
+    );
+    drop(bridge);
+}

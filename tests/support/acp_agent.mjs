@@ -10,7 +10,8 @@
 //   HANG       never answers until session/cancel
 //   DIEONCE    the first time: records its pid and hangs (the test kill -9s it)
 //   CRASHONCE  the first time: writes half a reply and exits mid-turn
-//   PERMISSION asks permission for a tool call and reports the outcome
+//   PERMISSION asks permission for a tool call and reports the outcome (with RUNCMD:
+//              for a shell command, its raw input the command)
 //   FLOOD      sends 5000 chunks of 100 characters
 //   GARBAGE    prints lines that are not JSON-RPC, then answers
 //   SILENT     ends the turn without any text (end_turn; OpenClaw when its model fails)
@@ -198,7 +199,10 @@ const app = acp
     if (text.includes("PERMISSION")) {
       const res = await client.request("session/request_permission", {
         sessionId,
-        toolCall: { toolCallId: "call-1", title: "Write notes.txt", kind: "edit", status: "pending" },
+        toolCall: text.includes("RUNCMD")
+          ? { toolCallId: "call-2", title: "Run a shell command", kind: "execute", status: "pending",
+              rawInput: { command: ["rm", "-rf", "build/"] } }
+          : { toolCallId: "call-1", title: "Write notes.txt", kind: "edit", status: "pending" },
         options: [
           { optionId: "yes-once", name: "Allow once", kind: "allow_once" },
           { optionId: "yes-always", name: "Always allow", kind: "allow_always" },

@@ -47,6 +47,9 @@ pub(crate) struct AcpOptions {
     pub(crate) state_dir: PathBuf,
     /// `--permissions allow`: answer permission requests with an allow-once option.
     pub(crate) allow_permissions: bool,
+    /// `--permissions ask`: each permission request becomes an `ask` to the
+    /// approvers (CONTRACT §9); the answer picks the agent's option.
+    pub(crate) ask_permissions: bool,
     pub(crate) timeout: Duration,
     pub(crate) max_chars: usize,
 }
@@ -114,6 +117,82 @@ mod tests {
         assert_eq!(choose_option(&always_only, false).as_deref(), Some("ra"));
         assert_eq!(choose_option(&all[..2], false), None);
         assert_eq!(choose_option(&[], true), None);
+    }
+
+    /// `--permissions ask` (CONTRACT §9): the approver's decision picks the matching
+    /// option, else a reject option.
+    #[test]
+    fn option_for_table() {
+        let all: Vec<wire::PermissionOption> = serde_json::from_value(json!([
+            {"optionId": "a1", "kind": "allow_once", "name": "Allow"},
+            {"optionId": "aa", "kind": "allow_always", "name": "Always"},
+            {"optionId": "r1", "kind": "reject_once", "name": "Reject"},
+        ]))
+        .unwrap();
+        let once_only = vec![all[0].clone(), all[2].clone()];
+        let cases: &[(&[wire::PermissionOption], &str, Option<&str>)] = &[
+            (&all, "allow_once", Some("a1")),
+            (&all, "allow_always", Some("aa")),
+            (&all, "deny", Some("r1")),
+            (&all, "timeout", Some("r1")),
+            (&all, "cancelled", Some("r1")),
+            (&all, "anything else", Some("r1")),
+            (&once_only, "allow_always", Some("r1")),
+            (&all[..2], "deny", None),
+        ];
+        for (options, decision, want) in cases {
+            assert_eq!(
+                option_for(options, decision).as_deref(),
+                *want,
+                "{decision}"
+            );
+        }
+    }
+
+    #[test]
+    fn permission_ask_table() {
+        let cases = [
+            (
+                json!({"toolCall": {"title": "Run", "kind": "execute", "rawInput": {"command": ["rm", "-rf", "x"]}}}),
+                ("Run (execute)", "rm -rf x"),
+            ),
+            (
+                json!({"toolCall": {"title": "Run", "rawInput": {"command": "ls -l"}}}),
+                ("Run", "ls -l"),
+            ),
+            (
+                json!({"toolCall": {"title": "Edit", "kind": "edit", "rawInput": {"file_path": "/a/b.rs", "old": "x"}}}),
+                ("Edit (edit)", "/a/b.rs"),
+            ),
+            (
+                json!({"toolCall": {"title": "Fetch", "rawInput": {"q": 1}}}),
+                ("Fetch", "{\"q\":1}"),
+            ),
+            (
+                json!({"toolCall": {"title": "Write", "content": [{"type": "diff", "path": "/n.txt", "newText": "x"}]}}),
+                ("Write", "/n.txt"),
+            ),
+            (
+                json!({"toolCall": {"title": "Say", "content": [{"type": "content", "content": {"type": "text", "text": "hello"}}]}}),
+                ("Say", "hello"),
+            ),
+            (
+                json!({"toolCall": {"title": "Read", "locations": [{"path": "/etc/passwd"}]}}),
+                ("Read", "/etc/passwd"),
+            ),
+            (json!({"toolCall": {"title": " "}}), ("a tool call", "")),
+            (json!({}), ("a tool call", "")),
+        ];
+        for (params, (title, detail)) in cases {
+            assert_eq!(
+                permission_ask(&params),
+                (title.to_string(), detail.to_string()),
+                "{params}"
+            );
+        }
+        let huge = json!({"toolCall": {"title": "x".repeat(10_000), "rawInput": {"command": "y".repeat(100_000)}}});
+        let (t, d) = permission_ask(&huge);
+        assert!(t.chars().count() <= 501 && d.chars().count() <= 2001);
     }
 
     #[test]

@@ -17,6 +17,91 @@ use super::wire::{self, ContentBlock};
 use super::*;
 use crate::bridge::{state, Answer, Turn};
 
+/// The option for an approver's decision (CONTRACT §9): the agent's own option of the
+/// matching kind, else a reject option; `timeout`, `cancelled` and `deny` reject.
+/// `None`: no suitable option (answered `cancelled`).
+pub(crate) fn option_for(options: &[wire::PermissionOption], decision: &str) -> Option<String> {
+    let find = |kind: wire::PermissionOptionKind| {
+        options
+            .iter()
+            .find(|o| o.kind == kind)
+            .map(|o| o.option_id.0.to_string())
+    };
+    let wanted = match decision {
+        "allow_once" => find(wire::PermissionOptionKind::AllowOnce),
+        "allow_always" => find(wire::PermissionOptionKind::AllowAlways),
+        _ => None,
+    };
+    wanted.or_else(|| wire::choose_option(options, false))
+}
+
+/// What a person is asked about a permission request: a title from the tool call's
+/// title and kind, a detail from its raw input (the command, else the file, else the
+/// input itself) or its content (text, or a diff's file), else its locations.
+pub(crate) fn permission_ask(params: &Value) -> (String, String) {
+    let call = params.get("toolCall").unwrap_or(&Value::Null);
+    let name = call
+        .get("title")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or("a tool call");
+    let title = match call.get("kind").and_then(Value::as_str) {
+        Some(kind) if !kind.is_empty() => format!("{name} ({kind})"),
+        _ => name.to_string(),
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) if a.iter().all(Value::is_string) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    };
+    let raw = call.get("rawInput").unwrap_or(&Value::Null);
+    let from_raw = [
+        "command",
+        "cmd",
+        "path",
+        "file_path",
+        "abs_path",
+        "filePath",
+        "url",
+    ]
+    .iter()
+    .find_map(|k| raw.get(k).and_then(text))
+    .or_else(|| match raw {
+        Value::Null => None,
+        Value::Object(o) if o.is_empty() => None,
+        other => Some(other.to_string()),
+    });
+    let from_content = || {
+        call.get("content")?.as_array()?.iter().find_map(|c| {
+            match c.get("type").and_then(Value::as_str) {
+                Some("diff") => c.get("path").and_then(Value::as_str).map(String::from),
+                Some("content") => c
+                    .pointer("/content/text")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                _ => None,
+            }
+        })
+    };
+    let from_locations = || {
+        call.get("locations")?
+            .as_array()?
+            .iter()
+            .find_map(|l| l.get("path").and_then(Value::as_str).map(String::from))
+    };
+    let detail = from_raw
+        .or_else(from_content)
+        .or_else(from_locations)
+        .unwrap_or_default();
+    // Cut early: the daemon keeps and texts far less (CONTRACT §9).
+    (truncate(&title, 500), truncate(&detail, 2000))
+}
+
 /// The prompt's content blocks: one `text` block, then an `image` block per picture
 /// when the agent takes images (`images` holds (mimeType, base64) of the ones that
 /// could be read). Attachments that are not inlined are named by local path in the
@@ -216,6 +301,8 @@ pub struct AcpBridge {
     garbage_log: crate::logging::LogLimiter,
     permission_log: crate::logging::LogLimiter,
     clock: state::Clock,
+    /// `--permissions ask`: the asks on the socket.
+    asker: Option<Arc<crate::bridge::ask::Asker>>,
 }
 
 impl AcpBridge {
@@ -251,15 +338,22 @@ impl AcpBridge {
         }
         let (tx, rx) = watch::channel(None);
         let bridge = Arc::new(Self {
-            opts,
             conn: rx,
             sessions: Mutex::new(sessions),
             garbage_log: crate::logging::LogLimiter::new(5),
             permission_log: crate::logging::LogLimiter::new(2),
+            asker: opts
+                .ask_permissions
+                .then(|| Arc::new(crate::bridge::ask::Asker::default())),
+            opts,
             clock,
         });
         tokio::spawn(supervise(bridge.clone(), tx));
         Ok(bridge)
+    }
+
+    pub(crate) fn asker(&self) -> Option<Arc<crate::bridge::ask::Asker>> {
+        self.asker.clone()
     }
 
     fn map_path(dir: &Path) -> PathBuf {
@@ -379,6 +473,9 @@ impl AcpBridge {
             Err(_) => {
                 cancelled_by_us = true;
                 tracing::warn!(conversation = %turn.log_name(), "the ACP agent {} did not finish within --timeout {} s; sent session/cancel", self.program(), self.opts.timeout.as_secs());
+                if let Some(a) = &self.asker {
+                    a.cancel_session(&session);
+                }
                 if !conn.notify(wire::SESSION_CANCEL, wire::cancel(&session)) {
                     // No room even for the cancel: the agent is not reading.
                     conn.deafened();
@@ -624,7 +721,7 @@ impl AcpBridge {
             .await;
             return;
         }
-        let ask = match wire::permission_ask(params) {
+        let ask = match wire::permission_ask(params.clone()) {
             Ok(ask) => ask,
             Err(e) => {
                 self.garbage(&truncate(&e, 200));
@@ -637,6 +734,25 @@ impl AcpBridge {
             }
         };
         let title = ask.title.as_deref().unwrap_or("a tool call");
+        if let Some(asker) = &self.asker {
+            let (ask_title, detail) = permission_ask(&params);
+            let session = ask.session.clone();
+            let conversation = lock(&self.sessions)
+                .iter()
+                .find(|(_, e)| e.session == session)
+                .map(|(c, _)| c.clone());
+            let decision = asker
+                .ask(&session, conversation.as_deref(), &ask_title, &detail)
+                .await;
+            let outcome = wire::permission_answer(option_for(&ask.options, &decision).as_deref());
+            tracing::info!(
+                "the ACP agent {} asked permission for {}; the approvers answered {decision}",
+                self.program(),
+                truncate(title, 120),
+            );
+            conn.respond(id, Ok(outcome)).await;
+            return;
+        }
         let (outcome, said) = match wire::choose_option(&ask.options, self.opts.allow_permissions) {
             Some(option) => {
                 let allowed = ask.options.iter().any(|o| {
@@ -755,6 +871,14 @@ pub(crate) async fn read_loop(
                             lock(&conn.sinks).retain(|_, s| s.prompt != id);
                             let _ = tx.send(result);
                         }
+                    }
+                    // An ask waits for a person (minutes): never in the read loop,
+                    // whose updates and answers must keep flowing.
+                    Incoming::Request { id, method, params } if bridge.asker.is_some() => {
+                        let (bridge, conn) = (bridge.clone(), conn.clone());
+                        tokio::spawn(async move {
+                            bridge.on_request(&conn, &id, &method, params).await;
+                        });
                     }
                     Incoming::Request { id, method, params } => {
                         bridge.on_request(&conn, &id, &method, params).await;

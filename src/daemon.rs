@@ -270,7 +270,11 @@ impl Daemon {
                 stop.clone(),
             )),
             tokio::spawn(prune(app.writer.clone(), stop.clone())),
-            tokio::spawn(prune_media(app.writer.clone(), stop.clone())),
+            tokio::spawn(prune_media(
+                app.store.clone(),
+                app.writer.clone(),
+                stop.clone(),
+            )),
             tokio::spawn(crate::agent::server::run(
                 self.agent,
                 app.agents.clone(),
@@ -406,13 +410,17 @@ pub async fn join_by(
 /// Deletes the agent's media once it is no longer served (CONTRACT §10: an hour after
 /// Twilio accepted its send, or its final status; see `mms::expired`). Every minute,
 /// or twice per `SMSGATE_MEDIA_TTL_SECS` when that is shorter.
-async fn prune_media(writer: Writer, mut stop: Shutdown) {
+async fn prune_media(store: Arc<crate::store::Store>, writer: Writer, mut stop: Shutdown) {
     let ttl = crate::mms::ttl_ms();
     let every = Duration::from_millis((ttl / 2).clamp(200, 60_000));
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.wait() => return,
+        }
+        // No write (and no fsync) while there is nothing to look at.
+        if !store.has_media().unwrap_or(true) {
+            continue;
         }
         let pruned = writer
             .write(move |st, _| st.prune_media(now_ms(), ttl, crate::twilio::is_terminal_status))

@@ -184,8 +184,17 @@ fn spawn_worker(
                 return;
             };
             let line = match answer(&responder, &msg).await {
-                Ok(Some(text)) => json!({"type": "reply", "id": msg.id, "text": text}).to_string(),
-                Ok(None) => json!({"type": "ack", "id": msg.id}).to_string(),
+                Ok(Answer { text: None, media }) if media.is_empty() => {
+                    json!({"type": "ack", "id": msg.id}).to_string()
+                }
+                Ok(Answer { text, media }) => {
+                    let mut line =
+                        json!({"type": "reply", "id": msg.id, "text": text.unwrap_or_default()});
+                    if !media.is_empty() {
+                        line["media"] = Value::Array(media);
+                    }
+                    line.to_string()
+                }
                 Err(e) => super::protocol::fail_line(&msg.id, &e, true),
             };
             if out.send(line).is_err() {
@@ -196,16 +205,92 @@ fn spawn_worker(
     tx
 }
 
-/// The reply text, `None` to acknowledge without replying, or why the message was
-/// not handled (it gets `fail`).
-async fn answer(responder: &Responder, msg: &Incoming) -> Result<Option<String>, String> {
+/// What answers a message: its text (`None`, and no media: acknowledge without
+/// replying) and the media items of the reply line (`{data, filename}`).
+struct Answer {
+    text: Option<String>,
+    media: Vec<Value>,
+}
+
+/// The answer, or why the message was not handled (it gets `fail`).
+async fn answer(responder: &Responder, msg: &Incoming) -> Result<Answer, String> {
     match responder {
-        Responder::Echo => Ok(if msg.text.trim().is_empty() {
-            (msg.media > 0).then(|| format!("(received {} attachment(s))", msg.media))
-        } else {
-            Some(msg.text.clone())
+        Responder::Echo => Ok(Answer {
+            text: if msg.text.trim().is_empty() {
+                (msg.media > 0).then(|| format!("(received {} attachment(s))", msg.media))
+            } else {
+                Some(msg.text.clone())
+            },
+            media: Vec::new(),
         }),
-        Responder::Command { argv, timeout } => run_command(argv, *timeout, msg).await,
+        Responder::Command { argv, timeout } => {
+            let outbox = Outbox::create().map_err(|e| {
+                let why = format!("cannot create the SMS_OUTBOX directory: {e}");
+                tracing::error!(id = %msg.id, "{why}; the gateway will deliver the message again later");
+                why
+            })?;
+            let text = run_command(argv, *timeout, msg, &outbox.0).await?;
+            Ok(Answer {
+                text,
+                media: outbox.media(),
+            })
+        }
+    }
+}
+
+/// The directory named by `SMS_OUTBOX` for one run (CONTRACT §10): fresh, empty and
+/// owner-only; the files the command leaves in it are attached to the reply; removed
+/// when dropped.
+struct Outbox(PathBuf);
+
+impl Outbox {
+    fn create() -> std::io::Result<Self> {
+        use rand::Rng;
+        use std::os::unix::fs::DirBuilderExt;
+        let name = format!("smsgate-outbox-{:016x}", rand::thread_rng().gen::<u64>());
+        let dir = std::env::temp_dir().join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The regular files left in the directory, by name, as media items: at most one
+    /// more than the daemon takes (so it says there are too many) and each read to at
+    /// most one byte over `mediaMaxMb`'s maximum (so it says which is too big); symlinks
+    /// and directories are skipped (the command's own files only).
+    fn media(&self) -> Vec<Value> {
+        use base64::Engine as _;
+        use std::io::Read as _;
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        files.sort();
+        files.truncate(crate::mms::MAX_ITEMS + 1);
+        let mut out = Vec::new();
+        for (name, path) in files {
+            let mut data = Vec::new();
+            let read = std::fs::File::open(&path)
+                .and_then(|f| f.take(crate::mms::MAX_BYTES + 1).read_to_end(&mut data));
+            if let Err(e) = read {
+                tracing::warn!("cannot read {name} from SMS_OUTBOX: {e}; not attached");
+                continue;
+            }
+            out.push(json!({
+                "data": base64::engine::general_purpose::STANDARD.encode(&data),
+                "filename": name,
+            }));
+        }
+        out
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -213,6 +298,7 @@ async fn run_command(
     argv: &[String],
     timeout: Duration,
     msg: &Incoming,
+    outbox: &std::path::Path,
 ) -> Result<Option<String>, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("no command to run".into());
@@ -224,6 +310,7 @@ async fn run_command(
         .env("SMS_ACCOUNT", &msg.account)
         .env("SMS_MESSAGE_ID", &msg.id)
         .env("SMS_CONVERSATION", &msg.conversation)
+        .env("SMS_OUTBOX", outbox)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

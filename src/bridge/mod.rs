@@ -83,6 +83,9 @@ impl Turn {
 pub enum Answer {
     /// The reply text. An empty (or blank) one is no answer: the turn fails.
     Reply(String),
+    /// A reply with media (the reply line's `media` items, CONTRACT §10); the text may
+    /// be empty.
+    Media(String, Vec<Value>),
     /// The texts were answered before (a redelivery): acknowledge them only.
     AckOnly,
     /// The turn was not handled: each of its texts gets `fail` with this error (no
@@ -354,6 +357,11 @@ fn turn_lines(turn: &Turn, answer: Answer, max_chars: usize) -> TurnLines {
     };
     let answer = match answer {
         Answer::Reply(a) if a.trim().is_empty() => Answer::retry(NO_TEXT),
+        Answer::Media(a, media) if media.is_empty() => Answer::Reply(a),
+        other => other,
+    };
+    let answer = match answer {
+        Answer::Reply(a) if a.trim().is_empty() => Answer::retry(NO_TEXT),
         other => other,
     };
     let mut lines: Vec<String> = Vec::new();
@@ -364,6 +372,15 @@ fn turn_lines(turn: &Turn, answer: Answer, max_chars: usize) -> TurnLines {
             out.original_chars = a.chars().count();
             (out.text, out.cut) = guard::cap(a, max_chars);
             lines.push(json!({"type": "reply", "id": last, "text": out.text}).to_string());
+            lines.extend(earlier.iter().map(ack));
+        }
+        Answer::Media(a, media) => {
+            let a = a.trim();
+            out.original_chars = a.chars().count();
+            (out.text, out.cut) = guard::cap(a, max_chars);
+            lines.push(
+                json!({"type": "reply", "id": last, "text": out.text, "media": media}).to_string(),
+            );
             lines.extend(earlier.iter().map(ack));
         }
         Answer::AckOnly => {

@@ -101,6 +101,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether any media is stored (the prune skips its write when none is).
+    pub fn has_media(&self) -> Result<bool, StoreError> {
+        Ok(self.media_index.first()?.is_some())
+    }
+
     /// Every stored item's token and what is known of it, for the prune.
     pub fn media_list(&self) -> Result<Vec<(String, MediaMeta)>, StoreError> {
         let mut out = Vec::new();

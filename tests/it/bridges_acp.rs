@@ -405,6 +405,43 @@ async fn an_mms_picture_becomes_an_image_block() {
     assert_eq!(prompt["text"], "PICTURE of my cat");
 }
 
+/// CONTRACT §10: the agent's `image` and `resource` (inline blob) blocks in its message
+/// chunks arrive as one MMS with the turn's text; the bytes Twilio fetches are the
+/// agent's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
+    use base64::Engine as _;
+    let st = setup();
+    st.twilio.fetch_media_via(&format!("http://{}", st.gw.addr));
+    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
+    text(&st.gw, A, "DRAW me a chart").await;
+    assert_eq!(
+        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        "here is your chart"
+    );
+    let send = &st.twilio.sends_to(A)[0];
+    let urls: Vec<&str> = send
+        .form
+        .iter()
+        .filter(|(k, _)| k == "MediaUrl")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    assert!(urls[1].ends_with("/report.pdf"), "{urls:?}");
+    let drew = st.events.wait("drew", 1, Duration::from_secs(5));
+    let b64 = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(drew[k].as_str().unwrap())
+            .unwrap()
+    };
+    let fetched = st.twilio.fetched();
+    assert_eq!(fetched.len(), 2);
+    assert_eq!(fetched[0].content_type.as_deref(), Some("image/png"));
+    assert!(fetched[0].bytes == b64("png"));
+    assert_eq!(fetched[1].content_type.as_deref(), Some("application/pdf"));
+    assert!(fetched[1].bytes == b64("pdf"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn conversations_run_side_by_side_and_sigterm_mid_turn_exits_0() {
     let st = setup();

@@ -345,3 +345,60 @@ async fn message_send_attaches_a_file() {
     assert_eq!(twilio.sends().len(), 1);
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// `agent exec` attaches the files its command leaves in `$SMS_OUTBOX` (fresh for each
+/// run, removed after), text and media in one message.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_exec_attaches_its_outbox() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start(&config);
+    twilio.fetch_media_via(&format!("http://{}", gw.addr));
+    let image = png(10_000);
+    let src = t.path().join("src.png");
+    std::fs::write(&src, &image).unwrap();
+    let seen = t.path().join("outbox-was");
+    let script = t.path().join("agent.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\n[ -z \"$(ls -A \"$SMS_OUTBOX\")\" ] || exit 9\ncp \"$SRC\" \"$SMS_OUTBOX/plot.png\"\nln -s /etc/passwd \"$SMS_OUTBOX/link.png\"\necho \"$SMS_OUTBOX\" > \"$SEEN\"\necho here is the plot\n",
+    )
+    .unwrap();
+    let mut agent = std::process::Command::new(bin())
+        .args(["agent", "exec", "--config"])
+        .arg(&config)
+        .args(["--", "sh"])
+        .arg(&script)
+        .env("SRC", &src)
+        .env("SEEN", &seen)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let params = inbound(
+        "SMf0000000000000000000000000000001",
+        "+15557654321",
+        "plot it",
+    );
+    assert_eq!(post_signed(&gw, "/webhooks/sms", &params).await.0, 200);
+    let sends = twilio.wait_sends(1, Duration::from_secs(20));
+    assert_eq!(sends[0].field("Body"), Some("here is the plot"));
+    let urls: Vec<&str> = sends[0]
+        .form
+        .iter()
+        .filter(|(k, _)| k == "MediaUrl")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(urls.len(), 1, "the symlink is not attached: {urls:?}");
+    assert!(urls[0].ends_with("/plot.png"));
+    assert!(twilio.fetched()[0].bytes == image);
+    let dir = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !std::path::Path::new(dir.trim())
+            .exists()),
+        "the outbox is removed after the run"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(gw.stop().code(), Some(0));
+}

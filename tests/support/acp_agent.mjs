@@ -22,6 +22,8 @@
 //              requests (fs/read_text_file, at most 600,000) as fast as its stdout
 //              takes them
 //   PICTURE    reports the image blocks it got
+//   DRAW       answers with an image block (a PNG), a resource block (a PDF, inline
+//              blob) and text, in that order of chunks
 // Environment: ACP_NO_LOAD=1 hides loadSession; ACP_FIXED_SESSION=ID answers every
 // session/new with that one id (a hostile agent); ACP_AGENT_DIR is required.
 
@@ -193,6 +195,33 @@ const app = acp
         sessionId,
         update: { sessionUpdate: "agent_thought_chunk", content: { type: "text", text: "thinking" } },
       });
+      return { stopReason: "end_turn" };
+    }
+    if (text.includes("DRAW")) {
+      const png = Buffer.concat([
+        Buffer.from("89504e470d0a1a0a0000000d49484452", "hex"),
+        Buffer.from(Array.from({ length: 2000 }, (_, i) => (i * 13) % 256)),
+      ]);
+      const pdf = Buffer.from("%PDF-1.4\n% smsgate test\n");
+      await client.notify("session/update", {
+        sessionId,
+        update: {
+          sessionUpdate: "agent_message_chunk",
+          content: { type: "image", mimeType: "image/png", data: png.toString("base64") },
+        },
+      });
+      await client.notify("session/update", {
+        sessionId,
+        update: {
+          sessionUpdate: "agent_message_chunk",
+          content: {
+            type: "resource",
+            resource: { uri: "file:///tmp/report.pdf", mimeType: "application/pdf", blob: pdf.toString("base64") },
+          },
+        },
+      });
+      event({ ev: "drew", png: png.toString("base64"), pdf: pdf.toString("base64") });
+      await say("here is your chart");
       return { stopReason: "end_turn" };
     }
     let reply;

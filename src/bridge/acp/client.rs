@@ -107,9 +107,31 @@ pub(crate) struct Collect {
     /// Set when a message chunk of this prompt could not be read (it does not follow
     /// ACP v1): the collected text is missing part of the answer, so it is not sent.
     pub(crate) spoilt: bool,
+    /// Media items of the turn's message chunks (`{data, contentType, filename}`),
+    /// at most [`crate::mms::MAX_ITEMS`] and [`MAX_MEDIA_BASE64`] bytes of base64.
+    pub(crate) media: Vec<serde_json::Value>,
+    pub(crate) media_base64: usize,
+    /// Items left out over those bounds.
+    pub(crate) media_dropped: usize,
 }
 
+/// The base64 a turn's media may hold: the reply line must fit the agent socket's cap.
+pub(crate) const MAX_MEDIA_BASE64: usize = crate::agent::protocol::MAX_LINE - 512 * 1024;
+
 impl Collect {
+    /// Keeps a media item (see [`super::sessions::chunk_media`]) while it fits.
+    pub(crate) fn push_media(&mut self, item: serde_json::Value, base64_len: usize) {
+        self.updates += 1;
+        let fits = self.media.len() < crate::mms::MAX_ITEMS
+            && self.media_base64 + base64_len <= MAX_MEDIA_BASE64;
+        if fits {
+            self.media_base64 += base64_len;
+            self.media.push(item);
+        } else {
+            self.media_dropped += 1;
+        }
+    }
+
     pub(crate) fn push(&mut self, s: &str) {
         self.updates += 1;
         let n = s.chars().count();

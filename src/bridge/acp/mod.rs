@@ -59,7 +59,7 @@ mod tests {
     use super::*;
     use crate::agent::protocol::{InboundMedia, InboundMessage};
     use crate::bridge::{state, Turn};
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::collections::BTreeMap;
 
     #[test]
@@ -193,6 +193,63 @@ mod tests {
         let huge = json!({"toolCall": {"title": "x".repeat(10_000), "rawInput": {"command": "y".repeat(100_000)}}});
         let (t, d) = permission_ask(&huge);
         assert!(t.chars().count() <= 501 && d.chars().count() <= 2001);
+    }
+
+    #[test]
+    fn chunk_media_table() {
+        let chunk =
+            |content: Value| json!({"sessionUpdate": "agent_message_chunk", "content": content});
+        let cases = [
+            (
+                chunk(json!({"type": "image", "mimeType": "image/png", "data": "aGk="})),
+                Some(json!({"data": "aGk=", "contentType": "image/png", "filename": null})),
+            ),
+            (
+                chunk(
+                    json!({"type": "resource", "resource": {"uri": "file:///x/r.pdf", "mimeType": "application/pdf", "blob": "aGk="}}),
+                ),
+                Some(
+                    json!({"data": "aGk=", "contentType": "application/pdf", "filename": "r.pdf"}),
+                ),
+            ),
+            // Text resources, other types, links without inline data: not media.
+            (
+                chunk(
+                    json!({"type": "resource", "resource": {"uri": "file:///x/a.txt", "mimeType": "text/plain", "text": "hi"}}),
+                ),
+                None,
+            ),
+            (
+                chunk(
+                    json!({"type": "resource", "resource": {"uri": "file:///x/a.zip", "mimeType": "application/zip", "blob": "aGk="}}),
+                ),
+                None,
+            ),
+            (
+                chunk(
+                    json!({"type": "resource_link", "uri": "file:///etc/passwd", "name": "passwd", "mimeType": "image/png"}),
+                ),
+                None,
+            ),
+            (
+                chunk(
+                    json!({"type": "resource_link", "uri": "file:///a/b.mp3", "name": "b.mp3", "mimeType": "audio/mpeg", "data": "aGk="}),
+                ),
+                Some(json!({"data": "aGk=", "contentType": "audio/mpeg", "filename": "b.mp3"})),
+            ),
+            (
+                json!({"sessionUpdate": "user_message_chunk", "content": {"type": "image", "mimeType": "image/png", "data": "aGk="}}),
+                None,
+            ),
+        ];
+        for (update, want) in cases {
+            assert_eq!(chunk_media(&update).map(|(v, _)| v), want, "{update}");
+        }
+        let mut c = Collect::default();
+        for _ in 0..12 {
+            c.push_media(json!({}), 10);
+        }
+        assert_eq!((c.media.len(), c.media_dropped), (10, 2));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -100,6 +100,60 @@ pub(crate) fn permission_ask(params: &Value) -> (String, String) {
         .unwrap_or_default();
     // Cut early: the daemon keeps and texts far less (CONTRACT §9).
     (truncate(&title, 500), truncate(&detail, 2000))
+}
+
+/// A media item a session update adds to the reply (CONTRACT §10): an agent message
+/// chunk's `image` block, or a `resource` (or `resource_link`) block carrying inline
+/// base64 data of an image, audio, video or PDF type. Returns the reply line's media
+/// item (`{data, contentType, filename}`) and the length of its base64. Nothing is
+/// ever read from a URI the agent names: only inline data counts.
+pub(crate) fn chunk_media(update: &Value) -> Option<(Value, usize)> {
+    if update.get("sessionUpdate").and_then(Value::as_str) != Some("agent_message_chunk") {
+        return None;
+    }
+    let content = update.get("content")?;
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    let (data, mime, uri) = match content.get("type").and_then(Value::as_str)? {
+        "image" => (
+            str_of(content, "data")?,
+            str_of(content, "mimeType"),
+            str_of(content, "uri"),
+        ),
+        "resource" => {
+            let r = content.get("resource")?;
+            (str_of(r, "blob")?, str_of(r, "mimeType"), str_of(r, "uri"))
+        }
+        "resource_link" => (
+            str_of(content, "data").or_else(|| str_of(content, "blob"))?,
+            str_of(content, "mimeType"),
+            str_of(content, "name").or_else(|| str_of(content, "uri")),
+        ),
+        _ => return None,
+    };
+    let kind_ok = |m: &str| {
+        m.starts_with("image/")
+            || m.starts_with("audio/")
+            || m.starts_with("video/")
+            || m == "application/pdf"
+    };
+    if content.get("type").and_then(Value::as_str) != Some("image")
+        && !mime.as_deref().is_some_and(kind_ok)
+    {
+        return None;
+    }
+    let filename = uri.map(|u| {
+        u.rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(60)
+            .collect::<String>()
+    });
+    let len = data.len();
+    Some((
+        json!({"data": data, "contentType": mime, "filename": filename}),
+        len,
+    ))
 }
 
 /// The prompt's content blocks: one `text` block, then an `image` block per picture
@@ -502,14 +556,24 @@ impl AcpBridge {
         if c.total_chars > c.chars {
             tracing::warn!(conversation = %turn.log_name(), "the ACP agent wrote {} characters in {} updates; kept the first {}", c.total_chars, c.updates, c.chars);
         }
-        tracing::debug!(conversation = %turn.log_name(), stop = stop.unwrap_or("?"), updates = c.updates, "prompt finished");
+        if c.media_dropped > 0 {
+            tracing::warn!(conversation = %turn.log_name(), "the ACP agent sent more media than one message takes; left out {} item(s)", c.media_dropped);
+        }
+        tracing::debug!(conversation = %turn.log_name(), stop = stop.unwrap_or("?"), updates = c.updates, media = c.media.len(), "prompt finished");
         if c.spoilt {
             return Ok(Answer::retry(
                 "the agent sent a message chunk that does not follow ACP v1; the reply would lack its text",
             ));
         }
-        Ok(match judge(stop, &c.text, cancelled_by_us) {
-            Ok(()) => Answer::Reply(c.text.clone()),
+        // Media alone is an answer too.
+        let judged = if c.text.trim().is_empty() && !c.media.is_empty() {
+            judge(stop, "(media)", cancelled_by_us)
+        } else {
+            judge(stop, &c.text, cancelled_by_us)
+        };
+        Ok(match judged {
+            Ok(()) if c.media.is_empty() => Answer::Reply(c.text.clone()),
+            Ok(()) => Answer::Media(c.text.clone(), c.media.clone()),
             Err(why) => Answer::retry(why),
         })
     }
@@ -926,7 +990,16 @@ pub(crate) async fn read_loop(
                                 let mut c = lock(&sink);
                                 match wire::chunk_text(&update) {
                                     Some(t) => c.push(t),
-                                    None => c.updates += 1,
+                                    // Media blocks are read from the typed update's wire
+                                    // form (what the schema kept of it).
+                                    None => match serde_json::to_value(&update)
+                                        .ok()
+                                        .as_ref()
+                                        .and_then(chunk_media)
+                                    {
+                                        Some((item, len)) => c.push_media(item, len),
+                                        None => c.updates += 1,
+                                    },
                                 }
                             }
                             None => {

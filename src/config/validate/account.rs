@@ -625,6 +625,7 @@ mod account_tests {
         let a = c.sms.account("default").unwrap();
         assert_eq!(a.dm_policy, DmPolicy::Pairing);
         assert_eq!(a.text_chunk_limit, 1500);
+        assert_eq!(a.media_max_bytes, 5_000_000);
         assert_eq!(a.webhook_path, "/webhooks/sms");
         // A top-level null sender means there is no default account, so no account.
         let mut top = base();
@@ -802,6 +803,19 @@ mod account_tests {
             (
                 with(json!({"fromNumber": "+1555000"})),
                 vec![("channels.sms.fromNumber", "only 7 digits")],
+            ),
+            (with(json!({"mediaMaxMb": 2.5})), vec![]),
+            (
+                with(json!({"mediaMaxMb": 6})),
+                vec![("channels.sms.mediaMaxMb", "at most 5 MB")],
+            ),
+            (
+                with(json!({"mediaMaxMb": 0})),
+                vec![("channels.sms.mediaMaxMb", "out of range")],
+            ),
+            (
+                with(json!({"mediaMaxMb": "5MB"})),
+                vec![("channels.sms.mediaMaxMb", "a number of MB")],
             ),
             (
                 with_accounts(

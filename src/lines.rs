@@ -37,8 +37,15 @@ pub struct Lines<R> {
 struct Gate {
     small: usize,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
-    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    held: Option<(tokio::sync::OwnedSemaphorePermit, tokio::time::Instant)>,
+    /// How long a permit may be held: a reader that takes longer to end its big line
+    /// gets a `TimedOut` error (the connection ends), so a few stalled readers cannot
+    /// keep every permit.
+    deadline: std::time::Duration,
 }
+
+/// [`Gate::deadline`] of [`Lines::gated`].
+pub const BIG_LINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Bytes asked of the reader at a time.
 const CHUNK: usize = 8 * 1024;
@@ -67,8 +74,18 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             small,
             permits,
             held: None,
+            deadline: BIG_LINE_DEADLINE,
         });
         lines
+    }
+
+    /// Changes how long a big-line permit may be held (tests).
+    #[cfg(test)]
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        if let Some(g) = &mut self.gate {
+            g.deadline = deadline;
+        }
+        self
     }
 
     /// Takes a permit before the buffer grows past `small`; gives it back below it.
@@ -79,8 +96,19 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             gate.held = None;
         } else if gate.held.is_none() {
             // The semaphore is never closed: `acquire_owned` fails only when closed.
-            gate.held = gate.permits.clone().acquire_owned().await.ok();
+            gate.held = gate
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .ok()
+                .map(|p| (p, tokio::time::Instant::now() + gate.deadline));
         }
+    }
+
+    /// When the permit held (if any) runs out.
+    fn permit_deadline(&self) -> Option<tokio::time::Instant> {
+        self.gate.as_ref()?.held.as_ref().map(|(_, at)| *at)
     }
 
     /// The next line; `None` at the end of the stream (a last line without a newline
@@ -110,7 +138,18 @@ impl<R: AsyncRead + Unpin> Lines<R> {
             }
             self.pass_gate().await;
             self.buf.reserve(CHUNK);
-            if self.read.read_buf(&mut self.buf).await? == 0 {
+            let n = match self.permit_deadline() {
+                None => self.read.read_buf(&mut self.buf).await?,
+                Some(at) => tokio::time::timeout_at(at, self.read.read_buf(&mut self.buf))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "a long line was not finished in time",
+                        )
+                    })??,
+            };
+            if n == 0 {
                 self.eof = true;
             }
         }
@@ -191,6 +230,22 @@ mod tests {
         let (got, _a) = a_task.await.expect("task");
         assert!(matches!(got.expect("read"), Some(Line::Text(s)) if s.len() == 40_000));
         assert!(b_task.await.expect("task").expect("read"));
+    }
+
+    /// A reader that holds a permit and stalls mid-line gets `TimedOut`, and its permit
+    /// goes back.
+    #[tokio::test]
+    async fn a_stalled_big_line_loses_its_permit() {
+        use tokio::io::AsyncWriteExt;
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let mut a = Lines::gated(r, 16, 1 << 20, permits.clone())
+            .with_deadline(std::time::Duration::from_millis(50));
+        w.write_all(&[b'x'; 1000]).await.expect("write");
+        let e = a.next().await.expect_err("stalled");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        drop(a);
+        assert_eq!(permits.available_permits(), 1);
     }
 
     /// A line far over the maximum, arriving in small pieces, is reported once and

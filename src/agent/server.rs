@@ -112,7 +112,8 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
     // Bounded framing (see `crate::lines`): an agent that never ends a line costs at
     // most MAX_LINE bytes; a line over it, or not UTF-8, is answered and skipped.
     // Past SMALL_LINE a line takes one of BIG_LINES permits shared by every connection:
-    // at most that many hold up to MAX_LINE (8 MiB, for media) at once.
+    // at most that many hold up to MAX_LINE (8 MiB, for media) at once, and one that
+    // does not end its line within lines::BIG_LINE_DEADLINE is disconnected.
     let mut lines = Lines::gated(read, SMALL_LINE, MAX_LINE, big_lines());
     let why = loop {
         let read = tokio::select! {
@@ -142,6 +143,9 @@ async fn connection(agents: Arc<Agents>, stream: UnixStream) {
                 answer(&answers, bad_line(&agents, conn, &e)).await;
             }
             Ok(None) => break "the agent closed the connection",
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                break "a line over 1 MiB was not finished within 30 s (it held one of the few big-line permits)"
+            }
             Err(_) => break "read error",
         }
     };

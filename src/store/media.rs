@@ -162,6 +162,50 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Stored with the send, kept while it waits, marked when Twilio accepted it (by
+    /// the write that records it sent), deleted after the hour and its final status.
+    #[test]
+    fn media_lives_with_its_send() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let st = Store::open(&dir.path().join("state")).expect("store");
+        let token = "0123456789abcdef0123456789abcdef".to_string();
+        let to = crate::phone::E164::parse("+15557654321").expect("number");
+        let mut rec = st
+            .new_outbound("default", to, String::new(), super::super::Purpose::Cli, 0)
+            .expect("record");
+        rec.media_urls = vec![format!("https://gw.example/media/{token}/a.png")];
+        st.enqueue(std::slice::from_ref(&rec)).expect("enqueue");
+        let blob = MediaBlob {
+            token: token.clone(),
+            meta: MediaMeta {
+                content_type: "image/png".into(),
+                filename: "a.png".into(),
+                len: 3,
+                send: rec.id,
+                created_ms: 0,
+                accepted_ms: None,
+                sid: None,
+            },
+            data: b"abc".to_vec(),
+        };
+        st.put_media(&[blob]).expect("put");
+        let h = 3_600_000;
+        let final_status = |s: &str| s == "delivered";
+        assert_eq!(st.prune_media(10 * h, h, final_status).expect("prune"), 0);
+        st.complete_send(&rec, 1, 100, Some(("SM1", "queued")), false)
+            .expect("sent");
+        let meta = st.media_meta(&token).expect("read").expect("kept");
+        assert_eq!(meta.accepted_ms, Some(100));
+        assert_eq!(meta.sid.as_deref(), Some("SM1"));
+        // The hour is over but the status is not final: kept.
+        assert_eq!(st.prune_media(100 + h, h, final_status).expect("prune"), 0);
+        st.record_status("SM1", "delivered", None, 200)
+            .expect("status");
+        assert_eq!(st.prune_media(100 + h, h, final_status).expect("prune"), 1);
+        assert!(st.media_data(&token).expect("read").is_none());
+        assert!(!st.has_media().expect("read"));
+    }
+
     #[test]
     fn token_of_table() {
         let t = "0123456789abcdef0123456789abcdef";

@@ -70,20 +70,9 @@ pub fn parse() -> Cli {
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-/// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
-/// "error sending request"; the cause says "connection refused" or a TLS problem).
+/// An error with its causes, `outer: cause: root cause` ([`crate::logging::error_chain`]).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
+    crate::logging::error_chain(e)
 }
 
 /// The config path and whether the operator named it.

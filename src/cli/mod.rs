@@ -559,6 +559,44 @@ mod tests {
         }
     }
 
+    /// The README's first screen (above "### Installing") is commands to copy: each
+    /// `smsgate …` (and `cargo run -- …`) line in its shell blocks must parse.
+    #[test]
+    fn the_readmes_first_screen_commands_parse() {
+        let readme = include_str!("../../README.md");
+        let first = &readme[..readme.find("### Installing").expect("the install section")];
+        let mut seen = 0;
+        let mut in_block = false;
+        for line in first.lines() {
+            let line = line.trim();
+            if line.starts_with("```") {
+                in_block = line == "```sh";
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            let line = line.split(" #").next().unwrap_or_default();
+            for part in line.split(';').map(str::trim) {
+                let words: Vec<&str> = match part.strip_prefix("cargo run -- ") {
+                    Some(rest) => std::iter::once("smsgate")
+                        .chain(rest.split_whitespace())
+                        .collect(),
+                    None if part.starts_with("smsgate ") => part.split_whitespace().collect(),
+                    None => continue,
+                };
+                seen += 1;
+                if let Err(e) = command().try_get_matches_from(&words) {
+                    panic!("README: `{part}` does not parse: {e}");
+                }
+            }
+        }
+        assert!(
+            seen >= 6,
+            "only {seen} commands found on the README's first screen"
+        );
+    }
+
     #[test]
     fn every_flag_and_argument_has_a_description() {
         let mut cmd = command();

@@ -141,6 +141,23 @@ pub fn suppressed(n: u64) -> String {
     }
 }
 
+/// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
+/// "error sending request for url (…)"; the causes say "connection refused", "dns
+/// error" or a TLS problem). A cause already in the text is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

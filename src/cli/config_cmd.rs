@@ -294,6 +294,12 @@ fn patch_file(target: &Path, patch_path: &Path, dry_run: bool) -> Result<ExitCod
     for c in &changes {
         println!("{c}");
     }
+    // What `config validate` would warn about in the result (an http or loopback
+    // publicWebhookUrl, a path that differs from webhookPath…), said now, not at the
+    // gateway's next start.
+    for w in &new_config.warnings {
+        eprintln!("warning: {w}");
+    }
     // Edit the file's text in place (its comments stay); when that cannot be done
     // safely, rewrite it whole, keeping the original beside it.
     let (text, lost) = match edit::apply(&original_text, &patch_value, &merged) {

@@ -70,20 +70,9 @@ pub fn parse() -> Cli {
     <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-/// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
-/// "error sending request"; the cause says "connection refused" or a TLS problem).
+/// An error with its causes, `outer: cause: root cause` ([`crate::logging::error_chain`]).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
+    crate::logging::error_chain(e)
 }
 
 /// The config path and whether the operator named it.
@@ -630,6 +619,44 @@ mod tests {
         for (entry, line) in cases {
             assert_eq!(queue_line(&entry), line);
         }
+    }
+
+    /// The README's first screen (above "### Installing") is commands to copy: each
+    /// `smsgate …` (and `cargo run -- …`) line in its shell blocks must parse.
+    #[test]
+    fn the_readmes_first_screen_commands_parse() {
+        let readme = include_str!("../../README.md");
+        let first = &readme[..readme.find("### Installing").expect("the install section")];
+        let mut seen = 0;
+        let mut in_block = false;
+        for line in first.lines() {
+            let line = line.trim();
+            if line.starts_with("```") {
+                in_block = line == "```sh";
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            let line = line.split(" #").next().unwrap_or_default();
+            for part in line.split(';').map(str::trim) {
+                let words: Vec<&str> = match part.strip_prefix("cargo run -- ") {
+                    Some(rest) => std::iter::once("smsgate")
+                        .chain(rest.split_whitespace())
+                        .collect(),
+                    None if part.starts_with("smsgate ") => part.split_whitespace().collect(),
+                    None => continue,
+                };
+                seen += 1;
+                if let Err(e) = command().try_get_matches_from(&words) {
+                    panic!("README: `{part}` does not parse: {e}");
+                }
+            }
+        }
+        assert!(
+            seen >= 6,
+            "only {seen} commands found on the README's first screen"
+        );
     }
 
     #[test]

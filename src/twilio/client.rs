@@ -256,7 +256,10 @@ impl MessagesApi for HttpTwilio {
                 // A refused or failed connection never reached Twilio: safe to retry.
                 Err(e) if e.is_connect() => {
                     return Err(SendError::Retryable {
-                        detail: clean(format!("cannot connect to Twilio: {e}")),
+                        detail: clean(format!(
+                            "cannot connect to Twilio: {}",
+                            crate::logging::error_chain(&e)
+                        )),
                         retry_after: None,
                     })
                 }
@@ -272,7 +275,8 @@ impl MessagesApi for HttpTwilio {
                 // sent the message, so this must not be retried.
                 Err(e) => {
                     return Err(SendError::Unknown(clean(format!(
-                        "no answer from Twilio: {e}"
+                        "no answer from Twilio: {}",
+                        crate::logging::error_chain(&e)
                     ))))
                 }
             };
@@ -299,7 +303,8 @@ impl MessagesApi for HttpTwilio {
                 }
                 Err(e) => {
                     return Err(SendError::Unknown(clean(format!(
-                        "Twilio's answer was cut off: {e}"
+                        "Twilio's answer was cut off: {}",
+                        crate::logging::error_chain(&e)
                     ))))
                 }
             };

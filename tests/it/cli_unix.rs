@@ -359,6 +359,41 @@ fn health_keeps_the_cause() {
     assert!(err.contains("connection refused"), "{err}");
 }
 
+/// `message send` to a Twilio that refuses connections says why (the cause of reqwest's
+/// "error sending request"), as `health` does.
+#[test]
+fn message_send_keeps_the_cause() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = t.config(&twilio, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&twilio.base_url(), &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+    let out = cli(
+        &config,
+        &[
+            "message",
+            "send",
+            "--target",
+            "sms:+15557654321",
+            "--message",
+            "hi",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out).to_lowercase();
+    assert!(
+        err.contains("cannot connect to twilio") && err.contains("connection refused"),
+        "{err}"
+    );
+}
+
 /// Root bypasses file permissions, so the client runs as `nobody` (setpriv drops the
 /// uid): the daemon's admin socket (0600, root's, in root's 0700 state dir) is not
 /// its to use, which must read "permission denied" naming the socket, not "not running".

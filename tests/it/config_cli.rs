@@ -868,6 +868,41 @@ fn a_list_where_an_object_goes_names_the_key() {
     }
 }
 
+/// A patch whose result `config validate` would warn about says so when it is applied
+/// (and in a dry run), and still writes: a warning does not fail.
+#[test]
+fn a_patch_warns_like_validate() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, "");
+    let c = config.to_str().unwrap();
+    let patch = t.path().join("url.json5");
+    std::fs::write(
+        &patch,
+        r#"{ channels: { sms: { publicWebhookUrl: "http://127.0.0.1:8789/webhooks/sms/" } } }"#,
+    )
+    .unwrap();
+    let p = patch.to_str().unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["config", "patch", "--config", c, "--file", p];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let err = stderr(&out);
+        for want in ["is http", "loopback address", "ends in `/`"] {
+            assert!(
+                err.contains("warning: ") && err.contains(want),
+                "dry {dry}: {want:?} not in {err}"
+            );
+        }
+    }
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("http://127.0.0.1:8789/webhooks/sms/"));
+}
+
 /// Issue 20 item 11: a patch that leaves no account able to send is refused and the
 /// file stays byte for byte as it was.
 #[test]

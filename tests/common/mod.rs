@@ -234,6 +234,19 @@ impl FakeTwilio {
         self.knobs.lock().unwrap().fetched.clone()
     }
 
+    /// The media fetched, once there are at least `n` (the fake records a create
+    /// before it fetches its MediaUrls, so a send can be seen before its fetches).
+    pub fn wait_fetched(&self, n: usize, timeout: Duration) -> Vec<Fetched> {
+        let done = wait_until(timeout, || self.fetched().len() >= n);
+        let got = self.fetched();
+        assert!(
+            done,
+            "waited {timeout:?} for {n} media fetches, got {}",
+            got.len()
+        );
+        got
+    }
+
     /// The path of the account's message list (creates and lookups).
     pub fn messages_path() -> String {
         format!("/2010-04-01/Accounts/{SID}/Messages.json")

@@ -434,7 +434,7 @@ async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
             .decode(drew[k].as_str().unwrap())
             .unwrap()
     };
-    let fetched = st.twilio.fetched();
+    let fetched = st.twilio.wait_fetched(2, Duration::from_secs(20));
     assert_eq!(fetched.len(), 2);
     assert_eq!(fetched[0].content_type.as_deref(), Some("image/png"));
     assert!(fetched[0].bytes == b64("png"));

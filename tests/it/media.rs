@@ -61,7 +61,7 @@ async fn bytes_sent_are_bytes_served() {
         url.starts_with("https://sms.example.test/media/") && url.ends_with("/chart.png"),
         "{url}"
     );
-    let fetched = twilio.fetched();
+    let fetched = twilio.wait_fetched(1, Duration::from_secs(20));
     assert_eq!(fetched.len(), 1);
     assert_eq!(fetched[0].status, 200);
     assert_eq!(fetched[0].content_type.as_deref(), Some("image/png"));
@@ -228,7 +228,10 @@ async fn an_expired_token_is_404_and_deleted() {
     agent.send(json!({"type": "send", "text": "", "ref": "e1",
         "media": [{"data": b64(&png(1000)), "filename": "e.png"}]}));
     assert_eq!(answer(&mut agent, "e1")["type"], "sent");
-    assert_eq!(twilio.fetched()[0].status, 200);
+    assert_eq!(
+        twilio.wait_fetched(1, Duration::from_secs(20))[0].status,
+        200
+    );
     let url = twilio.sends()[0].field("MediaUrl").unwrap().to_string();
     let path = reqwest::Url::parse(&url).unwrap().path().to_string();
     // The delivered status is final: the hour (here 2 s) is all it gets.
@@ -316,7 +319,7 @@ async fn message_send_attaches_a_file() {
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0].field("Body"), Some("look"));
     assert!(sends[0].field("MediaUrl").unwrap().ends_with("/photo.png"));
-    assert!(twilio.fetched()[0].bytes == image);
+    assert!(twilio.wait_fetched(1, Duration::from_secs(20))[0].bytes == image);
 
     let out = tokio::task::spawn_blocking({
         let (config, text) = (config.clone(), text.clone());
@@ -391,7 +394,7 @@ async fn agent_exec_attaches_its_outbox() {
         .collect();
     assert_eq!(urls.len(), 1, "the symlink is not attached: {urls:?}");
     assert!(urls[0].ends_with("/plot.png"));
-    assert!(twilio.fetched()[0].bytes == image);
+    assert!(twilio.wait_fetched(1, Duration::from_secs(20))[0].bytes == image);
     let dir = std::fs::read_to_string(&seen).unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || !std::path::Path::new(dir.trim())

@@ -14,7 +14,7 @@ use crate::store::{Store, Writer};
 use crate::twilio::MessagesApi;
 
 /// State shared by the daemon's tasks: handles only, no logic.
-pub struct App {
+pub(crate) struct App {
     pub store: Arc<Store>,
     pub writer: Writer,
     pub config: Arc<LiveConfig>,
@@ -30,7 +30,7 @@ pub struct App {
 
 /// Queue depths from memory (no store walk), for status and the quiescence barrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Depths {
+pub(crate) struct Depths {
     /// Messages durable for the agent, not yet delivered.
     pub waiting: usize,
     /// Delivered, not yet acknowledged.
@@ -40,11 +40,11 @@ pub struct Depths {
 }
 
 impl App {
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config.get()
     }
 
-    pub fn reload(&self) -> Result<String, String> {
+    pub(crate) fn reload(&self) -> Result<String, String> {
         let tls = self.tls.clone();
         self.config.reload(move || match tls {
             Some(tls) => tls.reload().map_err(|e| {
@@ -56,12 +56,12 @@ impl App {
 
     /// The config file this daemon reloads, as it resolves now (symlinks followed), so
     /// `config patch` can tell whether it patched the file the daemon runs from.
-    pub fn config_file(&self) -> Option<PathBuf> {
+    pub(crate) fn config_file(&self) -> Option<PathBuf> {
         self.config.file()
     }
 
     /// The gauges a metrics scrape reports, read now.
-    pub fn gauges(&self) -> crate::metrics::Gauges {
+    pub(crate) fn gauges(&self) -> crate::metrics::Gauges {
         let (flushes, flush_micros, _) = self.writer.stats();
         crate::metrics::Gauges {
             spool: self.store.spool_len() as u64,
@@ -75,7 +75,7 @@ impl App {
         }
     }
 
-    pub fn depths(&self) -> Depths {
+    pub(crate) fn depths(&self) -> Depths {
         let hub = self.agents.hub.counts();
         Depths {
             waiting: hub.waiting,

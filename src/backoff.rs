@@ -46,7 +46,7 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// The wait after `failures` failures in a row (1: the first; 0 counts as 1), with
     /// no jitter and no `Retry-After`.
-    pub fn delay(&self, failures: u32) -> Duration {
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
         let steps = failures.saturating_sub(1);
         // Past what u32 can count, the schedule is at its cap anyway.
         self.factor
@@ -58,7 +58,12 @@ impl Backoff {
     /// The wait after `failures` failures in a row, jittered by `jitter` in [0, 1]
     /// (out of range: clamped; not a number: no jitter), with the server's
     /// `retry_after` applied as the schedule says.
-    pub fn wait(&self, failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    pub(crate) fn wait(
+        &self,
+        failures: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Duration {
         let base = self.delay(failures);
         let jittered = match self.jitter {
             Jitter::None => base,

@@ -15,6 +15,6 @@ pub fn now_unix() -> i64 {
 }
 
 /// Whole seconds since the Unix epoch, for per-second rate limits.
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     now_ms() / 1000
 }

@@ -25,16 +25,16 @@ use crate::outbound::Outbox;
 use crate::store::{Store, StoreError, Writer};
 use crate::twilio::MessagesApi;
 
-pub use crate::shutdown::Shutdown;
+pub(crate) use crate::shutdown::Shutdown;
 
 /// How long processed SIDs are remembered for deduplication (the contract asks for at
 /// least 24 hours).
-pub const SEEN_RETENTION_MS: u64 = 72 * 60 * 60 * 1000;
+pub(crate) const SEEN_RETENTION_MS: u64 = 72 * 60 * 60 * 1000;
 /// How often certificate files are checked for renewal.
 const CERT_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {path}: {error}")]
@@ -47,7 +47,7 @@ pub enum DaemonError {
 }
 
 /// A daemon whose store is open and whose sockets are bound, ready to serve.
-pub struct Daemon {
+pub(crate) struct Daemon {
     app: Arc<App>,
     media_wake: Arc<Notify>,
     admin: UnixListener,
@@ -121,7 +121,7 @@ async fn acme_start(
 }
 
 impl Daemon {
-    pub async fn open(
+    pub(crate) async fn open(
         config: Config,
         config_path: Option<PathBuf>,
         twilio: Arc<dyn MessagesApi>,
@@ -229,7 +229,7 @@ impl Daemon {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and flushes.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
@@ -382,12 +382,12 @@ impl Daemon {
 
 /// How long after the stop signal the tasks may take to stop, together (the webhook
 /// drain included); the flush and the exit fit in the rest of CONTRACT §6's 10 s.
-pub const TASKS_DEADLINE: Duration = Duration::from_secs(9);
+pub(crate) const TASKS_DEADLINE: Duration = Duration::from_secs(9);
 
 /// Waits for all `tasks` together until `deadline`; aborts those still running then
 /// (so nothing of theirs runs while the store is flushed and closed; a send cut off
 /// in flight is one of unknown outcome, as after a crash) and returns how many.
-pub async fn join_by(
+pub(crate) async fn join_by(
     tasks: Vec<tokio::task::JoinHandle<()>>,
     deadline: tokio::time::Instant,
 ) -> usize {
@@ -562,7 +562,7 @@ async fn watchdog(mut stop: Shutdown) {
 /// The handlers are installed when this is called, not when the future is first
 /// polled: a SIGTERM right after "smsgate ready" is logged must stop the daemon
 /// cleanly, not kill it with the default action.
-pub fn signal() -> impl Future<Output = ()> {
+pub(crate) fn signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let handlers = (
         signal(SignalKind::terminate()),

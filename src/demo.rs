@@ -86,12 +86,12 @@ async fn next_text(rx: &mut mpsc::UnboundedReceiver<Texted>) -> Result<Texted> {
 }
 
 /// The demo's temporary directory, removed when dropped (on every exit but kill -9).
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// A fresh directory `smsgate-demo-<pid>-<nanos>` in the system's temp dir, named
     /// on stderr so that an operator (or a test) can see where the demo works.
-    pub fn create() -> Result<Self> {
+    pub(crate) fn create() -> Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -107,7 +107,7 @@ impl TempDir {
         Ok(Self(dir))
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
@@ -120,7 +120,7 @@ impl Drop for TempDir {
 
 /// How the demo ended (errors aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// Stopped by this signal (SIGINT, SIGTERM or SIGHUP).
     Interrupted(u8),
@@ -150,7 +150,7 @@ fn interrupted() -> impl std::future::Future<Output = u8> {
 
 /// Runs the demo in `dir` until it is done or a signal stops it; the caller removes
 /// `dir` (see [`TempDir`]).
-pub async fn run(dir: &std::path::Path) -> Result<Outcome> {
+pub(crate) async fn run(dir: &std::path::Path) -> Result<Outcome> {
     let signal = interrupted();
     tokio::select! {
         signal = signal => {

@@ -23,7 +23,7 @@ use crate::store::{
 };
 
 /// The handles admission needs.
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub writer: Writer,
     pub config: Arc<LiveConfig>,
     pub hub: Arc<Hub>,
@@ -35,7 +35,7 @@ pub struct Inbound {
 impl Inbound {
     /// Admits and processes one webhook: dedupe, decision and its effects are one batch;
     /// returns once that batch is on disk.
-    pub async fn admit(&self, rec: InboundRecord) -> Result<Admission, StoreError> {
+    pub(crate) async fn admit(&self, rec: InboundRecord) -> Result<Admission, StoreError> {
         let config = self.config.get();
         let (hub, outbox, media) = (self.hub.clone(), self.outbox.clone(), self.media.clone());
         self.writer
@@ -53,14 +53,14 @@ impl Inbound {
     }
 
     /// Keeps a webhook that is never processed (deduplicated like admissions).
-    pub async fn reject(&self, rec: RejectedRecord) -> Result<Admission, StoreError> {
+    pub(crate) async fn reject(&self, rec: RejectedRecord) -> Result<Admission, StoreError> {
         self.writer
             .write(move |st, _| st.admit_rejected(&rec))
             .await
     }
 
     /// Records a delivery status callback; the agent that sent the message hears of it.
-    pub async fn status(
+    pub(crate) async fn status(
         &self,
         sid: String,
         status: String,
@@ -80,7 +80,7 @@ impl Inbound {
     }
 
     /// Processes what earlier versions left in the spool, oldest first.
-    pub async fn drain_spool(&self) {
+    pub(crate) async fn drain_spool(&self) {
         loop {
             let config = self.config.get();
             let (hub, outbox, media) = (self.hub.clone(), self.outbox.clone(), self.media.clone());
@@ -154,12 +154,12 @@ fn media(rec: &InboundRecord) -> Vec<Media> {
 }
 
 /// At most one `/new` confirmation a sender per this long.
-pub const NEW_CONVERSATION_TEXT_EVERY_MS: u64 = 60_000;
+pub(crate) const NEW_CONVERSATION_TEXT_EVERY_MS: u64 = 60_000;
 
 /// Whether a `/new` at `now` gets its confirmation SMS, given when the sender's last
 /// one was texted: not within [`NEW_CONVERSATION_TEXT_EVERY_MS`] of it. A clock that
 /// went back before `last` allows one (better one text too many than none for hours).
-pub fn confirms_new_conversation(last_texted_ms: Option<u64>, now: u64) -> bool {
+pub(crate) fn confirms_new_conversation(last_texted_ms: Option<u64>, now: u64) -> bool {
     match last_texted_ms {
         None => true,
         Some(t) => now
@@ -170,7 +170,7 @@ pub fn confirms_new_conversation(last_texted_ms: Option<u64>, now: u64) -> bool 
 
 /// A fresh conversation id: opaque, unguessable, never reused (not derived from the
 /// number, so agents and their logs learn nothing from it).
-pub fn new_conversation_id() -> String {
+pub(crate) fn new_conversation_id() -> String {
     use rand::Rng;
     let bytes: [u8; 12] = rand::thread_rng().gen();
     let mut id = String::with_capacity(2 + 24);
@@ -189,7 +189,7 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// Decides what one admitted message does, as the set of store changes to apply.
-pub fn effects_for(
+pub(crate) fn effects_for(
     config: &Config,
     store: &Store,
     rec: &InboundRecord,

@@ -9,35 +9,37 @@
 //! running gateway's handles), `shutdown` and `clock` (the bottom of the graph), `daemon`
 //! (wiring; imported only by `cli`). The pipeline: docs/architecture.md.
 
+// Items the tests and tools do not need are pub(crate): the compiler keeps it so.
+#![warn(unreachable_pub)]
 pub mod access;
 pub mod acme;
-pub mod admin;
+pub(crate) mod admin;
 pub mod agent;
-pub mod app;
+pub(crate) mod app;
 pub(crate) mod backoff;
-pub mod bridge;
-pub mod channels;
+pub(crate) mod bridge;
+pub(crate) mod channels;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod daemon;
-pub mod demo;
-pub mod http;
-pub mod inbound;
-pub mod limits;
+pub(crate) mod daemon;
+pub(crate) mod demo;
+pub(crate) mod http;
+pub(crate) mod inbound;
+pub(crate) mod limits;
 pub(crate) mod lines;
-pub mod live;
-pub mod logging;
-pub mod metrics;
-pub mod mms;
-pub mod outbound;
+pub(crate) mod live;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod mms;
+pub(crate) mod outbound;
 pub mod phone;
 pub mod secret;
-pub mod shutdown;
-pub mod simulate;
+pub(crate) mod shutdown;
+pub(crate) mod simulate;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod text;
-pub mod texts;
+pub(crate) mod texts;
 pub mod twilio;
-pub mod unix_socket;
+pub(crate) mod unix_socket;

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 
 /// `inboundLimits.perSenderPerMinute` by default (as OpenClaw's channel has).
-pub const DEFAULT_INBOUND_PER_MINUTE: u32 = 30;
+pub(crate) const DEFAULT_INBOUND_PER_MINUTE: u32 = 30;
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -44,7 +44,9 @@ impl OutboundLimits {
 
 /// Which limit a send would break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+// The names are the config keys (perHour, perDay, perRecipientPerHour).
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum Limit {
     PerHour,
     PerDay,
     PerRecipientPerHour,
@@ -52,7 +54,7 @@ pub enum Limit {
 
 impl Limit {
     /// The config key, for messages.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Limit::PerHour => "outboundLimits.perHour",
             Limit::PerDay => "outboundLimits.perDay",
@@ -63,7 +65,7 @@ impl Limit {
 
 /// The verdict on one send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Send,
     /// Over `limit` (`max` segments); the window has room again at `until_ms` (for
     /// `releaseHeld: "auto"`), or never for a send larger than the limit itself.
@@ -129,7 +131,7 @@ impl Minutes {
 /// Memory is bounded by the windows' spans (1,440 minutes; the recipients of the last
 /// hour), not by how many sends there were.
 #[derive(Debug, Clone, Default)]
-pub struct SendWindow {
+pub(crate) struct SendWindow {
     all: Minutes,
     /// `None`: recipients are not tracked (no per-recipient limit when it was built).
     recipients: Option<HashMap<String, Minutes>>,
@@ -140,7 +142,7 @@ pub struct SendWindow {
 impl SendWindow {
     /// An empty window; `recipients`: whether to track each recipient's hour (needed
     /// for `perRecipientPerHour` only).
-    pub fn new(recipients: bool) -> Self {
+    pub(crate) fn new(recipients: bool) -> Self {
         Self {
             recipients: recipients.then(HashMap::new),
             ..Self::default()
@@ -148,13 +150,13 @@ impl SendWindow {
     }
 
     /// Whether each recipient's hour is tracked.
-    pub fn tracks_recipients(&self) -> bool {
+    pub(crate) fn tracks_recipients(&self) -> bool {
         self.recipients.is_some()
     }
 
     /// How many per-minute entries the window holds (the account's and every
     /// recipient's): its memory, for tests and bounds.
-    pub fn entries(&self) -> usize {
+    pub(crate) fn entries(&self) -> usize {
         self.all.0.len()
             + self
                 .recipients
@@ -164,7 +166,7 @@ impl SendWindow {
 
     /// Records a send that went out (rebuilt at start from the finished sends, in any
     /// order).
-    pub fn record(&mut self, at_ms: u64, to: &str, segments: u32) {
+    pub(crate) fn record(&mut self, at_ms: u64, to: &str, segments: u32) {
         let minute = at_ms / MINUTE_MS;
         self.all.add(minute, segments);
         if let Some(r) = &mut self.recipients {
@@ -199,7 +201,13 @@ impl SendWindow {
     /// Whether a send of `segments` to `to` fits at `now`; forgets what is older than
     /// a day. A per-recipient limit needs a window that tracks recipients
     /// ([`SendWindows`] sees to that); an untracked one counts nothing for it.
-    pub fn check(&mut self, limits: &OutboundLimits, to: &str, segments: u32, now: u64) -> Verdict {
+    pub(crate) fn check(
+        &mut self,
+        limits: &OutboundLimits,
+        to: &str,
+        segments: u32,
+        now: u64,
+    ) -> Verdict {
         self.forget_before(now);
         let recipient = self.recipients.as_ref().and_then(|r| r.get(to));
         let empty = Minutes::default();
@@ -250,14 +258,14 @@ impl SendWindow {
 /// and again when `perRecipientPerHour` is turned on (a reload), so a limit set later
 /// still counts the day that went before.
 #[derive(Debug, Default)]
-pub struct SendWindows {
+pub(crate) struct SendWindows {
     by_account: HashMap<String, SendWindow>,
 }
 
 impl SendWindows {
     /// The verdict on a send; `fill` records the account's sends of the last day into
     /// a new window (called only when one is needed).
-    pub fn check(
+    pub(crate) fn check(
         &mut self,
         account: &str,
         limits: &OutboundLimits,
@@ -292,21 +300,22 @@ impl SendWindows {
 
     /// Records a send that went out, in the account's window if it has one (one built
     /// later reads it from the sent log).
-    pub fn record(&mut self, account: &str, at_ms: u64, to: &str, segments: u32) {
+    pub(crate) fn record(&mut self, account: &str, at_ms: u64, to: &str, segments: u32) {
         if let Some(w) = self.by_account.get_mut(account) {
             w.record(at_ms, to, segments);
         }
     }
 
     /// The window of `account`, if one is kept.
-    pub fn window(&self, account: &str) -> Option<&SendWindow> {
+    #[cfg(test)]
+    pub(crate) fn window(&self, account: &str) -> Option<&SendWindow> {
         self.by_account.get(account)
     }
 }
 
 /// When the next text from one sender may reach the agent, given when the earlier ones
 /// did (oldest first) and the per-minute limit (0: no limit): `None` means now.
-pub fn inbound_release_at(delivered_ms: &[u64], per_minute: u32, now: u64) -> Option<u64> {
+pub(crate) fn inbound_release_at(delivered_ms: &[u64], per_minute: u32, now: u64) -> Option<u64> {
     if per_minute == 0 {
         return None;
     }

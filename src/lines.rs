@@ -12,7 +12,7 @@ use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 /// What one read gave.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Line {
+pub(crate) enum Line {
     /// A line, without its `\n` (and a `\r` before it).
     Text(String),
     /// A line over the maximum: reported when the maximum is passed; the rest of it,
@@ -23,7 +23,7 @@ pub enum Line {
 }
 
 /// Reads lines of at most `max` bytes from `R`.
-pub struct Lines<R> {
+pub(crate) struct Lines<R> {
     read: R,
     buf: BytesMut,
     codec: LinesCodec,
@@ -45,13 +45,13 @@ struct Gate {
 }
 
 /// [`Gate::deadline`] of [`Lines::gated`].
-pub const BIG_LINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const BIG_LINE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Bytes asked of the reader at a time.
 const CHUNK: usize = 8 * 1024;
 
 impl<R: AsyncRead + Unpin> Lines<R> {
-    pub fn new(read: R, max: usize) -> Self {
+    pub(crate) fn new(read: R, max: usize) -> Self {
         Self {
             read,
             buf: BytesMut::new(),
@@ -63,7 +63,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 
     /// Like [`Lines::new`], but buffering more than `small` bytes takes one of
     /// `permits` (waiting for one): at most that many readers hold up to `max` at once.
-    pub fn gated(
+    pub(crate) fn gated(
         read: R,
         small: usize,
         max: usize,
@@ -81,7 +81,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 
     /// Changes how long a big-line permit may be held (tests).
     #[cfg(test)]
-    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+    pub(crate) fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
         if let Some(g) = &mut self.gate {
             g.deadline = deadline;
         }
@@ -113,7 +113,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
 
     /// The next line; `None` at the end of the stream (a last line without a newline
     /// is still given).
-    pub async fn next(&mut self) -> std::io::Result<Option<Line>> {
+    pub(crate) async fn next(&mut self) -> std::io::Result<Option<Line>> {
         loop {
             let decoded = if self.eof {
                 self.codec.decode_eof(&mut self.buf)

@@ -82,7 +82,7 @@ impl LiveConfig {
 /// opened, the log it installed, the certificate source it chose), that differ between
 /// `old` and `new`, by their config key path. Everything else (accounts, policies,
 /// tokens, `agentQueueMaxAge`) is live and swapped on reload.
-pub fn startup_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn startup_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.gateway, &new.gateway);
     let tls_files = |g: &crate::config::Gateway| {
         g.tls

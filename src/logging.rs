@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. `SMSGATE_LOG` (or `RUST_LOG`) overrides the level.
-pub fn init(settings: &LogSettings) {
+pub(crate) fn init(settings: &LogSettings) {
     let directive = std::env::var("SMSGATE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| settings.level.clone());
@@ -35,7 +35,7 @@ pub fn init(settings: &LogSettings) {
 /// (`unknown`, `pairingCode`, `reply`), instead of a Rust `Debug` dump
 /// (`Unknown`, `Reply { message_id: "…" }`): a string as it is, an internally tagged
 /// enum by its `kind`, anything else as compact JSON.
-pub fn label<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn label<T: serde::Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(serde_json::Value::Object(o)) => match o.get("kind") {
@@ -49,7 +49,7 @@ pub fn label<T: serde::Serialize>(value: &T) -> String {
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to anything but the
 /// empty string (<https://no-color.org>).
-pub fn use_ansi(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+pub(crate) fn use_ansi(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
@@ -57,7 +57,7 @@ pub fn use_ansi(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
 /// own; its dependencies stay at `warn` (sled, reqwest and the rest say nothing an
 /// operator needs at info or debug), or at the level itself when it is stricter. A
 /// full directive (`info,sled=debug`) is taken as it is.
-pub fn directive_for(level: &str) -> String {
+pub(crate) fn directive_for(level: &str) -> String {
     let level = level.trim();
     if level.is_empty() || level.contains(['=', ',', '[', ':']) {
         return level.to_string();
@@ -76,7 +76,7 @@ const QUIET_LIBRARIES: &[&str] = &["h2", "hyper", "hyper_util", "rustls", "tokio
 
 /// `directive` with the [`QUIET_LIBRARIES`] at `error`, unless it names them itself
 /// (`SMSGATE_LOG=info,h2=debug` still shows h2's lines).
-pub fn with_quiet_libraries(directive: &str) -> String {
+pub(crate) fn with_quiet_libraries(directive: &str) -> String {
     let named = |lib: &str| {
         directive
             .split(',')
@@ -133,7 +133,7 @@ impl LogLimiter {
 }
 
 /// The tail of a rate-limited line: `" (N similar lines suppressed)"`, or nothing.
-pub fn suppressed(n: u64) -> String {
+pub(crate) fn suppressed(n: u64) -> String {
     if n == 0 {
         String::new()
     } else {
@@ -144,7 +144,7 @@ pub fn suppressed(n: u64) -> String {
 /// An error with its causes, `outer: cause: root cause` (reqwest's own text is only
 /// "error sending request for url (…)"; the causes say "connection refused", "dns
 /// error" or a TLS problem). A cause already in the text is not repeated.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {

@@ -13,7 +13,7 @@ use crate::shutdown::Shutdown;
 /// The daemon's gauges at one scrape, read by the caller from the store, the hub and
 /// the certificate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub spool: u64,
     pub agent_queue: u64,
     pub outbound_queue: u64,
@@ -27,7 +27,7 @@ pub struct Gauges {
 }
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     webhooks: Mutex<BTreeMap<u16, u64>>,
     signature_failures: AtomicU64,
     sends_ok: AtomicU64,
@@ -37,21 +37,21 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn webhook(&self, status: u16) {
+    pub(crate) fn webhook(&self, status: u16) {
         if let Ok(mut m) = self.webhooks.lock() {
             *m.entry(status).or_default() += 1;
         }
     }
 
-    pub fn signature_failure(&self) {
+    pub(crate) fn signature_failure(&self) {
         self.signature_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn send_ok(&self) {
+    pub(crate) fn send_ok(&self) {
         self.sends_ok.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn send_failure(&self, code: &str) {
+    pub(crate) fn send_failure(&self, code: &str) {
         if let Ok(mut m) = self.send_failures.lock() {
             *m.entry(code.to_string()).or_default() += 1;
         }
@@ -59,7 +59,7 @@ impl Metrics {
 
     /// An `outboundLimits` window of `account` filled up (`limit`: `perHour`, …); called
     /// once per window, not once per held send.
-    pub fn outbound_limit_hit(&self, account: &str, limit: &str) {
+    pub(crate) fn outbound_limit_hit(&self, account: &str, limit: &str) {
         if let Ok(mut m) = self.limit_hits.lock() {
             *m.entry((account.to_string(), limit.to_string()))
                 .or_default() += 1;
@@ -68,7 +68,7 @@ impl Metrics {
 
     /// Everything, with the daemon's current gauges (read by the caller, so metrics
     /// need not know the app).
-    pub fn scrape(&self, g: &Gauges) -> String {
+    pub(crate) fn scrape(&self, g: &Gauges) -> String {
         let mut gauges = vec![
             (
                 "smsgate_spool_depth",
@@ -114,7 +114,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    pub(crate) fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         out.push_str("# TYPE smsgate_webhooks_total counter\n");
         if let Ok(m) = self.webhooks.lock() {
@@ -169,12 +169,12 @@ fn label_value(v: &str) -> String {
 }
 
 /// Open connections at most on the metrics listener: a scraper needs one or two.
-pub const MAX_CONNECTIONS: usize = 16;
+pub(crate) const MAX_CONNECTIONS: usize = 16;
 
 /// Serves `GET /metrics` (Prometheus) on a loopback listener until shutdown, through
 /// the same serve loop (cap, idle clock, rate-limited logs) as the webhook listener;
 /// `scrape` renders one answer (the daemon feeds it the current gauges).
-pub async fn serve<F>(listener: tokio::net::TcpListener, scrape: F, mut stop: Shutdown)
+pub(crate) async fn serve<F>(listener: tokio::net::TcpListener, scrape: F, mut stop: Shutdown)
 where
     F: Fn() -> String + Clone + Send + Sync + 'static,
 {

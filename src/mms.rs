@@ -7,9 +7,9 @@
 use thiserror::Error;
 
 /// `mediaMaxMb`'s default and maximum: Twilio's 5 MB per message (10^6 bytes a MB).
-pub const MAX_BYTES: u64 = 5_000_000;
+pub(crate) const MAX_BYTES: u64 = 5_000_000;
 /// Media per message, `mediaUrls` and `media` items together (Twilio's `MediaUrl` cap).
-pub const MAX_ITEMS: usize = 10;
+pub(crate) const MAX_ITEMS: usize = 10;
 /// The longest filename kept in a media URL (longer ones are cut, the extension kept).
 const MAX_FILENAME: usize = 40;
 
@@ -24,14 +24,14 @@ pub struct Item {
 
 /// An item accepted: its type (from the bytes) and the name it is served under.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub content_type: &'static str,
     pub filename: String,
     pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("at most {MAX_ITEMS} media items per message ({urls} mediaUrls and {items} media items given)")]
     TooMany { urls: usize, items: usize },
     #[error("media item {index} ({name}) is empty")]
@@ -53,7 +53,7 @@ pub enum Refused {
 
 /// How long media is served after Twilio accepted its send (CONTRACT §10: 1 hour);
 /// `SMSGATE_MEDIA_TTL_SECS` shortens it for tests, like `SMSGATE_UNKNOWN_SETTLE_MS`.
-pub fn ttl_ms() -> u64 {
+pub(crate) fn ttl_ms() -> u64 {
     std::env::var("SMSGATE_MEDIA_TTL_SECS")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -62,7 +62,7 @@ pub fn ttl_ms() -> u64 {
 
 /// The longest media waits for its send's final status after the hour (a status
 /// callback that never comes must not keep it for ever).
-pub const FINAL_STATUS_WAIT_MS: u64 = 24 * 3_600_000;
+pub(crate) const FINAL_STATUS_WAIT_MS: u64 = 24 * 3_600_000;
 
 /// Whether an item may be deleted (and is no longer served): `accepted_ms` when Twilio
 /// accepted its send; `kept` whether that send is still stored (queued, in flight, of
@@ -71,7 +71,7 @@ pub const FINAL_STATUS_WAIT_MS: u64 = 24 * 3_600_000;
 /// the final status if that is later (at most [`FINAL_STATUS_WAIT_MS`]); before its
 /// send is accepted, kept while the send is; a send that is gone unaccepted (purged)
 /// leaves nothing to fetch it.
-pub fn expired(
+pub(crate) fn expired(
     accepted_ms: Option<u64>,
     kept: bool,
     final_status: bool,
@@ -88,7 +88,7 @@ pub fn expired(
 }
 
 /// The MIME type Twilio accepts for MMS that `data` is, from its first bytes.
-pub fn sniff(data: &[u8]) -> Option<&'static str> {
+pub(crate) fn sniff(data: &[u8]) -> Option<&'static str> {
     let starts = |m: &[u8]| data.starts_with(m);
     if starts(&[0xFF, 0xD8, 0xFF]) {
         return Some("image/jpeg");
@@ -186,7 +186,7 @@ fn extension(content_type: &str) -> &'static str {
 /// The filename a media URL ends in: the source's name kept to `[A-Za-z0-9._-]`
 /// (Twilio's advice: short, no spaces or specials), cut to [`MAX_FILENAME`]
 /// characters, else `media<index>.<ext>`.
-pub fn filename(given: Option<&str>, index: usize, content_type: &str) -> String {
+pub(crate) fn filename(given: Option<&str>, index: usize, content_type: &str) -> String {
     let base = given
         .map(|g| g.rsplit(['/', '\\']).next().unwrap_or(g))
         .unwrap_or("");
@@ -219,7 +219,11 @@ pub fn filename(given: Option<&str>, index: usize, content_type: &str) -> String
 /// Checks a message's media: at most [`MAX_ITEMS`] with `urls` (the `mediaUrls`),
 /// each of a type Twilio accepts (from its bytes), all together at most `max_bytes`.
 /// Items are numbered from 1 in errors.
-pub fn check(items: Vec<Item>, urls: usize, max_bytes: u64) -> Result<Vec<Accepted>, Refused> {
+pub(crate) fn check(
+    items: Vec<Item>,
+    urls: usize,
+    max_bytes: u64,
+) -> Result<Vec<Accepted>, Refused> {
     if items.len() + urls > MAX_ITEMS {
         return Err(Refused::TooMany {
             urls,

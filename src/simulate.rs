@@ -9,7 +9,7 @@ use crate::config::{Account, Config, Sender};
 use crate::twilio::signature;
 
 /// A fresh, plausible MessageSid.
-pub fn message_sid() -> String {
+pub(crate) fn message_sid() -> String {
     let mut rng = rand::rngs::OsRng;
     let hex: String = (0..32)
         .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
@@ -18,7 +18,7 @@ pub fn message_sid() -> String {
 }
 
 /// The local URL of an account's webhook on this gateway.
-pub fn local_url(config: &Config, account: &Account) -> String {
+pub(crate) fn local_url(config: &Config, account: &Account) -> String {
     let scheme = if config.gateway.tls.is_some() || config.gateway.acme.is_some() {
         "https"
     } else {
@@ -32,7 +32,12 @@ pub fn local_url(config: &Config, account: &Account) -> String {
 }
 
 /// The form Twilio posts for an inbound SMS.
-pub fn inbound_form(account: &Account, sid: &str, from: &str, body: &str) -> Vec<(String, String)> {
+pub(crate) fn inbound_form(
+    account: &Account,
+    sid: &str,
+    from: &str,
+    body: &str,
+) -> Vec<(String, String)> {
     let to = match &account.sender {
         Sender::Number(n) => n.to_string(),
         // A Messaging Service number is one of the service's; any will do here.
@@ -58,7 +63,11 @@ pub fn inbound_form(account: &Account, sid: &str, from: &str, body: &str) -> Vec
 }
 
 /// Posts a signed inbound SMS to `url`; returns the HTTP status.
-pub async fn post(url: &str, account: &Account, form: &[(String, String)]) -> Result<u16, String> {
+pub(crate) async fn post(
+    url: &str,
+    account: &Account,
+    form: &[(String, String)],
+) -> Result<u16, String> {
     let public = account
         .public_url()
         .map_or_else(|| url.to_string(), |u| u.raw.clone());

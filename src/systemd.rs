@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 /// Sends one notification; errors are logged, never fatal.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -28,7 +28,7 @@ pub fn notify(state: &str) {
 }
 
 /// The watchdog interval systemd asked for (`WatchdogSec=`), if any and if it is ours.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Some(pid) = std::env::var("WATCHDOG_PID")
         .ok()
@@ -51,12 +51,12 @@ const EXTEND_EVERY: Duration = Duration::from_secs(5);
 /// [`StartKeepalive::tick`] asks for [`EXTEND_BY`] more, at most every [`EXTEND_EVERY`].
 /// Without it a start that takes longer is killed and restarted, and never finishes.
 #[derive(Debug, Default)]
-pub struct StartKeepalive {
+pub(crate) struct StartKeepalive {
     last: Option<Instant>,
 }
 
 impl StartKeepalive {
-    pub fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         let now = Instant::now();
         if extend_due(self.last, now) {
             self.last = Some(now);

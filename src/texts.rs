@@ -122,7 +122,7 @@ impl Kind {
 }
 
 /// The longest text smsgate will send of its own (Twilio's Body limit).
-pub const MAX_CHARS: usize = 1600;
+pub(crate) const MAX_CHARS: usize = 1600;
 
 fn built_in(lang: Language, kind: Kind) -> &'static str {
     use Kind::*;
@@ -210,7 +210,7 @@ fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 
 /// Checks one `texts.<key>` template; the error says what to change (the caller adds
 /// the key path).
-pub fn validate(kind: Kind, template: &str) -> Result<(), String> {
+pub(crate) fn validate(kind: Kind, template: &str) -> Result<(), String> {
     if template.trim().is_empty() {
         return Err("is empty; remove the key to use the built-in text".into());
     }

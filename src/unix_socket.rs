@@ -9,7 +9,7 @@ use crate::shutdown::Shutdown;
 
 /// What is at a socket's path before we bind it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Nothing,
     /// A socket: `answers` is whether a connect to it succeeded (another instance).
     Socket {
@@ -22,7 +22,7 @@ pub enum Found {
 
 /// What to do about what is at the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Bind,
     /// A stale socket nobody answers on: remove it, then bind.
     ReplaceStale,
@@ -35,7 +35,7 @@ pub enum Action {
 /// Only a socket nobody answers on is ours to replace; a live one is another
 /// instance, and anything that is not a socket may be someone's file (a wrong path in
 /// the config must not cost a file).
-pub fn decide(found: Found) -> Action {
+pub(crate) fn decide(found: Found) -> Action {
     match found {
         Found::Nothing => Action::Bind,
         Found::Socket { answers: false } => Action::ReplaceStale,
@@ -88,7 +88,7 @@ fn look(path: &Path) -> std::io::Result<Found> {
 /// Binds a Unix socket for the config key `key` (`gateway.agentSocket`…), replacing
 /// only a stale socket; anything else at the path is an error naming the key and path,
 /// and is left untouched.
-pub fn bind(path: &Path, mode: u32, key: &str) -> std::io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path, mode: u32, key: &str) -> std::io::Result<UnixListener> {
     match decide(look(path)?) {
         Action::Bind => {}
         Action::ReplaceStale => match std::fs::remove_file(path) {
@@ -125,7 +125,7 @@ pub fn bind(path: &Path, mode: u32, key: &str) -> std::io::Result<UnixListener> 
 
 /// The next connection, or `None` at shutdown. Accept errors (EMFILE…) back off
 /// briefly instead of spinning.
-pub async fn accept(
+pub(crate) async fn accept(
     listener: &UnixListener,
     what: &str,
     shutdown: &mut Shutdown,

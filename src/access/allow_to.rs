@@ -13,7 +13,7 @@ use crate::phone::E164;
 
 /// What the account already knows about people, for the default `allowTo` (unset).
 #[derive(Debug, Clone, Copy)]
-pub struct Known<'a> {
+pub(crate) struct Known<'a> {
     pub allow_from: &'a AllowFrom,
     pub default_to: Option<&'a E164>,
     /// Numbers that answer approvals (`execApprovals.approvers`), see [`approvers`].
@@ -22,7 +22,7 @@ pub struct Known<'a> {
 
 /// The answer for one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// Allowed only if `to` is an approved (paired) sender of the account: the caller
     /// reads the store (the one fact this module cannot hold).
@@ -34,7 +34,7 @@ pub enum Verdict {
 /// replaces the default list (CONTRACT §9); unset, the people already known to the
 /// account: its `allowFrom` numbers (`"*"` there, open mode, does not count), its
 /// `defaultTo`, its approvers, and its approved senders.
-pub fn decide(allow_to: Option<&AllowTo>, known: &Known<'_>, to: &E164) -> Verdict {
+pub(crate) fn decide(allow_to: Option<&AllowTo>, known: &Known<'_>, to: &E164) -> Verdict {
     match allow_to {
         Some(list) if list.permits(to) => Verdict::Allowed,
         Some(_) => Verdict::Refused,
@@ -54,13 +54,13 @@ pub fn decide(allow_to: Option<&AllowTo>, known: &Known<'_>, to: &E164) -> Verdi
 /// The approvers named by the account's `execApprovals.approvers`, which count as known
 /// people for the default `allowTo` whether or not approvals are enabled. The default
 /// approvers (the `allowFrom` numbers, else `defaultTo`) are already known people.
-pub fn approvers(account: &Account) -> Vec<E164> {
+pub(crate) fn approvers(account: &Account) -> Vec<E164> {
     account.exec_approvals.listed.clone()
 }
 
 /// The sentence of a refused send (the agent's `error` line; the number is the agent's
 /// own input, so it is shown whole there, never in the log).
-pub fn refusal(account: &Account, to: &E164) -> String {
+pub(crate) fn refusal(account: &Account, to: &E164) -> String {
     let scope = if account.allow_to.is_some() {
         "is not in its allowTo list"
     } else {
@@ -76,7 +76,7 @@ pub fn refusal(account: &Account, to: &E164) -> String {
 /// own numbers (it would come back as a webhook, a loop a hostile agent could drive,
 /// and Twilio refuses it anyway with 21266). Accounts behind a Messaging Service have
 /// no number of their own in the config.
-pub fn own_number<'a>(config: &'a Config, to: &E164) -> Option<&'a str> {
+pub(crate) fn own_number<'a>(config: &'a Config, to: &E164) -> Option<&'a str> {
     config
         .sms
         .accounts
@@ -86,7 +86,7 @@ pub fn own_number<'a>(config: &'a Config, to: &E164) -> Option<&'a str> {
 }
 
 /// The sentence for a send to one of the gateway's own numbers.
-pub fn own_number_refusal(account: &str) -> String {
+pub(crate) fn own_number_refusal(account: &str) -> String {
     format!("{OWN}: it is the fromNumber of account {account:?}; a text to it would come back to smsgate as a webhook")
 }
 

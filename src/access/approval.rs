@@ -8,17 +8,17 @@ use super::pairing::CODE_ALPHABET;
 use crate::phone::E164;
 
 /// Approval codes: 6 characters of the pairing alphabet.
-pub const CODE_LEN: usize = 6;
+pub(crate) const CODE_LEN: usize = 6;
 /// Asks pending per account at most; more are answered `deny` at once.
-pub const MAX_PENDING: usize = 5;
+pub(crate) const MAX_PENDING: usize = 5;
 /// The whole approval SMS fits this many segments.
-pub const MAX_SEGMENTS: u32 = 2;
+pub(crate) const MAX_SEGMENTS: u32 = 2;
 /// The longest title or detail kept in the store and the audit, in characters.
-pub const MAX_STORED: usize = 1000;
+pub(crate) const MAX_STORED: usize = 1000;
 
 /// How an ask ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     AllowOnce,
     AllowAlways,
     Deny,
@@ -27,7 +27,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Decision::AllowOnce => "allow_once",
             Decision::AllowAlways => "allow_always",
@@ -37,7 +37,7 @@ impl Decision {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [
             Decision::AllowOnce,
             Decision::AllowAlways,
@@ -53,7 +53,7 @@ impl Decision {
 /// An approver's text read as an answer: the decision and the code it names
 /// (normalised: upper case).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub decision: Decision,
     pub code: String,
 }
@@ -62,7 +62,7 @@ pub struct Answer {
 /// opt-out keywords' normalisation) or OpenClaw's `/approve <code>
 /// allow-once|allow-always|deny`. Anything else is not an answer (`None`): an ordinary
 /// text. A bare `YES` is never an answer: it is also Twilio's opt-in keyword.
-pub fn parse_answer(body: &str) -> Option<Answer> {
+pub(crate) fn parse_answer(body: &str) -> Option<Answer> {
     let norm = super::normalize_keyword(body);
     let words: Vec<&str> = norm.split_whitespace().collect();
     let (decision, code) = match words.as_slice() {
@@ -97,7 +97,7 @@ fn is_code_shaped(s: &str) -> bool {
 
 /// A fresh code from the operating system's CSPRNG, not in `taken`, with at least one
 /// digit (see [`is_code_shaped`]).
-pub fn new_code(taken: &[String]) -> String {
+pub(crate) fn new_code(taken: &[String]) -> String {
     let mut rng = rand::rngs::OsRng;
     loop {
         let code: String = (0..CODE_LEN)
@@ -111,7 +111,7 @@ pub fn new_code(taken: &[String]) -> String {
 
 /// What becomes of an answer, given who sent it and what the store holds for its code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Not an approver: the text decides nothing and is an ordinary text.
     NotApprover,
     /// The pending ask is decided now (first answer wins).
@@ -125,7 +125,7 @@ pub enum Outcome {
 
 /// Judges one answer. `pending`: the code names a pending ask of this account;
 /// `decided`: how the audit says it ended, if it did.
-pub fn judge(
+pub(crate) fn judge(
     approvers: &[E164],
     from: &E164,
     answer: &Answer,
@@ -143,7 +143,7 @@ pub fn judge(
 }
 
 /// The ask's own `timeoutSecs` wins over the account's, within 1 s … a day.
-pub fn timeout_secs(asked: Option<u64>, account: u64) -> u64 {
+pub(crate) fn timeout_secs(asked: Option<u64>, account: u64) -> u64 {
     asked
         .unwrap_or(account)
         .clamp(1, crate::config::MAX_APPROVAL_TIMEOUT_SECS)
@@ -151,7 +151,7 @@ pub fn timeout_secs(asked: Option<u64>, account: u64) -> u64 {
 
 /// A title or detail as stored: no control or invisible characters, every run of
 /// whitespace (newlines included) one space, at most [`MAX_STORED`] characters.
-pub fn clean(raw: &str) -> String {
+pub(crate) fn clean(raw: &str) -> String {
     let visible = crate::text::strip_invisible(raw);
     let mut out = String::with_capacity(visible.len().min(MAX_STORED * 4));
     for word in visible.split_whitespace() {
@@ -168,7 +168,7 @@ pub fn clean(raw: &str) -> String {
 
 /// `s` cut to `max` characters, ending in "..." when cut (GSM-7: "…" would make the
 /// whole SMS UCS-2).
-pub fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         None => s.to_string(),
         Some(_) if max == 0 => String::new(),
@@ -181,14 +181,14 @@ pub fn cut(s: &str, max: usize) -> String {
 
 /// How untrusted text stands in an approval SMS: in double quotes, with the quotes it
 /// contains made single, so it cannot end the quote and pose as our own words.
-pub fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace(['"', '“', '”'], "'"))
 }
 
 /// The approval SMS: `render(title, detail)` (both already quoted) with the title and
 /// detail cut until the whole text fits [`MAX_SEGMENTS`]. The detail is cut first,
 /// down to nothing, then the title.
-pub fn fit(title: &str, detail: &str, render: impl Fn(&str, &str) -> String) -> String {
+pub(crate) fn fit(title: &str, detail: &str, render: impl Fn(&str, &str) -> String) -> String {
     let fits = |t: &str| crate::text::count_segments(t).segments <= MAX_SEGMENTS;
     let q = |s: &str, n: usize| {
         if s.is_empty() {

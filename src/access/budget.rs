@@ -3,15 +3,15 @@
 //! not reset it.
 
 /// At most this many pairing texts to one number per day.
-pub const PER_SENDER_PER_DAY: usize = 3;
+pub(crate) const PER_SENDER_PER_DAY: usize = 3;
 /// At most this many pairing texts per account per hour.
-pub const PER_ACCOUNT_PER_HOUR: usize = 20;
-pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-pub const HOUR_MS: u64 = 60 * 60 * 1000;
+pub(crate) const PER_ACCOUNT_PER_HOUR: usize = 20;
+pub(crate) const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// Whether another pairing text may go out, given when earlier ones went to this
 /// sender and to anyone on this account (milliseconds since the epoch).
-pub fn allows(
+pub(crate) fn allows(
     sender_history: &[u64],
     account_history: &[u64],
     now: u64,

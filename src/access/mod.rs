@@ -2,10 +2,10 @@
 //! pairing-request bookkeeping, and opt-out keywords. The processor (`crate::inbound`)
 //! gathers the facts, calls [`plan`], and carries out what it returns.
 
-pub mod allow_to;
-pub mod approval;
-pub mod budget;
-pub mod pairing;
+pub(crate) mod allow_to;
+pub(crate) mod approval;
+pub(crate) mod budget;
+pub(crate) mod pairing;
 
 use crate::config::{AllowFrom, DmPolicy};
 use crate::phone::E164;

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::phone::E164;
 
 /// Codes use letters and digits that cannot be misread (no 0/O, 1/I).
-pub const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-pub const CODE_LEN: usize = 8;
+pub(crate) const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+pub(crate) const CODE_LEN: usize = 8;
 pub const PAIRING_TTL_MS: u64 = 60 * 60 * 1000;
 /// While this many requests are pending, new senders get nothing.
 pub const MAX_PENDING_PER_ACCOUNT: usize = 3;
@@ -36,19 +36,19 @@ pub fn new_code() -> String {
 }
 
 /// Normalises what an operator typed: codes are case-insensitive.
-pub fn normalize_code(input: &str) -> String {
+pub(crate) fn normalize_code(input: &str) -> String {
     input.trim().to_ascii_uppercase()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     IssueNew,
     AlreadyPending,
     CapReached,
 }
 
 /// Whether an unknown sender gets a new request, given the account's unexpired ones.
-pub fn step(pending: &[PairingRequest], sender: &E164) -> Step {
+pub(crate) fn step(pending: &[PairingRequest], sender: &E164) -> Step {
     if pending.iter().any(|r| &r.sender == sender) {
         Step::AlreadyPending
     } else if pending.len() >= MAX_PENDING_PER_ACCOUNT {

@@ -115,14 +115,14 @@ fn directory_error(e: instant_acme::Error, directory: &str) -> AcmeError {
 }
 
 /// A logged-in ACME account.
-pub struct Client {
+pub(crate) struct Client {
     account: Account,
     directory: String,
 }
 
 impl Client {
     /// Loads the stored account for this directory, or registers a new one.
-    pub async fn new(settings: &AcmeSettings, paths: &Paths) -> Result<Self, AcmeError> {
+    pub(crate) async fn new(settings: &AcmeSettings, paths: &Paths) -> Result<Self, AcmeError> {
         let directory = settings.directory_url.to_string();
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -201,7 +201,7 @@ impl Client {
     }
 
     /// One order: challenges, CSR, certificate; stores the result in `paths`.
-    pub async fn obtain(
+    pub(crate) async fn obtain(
         &self,
         settings: &AcmeSettings,
         paths: &Paths,
@@ -367,7 +367,7 @@ fn how(kind: &ChallengeType, settings: &AcmeSettings) -> String {
 
 /// The self-signed TLS-ALPN-01 certificate (RFC 8737): the domain as its only name and
 /// the key authorization's SHA-256 in the critical acmeIdentifier extension.
-pub fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError> {
+pub(crate) fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError> {
     let err = |e: rcgen::Error| AcmeError::Protocol(format!("challenge certificate: {e}"));
     let key = rcgen::KeyPair::generate().map_err(err)?;
     let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(err)?;

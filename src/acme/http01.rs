@@ -46,11 +46,11 @@ impl Tokens {
 /// Open connections at most on the HTTP-01 listener. A CA validates from a handful of
 /// vantage points, one request each; strangers beyond the cap are evicted, oldest idle
 /// first, so they can neither exhaust descriptors nor lock the CA out.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// Serves challenge answers until shutdown, through the same serve loop (cap, idle
 /// clock, rate-limited logs) as the webhook listener.
-pub async fn serve(listener: TcpListener, tokens: Tokens, mut stop: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, tokens: Tokens, mut stop: Shutdown) {
     let handler = move |req: hyper::Request<serve::Body>| {
         let answer = tokens.answer(req.uri().path());
         async move {

@@ -7,8 +7,8 @@
 //! [`http01`] answers HTTP-01 challenges. TLS-ALPN-01 is answered by the HTTPS
 //! listener's own resolver ([`crate::http::tls::CertResolver`]).
 
-pub mod client;
-pub mod http01;
+pub(crate) mod client;
+pub(crate) mod http01;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     #[error("the daemon is not running (nothing answers on {0})")]
     NotRunning(String),
     #[error("cannot reach the daemon on {path}: {message}")]
@@ -24,7 +24,7 @@ pub enum AdminError {
 /// What a failed connect to the admin socket at `path` means: only "nothing there" and
 /// "nothing listening" are "not running"; a permission error says so and names the
 /// socket (another user's daemon is running, and this user may not talk to it).
-pub fn connect_error(path: &str, e: &std::io::Error) -> AdminError {
+pub(crate) fn connect_error(path: &str, e: &std::io::Error) -> AdminError {
     match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             AdminError::NotRunning(path.to_string())
@@ -41,7 +41,7 @@ pub fn connect_error(path: &str, e: &std::io::Error) -> AdminError {
 }
 
 /// Sends one request to the running daemon.
-pub fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
+pub(crate) fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
     let path = config.gateway.admin_socket.display().to_string();
     let mut stream =
         UnixStream::connect(&config.gateway.admin_socket).map_err(|e| connect_error(&path, &e))?;
@@ -65,7 +65,7 @@ pub fn call(config: &Config, req: &Request) -> Result<Response, AdminError> {
 
 /// Runs `req` through the running daemon only (no store fallback): its data, or its
 /// refusal as [`AdminError::Failed`].
-pub fn call_daemon(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
+pub(crate) fn call_daemon(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
     into_result(call(config, req)?)
 }
 
@@ -81,7 +81,10 @@ fn into_result(resp: Response) -> Result<serde_json::Value, AdminError> {
 }
 
 /// Runs `req` through the daemon when it runs, else directly on the store.
-pub fn call_or_direct(config: &Config, req: &Request) -> Result<serde_json::Value, AdminError> {
+pub(crate) fn call_or_direct(
+    config: &Config,
+    req: &Request,
+) -> Result<serde_json::Value, AdminError> {
     let resp = match call(config, req) {
         Ok(r) => r,
         Err(AdminError::NotRunning(path)) => {

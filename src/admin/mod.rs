@@ -2,16 +2,16 @@
 //! by the CLI through the running daemon's Unix socket, or on the store directly when
 //! no daemon runs.
 
-pub mod client;
-pub mod ops;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod ops;
+pub(crate) mod server;
 
 use serde::{Deserialize, Serialize};
 
 /// One request line on the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
-pub enum Request {
+pub(crate) enum Request {
     Ping,
     PairingList,
     PairingApprove {
@@ -58,14 +58,14 @@ pub enum Request {
 
 /// A file `message send --media` read, its bytes in base64.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MediaFile {
+pub(crate) struct MediaFile {
     pub data: String,
     pub filename: Option<String>,
 }
 
 /// One response line: `data` on success, `error` (a sentence for the operator) on failure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     pub ok: bool,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -74,7 +74,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Self {
+    pub(crate) fn ok(data: serde_json::Value) -> Self {
         Self {
             ok: true,
             data,
@@ -82,7 +82,7 @@ impl Response {
         }
     }
 
-    pub fn err(message: impl Into<String>) -> Self {
+    pub(crate) fn err(message: impl Into<String>) -> Self {
         Self {
             ok: false,
             data: serde_json::Value::Null,

@@ -9,7 +9,7 @@ use crate::phone::E164;
 use crate::store::{now_ms, OutboundRecord, OutboundState, Store, StoreError};
 
 /// RFC 3339 UTC time for a millisecond timestamp.
-pub fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -18,12 +18,12 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// What happened, for the daemon to act on (e.g. wake the sender).
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub queued_sms: bool,
     pub requeued_message: bool,
 }
 
-pub fn execute(store: &Store, config: &Config, req: &Request) -> (Response, Outcome) {
+pub(crate) fn execute(store: &Store, config: &Config, req: &Request) -> (Response, Outcome) {
     let mut outcome = Outcome::default();
     let resp = match run(store, config, req, &mut outcome) {
         Ok(v) => Response::ok(v),

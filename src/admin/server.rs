@@ -17,7 +17,7 @@ use crate::store::Purpose;
 /// socket is the operator's own, 0600, and serves one request per connection).
 const MAX_REQUEST: usize = crate::agent::protocol::MAX_LINE;
 
-pub async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
+pub(crate) async fn run(listener: UnixListener, app: Arc<App>, mut shutdown: Shutdown) {
     let me = rustix::process::geteuid().as_raw();
     while let Some(stream) = crate::unix_socket::accept(&listener, "admin", &mut shutdown).await {
         let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == me);

@@ -18,7 +18,7 @@ use crate::store::{AskRecord, OutboundRecord, Purpose, Store, StoreError};
 use crate::texts::Kind;
 
 /// What an `ask` line carries.
-pub struct Ask {
+pub(crate) struct Ask {
     pub reference: String,
     pub account: Option<String>,
     pub conversation: Option<String>,
@@ -28,7 +28,7 @@ pub struct Ask {
 }
 
 /// An approver as the agent and the audit show them: `+1•••4321`.
-pub fn by_redacted(n: &str) -> String {
+pub(crate) fn by_redacted(n: &str) -> String {
     let chars: Vec<char> = n.chars().collect();
     if chars.len() <= 6 {
         return "•••".into();
@@ -39,14 +39,14 @@ pub fn by_redacted(n: &str) -> String {
 }
 
 /// `HH:MM UTC` of a time in ms.
-pub fn clock_time(ms: u64) -> String {
+pub(crate) fn clock_time(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!("{:02}:{:02} UTC", t.hour(), t.minute())
 }
 
 /// The log line of a decision (one per decision, CONTRACT §9).
-pub fn log_decision(rec: &AskRecord) {
+pub(crate) fn log_decision(rec: &AskRecord) {
     let decision = rec.decision.as_deref().unwrap_or("?");
     let by = rec.by.as_deref().map(crate::phone::redact_str);
     let reference = rec.reference.as_deref().unwrap_or("");
@@ -55,7 +55,7 @@ pub fn log_decision(rec: &AskRecord) {
 }
 
 /// The `answer` line for a decided ask.
-pub fn answer_for(rec: &AskRecord) -> String {
+pub(crate) fn answer_for(rec: &AskRecord) -> String {
     answer_line(
         rec.reference.as_deref(),
         rec.decision.as_deref().unwrap_or("deny"),
@@ -66,7 +66,7 @@ pub fn answer_for(rec: &AskRecord) -> String {
 
 /// An `ask` line: refused at once (`deny` with a reason) when nobody can answer or
 /// too many asks are pending, else texted to every approver.
-pub fn ask(agents: &Arc<Agents>, conn: ConnId, ask: Ask) -> Option<String> {
+pub(crate) fn ask(agents: &Arc<Agents>, conn: ConnId, ask: Ask) -> Option<String> {
     let deny = |reason: &str| {
         refused_logged(agents, reason);
         Some(answer_line(
@@ -156,7 +156,7 @@ pub fn ask(agents: &Arc<Agents>, conn: ConnId, ask: Ask) -> Option<String> {
 
 /// A `cancel` line: the connection's pending ask `reference` ends `cancelled`, and
 /// the approvers are told.
-pub fn cancel(agents: &Arc<Agents>, conn: ConnId, reference: String) {
+pub(crate) fn cancel(agents: &Arc<Agents>, conn: ConnId, reference: String) {
     end(
         agents,
         None,
@@ -168,7 +168,7 @@ pub fn cancel(agents: &Arc<Agents>, conn: ConnId, reference: String) {
 }
 
 /// The connection closed: its pending asks end `cancelled`.
-pub fn closed(agents: &Arc<Agents>, conn: ConnId) {
+pub(crate) fn closed(agents: &Arc<Agents>, conn: ConnId) {
     end(
         agents,
         None,
@@ -239,7 +239,7 @@ fn end(
 }
 
 /// One text to each approver of `account` who has not opted out.
-pub fn to_approvers(
+pub(crate) fn to_approvers(
     st: &Store,
     account: &Account,
     text: &str,
@@ -277,12 +277,12 @@ fn refused_logged(agents: &Agents, reason: &str) {
 /// What an approver's text does (called by `crate::inbound` on the writer thread):
 /// `None` when it is not an approver's answer (an ordinary text); else the decided
 /// ask (if this answer decided one) and the confirmation to text back.
-pub struct Answered {
+pub(crate) struct Answered {
     pub decided: Option<AskRecord>,
     pub confirmation: String,
 }
 
-pub fn answered(
+pub(crate) fn answered(
     st: &Store,
     account: &Account,
     from: &E164,

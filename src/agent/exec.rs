@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// What answers each message.
 #[derive(Debug, Clone)]
-pub enum Responder {
+pub(crate) enum Responder {
     Echo,
     Command {
         argv: Vec<String>,
@@ -54,7 +54,7 @@ fn parse_message(v: &Value) -> Option<Incoming> {
 /// Checks, before connecting, that `argv`'s program can be run: it exists (as a path,
 /// or in `PATH` for a bare name), is a file, and is executable by us. The error names
 /// the program and what is wrong with it.
-pub fn check_runnable(argv: &[String]) -> Result<PathBuf, String> {
+pub(crate) fn check_runnable(argv: &[String]) -> Result<PathBuf, String> {
     let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
         return Err("no command given: use `smsgate agent exec -- CMD [ARGS…]`".into());
     };
@@ -101,7 +101,7 @@ pub fn check_runnable(argv: &[String]) -> Result<PathBuf, String> {
 
 /// Connects to `socket` and answers messages until `stop` resolves; reconnects after a
 /// lost connection.
-pub async fn run(
+pub(crate) async fn run(
     socket: PathBuf,
     responder: Responder,
     max_concurrent: usize,

@@ -19,7 +19,7 @@ use super::protocol;
 use crate::phone::E164;
 use crate::store::AgentMessage;
 
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Unacknowledged messages one connection may hold before the hub waits.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;

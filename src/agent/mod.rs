@@ -2,11 +2,11 @@
 //! messages, media downloads for MMS, and the built-in agents (`agent echo`,
 //! `agent exec`).
 
-pub mod approvals;
-pub mod exec;
-pub mod hub;
+pub(crate) mod approvals;
+pub(crate) mod exec;
+pub(crate) mod hub;
 pub mod protocol;
-pub mod server;
+pub(crate) mod server;
 
 use std::sync::Arc;
 use std::time::Duration;

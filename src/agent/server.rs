@@ -25,10 +25,10 @@ use crate::shutdown::Shutdown;
 use crate::store::{AgentFailed, Purpose, MAX_AGENT_FAILURES};
 
 /// How long sent bytes may stay unread before the agent counts as not reading.
-pub const NOT_READING: Duration = Duration::from_secs(30);
+pub(crate) const NOT_READING: Duration = Duration::from_secs(30);
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn run(listener: UnixListener, agents: Arc<Agents>, mut shutdown: Shutdown) {
+pub(crate) async fn run(listener: UnixListener, agents: Arc<Agents>, mut shutdown: Shutdown) {
     while let Some(stream) = crate::unix_socket::accept(&listener, "agent", &mut shutdown).await {
         tokio::spawn(connection(agents.clone(), stream));
     }
@@ -190,7 +190,7 @@ fn bad_line(agents: &Agents, conn: ConnId, e: &LineError) -> String {
 
 /// Handles one line from an agent; returns the immediate answer, if any (refusals).
 /// Outcomes that come later (`sent`, a failed write) go through the hub.
-pub fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String> {
+pub(crate) fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option<String> {
     let parsed = match protocol::parse(line) {
         Ok(p) => p,
         Err(e) => return Some(bad_line(agents, conn, &e)),

@@ -19,10 +19,10 @@ struct Waiting {
 /// Asks one bridge may have waiting; more are `deny` at once without asking (the
 /// daemon allows 5 pending per account anyway: a hostile agent's flood of permission
 /// requests costs nothing beyond these).
-pub const MAX_WAITING: usize = 16;
+pub(crate) const MAX_WAITING: usize = 16;
 
 #[derive(Default)]
-pub struct Asker {
+pub(crate) struct Asker {
     out: Mutex<Option<mpsc::UnboundedSender<String>>>,
     waiting: Mutex<HashMap<String, Waiting>>,
     next: AtomicU64,
@@ -34,12 +34,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Asker {
     /// The socket is up: lines go to `out`.
-    pub fn connected(&self, out: mpsc::UnboundedSender<String>) {
+    pub(crate) fn connected(&self, out: mpsc::UnboundedSender<String>) {
         *lock(&self.out) = Some(out);
     }
 
     /// The socket is gone: every waiting ask ends `cancelled` (so does the daemon's).
-    pub fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         *lock(&self.out) = None;
         for (_, w) in lock(&self.waiting).drain() {
             let _ = w.tx.send("cancelled".into());
@@ -47,7 +47,7 @@ impl Asker {
     }
 
     /// An `answer` line from the gateway.
-    pub fn answered(&self, v: &Value) {
+    pub(crate) fn answered(&self, v: &Value) {
         let Some(r) = v.get("ref").and_then(Value::as_str) else {
             return;
         };
@@ -63,7 +63,7 @@ impl Asker {
 
     /// Asks and waits for the decision (`allow_once`, `allow_always`, `deny`,
     /// `timeout`, `cancelled`); `cancelled` at once when the socket is down.
-    pub async fn ask(
+    pub(crate) async fn ask(
         &self,
         session: &str,
         conversation: Option<&str>,
@@ -101,7 +101,7 @@ impl Asker {
 
     /// The prompt of `session` was cancelled: its asks are withdrawn (`cancel` lines;
     /// the daemon records `cancelled` and tells the approvers).
-    pub fn cancel_session(&self, session: &str) {
+    pub(crate) fn cancel_session(&self, session: &str) {
         let gone: Vec<(String, Waiting)> = {
             let mut w = lock(&self.waiting);
             let refs: Vec<String> = w

@@ -5,14 +5,15 @@ use unicode_segmentation::UnicodeSegmentation;
 
 /// Whether a text that arrived at `next_ms` joins the burst whose latest text arrived at
 /// `prev_ms`. A window of 0 turns coalescing off.
-pub fn joins(prev_ms: u64, next_ms: u64, window_ms: u64) -> bool {
+pub(crate) fn joins(prev_ms: u64, next_ms: u64, window_ms: u64) -> bool {
     window_ms > 0 && next_ms.saturating_sub(prev_ms) <= window_ms
 }
 
 /// How many texts each turn takes, for texts arriving at `arrivals_ms` (in order) when
 /// all of them are already waiting. The workers make the same decision one text at a
 /// time with [`joins`]; this form is for tests and docs.
-pub fn bursts(arrivals_ms: &[u64], window_ms: u64) -> Vec<usize> {
+#[cfg(test)]
+pub(crate) fn bursts(arrivals_ms: &[u64], window_ms: u64) -> Vec<usize> {
     let mut out = Vec::new();
     let mut prev: Option<u64> = None;
     for &t in arrivals_ms {
@@ -31,7 +32,7 @@ pub fn bursts(arrivals_ms: &[u64], window_ms: u64) -> Vec<usize> {
 
 /// The prompt for a burst: its texts joined by newlines (empty texts, such as a bare
 /// picture, are left out of the join).
-pub fn join_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn join_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
     texts
         .into_iter()
         .filter(|t| !t.trim().is_empty())
@@ -42,7 +43,7 @@ pub fn join_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
 /// The cost guard: `text` cut to at most `max_chars` characters, ending with "…" when
 /// cut, never inside a grapheme (an emoji with a skin tone stays whole). The flag says
 /// whether it cut.
-pub fn cap(text: &str, max_chars: usize) -> (String, bool) {
+pub(crate) fn cap(text: &str, max_chars: usize) -> (String, bool) {
     if text.chars().count() <= max_chars {
         return (text.to_string(), false);
     }

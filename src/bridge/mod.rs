@@ -7,11 +7,11 @@
 //! [`Answer`]; a turn that is not answered (no text, a failure for good) gets `fail`
 //! lines (CONTRACT §11), never an ack: nothing is acknowledged that was not handled.
 
-pub mod acp;
-pub mod ask;
-pub mod guard;
-pub mod openai;
-pub mod state;
+pub(crate) mod acp;
+pub(crate) mod ask;
+pub(crate) mod guard;
+pub(crate) mod openai;
+pub(crate) mod state;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ use crate::shutdown::Shutdown;
 
 /// What both bridges take besides their own options.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `--coalesce MS`: 0 = every text is its own turn.
     pub coalesce_ms: u64,
     /// `--max-chars N`: the cost guard.
@@ -37,20 +37,20 @@ pub struct Settings {
 
 /// One or more texts of one conversation that become one prompt.
 #[derive(Debug, Clone)]
-pub struct Turn {
+pub(crate) struct Turn {
     pub conversation: String,
     pub texts: Vec<InboundMessage>,
 }
 
 impl Turn {
     /// The prompt: the texts joined by newlines.
-    pub fn prompt(&self) -> String {
+    pub(crate) fn prompt(&self) -> String {
         guard::join_texts(self.texts.iter().map(|m| m.text.as_str()))
     }
 
     /// The prompt for a model that cannot see attachments: the texts, and a note of
     /// what was attached (a bare picture is not an empty prompt).
-    pub fn prompt_noting_media(&self) -> String {
+    pub(crate) fn prompt_noting_media(&self) -> String {
         let media: Vec<&str> = self
             .texts
             .iter()
@@ -68,19 +68,19 @@ impl Turn {
     }
 
     /// The ids, oldest first.
-    pub fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.texts.iter().map(|m| m.id.clone()).collect()
     }
 
     /// The conversation as it may appear in a log line (a fallback key holds a number).
-    pub fn log_name(&self) -> String {
+    pub(crate) fn log_name(&self) -> String {
         crate::phone::redact_numbers_in(&self.conversation)
     }
 }
 
 /// What a backend made of a turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The reply text. An empty (or blank) one is no answer: the turn fails.
     Reply(String),
     /// A reply with media (the reply line's `media` items, CONTRACT §10); the text may
@@ -96,7 +96,7 @@ pub enum Answer {
 
 impl Answer {
     /// A failure the daemon should retry.
-    pub fn retry(error: impl Into<String>) -> Self {
+    pub(crate) fn retry(error: impl Into<String>) -> Self {
         Answer::Fail {
             error: error.into(),
             retry: true,
@@ -105,7 +105,7 @@ impl Answer {
 }
 
 /// The model behind a bridge.
-pub enum Backend {
+pub(crate) enum Backend {
     Acp(Arc<acp::AcpBridge>),
     OpenAi(Arc<openai::OpenAiBridge>),
 }
@@ -143,7 +143,7 @@ struct Text {
 
 /// Connects to `socket` and answers messages until `stop` resolves; reconnects every
 /// second while the gateway is away (it redelivers whatever was not acknowledged).
-pub async fn run(socket: PathBuf, backend: Backend, settings: Settings, mut stop: Shutdown) {
+pub(crate) async fn run(socket: PathBuf, backend: Backend, settings: Settings, mut stop: Shutdown) {
     let backend = Arc::new(backend);
     let what = format!("{} bridge", backend.kind());
     crate::agent::connect_loop(&socket, &what, &mut stop, |stream| {

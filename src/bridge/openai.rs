@@ -19,10 +19,10 @@ use super::{guard, state, Answer, Turn};
 use crate::secret::Secret;
 
 /// A completion body larger than this is refused without being read whole.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
-pub struct OpenAiOptions {
+pub(crate) struct OpenAiOptions {
     /// `--base-url`, e.g. `http://127.0.0.1:11434/v1`.
     pub base_url: String,
     pub model: String,
@@ -38,7 +38,7 @@ pub struct OpenAiOptions {
 
 /// One turn of a conversation as the transcript keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     /// The message ids this turn answered: a redelivered message that was already
     /// answered gets the same reply again, without a second call.
     pub ids: Vec<String>,
@@ -47,14 +47,14 @@ pub struct Exchange {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transcript {
+pub(crate) struct Transcript {
     pub conversation: String,
     pub turns: Vec<Exchange>,
 }
 
 /// Why a call did not give a reply (each is retried).
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("no answer within {0} s")]
     Timeout(u64),
     #[error("cannot reach the server: {0}")]
@@ -81,7 +81,7 @@ pub enum CallError {
 
 /// What to do with a call that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// Try again here after a backoff: the server may be back soon (the text stays
     /// unacknowledged meanwhile).
     RetryHere,
@@ -89,7 +89,7 @@ pub enum Disposition {
     Fail,
 }
 
-pub fn disposition(e: &CallError) -> Disposition {
+pub(crate) fn disposition(e: &CallError) -> Disposition {
     match e {
         CallError::NoText(_) => Disposition::Fail,
         // The request itself is refused (malformed, too large, unprocessable): a
@@ -112,14 +112,14 @@ impl CallError {
 }
 
 /// Keeps the newest `history` turns.
-pub fn trim(turns: &mut Vec<Exchange>, history: usize) {
+pub(crate) fn trim(turns: &mut Vec<Exchange>, history: usize) {
     if turns.len() > history {
         turns.drain(..turns.len() - history);
     }
 }
 
 /// The `messages` of a request: the system prompt, the last `history` turns, the text.
-pub fn messages(
+pub(crate) fn messages(
     system: Option<&str>,
     turns: &[Exchange],
     history: usize,
@@ -141,7 +141,7 @@ pub fn messages(
 /// What a turn's texts already got, judged from the transcript (they may be
 /// redelivered after a crash or a lost connection).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Earlier<'a> {
+pub(crate) enum Earlier<'a> {
     /// Not answered yet: ask the model.
     No,
     /// The turn ending with this batch's last text was answered, but its reply may
@@ -153,7 +153,7 @@ pub enum Earlier<'a> {
 }
 
 /// Looks `ids` (a batch, oldest first) up in the transcript.
-pub fn earlier<'a>(transcript: &'a Transcript, ids: &[String]) -> Earlier<'a> {
+pub(crate) fn earlier<'a>(transcript: &'a Transcript, ids: &[String]) -> Earlier<'a> {
     let Some(last) = ids.last() else {
         return Earlier::No;
     };
@@ -170,7 +170,7 @@ pub fn earlier<'a>(transcript: &'a Transcript, ids: &[String]) -> Earlier<'a> {
 
 /// How long to wait before attempt `attempt + 1`: 1 s doubling to 60 s, or what the
 /// server asked for with Retry-After (at most 10 min).
-pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     const SCHEDULE: crate::backoff::Backoff = crate::backoff::Backoff {
         first: Duration::from_secs(1),
         factor: 2,
@@ -185,7 +185,7 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 }
 
 /// `choices[0].message.content` of a completion body, which must hold text.
-pub fn parse_reply(body: &[u8]) -> Result<String, CallError> {
+pub(crate) fn parse_reply(body: &[u8]) -> Result<String, CallError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         let head: String = String::from_utf8_lossy(&body[..body.len().min(80)]).into();
         CallError::NotJson(format!("{e} (starts with {head:?})"))
@@ -229,7 +229,7 @@ fn retry_after_header(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-pub struct OpenAiBridge {
+pub(crate) struct OpenAiBridge {
     opts: OpenAiOptions,
     http: reqwest::Client,
     url: String,
@@ -239,7 +239,7 @@ pub struct OpenAiBridge {
 }
 
 impl OpenAiBridge {
-    pub fn new(opts: OpenAiOptions) -> Result<Self, String> {
+    pub(crate) fn new(opts: OpenAiOptions) -> Result<Self, String> {
         state::ensure_dir(&opts.state_dir).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder()
             // Each call carries the conversation (and the key): never sent on to the
@@ -258,14 +258,6 @@ impl OpenAiBridge {
         };
         bridge.prune_if_due();
         Ok(bridge)
-    }
-
-    /// With the time taken from `clock` (for idle pruning).
-    pub fn with_clock(mut self, clock: state::Clock) -> Self {
-        self.clock = clock;
-        *self.pruned.lock().unwrap_or_else(|p| p.into_inner()) = 0;
-        self.prune_if_due();
-        self
     }
 
     /// Deletes the transcripts idle for over 30 days, at most once per
@@ -295,7 +287,7 @@ impl OpenAiBridge {
             .join(state::file_name(conversation, "json"))
     }
 
-    pub async fn answer(&self, turn: &Turn) -> Answer {
+    pub(crate) async fn answer(&self, turn: &Turn) -> Answer {
         self.prune_if_due();
         let path = self.path(&turn.conversation);
         let mut transcript = match state::read_json::<Transcript>(&path) {

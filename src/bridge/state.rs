@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -33,20 +33,20 @@ pub enum StateError {
 }
 
 /// A conversation untouched this long is forgotten (30 days).
-pub const MAX_IDLE: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_IDLE: u64 = 30 * 24 * 3600;
 
 /// How often an active conversation's last-use time is written down: pruning only
 /// needs it to the day, and a write per turn would rewrite the session map per turn.
-pub const TOUCH_EVERY: u64 = 24 * 3600;
+pub(crate) const TOUCH_EVERY: u64 = 24 * 3600;
 
 /// How often a long-running bridge looks for idle conversations.
-pub const PRUNE_EVERY: u64 = 3600;
+pub(crate) const PRUNE_EVERY: u64 = 3600;
 
 /// Seconds since the Unix epoch; injectable so tests can move time.
-pub type Clock = fn() -> u64;
+pub(crate) type Clock = fn() -> u64;
 
 /// The wall clock.
-pub fn system_clock() -> u64 {
+pub(crate) fn system_clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -54,18 +54,18 @@ pub fn system_clock() -> u64 {
 
 /// Whether a conversation last used at `last_used` is forgotten at `now`. A time in
 /// the future (a clock set back) is not idle.
-pub fn idle(last_used: u64, now: u64, max_idle: u64) -> bool {
+pub(crate) fn idle(last_used: u64, now: u64, max_idle: u64) -> bool {
     now.saturating_sub(last_used) > max_idle
 }
 
 /// Whether a use at `now` must be written down, the last written being `written`.
-pub fn touch_due(written: u64, now: u64) -> bool {
+pub(crate) fn touch_due(written: u64, now: u64) -> bool {
     now.saturating_sub(written) >= TOUCH_EVERY || now < written
 }
 
 /// Removes the transcript files (`<sha256>.json`) in `dir` last written more than
 /// `max_idle` before `now`; returns how many. Other files are left alone.
-pub fn prune_files(dir: &Path, now: u64, max_idle: u64) -> Result<usize, StateError> {
+pub(crate) fn prune_files(dir: &Path, now: u64, max_idle: u64) -> Result<usize, StateError> {
     let rerr = |source| StateError::Read {
         path: dir.to_path_buf(),
         source,
@@ -109,7 +109,7 @@ fn is_state_file(name: &str, ext: &str) -> bool {
 
 /// The state directory: `--state-dir`, else `$STATE_DIRECTORY` (systemd's
 /// `StateDirectory=`), else `<gateway stateDir>/bridges/<kind>`.
-pub fn resolve_dir(
+pub(crate) fn resolve_dir(
     flag: Option<PathBuf>,
     env_state_directory: Option<PathBuf>,
     gateway_state_dir: Option<&Path>,
@@ -128,7 +128,7 @@ pub fn resolve_dir(
 }
 
 /// Creates `dir` (mode 0700: transcripts are private).
-pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -141,7 +141,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Writes `value` as JSON to `path`, atomically and durably.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     use std::os::unix::fs::OpenOptionsExt;
     let werr = |p: &Path| {
         let p = p.to_path_buf();
@@ -172,7 +172,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
 }
 
 /// Reads JSON from `path`; `Ok(None)` when the file does not exist.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     match std::fs::read(path) {
         Ok(data) => serde_json::from_slice(&data)
             .map(Some)
@@ -190,7 +190,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateErr
 
 /// A file name for a conversation id: its SHA-256 in hex, so an id can never name a
 /// path outside the directory, whatever characters it holds.
-pub fn file_name(conversation: &str, ext: &str) -> String {
+pub(crate) fn file_name(conversation: &str, ext: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(conversation.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

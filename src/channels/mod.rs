@@ -5,18 +5,18 @@
 //! `routing`. The verdicts are pure functions of what Twilio answered; the calls around
 //! them only fetch.
 
-pub mod probe;
+pub(crate) mod probe;
 mod routing;
-pub mod setup;
+pub(crate) mod setup;
 
 use serde_json::{json, Value};
 
 use crate::config::{Config, Sender};
 
-pub use probe::{hints, probe, Check, Status};
-pub use setup::{apply_setup, plan_setup, SetupOptions};
+pub(crate) use probe::{hints, probe, Check, Status};
+pub(crate) use setup::{apply_setup, plan_setup, SetupOptions};
 
-pub fn capabilities() -> Value {
+pub(crate) fn capabilities() -> Value {
     json!({
         "channel": "sms",
         "capabilities": {
@@ -41,7 +41,7 @@ pub fn capabilities() -> Value {
 }
 
 /// The configuration side of `channels status`, per account.
-pub fn account_summary(config: &Config) -> Vec<Value> {
+pub(crate) fn account_summary(config: &Config) -> Vec<Value> {
     let mut out: Vec<Value> = config
         .sms
         .accounts

@@ -13,7 +13,7 @@ use crate::twilio::{signature, Creds, HttpTwilio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Mismatch,
     Missing,
@@ -23,14 +23,14 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn passes(self) -> bool {
+    pub(crate) fn passes(self) -> bool {
         matches!(self, Status::Ok | Status::Skipped)
     }
 }
 
 /// One named check and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: &'static str,
     pub status: Status,
     pub detail: String,
@@ -55,7 +55,7 @@ impl Check {
 }
 
 /// The verdict on an inbound webhook URL and method as Twilio has them.
-pub fn webhook_verdict(
+pub(crate) fn webhook_verdict(
     configured: &str,
     twilio_url: Option<&str>,
     twilio_method: Option<&str>,
@@ -93,13 +93,13 @@ pub fn webhook_verdict(
 }
 
 /// How many of our own recent sends `--probe` reads back.
-pub const RECENT_SENDS: usize = 20;
+pub(crate) const RECENT_SENDS: usize = 20;
 
 /// The verdict on the account's recent messages: inbound ones with error 11200 (Twilio
 /// could not reach the webhook), and, when `sends` is given, delivery failures of our
 /// own recent sends (status `failed`/`undelivered`), counted by error code so the
 /// operator sees e.g. "4 of the last 20 replies failed with 30034" with its hint.
-pub fn recent_errors_verdict(inbound: &Value, sends: Option<&Value>) -> Check {
+pub(crate) fn recent_errors_verdict(inbound: &Value, sends: Option<&Value>) -> Check {
     let list = |v: &Value| -> Vec<Value> {
         v.get("messages")
             .and_then(Value::as_array)
@@ -177,7 +177,7 @@ pub fn recent_errors_verdict(inbound: &Value, sends: Option<&Value>) -> Check {
 }
 
 /// Advice for the operator, from the account and the verdicts.
-pub fn hints(config: &Config, account: &Account, checks: &[Check]) -> Vec<String> {
+pub(crate) fn hints(config: &Config, account: &Account, checks: &[Check]) -> Vec<String> {
     let mut out = Vec::new();
     let failed = |name: &str| checks.iter().any(|c| c.name == name && !c.status.passes());
     if let Some(url) = account.public_url() {
@@ -223,7 +223,7 @@ fn rest_failure(name: &'static str, e: &RestError) -> Check {
 }
 
 /// All checks for one usable account.
-pub async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
+pub(crate) async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
     let creds = Creds::of(account);
     let api = api_base(&account.api_base_url);
     let sid = &account.account_sid;

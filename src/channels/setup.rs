@@ -12,7 +12,7 @@ use crate::twilio::{Creds, HttpTwilio};
 
 /// What `channels setup` asks for besides pointing the webhook at us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetupOptions {
+pub(crate) struct SetupOptions {
     /// The number's (or Messaging Service's) fallback URL, called by Twilio when the
     /// webhook fails.
     pub fallback_url: Option<String>,
@@ -22,11 +22,11 @@ pub struct SetupOptions {
 }
 
 /// The most connection retries Twilio takes in `#rc=`.
-pub const MAX_WEBHOOK_RETRIES: u8 = 5;
+pub(crate) const MAX_WEBHOOK_RETRIES: u8 = 5;
 
 impl SetupOptions {
     /// Checks the options; the error says what to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(n) = self.retries {
             if n > MAX_WEBHOOK_RETRIES {
                 return Err(format!(
@@ -53,7 +53,7 @@ impl SetupOptions {
 
     /// The URL to set as the inbound webhook: `public` with the retry override as its
     /// fragment (replacing any fragment it had) when asked for.
-    pub fn webhook_url(&self, public: &str) -> String {
+    pub(crate) fn webhook_url(&self, public: &str) -> String {
         match self.retries {
             Some(n) => format!("{}#rc={n}&rp=all", strip_fragment(public)),
             None => public.to_string(),
@@ -63,7 +63,7 @@ impl SetupOptions {
 
 /// What `channels setup` would change, and the call that changes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetupPlan {
+pub(crate) struct SetupPlan {
     pub what: String,
     pub url: String,
     pub fields: Vec<(&'static str, String, String)>,
@@ -71,14 +71,14 @@ pub struct SetupPlan {
 }
 
 impl SetupPlan {
-    pub fn is_noop(&self) -> bool {
+    pub(crate) fn is_noop(&self) -> bool {
         self.fields.iter().all(|(_, old, new)| old == new)
     }
 }
 
 /// Reads the current inbound URL and plans the change to `publicWebhookUrl` + POST
 /// (and the fallback URL and retry override when asked).
-pub async fn plan_setup(
+pub(crate) async fn plan_setup(
     http: &HttpTwilio,
     account: &Account,
     opts: &SetupOptions,
@@ -165,7 +165,7 @@ pub async fn plan_setup(
     }
 }
 
-pub async fn apply_setup(
+pub(crate) async fn apply_setup(
     http: &HttpTwilio,
     account: &Account,
     plan: &SetupPlan,

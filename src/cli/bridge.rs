@@ -50,7 +50,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
         .join(p))
 }
 
-pub fn run(path: &Option<PathBuf>, cmd: AgentCmd) -> Result<ExitCode> {
+pub(super) fn run(path: &Option<PathBuf>, cmd: AgentCmd) -> Result<ExitCode> {
     let (socket, settings, make): (PathBuf, Settings, Box<dyn FnOnce() -> Result<Backend>>) =
         match cmd {
             AgentCmd::Acp {

@@ -12,7 +12,7 @@ use super::{check_channel, load_config, load_config_without_secrets, print_json,
 use crate::admin::{client, Request};
 use crate::channels::{self, Check};
 
-pub fn run(path: &Option<PathBuf>, cmd: ChannelsCmd) -> Result<ExitCode> {
+pub(super) fn run(path: &Option<PathBuf>, cmd: ChannelsCmd) -> Result<ExitCode> {
     match cmd {
         ChannelsCmd::Capabilities { channel, json } => {
             if let Some(c) = channel {
@@ -348,7 +348,7 @@ fn setup(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn health(path: &Option<PathBuf>) -> Result<ExitCode> {
+pub(super) fn health(path: &Option<PathBuf>) -> Result<ExitCode> {
     let config = load_config_without_secrets(path)?;
     let mut addr = config.gateway.listen;
     if addr.ip().is_unspecified() {

@@ -11,7 +11,7 @@ use super::args::{ConfigCmd, InitArgs};
 use super::{config_path, load_config};
 use crate::config::{self, edit, init, patch, show, Env};
 
-pub fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
+pub(super) fn run(path: &Option<PathBuf>, cmd: ConfigCmd) -> Result<ExitCode> {
     match cmd {
         ConfigCmd::Validate => {
             let config = load_config(path)?;

@@ -87,7 +87,7 @@ fn page_names(cmd: &clap::Command, out: &mut Vec<String>) {
 }
 
 /// smsgate(1): clap's sections, then the ones it does not know.
-pub fn main_page(w: &mut dyn Write) -> std::io::Result<()> {
+pub(super) fn main_page(w: &mut dyn Write) -> std::io::Result<()> {
     let mut cmd = super::command().disable_help_subcommand(true);
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone());
@@ -109,7 +109,7 @@ pub fn main_page(w: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// Writes smsgate.1 and one page per subcommand into `dir`; returns the files.
-pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(super) fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let main = dir.join("smsgate.1");

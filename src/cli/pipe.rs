@@ -28,20 +28,20 @@ fn closed(fd: RawFd) -> bool {
 }
 
 /// Whether stdout or stderr is a closed pipe.
-pub fn output_closed() -> bool {
+pub(super) fn output_closed() -> bool {
     closed(libc::STDOUT_FILENO) || closed(libc::STDERR_FILENO)
 }
 
 /// What a panic message about a closed pipe looks like (std's "failed printing to
 /// stdout: Broken pipe (os error 32)", an `expect` on an `io::Error`'s Debug form).
-pub fn mentions_broken_pipe(message: &str) -> bool {
+pub(super) fn mentions_broken_pipe(message: &str) -> bool {
     message.contains("Broken pipe")
         || message.contains("BrokenPipe")
         || message.contains("os error 32")
 }
 
 /// Whether an error (anywhere in its chain) is a write to a closed pipe.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(super) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -58,7 +58,7 @@ fn payload_text(info: &std::panic::PanicHookInfo<'_>) -> String {
 
 /// Installs a panic hook that keeps a closed-pipe panic quiet (and remembers it, for
 /// [`was_closed_pipe`]); every other panic is reported as before.
-pub fn install_hook() {
+pub(super) fn install_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if mentions_broken_pipe(&payload_text(info)) && output_closed() {
@@ -70,7 +70,7 @@ pub fn install_hook() {
 }
 
 /// Whether a panic was a closed pipe's.
-pub fn was_closed_pipe() -> bool {
+pub(super) fn was_closed_pipe() -> bool {
     QUIET.load(Ordering::SeqCst)
 }
 

@@ -13,7 +13,7 @@ use crate::phone::E164;
 use crate::twilio::{Creds, HttpTwilio, MessagesApi, SendError, SendRequest};
 
 /// What `message send` sends: the text, files to attach, media URLs.
-pub struct Content {
+pub(super) struct Content {
     pub text: String,
     pub media: Vec<PathBuf>,
     pub media_urls: Vec<String>,
@@ -46,7 +46,7 @@ fn read_media(files: &[PathBuf], max: u64) -> Result<Vec<crate::admin::MediaFile
     Ok(out)
 }
 
-pub fn message_send(
+pub(super) fn message_send(
     path: &Option<PathBuf>,
     target: &str,
     content: &Content,
@@ -196,7 +196,7 @@ async fn direct(
     Ok(json!({"sids": sids, "segments": segments, "queued": false}))
 }
 
-pub fn simulate(
+pub(super) fn simulate(
     path: &Option<PathBuf>,
     from: &str,
     body: &str,

@@ -52,7 +52,7 @@ fn fields_of<T: Deserialize<'static>>() -> &'static [&'static str] {
 
 /// The keys valid inside the object at `parent` (key path segments), if it is one of
 /// the config's fixed-shape objects.
-pub fn keys_at(parent: &[&str]) -> &'static [&'static str] {
+pub(crate) fn keys_at(parent: &[&str]) -> &'static [&'static str] {
     match parent {
         [] => fields_of::<RawConfig>(),
         ["gateway"] => fields_of::<RawGateway>(),
@@ -67,7 +67,7 @@ pub fn keys_at(parent: &[&str]) -> &'static [&'static str] {
 
 /// The known key nearest to an unknown one at `path` (dotted), when one is near enough
 /// to be a slip: the same letters in another case or with `_`/`-`, or a few edits away.
-pub fn did_you_mean(path: &str) -> Option<&'static str> {
+pub(crate) fn did_you_mean(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.split('.').collect();
     let (key, parent) = segments.split_last()?;
     nearest(key, keys_at(parent))
@@ -111,7 +111,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Why an account named in the config is not usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unusable {
+pub(crate) enum Unusable {
     /// `enabled: false`: on purpose.
     Disabled,
     /// Keys no layer sets (`accountSid`, `authToken`, `fromNumber or messagingServiceSid`).
@@ -124,7 +124,7 @@ pub enum Unusable {
 /// accounts the config names that are not usable, with the key path their fix goes
 /// under; `usable` counts the usable ones; `top_missing` is what the top level and the
 /// environment leave unset (used when no account is named at all).
-pub fn cannot_send(
+pub(crate) fn cannot_send(
     enabled: bool,
     usable: usize,
     accounts: &[(String, Unusable)],
@@ -171,7 +171,7 @@ pub fn cannot_send(
 
 /// A set `allowTo` replaces the default list (CONTRACT §9), so a `defaultTo` it does not
 /// name makes every agent send without `to` fail: said at load, not at the first send.
-pub fn allow_to_warning(a: &super::Account) -> Option<String> {
+pub(crate) fn allow_to_warning(a: &super::Account) -> Option<String> {
     let (list, to) = (a.allow_to.as_ref()?, a.default_to.as_ref()?);
     (!list.permits(to)).then(|| format!("account {:?}: allowTo does not include defaultTo, so the agent's sends that name no \"to\" will be refused (not-allowed); add defaultTo's number to allowTo, or remove allowTo to allow the people the account knows", a.id))
 }
@@ -180,7 +180,11 @@ pub fn allow_to_warning(a: &super::Account) -> Option<String> {
 
 /// Warnings for an account's `publicWebhookUrl` (raw as configured, parsed) against its
 /// `webhookPath`. None of them is an error: a proxy or tunnel may make them right.
-pub fn public_url_warnings(account: &str, url: &url::Url, webhook_path: &str) -> Vec<String> {
+pub(crate) fn public_url_warnings(
+    account: &str,
+    url: &url::Url,
+    webhook_path: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     let shown = {
         let mut u = url.clone();
@@ -237,7 +241,7 @@ fn unreachable_host(host: &url::Host<&str>) -> Option<String> {
 // ---- a readable file with an inline token ---------------------------------------------
 
 /// Key paths in the file's document that hold a secret written inline (not a SecretRef).
-pub fn inline_secret_paths(doc: &Value) -> Vec<String> {
+pub(crate) fn inline_secret_paths(doc: &Value) -> Vec<String> {
     fn literal(v: &Value) -> bool {
         match v {
             Value::String(s) => !s.is_empty(),
@@ -271,7 +275,7 @@ pub fn inline_secret_paths(doc: &Value) -> Vec<String> {
 }
 
 /// The warning for a config file of `mode` that holds the secrets at `inline`.
-pub fn readable_secret_warning(file: &Path, mode: u32, inline: &[String]) -> Option<String> {
+pub(crate) fn readable_secret_warning(file: &Path, mode: u32, inline: &[String]) -> Option<String> {
     let others = mode & 0o077;
     if others == 0 || inline.is_empty() {
         return None;
@@ -296,7 +300,7 @@ pub fn readable_secret_warning(file: &Path, mode: u32, inline: &[String]) -> Opt
 /// write, or be creatable (its nearest existing ancestor a writable directory). Checked
 /// by creating and removing a probe file, the one test that `ProtectSystem=`, read-only
 /// mounts and ACLs cannot fool. Nothing is created at `dir` itself.
-pub fn state_dir_problem(dir: &Path) -> Option<String> {
+pub(crate) fn state_dir_problem(dir: &Path) -> Option<String> {
     let mut probe_in = dir;
     let mut exists = true;
     loop {

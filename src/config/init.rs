@@ -10,7 +10,7 @@ use crate::phone::E164;
 
 /// What the operator gave (each already checked by the `check_*` functions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Answers {
+pub(crate) struct Answers {
     pub account_sid: Option<String>,
     pub sender: Option<InitSender>,
     pub public_url: Option<String>,
@@ -19,17 +19,18 @@ pub struct Answers {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InitSender {
+pub(crate) enum InitSender {
     Number(String),
     MessagingService(String),
 }
 
 /// The default variable the token is read from.
-pub const DEFAULT_TOKEN_ENV: &str = "TWILIO_AUTH_TOKEN";
+#[cfg(test)]
+pub(crate) const DEFAULT_TOKEN_ENV: &str = "TWILIO_AUTH_TOKEN";
 /// Where Twilio's webhooks arrive when the public URL names no path of its own.
 const DEFAULT_PATH: &str = "/webhooks/sms";
 
-pub fn check_account_sid(s: &str) -> Result<String, String> {
+pub(crate) fn check_account_sid(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.starts_with("AC") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(s.to_string())
@@ -41,13 +42,13 @@ pub fn check_account_sid(s: &str) -> Result<String, String> {
     }
 }
 
-pub fn check_from(s: &str) -> Result<InitSender, String> {
+pub(crate) fn check_from(s: &str) -> Result<InitSender, String> {
     E164::parse(s)
         .map(|n| InitSender::Number(n.to_string()))
         .map_err(|e| e.to_string())
 }
 
-pub fn check_messaging_service(s: &str) -> Result<InitSender, String> {
+pub(crate) fn check_messaging_service(s: &str) -> Result<InitSender, String> {
     let s = s.trim();
     if s.starts_with("MG") && s.len() == 34 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(InitSender::MessagingService(s.to_string()))
@@ -57,7 +58,7 @@ pub fn check_messaging_service(s: &str) -> Result<InitSender, String> {
 }
 
 /// A number or an `MG…` SID, as typed at the prompt.
-pub fn check_sender(s: &str) -> Result<InitSender, String> {
+pub(crate) fn check_sender(s: &str) -> Result<InitSender, String> {
     if s.trim().starts_with("MG") {
         check_messaging_service(s)
     } else {
@@ -67,7 +68,7 @@ pub fn check_sender(s: &str) -> Result<InitSender, String> {
 
 /// The public URL: absolute http(s), no credentials; one with no path gets
 /// `/webhooks/sms`, the path the gateway listens on by default.
-pub fn check_public_url(s: &str) -> Result<String, String> {
+pub(crate) fn check_public_url(s: &str) -> Result<String, String> {
     let s = s.trim();
     let url = url::Url::parse(s).map_err(|_| {
         "is not an absolute URL; give the https URL Twilio will call, e.g. https://sms.example.com/webhooks/sms".to_string()
@@ -84,7 +85,7 @@ pub fn check_public_url(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-pub fn check_token_env(s: &str) -> Result<String, String> {
+pub(crate) fn check_token_env(s: &str) -> Result<String, String> {
     let s = s.trim();
     let mut chars = s.chars();
     let ok = chars
@@ -102,7 +103,7 @@ pub fn check_token_env(s: &str) -> Result<String, String> {
 }
 
 /// The keys still to fill in, as `config validate` would name them.
-pub fn missing(a: &Answers) -> Vec<&'static str> {
+pub(crate) fn missing(a: &Answers) -> Vec<&'static str> {
     let mut out = Vec::new();
     if a.account_sid.is_none() {
         out.push("accountSid");
@@ -122,7 +123,7 @@ fn q(s: &str) -> String {
 }
 
 /// The starter file's text.
-pub fn render(a: &Answers) -> String {
+pub(crate) fn render(a: &Answers) -> String {
     let todo = "  // <- fill in, then remove the // at the start of the line";
     let sid = match &a.account_sid {
         Some(s) => format!("      accountSid: {},", q(s)),

@@ -4,13 +4,13 @@
 //! `load` reads and parses; [`validate::validate`] is a pure function from the raw file,
 //! its unknown keys and the environment to a [`Config`] or the full list of problems.
 
-pub mod checks;
+pub(crate) mod checks;
 pub mod edit;
-pub mod init;
+pub(crate) mod init;
 pub mod patch;
-pub mod raw;
-pub mod redact;
-pub mod show;
+pub(crate) mod raw;
+pub(crate) mod redact;
+pub(crate) mod show;
 pub mod validate;
 
 use std::collections::BTreeSet;

@@ -82,7 +82,7 @@ where
 }
 
 /// Whether a key is unset: absent, or `null`.
-pub fn is_unset<T>(f: &Option<Field<T>>) -> bool {
+pub(crate) fn is_unset<T>(f: &Option<Field<T>>) -> bool {
     matches!(f, None | Some(Field::Invalid(Value::Null)))
 }
 

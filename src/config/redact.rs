@@ -13,13 +13,13 @@ use std::sync::Mutex;
 use crate::secret::Secret;
 
 /// What a masked value shows.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Whether a config key holds a secret: `authToken`, `previousAuthTokens`,
 /// `webhookSigningKeys`, and, so a future or misspelt key (`authTokn`) is covered by its
 /// name, any key containing `token`, `secret`, `password` or `auth`, or ending in
 /// `key(s)` (case-insensitive). `keyFile` (a path) is not a secret.
-pub fn is_secret_key(name: &str) -> bool {
+pub(crate) fn is_secret_key(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     ["token", "secret", "password", "auth"]
         .iter()
@@ -29,7 +29,7 @@ pub fn is_secret_key(name: &str) -> bool {
 
 /// Whether a dotted key path (`channels.sms.webhookSigningKeys.k1`,
 /// `previousAuthTokens[0]`) is inside a secret.
-pub fn is_secret_path(path: &str) -> bool {
+pub(crate) fn is_secret_path(path: &str) -> bool {
     path.split(['.', '['])
         .map(|seg| seg.trim_end_matches(']'))
         .any(is_secret_key)
@@ -39,7 +39,7 @@ pub fn is_secret_path(path: &str) -> bool {
 /// quote, or to the end of the line when unterminated), a list or object (to its
 /// matching bracket, or the end of the text), or a bare word (to `,`, `}`, `]`, a
 /// comment or the end of the line). Works on text that does not parse.
-pub fn secret_spans(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn secret_spans(text: &str) -> Vec<(usize, usize)> {
     let b = text.as_bytes();
     let mut spans = Vec::new();
     let mut i = 0;
@@ -181,7 +181,7 @@ fn value_end(b: &[u8], i: usize) -> usize {
 }
 
 /// Line `line` (1-based) of `text`, with secret values masked; `None` past the end.
-pub fn masked_line(text: &str, line: usize) -> Option<String> {
+pub(crate) fn masked_line(text: &str, line: usize) -> Option<String> {
     let start = if line <= 1 {
         0
     } else {
@@ -208,7 +208,7 @@ pub fn masked_line(text: &str, line: usize) -> Option<String> {
 
 /// A JSON5 syntax error as a one-line message (where, and what was expected, in an
 /// operator's words) plus the offending source line with secrets masked.
-pub fn syntax_error(text: &str, error: &json5::Error) -> String {
+pub(crate) fn syntax_error(text: &str, error: &json5::Error) -> String {
     let what = match error.code() {
         Some(code) => describe_syntax(code),
         // Only number conversions use free text, and they never quote the source.
@@ -287,7 +287,7 @@ const MAX_KNOWN: usize = 256;
 const MIN_SCRUB_LEN: usize = 6;
 
 /// Remembers a resolved secret for [`scrub_known`].
-pub fn remember(secret: &Secret) {
+pub(crate) fn remember(secret: &Secret) {
     if secret.expose().len() < MIN_SCRUB_LEN {
         return;
     }
@@ -301,7 +301,7 @@ pub fn remember(secret: &Secret) {
 }
 
 /// `text` with every remembered secret, and each of `extra`, replaced by [`MASK`].
-pub fn scrub_known(text: &str, extra: &[&str]) -> String {
+pub(crate) fn scrub_known(text: &str, extra: &[&str]) -> String {
     let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_string();
     let extra = extra.iter().filter(|s| s.len() >= MIN_SCRUB_LEN);

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::{Account, Config, InboundCheck, LogFormat, Sender};
 
 /// The resolved config as JSON, secrets redacted.
-pub fn redacted(config: &Config) -> Value {
+pub(crate) fn redacted(config: &Config) -> Value {
     let g = &config.gateway;
     let mut accounts = Map::new();
     for a in &config.sms.accounts {
@@ -121,7 +121,7 @@ fn account(a: &Account) -> Value {
 }
 
 /// The same view as indented `key: value` lines for people.
-pub fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     let mut out = String::new();
     write_text(value, 0, &mut out);
     out

@@ -5,7 +5,7 @@ use hyper::StatusCode;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
+pub(crate) enum WebhookError {
     #[error("no webhook at this path")]
     NotFound,
     #[error("only POST is accepted here")]
@@ -29,14 +29,12 @@ pub enum WebhookError {
     /// A field that is not of the shape Twilio sends (see `twilio::fields`).
     #[error("{0}")]
     BadField(#[from] crate::twilio::fields::FieldError),
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
 
 impl WebhookError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             WebhookError::NotFound => StatusCode::NOT_FOUND,
             WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -49,7 +47,7 @@ impl WebhookError {
             | WebhookError::BadSignature { .. }
             | WebhookError::BadSignatureSettings(_) => StatusCode::FORBIDDEN,
             // Twilio logs 11200 and tries the fallback URL; the message is not ours yet.
-            WebhookError::ShuttingDown | WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -34,7 +34,7 @@ impl TrustedProxies {
 }
 
 /// An address or a CIDR (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`), or why not.
-pub fn parse_net(s: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
@@ -73,7 +73,7 @@ fn parse_hop(s: &str) -> Option<IpAddr> {
 /// that is not itself a trusted proxy (hops to its left were written by the client or
 /// an untrusted hop, so they could be anything). A hop that is not an address stops
 /// the walk at the last trusted hop.
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub(crate) fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
     let peer = canonical(peer);
     if !trusted.contains(peer) {
         return peer;
@@ -99,7 +99,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) 
 
 /// The first value of a forwarding header (`X-Forwarded-Proto: https, http`: the
 /// first proxy's, what the client used), when `peer` is trusted and the value is sane.
-pub fn forwarded_value(
+pub(crate) fn forwarded_value(
     peer: IpAddr,
     headers: &HeaderMap,
     name: &str,
@@ -121,9 +121,7 @@ pub fn forwarded_value(
 /// What the serve loop learned about a request's origin; in the request's extensions
 /// for the handler (logs, the 403 diagnosis).
 #[derive(Debug, Clone)]
-pub struct Origin {
-    /// The TCP peer.
-    pub peer: std::net::SocketAddr,
+pub(crate) struct Origin {
     /// The client: the peer, or the forwarded address from a trusted proxy.
     pub client: IpAddr,
     /// `X-Forwarded-Proto` from a trusted proxy.
@@ -135,7 +133,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn new(
+    pub(crate) fn new(
         peer: std::net::SocketAddr,
         tls: bool,
         headers: &HeaderMap,
@@ -143,7 +141,6 @@ impl Origin {
     ) -> Self {
         let ip = peer.ip();
         Self {
-            peer,
             client: client_addr(ip, headers, trusted),
             proto: forwarded_value(ip, headers, "x-forwarded-proto", trusted)
                 .map(|p| p.to_ascii_lowercase())

@@ -11,10 +11,10 @@ use hyper::{header, Method, Request, Response, StatusCode};
 use crate::app::App;
 
 /// The route's prefix.
-pub const PREFIX: &str = "/media/";
+pub(crate) const PREFIX: &str = "/media/";
 
 /// Splits `/media/<token>/<filename>` into its parts (token: 32 hex digits).
-pub fn parse_path(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix(PREFIX)?;
     let (token, filename) = rest.split_once('/')?;
     let ok = token.len() == 32
@@ -36,7 +36,7 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-pub fn handle<B>(app: &App, req: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn handle<B>(app: &App, req: &Request<B>) -> Response<Full<Bytes>> {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

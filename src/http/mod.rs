@@ -2,12 +2,12 @@
 //! rustls TLS. The connection cap and the timeouts are [`serve`]'s, shared with the
 //! other TCP listeners.
 
-pub mod error;
-pub mod forwarded;
-pub mod media;
-pub mod serve;
-pub mod tls;
-pub mod webhook;
+pub(crate) mod error;
+pub(crate) mod forwarded;
+pub(crate) mod media;
+pub(crate) mod serve;
+pub(crate) mod tls;
+pub(crate) mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ const RESERVED_FDS: usize =
 
 /// Serves webhooks on `listener` until `shutdown` completes, then stops accepting and
 /// lets in-flight requests finish (bounded by [`serve::DRAIN_TIMEOUT`]).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     tls: Option<tls::TlsAcceptor>,
     app: Arc<App>,

@@ -73,20 +73,20 @@ use crate::logging::{suppressed, LogLimiter};
 /// How long a request may take before the minimum rate applies: a slow start, a
 /// round trip, a scheduler hiccup on a loaded machine. A webhook arrives in
 /// milliseconds.
-pub const RATE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const RATE_GRACE: Duration = Duration::from_secs(2);
 /// After [`RATE_GRACE`], a request (its TLS handshake, headers and body) must have
 /// sent at least this many bytes a second since its first byte. Twilio sends a whole
 /// webhook (about 2 KiB) at once; a trickle of a byte a second fails it within 3 s.
-pub const MIN_BYTES_PER_SEC: u64 = 1024;
+pub(crate) const MIN_BYTES_PER_SEC: u64 = 1024;
 /// A request's headers and body must be in within this of its first byte.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection accepted less than this ago is closed to make room only after every
 /// older one: it has not had the time to send anything, and Twilio's own connection is
 /// always this young when it arrives. Counted from the accept, not from the last
 /// answer, so a keep-alive connection kept busy with quick requests does not stay
 /// young. Shorter than [`RATE_GRACE`], so a trickle becomes fair game before the rate
 /// rule closes it.
-pub const YOUNG: Duration = Duration::from_secs(1);
+pub(crate) const YOUNG: Duration = Duration::from_secs(1);
 /// An address whose connection was closed to make room before it ever answered a
 /// request is on probation this long: its next connections get no [`YOUNG`]
 /// protection until they answer one. A guard against an eviction cascade: attackers
@@ -95,12 +95,12 @@ pub const YOUNG: Duration = Duration::from_secs(1);
 /// would reach Twilio's connection. With probation the cascade runs among the
 /// attackers' own fresh connections. (The 64-address flood tests pass without it on
 /// our machines; it is there for faster attackers and bigger caps.)
-pub const PROBATION: Duration = Duration::from_secs(10);
+pub(crate) const PROBATION: Duration = Duration::from_secs(10);
 /// Addresses on probation remembered at most (a flood of addresses forgets some).
 const PROBATION_MAX: usize = 4096;
 /// At the cap, an address may hold the cap divided by the addresses connected, but
 /// never fewer than this: Twilio sends concurrent webhooks from one address too.
-pub const FAIR_SHARE_FLOOR: usize = 4;
+pub(crate) const FAIR_SHARE_FLOOR: usize = 4;
 /// How long an idle connection told to close gracefully (HTTP/2 GOAWAY) may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait after `accept` fails (EMFILE, ENFILE, ENOBUFS) before trying again.
@@ -108,15 +108,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Log lines a second, per listener, for connection events strangers can cause.
 const LOG_LINES_PER_SECOND: u64 = 5;
 /// The idle clock of every listener: the README promises headers within 10 s.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backstop for a connection with requests in flight that finishes none.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long draining in-flight requests may take at shutdown.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// What one listener allows.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Names the listener in log lines (`webhook`, `HTTP-01`, `metrics`).
     pub name: &'static str,
     /// Open connections at most; see the module docs for what happens at the cap.
@@ -142,7 +142,7 @@ pub struct Limits {
 
 impl Limits {
     /// The defaults with this name and cap.
-    pub fn new(name: &'static str, max_connections: usize) -> Self {
+    pub(crate) fn new(name: &'static str, max_connections: usize) -> Self {
         Self {
             name,
             max_connections: max_connections.max(1),
@@ -164,7 +164,7 @@ impl Limits {
 /// What a connection is doing, as the idle clock sees it. Times are milliseconds on
 /// one monotonic clock ([`now_ms`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Activity {
+pub(crate) struct Activity {
     /// Requests handed to the handler and not answered yet.
     pub in_flight: usize,
     /// Of those, the ones whose body has not been read to its end.
@@ -184,7 +184,8 @@ pub struct Activity {
 
 impl Activity {
     /// A connection accepted at `ms` that has sent nothing.
-    pub fn fresh(ms: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn fresh(ms: u64) -> Self {
         Self {
             in_flight: 0,
             receiving: 0,
@@ -198,7 +199,7 @@ impl Activity {
 
     /// A request whose body is complete is being answered: the server is working,
     /// the client has done its part.
-    pub fn processing(&self) -> bool {
+    pub(crate) fn processing(&self) -> bool {
         self.in_flight > self.receiving
     }
 
@@ -215,7 +216,7 @@ impl Activity {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// No request headers within `idle_timeout` of going idle.
     Idle,
     /// A request (handshake, headers, body) slower than `min_bytes_per_sec`.
@@ -227,7 +228,7 @@ pub enum CloseReason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Look again at this time (or sooner, when a request finishes).
     KeepUntil(u64),
     Close(CloseReason),
@@ -242,7 +243,7 @@ pub enum Verdict {
 ///   `idle_timeout` of going idle;
 /// - and whenever bytes are coming (a handshake, headers, a body), at least
 ///   `min_bytes_per_sec` since the first of them, once `rate_grace` has passed.
-pub fn judge(limits: &Limits, a: Activity, now_ms: u64) -> Verdict {
+pub(crate) fn judge(limits: &Limits, a: Activity, now_ms: u64) -> Verdict {
     let close_at = |deadline: u64, reason| {
         if now_ms >= deadline {
             Verdict::Close(reason)
@@ -284,7 +285,7 @@ pub fn judge(limits: &Limits, a: Activity, now_ms: u64) -> Verdict {
 
 /// One open connection as the cap sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub id: u64,
     /// The client: the peer, or the address a trusted proxy forwarded for.
     pub addr: IpAddr,
@@ -299,7 +300,7 @@ pub struct Candidate {
 /// The connections one address may hold when the cap is reached: the cap split
 /// evenly among the addresses connected (the newcomer's included), at least
 /// [`FAIR_SHARE_FLOOR`] (and at most the cap).
-pub fn fair_share(cap: usize, addresses: usize) -> usize {
+pub(crate) fn fair_share(cap: usize, addresses: usize) -> usize {
     cap.div_ceil(addresses.max(1))
         .max(FAIR_SHARE_FLOOR)
         .min(cap.max(1))
@@ -317,7 +318,7 @@ pub fn fair_share(cap: usize, addresses: usize) -> usize {
 /// the slowest (fewest bytes a second since the request or the idleness began; idle is
 /// 0), then the longest at it, then the older connection (smaller id). `None` (refuse
 /// the newcomer) only when nothing may be chosen.
-pub fn pick_victim(
+pub(crate) fn pick_victim(
     limits: &Limits,
     conns: &[Candidate],
     newcomer: IpAddr,
@@ -355,7 +356,7 @@ pub fn pick_victim(
 /// The connection cap a listener can afford: `requested`, but never so many that its
 /// sockets plus `reserved` other descriptors (store files, agent and admin sockets, the
 /// other listeners, outbound HTTPS) exceed the open-file limit. At least 1.
-pub fn affordable_cap(requested: usize, fd_limit: Option<u64>, reserved: usize) -> usize {
+pub(crate) fn affordable_cap(requested: usize, fd_limit: Option<u64>, reserved: usize) -> usize {
     let Some(limit) = fd_limit else {
         return requested.max(1);
     };
@@ -377,7 +378,7 @@ const BACKLOG: u32 = 4096;
 
 /// Binds a listener for [`serve`] with a deep accept queue ([`BACKLOG`]; the kernel
 /// caps it at `net.core.somaxconn`).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -394,7 +395,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// `None` when unlimited or unknown. Every connection is a descriptor; at the usual soft
 /// limit of 1024 the default `maxConnections` alone would exhaust it, and then the admin
 /// and agent sockets could not accept either.
-pub fn fd_limit() -> Option<u64> {
+pub(crate) fn fd_limit() -> Option<u64> {
     static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
     *LIMIT.get_or_init(|| {
         use rustix::process::{getrlimit, setrlimit, Resource};
@@ -420,7 +421,7 @@ fn epoch() -> Instant {
 }
 
 /// Milliseconds on the monotonic clock [`Activity`] uses.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     millis(epoch().elapsed())
 }
 
@@ -629,7 +630,7 @@ impl Drop for InFlight {
 
 /// A request's body as handlers see it: hyper's, telling the serve loop when it has
 /// been read to its end (the request is then being processed, see [`pick_victim`]).
-pub struct Body {
+pub(crate) struct Body {
     inner: Incoming,
     state: Arc<RequestState>,
 }
@@ -724,7 +725,7 @@ fn doing(a: &Activity, now_ms: u64) -> String {
 /// each request; TLS, when given, is terminated first (ALPN h2 and http/1.1; a bare
 /// `acme-tls/1` handshake is a TLS-ALPN-01 answer and ends there). Each request carries
 /// its [`Origin`] in its extensions.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: Limits,

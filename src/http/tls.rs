@@ -15,10 +15,10 @@ use std::time::SystemTime;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+pub(crate) type TlsAcceptor = tokio_rustls::TlsAcceptor;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -33,7 +33,7 @@ pub enum TlsError {
 }
 
 /// Loads and checks a certificate chain and its key.
-pub fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|error| TlsError::Read {
             path: p.display().to_string(),
@@ -51,7 +51,7 @@ pub fn load_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsEr
 }
 
 /// Parses and checks a PEM chain and key; the paths only name them in errors.
-pub fn certified_key(
+pub(crate) fn certified_key(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert_file: &str,
@@ -201,7 +201,7 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-pub fn acceptor(resolver: Arc<CertResolver>) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(resolver: Arc<CertResolver>) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -17,11 +17,11 @@ use crate::twilio::fields::{self, InboundSms};
 use crate::twilio::{form, signature};
 
 /// Twilio's inbound bodies are a few KiB; anything bigger is not Twilio.
-pub const MAX_BODY: usize = 32 * 1024;
+pub(crate) const MAX_BODY: usize = 32 * 1024;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const TWIML_EMPTY: &str = "<Response></Response>";
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
@@ -32,7 +32,7 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
     r
 }
 
-pub async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Body> {
+pub(crate) async fn handle(app: &App, req: Request<super::serve::Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     // The client as `gateway.trustedProxies` allows it to be known (the peer otherwise).
     let client = req
@@ -292,7 +292,7 @@ fn signing_keys<'a>(
 /// proxy, else `Host`), the path; then the same with the other scheme, for a proxy
 /// that terminates TLS without saying so. Nothing when the host is not a plain host
 /// name (it is the caller's words and goes to the log).
-pub fn called_urls(origin: Option<&Origin>, host: Option<&str>, path: &str) -> Vec<String> {
+pub(crate) fn called_urls(origin: Option<&Origin>, host: Option<&str>, path: &str) -> Vec<String> {
     let forwarded_host = origin.and_then(|o| o.host.as_deref());
     let Some(host) = forwarded_host.or(host).filter(|h| plain_host(h)) else {
         return Vec::new();
@@ -320,7 +320,7 @@ fn plain_host(h: &str) -> bool {
 /// the request was called at matches the signature, that `publicWebhookUrl` is wrong
 /// and what Twilio called; otherwise that the token is likely wrong (or a proxy
 /// changed the body). `matches` checks one URL against the signature.
-pub fn diagnose(
+pub(crate) fn diagnose(
     account: &str,
     signed: &str,
     called: &[String],
@@ -350,7 +350,7 @@ pub fn diagnose(
 
 /// The webhook path a request's path misses only by a trailing `/` or by case, and
 /// its account.
-pub fn near_miss<'a>(
+pub(crate) fn near_miss<'a>(
     path: &str,
     webhooks: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Option<(&'a str, &'a str)> {
@@ -398,7 +398,6 @@ mod tests {
 
     fn origin(tls: bool, proto: Option<&str>, host: Option<&str>) -> Origin {
         Origin {
-            peer: "127.0.0.1:1".parse().unwrap(),
             client: "127.0.0.1".parse().unwrap(),
             proto: proto.map(str::to_string),
             host: host.map(str::to_string),

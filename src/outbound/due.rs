@@ -24,7 +24,7 @@ use crate::store::{OutboundRecord, OutboundState};
 type Line = (String, String);
 
 #[derive(Debug, Default)]
-pub struct DueIndex {
+pub(crate) struct DueIndex {
     /// Every live send, by id.
     records: BTreeMap<u64, OutboundRecord>,
     /// Each recipient's queued sends, by id; the first is the recipient's head.
@@ -45,31 +45,28 @@ fn line_of(rec: &OutboundRecord) -> Line {
 }
 
 impl DueIndex {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Live sends in all.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Sends in state `Queued` (held sends and lookups do not count).
-    pub fn queued_len(&self) -> usize {
+    pub(crate) fn queued_len(&self) -> usize {
         self.queued
     }
 
     /// Sends in state `Held` for `account`.
-    pub fn held_len(&self, account: &str) -> usize {
+    pub(crate) fn held_len(&self, account: &str) -> usize {
         self.held.get(account).copied().unwrap_or(0)
     }
 
     /// The live sends of one reply or send (its parts): (id, state), by id.
-    pub fn group(&self, group: u64) -> Vec<(u64, OutboundState)> {
+    pub(crate) fn group(&self, group: u64) -> Vec<(u64, OutboundState)> {
         self.records
             .values()
             .filter(|r| r.group == Some(group))
@@ -77,13 +74,13 @@ impl DueIndex {
             .collect()
     }
 
-    pub fn get(&self, id: u64) -> Option<&OutboundRecord> {
+    pub(crate) fn get(&self, id: u64) -> Option<&OutboundRecord> {
         self.records.get(&id)
     }
 
     /// Adds `rec`, or replaces the send with its id (a new state, a new time); a send
     /// no longer pending (sent, failed) is removed.
-    pub fn upsert(&mut self, rec: OutboundRecord) {
+    pub(crate) fn upsert(&mut self, rec: OutboundRecord) {
         self.remove(rec.id);
         if !rec.state.is_pending() {
             return;
@@ -119,7 +116,7 @@ impl DueIndex {
 
     /// Removes the send with this id (if live), promoting the recipient's next queued
     /// send when it was their head.
-    pub fn remove(&mut self, id: u64) -> Option<OutboundRecord> {
+    pub(crate) fn remove(&mut self, id: u64) -> Option<OutboundRecord> {
         let rec = self.records.remove(&id)?;
         self.by_time.remove(&(rec.next_attempt_ms, id));
         self.lookups.remove(&id);
@@ -152,7 +149,7 @@ impl DueIndex {
 
     /// What is due at `now` (ids, in id order, as the scan gave them) and the earliest
     /// time anything else falls due. `lookup_due` gives a lookup's due time.
-    pub fn due(
+    pub(crate) fn due(
         &self,
         now: u64,
         lookup_due: impl Fn(&OutboundRecord) -> u64,

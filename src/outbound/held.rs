@@ -18,12 +18,12 @@ use crate::limits::Limit;
 /// `outboundLimits.maxHeld` by default: held sends kept at once per account. A day of
 /// `perDay: 1000` held is as much as an operator reviews by hand; 60,000 took 188 MB
 /// of memory and a 290 MB store (issue 20 item 7).
-pub const DEFAULT_MAX_HELD: u32 = 1000;
+pub(crate) const DEFAULT_MAX_HELD: u32 = 1000;
 
 /// What to do with a send over an `outboundLimits` window, given how many of the
 /// account's sends are held already and `outboundLimits.maxHeld` (0 = no cap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
+pub(crate) enum Overflow {
     /// Keep it, held.
     Hold,
     /// The cap is reached: refuse it and store nothing.
@@ -34,7 +34,7 @@ pub enum Overflow {
 /// sends, not counting this one; `coming`: the other parts of the same reply or send
 /// not held yet, which would be held after it: a text is held or refused as a whole,
 /// never half).
-pub fn overflow(already_held: usize, coming: usize, max_held: u32) -> Overflow {
+pub(crate) fn overflow(already_held: usize, coming: usize, max_held: u32) -> Overflow {
     if max_held != 0 && already_held.saturating_add(coming) >= max_held as usize {
         Overflow::Refuse
     } else {
@@ -43,7 +43,7 @@ pub fn overflow(already_held: usize, coming: usize, max_held: u32) -> Overflow {
 }
 
 /// What the agent (or `message send`) hears when a send is refused at the cap.
-pub fn refused_message(limit: Limit, max_held: u32) -> String {
+pub(crate) fn refused_message(limit: Limit, max_held: u32) -> String {
     format!(
         "refused, not held: over {} and {max_held} sends are already held for this account (outboundLimits.maxHeld = {max_held}); nothing was stored. Release or purge held sends (`smsgate queue list`, `smsgate queue release --all`), or raise outboundLimits.maxHeld",
         limit.key()
@@ -51,13 +51,13 @@ pub fn refused_message(limit: Limit, max_held: u32) -> String {
 }
 
 /// How often the log says the cap was reached, per account.
-pub const MAX_HELD_ANNOUNCE_MS: u64 = HOUR_MS;
+pub(crate) const MAX_HELD_ANNOUNCE_MS: u64 = HOUR_MS;
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
 /// How long one announcement of `limit` covers: the limit's own window.
-pub fn span_ms(limit: Limit) -> u64 {
+pub(crate) fn span_ms(limit: Limit) -> u64 {
     match limit {
         Limit::PerHour | Limit::PerRecipientPerHour => HOUR_MS,
         Limit::PerDay => DAY_MS,
@@ -65,7 +65,7 @@ pub fn span_ms(limit: Limit) -> u64 {
 }
 
 /// The label of `limit` in metrics and log lines (`perHour`, …).
-pub fn label(limit: Limit) -> &'static str {
+pub(crate) fn label(limit: Limit) -> &'static str {
     let key = limit.key();
     key.strip_prefix("outboundLimits.").unwrap_or(key)
 }
@@ -74,7 +74,7 @@ pub fn label(limit: Limit) -> &'static str {
 /// was last announced: never, a whole span ago or more, or "in the future" (the wall
 /// clock stepped back since: announcing once more beats staying silent until the clock
 /// catches up, which could be a day).
-pub fn is_new_window(last_announced_ms: Option<u64>, span_ms: u64, now: u64) -> bool {
+pub(crate) fn is_new_window(last_announced_ms: Option<u64>, span_ms: u64, now: u64) -> bool {
     match last_announced_ms {
         None => true,
         Some(last) => now < last || now >= last.saturating_add(span_ms),
@@ -83,13 +83,13 @@ pub fn is_new_window(last_announced_ms: Option<u64>, span_ms: u64, now: u64) -> 
 
 /// What the sender remembers about announced holds: (account, limit key) → when.
 #[derive(Debug, Default)]
-pub struct Announced {
+pub(crate) struct Announced {
     last: HashMap<(String, &'static str), u64>,
 }
 
 impl Announced {
     /// Whether to announce a hold of `limit` for `account` at `now`; remembers it when so.
-    pub fn announce(&mut self, account: &str, limit: Limit, now: u64) -> bool {
+    pub(crate) fn announce(&mut self, account: &str, limit: Limit, now: u64) -> bool {
         let key = (account.to_string(), limit.key());
         let new = is_new_window(self.last.get(&key).copied(), span_ms(limit), now);
         if new {

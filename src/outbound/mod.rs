@@ -4,10 +4,10 @@
 //! ([`Outbox::part_done`]), and the sender task: [`sender`] (the loop and sending),
 //! `lookup` (sends of unknown outcome), over `worker` (its handles and shared writes).
 
-pub mod due;
-pub mod held;
+pub(crate) mod due;
+pub(crate) mod held;
 mod lookup;
-pub mod sender;
+pub(crate) mod sender;
 mod worker;
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::phone::E164;
 use crate::store::{Hooks, OutboundRecord, OutboundState, Purpose, Store, StoreError, Writer};
 
-pub use due::DueIndex;
-pub use sender::{backoff, MAX_ATTEMPTS};
+pub(crate) use due::DueIndex;
+pub(crate) use sender::backoff;
 
 const MAX_TRACKED_SIDS: usize = 100_000;
 
@@ -67,7 +67,7 @@ pub struct Refusal {
 }
 
 /// The `code` of an `error` line for a send `allowTo` refuses (CONTRACT §9).
-pub const NOT_ALLOWED: &str = "not-allowed";
+pub(crate) const NOT_ALLOWED: &str = "not-allowed";
 
 impl Refusal {
     fn new(message: impl Into<String>) -> Self {
@@ -449,7 +449,11 @@ fn new_token() -> String {
 
 /// The SMS bodies a text becomes: flattened markdown, chunked; a media-only message is
 /// one empty body.
-pub fn plan_parts(text: &str, limit: usize, media_urls: &[String]) -> Result<Vec<String>, Refusal> {
+pub(crate) fn plan_parts(
+    text: &str,
+    limit: usize,
+    media_urls: &[String],
+) -> Result<Vec<String>, Refusal> {
     let parts = crate::text::prepare_sms(text, limit);
     if parts.is_empty() {
         if media_urls.is_empty() {

@@ -21,11 +21,11 @@ use crate::store::{OutboundRecord, OutboundState, Purpose, StoreError};
 use crate::twilio::reconcile;
 use crate::twilio::{Creds, SendError, SendRequest};
 
-pub use super::worker::{Sender, Windows};
+pub(crate) use super::worker::Sender;
 
 /// Attempts before a retryable failure counts as failed for good (about 40 minutes of
 /// backoff in all).
-pub const MAX_ATTEMPTS: u32 = 12;
+pub(crate) const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
@@ -44,7 +44,7 @@ const SEND_BACKOFF: Backoff = Backoff {
 
 /// The wait before the next attempt after `attempts` tries, by [`SEND_BACKOFF`];
 /// `jitter` in [0, 1).
-pub fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+pub(crate) fn backoff(attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     SEND_BACKOFF.wait(attempts, retry_after, jitter)
 }
 
@@ -57,7 +57,7 @@ fn limited(rec: &OutboundRecord) -> bool {
     !matches!(rec.purpose, Purpose::Cli) && !rec.released
 }
 
-pub async fn run(s: Sender, mut shutdown: Shutdown) {
+pub(crate) async fn run(s: Sender, mut shutdown: Shutdown) {
     // One write: the sends cut off by the last stop become of unknown outcome, and
     // the in-memory queue is loaded from the same snapshot, in commit order with the
     // agents' sends already arriving (see `Outbox::reload_in`).

@@ -17,7 +17,7 @@ use crate::store::{OutboundRecord, OutboundState, Store, StoreError, Writer};
 use crate::twilio::MessagesApi;
 
 /// The handles the sender needs.
-pub struct Sender {
+pub(crate) struct Sender {
     pub store: Arc<Store>,
     pub writer: Writer,
     pub outbox: Arc<Outbox>,
@@ -31,7 +31,7 @@ pub struct Sender {
 /// What the sender keeps in memory: the spending limits' windows and what was said
 /// about them, and the monotonic times of each send of unknown outcome.
 #[derive(Debug, Default)]
-pub struct Windows {
+pub(crate) struct Windows {
     /// Per account with a limit set, what went out in the last day, per minute (built
     /// from the sent log when a limit first needs it).
     pub(super) sent: SendWindows,

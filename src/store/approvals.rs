@@ -9,9 +9,9 @@ use super::area::{account_prefix, pair_key, Batch};
 use super::{dec, enc, Store, StoreError};
 
 /// Decided asks kept per account.
-pub const KEEP_DECIDED: usize = 100;
+pub(crate) const KEEP_DECIDED: usize = 100;
 /// How long a decided ask is kept.
-pub const KEEP_DECIDED_MS: u64 = 30 * 24 * 3600 * 1000;
+pub(crate) const KEEP_DECIDED_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// One ask of the agent, pending or decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ pub struct MediaMeta {
 }
 
 /// The token of one of our media URLs, `…/media/<token>/<filename>`.
-pub fn token_of(url: &str) -> Option<&str> {
+pub(crate) fn token_of(url: &str) -> Option<&str> {
     let rest = url.split("/media/").nth(1)?;
     let token = rest.split('/').next()?;
     (token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit())).then_some(token)

@@ -22,10 +22,10 @@ pub mod dedupe;
 pub(crate) mod inbound;
 pub(crate) mod media;
 pub(crate) mod outbound;
-pub mod records;
-pub mod sent;
-pub mod statuses;
-pub mod writer;
+pub(crate) mod records;
+pub(crate) mod sent;
+pub(crate) mod statuses;
+pub(crate) mod writer;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -17,14 +17,14 @@ use super::{Store, StoreError};
 const MINUTE_MS: u64 = 60_000;
 
 /// The key of `account`'s record for the minute holding `at_ms`.
-pub fn key(account: &str, at_ms: u64) -> Vec<u8> {
+pub(crate) fn key(account: &str, at_ms: u64) -> Vec<u8> {
     let mut k = account_prefix(account);
     k.extend_from_slice(&(at_ms / MINUTE_MS).to_be_bytes());
     k
 }
 
 /// The account and the minute's first millisecond of a [`key`].
-pub fn key_parts(k: &[u8]) -> Option<(&str, u64)> {
+pub(crate) fn key_parts(k: &[u8]) -> Option<(&str, u64)> {
     let zero = k.iter().position(|&b| b == 0)?;
     let account = std::str::from_utf8(&k[..zero]).ok()?;
     let minute: [u8; 8] = k.get(zero + 1..)?.try_into().ok()?;
@@ -32,7 +32,7 @@ pub fn key_parts(k: &[u8]) -> Option<(&str, u64)> {
 }
 
 /// `record` with `segments` more for `to`.
-pub fn add(record: &[u8], to: &str, segments: u32) -> Result<Vec<u8>, dedupe::EncodeError> {
+pub(crate) fn add(record: &[u8], to: &str, segments: u32) -> Result<Vec<u8>, dedupe::EncodeError> {
     let had = dedupe::find(record, to.as_bytes())
         .map_err(dedupe::EncodeError::Corrupt)?
         .map_or(0, segments_of);
@@ -48,7 +48,7 @@ fn segments_of(v: &[u8]) -> u32 {
 }
 
 /// A record's (recipient, segments), up to the first entry that does not decode.
-pub fn entries(record: &[u8]) -> impl Iterator<Item = (&str, u32)> {
+pub(crate) fn entries(record: &[u8]) -> impl Iterator<Item = (&str, u32)> {
     dedupe::iter(record)
         .map_while(Result::ok)
         .filter_map(|(to, n)| Some((std::str::from_utf8(to).ok()?, segments_of(n))))

@@ -17,11 +17,11 @@ use super::{StatusRecord, Store, StoreError};
 
 /// A status entry that does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Corrupt;
+pub(crate) struct Corrupt;
 
 /// The bucket entry of `rec` (a status longer than 255 bytes is cut: Twilio's are
 /// short words, and the callback parser bounds them).
-pub fn encode(rec: &StatusRecord) -> Vec<u8> {
+pub(crate) fn encode(rec: &StatusRecord) -> Vec<u8> {
     let status = rec.status.as_bytes();
     let status = &status[..status.len().min(usize::from(u8::MAX))];
     let code = rec.error_code.as_deref().unwrap_or_default().as_bytes();
@@ -35,7 +35,7 @@ pub fn encode(rec: &StatusRecord) -> Vec<u8> {
 }
 
 /// The record in a bucket entry; any bytes give a record or [`Corrupt`], never a panic.
-pub fn decode(v: &[u8]) -> Result<StatusRecord, Corrupt> {
+pub(crate) fn decode(v: &[u8]) -> Result<StatusRecord, Corrupt> {
     let at = v.get(..8).ok_or(Corrupt)?;
     let at = u64::from_be_bytes(at.try_into().map_err(|_| Corrupt)?);
     let len = usize::from(*v.get(8).ok_or(Corrupt)?);

@@ -14,7 +14,7 @@ use crate::config::{Account, Sender};
 use crate::phone::{redact_numbers_in, E164};
 use crate::secret::{scrub, Secret};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What authenticates against one Twilio account.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ impl HttpTwilio {
 /// at, resolved against the URL that answered; `"(no Location)"` or `"(unreadable
 /// Location)"` when there is none to name. Only the host: the rest of the URL may
 /// carry whatever the redirecting server put in it.
-pub fn redirect_target(location: Option<&str>, from: &Url) -> String {
+pub(crate) fn redirect_target(location: Option<&str>, from: &Url) -> String {
     let Some(loc) = location else {
         return "(no Location)".into();
     };
@@ -136,7 +136,7 @@ pub fn redirect_target(location: Option<&str>, from: &Url) -> String {
 
 /// The error for a 3xx from `from`: redirects are not followed, on any call that
 /// carries a credential or a person's text (issue 20 item 2).
-pub fn redirect_error(status: u16, location: Option<&str>, from: &Url) -> ApiError {
+pub(crate) fn redirect_error(status: u16, location: Option<&str>, from: &Url) -> ApiError {
     ApiError {
         http_status: status,
         code: None,
@@ -184,7 +184,7 @@ fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duratio
 }
 
 /// The form fields of a create-message request, in the order Twilio documents them.
-pub fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
+pub(crate) fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
     let mut form = vec![("To", req.to.to_string())];
     match &req.sender {
         Sender::Number(n) => form.push(("From", n.to_string())),
@@ -200,7 +200,7 @@ pub fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
     form
 }
 
-pub fn messages_url(creds: &Creds) -> String {
+pub(crate) fn messages_url(creds: &Creds) -> String {
     format!(
         "{}/2010-04-01/Accounts/{}/Messages.json",
         creds.api_base_url.as_str().trim_end_matches('/'),
@@ -347,7 +347,7 @@ impl MessagesApi for HttpTwilio {
 /// The query of a lookup: `To`, our `From` (a Messaging Service picks the number
 /// itself, so it is left out and the match checks the service), `DateSent>=` (the day,
 /// from [`super::reconcile::date_sent_from`]).
-pub fn lookup_query(req: &SendRequest, date_sent_from: &str) -> String {
+pub(crate) fn lookup_query(req: &SendRequest, date_sent_from: &str) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("To", req.to.as_str());
     if let Sender::Number(n) = &req.sender {
@@ -509,7 +509,7 @@ impl HttpTwilio {
 /// An HTTP `Date` header (IMF-fixdate, `Tue, 01 Dec 2026 15:53:57 GMT`, what Twilio and
 /// every current server send; `httpdate` also reads the two obsolete forms RFC 9110
 /// asks recipients to accept) in milliseconds since the epoch.
-pub fn parse_http_date(s: &str) -> Option<u64> {
+pub(crate) fn parse_http_date(s: &str) -> Option<u64> {
     let t = httpdate::parse_http_date(s.trim()).ok()?;
     let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     u64::try_from(since.as_millis()).ok()

@@ -86,7 +86,7 @@ struct ErrorJson {
 }
 
 /// Builds Twilio's error from a response body, scrubbed of secrets and numbers.
-pub fn api_error(http_status: u16, body: &str, secrets: &[&Secret]) -> ApiError {
+pub(crate) fn api_error(http_status: u16, body: &str, secrets: &[&Secret]) -> ApiError {
     let clean = |s: &str| redact_numbers_in(&scrub(s, secrets));
     match serde_json::from_str::<ErrorJson>(body) {
         Ok(e) => ApiError {

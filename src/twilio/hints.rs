@@ -131,12 +131,12 @@ const TABLE: &[Hint] = &[
 ];
 
 /// The hint for `code`, if the table has one.
-pub fn hint(code: u32) -> Option<&'static Hint> {
+pub(crate) fn hint(code: u32) -> Option<&'static Hint> {
     TABLE.iter().find(|h| h.code == code)
 }
 
 /// The hint sentence for an optional code (what JSON output carries as `hint`).
-pub fn sentence(code: Option<u32>) -> Option<String> {
+pub(crate) fn sentence(code: Option<u32>) -> Option<String> {
     code.and_then(hint).map(Hint::sentence)
 }
 

@@ -19,7 +19,7 @@ pub struct Listed {
 }
 
 /// Reads one page of `Messages.json`: the messages and the next page's URI.
-pub fn parse_page(v: &Value) -> Result<(Vec<Listed>, Option<String>), String> {
+pub(crate) fn parse_page(v: &Value) -> Result<(Vec<Listed>, Option<String>), String> {
     let list = v
         .get("messages")
         .and_then(Value::as_array)

@@ -28,7 +28,7 @@ use crate::twilio::Creds;
 
 /// What the files of one message may add up to: the agent's context is the consumer,
 /// and Twilio itself caps an outbound MMS at 5 MB.
-pub const MAX_MEDIA_BYTES_PER_MESSAGE: u64 = crate::mms::MAX_BYTES;
+pub(crate) const MAX_MEDIA_BYTES_PER_MESSAGE: u64 = crate::mms::MAX_BYTES;
 
 /// Redirects followed per request. Twilio needs one (API → CDN).
 const MAX_REDIRECTS: usize = 5;
@@ -38,7 +38,7 @@ const BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_milli
 
 /// One media item of a message, downloaded or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub url: String,
     /// As the (signed) webhook declared it.
     pub content_type: String,
@@ -71,7 +71,12 @@ fn has_userinfo(url: &Url) -> bool {
 /// every SID is ASCII alphanumeric (so no `..`, `%2F` or empty segment gets through).
 /// `..` segments are resolved by the URL parser before this check, so the path checked
 /// is the one that would be requested.
-pub fn media_url_allowed(url: &Url, api_base: &Url, account_sid: &str, message_sid: &str) -> bool {
+pub(crate) fn media_url_allowed(
+    url: &Url,
+    api_base: &Url,
+    account_sid: &str,
+    message_sid: &str,
+) -> bool {
     if !matches!(url.scheme(), "http" | "https")
         || url.scheme() != api_base.scheme()
         || !same_host_port(url, api_base)
@@ -110,7 +115,7 @@ fn is_twilio_media_host(host: &str) -> bool {
 /// Twilio's media hosts (see [`is_twilio_media_host`]; IP addresses never match), or the
 /// api_base's own scheme, host and port (regional API hosts, and local fakes in tests).
 /// Userinfo is never allowed; query strings are (CDN URLs are pre-signed).
-pub fn redirect_allowed(url: &Url, api_base: &Url) -> bool {
+pub(crate) fn redirect_allowed(url: &Url, api_base: &Url) -> bool {
     if has_userinfo(url) {
         return false;
     }
@@ -159,7 +164,7 @@ fn check_redirect(next: &Url, previous: &[Url], api_base: &Url) -> Result<(), Re
 /// API URLs), connect timeout 5 s, 30 s per request including the body, and the
 /// redirect policy above (at most 5 hops). `api_base` must be the account's
 /// `api_base_url`; build one client per distinct API base.
-pub fn client(api_base: &Url) -> Result<reqwest::Client, String> {
+pub(crate) fn client(api_base: &Url) -> Result<reqwest::Client, String> {
     let base = api_base.clone();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         match check_redirect(attempt.url(), attempt.previous(), &base) {
@@ -353,7 +358,7 @@ async fn fetch_one(
 /// `max_bytes` (the account's `mediaMaxMb`); a failed item does not stop the others. The result
 /// has one entry per item, in order. `http` should come from [`client`] built with
 /// `creds.api_base_url`.
-pub async fn download_all(
+pub(crate) async fn download_all(
     http: &reqwest::Client,
     creds: &Creds,
     message_sid: &str,
@@ -416,7 +421,7 @@ pub async fn download_all(
 }
 
 /// Deletes the files of a message once the agent has them; a file already gone is fine.
-pub fn remove_files(paths: &[PathBuf]) {
+pub(crate) fn remove_files(paths: &[PathBuf]) {
     for path in paths {
         match std::fs::remove_file(path) {
             Ok(()) => {}

@@ -1,14 +1,14 @@
 //! Everything Twilio: the webhook signature, the form body, the REST client, and the
 //! facts about message statuses.
 
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 pub mod fields;
 pub mod form;
-pub mod hints;
-pub mod listing;
-pub mod media;
-pub mod reconcile;
+pub(crate) mod hints;
+pub(crate) mod listing;
+pub(crate) mod media;
+pub(crate) mod reconcile;
 pub mod signature;
 
 pub use client::{Creds, HttpTwilio, Lookup, MessagesApi, SendRequest, Sent};

@@ -20,23 +20,23 @@ use super::listing::Listed;
 use crate::backoff::{Backoff, Jitter, RetryAfter};
 
 /// How long after the attempt the first lookup runs.
-pub const FIRST_CHECK_MS: u64 = 2 * 60 * 1000;
+pub(crate) const FIRST_CHECK_MS: u64 = 2 * 60 * 1000;
 /// How long after the attempt the second (last) lookup runs.
-pub const SECOND_CHECK_MS: u64 = 10 * 60 * 1000;
+pub(crate) const SECOND_CHECK_MS: u64 = 10 * 60 * 1000;
 /// Backoff between lookups that failed (Twilio unreachable), at most.
-pub const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
+pub(crate) const MAX_LOOKUP_BACKOFF_MS: u64 = 5 * 60 * 1000;
 /// Slack for clocks: a listed message created this long before the attempt still counts.
 /// Small on purpose (a wider window could take an identical earlier text for this one):
 /// a known difference between our clock and Twilio's is corrected first (see
 /// [`attempt_on_twilio_clock`]), so this only covers what cannot be measured.
-pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+pub(crate) const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// The slack of the match when Twilio's answer said how far its clock is from ours
 /// (its `Date` header): what is left is that header's and `date_created`'s
 /// whole-second resolution (up to a second each), the answer's time in transit, and
 /// the difference between the clocks of Twilio's own servers (NTP: well under a
 /// second). 10 s covers that with room; it is not wider because a listed identical
 /// text from before the attempt must not be taken for this send.
-pub const MEASURED_SKEW_SLACK_MS: u64 = 10 * 1000;
+pub(crate) const MEASURED_SKEW_SLACK_MS: u64 = 10 * 1000;
 
 /// How early before the attempt (on Twilio's clock) a listed message may have been
 /// created and still be this send: [`MEASURED_SKEW_SLACK_MS`] when the attempt is
@@ -45,7 +45,7 @@ pub const MEASURED_SKEW_SLACK_MS: u64 = 10 * 1000;
 /// clock stepped since the attempt cannot be measured; without `Date` neither can
 /// Twilio's clock). The wide slack cannot take an identical earlier text of ours for
 /// this one: those SIDs are `taken` (see [`find_match`]).
-pub fn match_slack_ms(exact: bool) -> u64 {
+pub(crate) fn match_slack_ms(exact: bool) -> u64 {
     if exact {
         MEASURED_SKEW_SLACK_MS
     } else {
@@ -71,7 +71,7 @@ pub fn match_slack_ms(exact: bool) -> u64 {
 /// restart) we cannot tell whether the difference measured now already stood at the
 /// attempt or came from a step since, so the earlier of the two readings is taken: the
 /// window then admits both, and is never narrower than the stored time alone gave.
-pub fn attempt_on_twilio_clock(
+pub(crate) fn attempt_on_twilio_clock(
     stored_ms: u64,
     now_ms: u64,
     since_attempt_ms: Option<u64>,
@@ -96,7 +96,7 @@ pub fn attempt_on_twilio_clock(
 /// When a lookup stored as due at `stored_due_ms` is due on the wall clock as it reads
 /// now: `remaining_ms` from now by the monotonic clock when this process scheduled it
 /// (a wall clock stepped since does not move it), else as stored.
-pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u64>) -> u64 {
+pub(crate) fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u64>) -> u64 {
     match remaining_ms {
         Some(r) => now_ms.saturating_add(r),
         None => stored_due_ms,
@@ -105,7 +105,7 @@ pub fn due_on_wall_clock(stored_due_ms: u64, now_ms: u64, remaining_ms: Option<u
 
 /// The `DateSent>=` value for a lookup: the UTC date of the attempt, a day earlier when
 /// the attempt was close to midnight (clock skew between us and Twilio).
-pub fn date_sent_from(attempt_ms: u64) -> String {
+pub(crate) fn date_sent_from(attempt_ms: u64) -> String {
     let from = attempt_ms.saturating_sub(CLOCK_SKEW_MS);
     let t = time::OffsetDateTime::from_unix_timestamp((from / 1000) as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -115,14 +115,14 @@ pub fn date_sent_from(attempt_ms: u64) -> String {
 /// Who sent a message: our number, or our Messaging Service (which picks the number
 /// itself, so its `from` says nothing and its `messaging_service_sid` decides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SentBy<'a> {
+pub(crate) enum SentBy<'a> {
     Number(&'a str),
     Service(&'a str),
 }
 
 /// What a send of unknown outcome is, for [`find_match`].
 #[derive(Debug, Clone, Copy)]
-pub struct Wanted<'a> {
+pub(crate) struct Wanted<'a> {
     pub to: &'a str,
     pub from: SentBy<'a>,
     pub body: &'a str,
@@ -140,7 +140,7 @@ pub struct Wanted<'a> {
 /// `date_created` cannot be shown to be ours, so it is not. The oldest such message
 /// wins (of two unknown sends of the same text, the earlier attempt is looked up
 /// first and takes the earlier message).
-pub fn find_match<'a>(
+pub(crate) fn find_match<'a>(
     listed: &'a [Listed],
     wanted: &Wanted<'_>,
     taken: &HashSet<String>,
@@ -166,7 +166,7 @@ pub fn find_match<'a>(
 /// (less [`CLOCK_SKEW_MS`]): everything after it is older still and cannot be the
 /// send, so a lookup stops reading pages there (a listing that ignores `DateSent>=`
 /// would otherwise be read to the page cap every time).
-pub fn reaches_before(listed: &[Listed], attempt_ms: u64) -> bool {
+pub(crate) fn reaches_before(listed: &[Listed], attempt_ms: u64) -> bool {
     listed
         .iter()
         .any(|m| m.created_ms.is_some_and(|c| c + CLOCK_SKEW_MS < attempt_ms))
@@ -177,7 +177,7 @@ pub fn reaches_before(listed: &[Listed], attempt_ms: u64) -> bool {
 /// follow) proves it only when what it did read reaches back past the attempt (less the
 /// clock slack): everything unread is older still. Otherwise the answer is "not known
 /// yet", never "not created" (that would send blind). `Err` says why.
-pub fn no_match_proves_absence(
+pub(crate) fn no_match_proves_absence(
     listed: &[Listed],
     complete: bool,
     attempt_ms: u64,
@@ -195,7 +195,7 @@ pub fn no_match_proves_absence(
 /// Why a lookup failed, for the log and `queue list`, with what to do about it: Twilio's
 /// own code's hint when it gave one, else a hint from the HTTP status (a 401 from a
 /// proxy carries no Twilio code, but it still means the credentials).
-pub fn describe_failure(e: &RestError) -> String {
+pub(crate) fn describe_failure(e: &RestError) -> String {
     match e {
         RestError::Api(a) if a.hint().is_some() => a.to_string(),
         RestError::Api(a) => {
@@ -215,7 +215,7 @@ pub fn describe_failure(e: &RestError) -> String {
 
 /// Where a send of unknown outcome stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Waiting for the first check.
     Unknown,
     /// The first check found nothing; waiting for the second.
@@ -224,7 +224,7 @@ pub enum Stage {
 
 /// What a lookup came back with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LookupOutcome {
+pub(crate) enum LookupOutcome {
     Found(String),
     NotFound,
     /// Twilio unreachable, an error, or an unreadable answer.
@@ -233,7 +233,7 @@ pub enum LookupOutcome {
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing yet: look up at this time (ms since the epoch).
     LookupAt(u64),
     /// It was sent: record this SID, tell the agent `sent`.
@@ -244,13 +244,14 @@ pub enum Step {
 
 /// When the next lookup for a send attempted at `attempt_ms` is due, before any lookup
 /// has run.
-pub fn first_step(attempt_ms: u64) -> Step {
+#[cfg(test)]
+pub(crate) fn first_step(attempt_ms: u64) -> Step {
     Step::LookupAt(attempt_ms + FIRST_CHECK_MS)
 }
 
 /// The settle time actually in force: [`FIRST_CHECK_MS`], or
 /// `SMSGATE_UNKNOWN_SETTLE_MS` (tests; the second check stays 5 times it).
-pub fn settle_ms() -> u64 {
+pub(crate) fn settle_ms() -> u64 {
     std::env::var("SMSGATE_UNKNOWN_SETTLE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -258,7 +259,7 @@ pub fn settle_ms() -> u64 {
 }
 
 /// When the first lookup of a send attempted at `attempt_ms` runs.
-pub fn first_check_at(attempt_ms: u64) -> u64 {
+pub(crate) fn first_check_at(attempt_ms: u64) -> u64 {
     attempt_ms + settle_ms()
 }
 
@@ -283,7 +284,7 @@ fn lookup_backoff_ms(failures: u32, settle: u64) -> u64 {
 /// The decision after a lookup at `now` in `stage` (`failures`: lookups that failed in a
 /// row, this one included when it failed; `settle`: the first check's delay, the second
 /// comes at five times it).
-pub fn after_lookup(
+pub(crate) fn after_lookup(
     stage: Stage,
     outcome: LookupOutcome,
     attempt_ms: u64,

@@ -22,7 +22,7 @@ mod sessions;
 pub(crate) mod wire;
 
 pub(crate) use client::*;
-pub use sessions::AcpBridge;
+pub(crate) use sessions::AcpBridge;
 pub(crate) use sessions::*;
 
 /// A line from the agent longer than this is skipped (and logged), not buffered.

@@ -347,7 +347,7 @@ pub(crate) fn bound_elsewhere<'a>(map: &'a SessionMap, conv: &str, sid: &str) ->
 
 // ---- the bridge -------------------------------------------------------------------
 
-pub struct AcpBridge {
+pub(crate) struct AcpBridge {
     opts: AcpOptions,
     conn: watch::Receiver<Option<Arc<Conn>>>,
     /// conversation → ACP session, mirrored in `<state>/sessions.json`.

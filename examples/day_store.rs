@@ -126,10 +126,17 @@ fn main() -> anyhow::Result<()> {
             },
             t,
         );
-        store.complete_send(&rec, 1, t, None, counted)?;
+        // With its SID, as the sender records a send Twilio accepted: only then are
+        // the callbacks for it ours and stored (issue 20 item 10).
         let sid = format!("SMsent{:028x}", i);
-        store.record_status(&sid, "sent", None, t + 500)?;
-        store.record_status(&sid, "delivered", None, t + 2_000)?;
+        store.complete_send(&rec, 1, t, Some((&sid, "queued")), counted)?;
+        for (status, after) in [("sent", 500), ("delivered", 2_000)] {
+            let applied = store.record_status(&sid, status, None, t + after)?;
+            anyhow::ensure!(
+                applied == smsgate::store::StatusUpdate::Applied,
+                "a status was not stored"
+            );
+        }
         if i % 100_000 == 99_999 {
             println!("{} sends: {:.1} s", i + 1, started.elapsed().as_secs_f64());
         }

@@ -142,11 +142,25 @@ impl Store {
         std::fs::remove_file(marker(&self.state_dir)).map_err(|e| io("removing the marker", e))?;
         fsync_dir(&self.state_dir)?;
         std::fs::remove_dir_all(&new).map_err(|e| io("removing the old store", e))?;
+        release_freed_memory();
         tracing::info!(
             records = copied,
             millis = started.elapsed().as_millis() as u64,
             "rewrote the store into a fresh directory after the migration (sled keeps freed page ids in memory otherwise)"
         );
         Ok(())
+    }
+}
+
+/// Gives the memory the migration and the old store's sled instance freed back to the
+/// system: glibc keeps freed heap in its arenas, so the first run after an upgrade
+/// idled at 330 MiB (a million statuses and sends migrated) against 18 MiB at the next
+/// start without it.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no
+    // pointers and is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

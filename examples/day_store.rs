@@ -16,6 +16,12 @@
 //!   `delivered` status callbacks (`Store::record_status`, the daemon's own path).
 //!
 //! Ends with a flush. The gateway must not be running (sled locks the store).
+//!
+//! `day_store STATE_DIR to-legacy` instead rewrites a grown store into the layout of
+//! earlier versions: every delivery status as its own key (area `t`, JSON) and every
+//! segment of the sent log as its own key (area `L`), removing the buckets (`T`) and
+//! per-minute records (`N`): the store an upgrade starts from, for measuring the
+//! migration and the idle RSS after it (docs/performance.md).
 
 use std::time::Instant;
 
@@ -29,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     let dir = args.next().ok_or_else(|| {
         anyhow::anyhow!("usage: day_store STATE_DIR [WEBHOOKS] [SENDS] [SENDERS] [limits|zero]")
     })?;
-    let webhooks: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
+    let first = args.next();
+    if first.as_deref() == Some("to-legacy") {
+        return to_legacy(&dir);
+    }
+    let webhooks: u64 = first.map_or(Ok(1_000_000), |s| s.parse())?;
     let sends: u64 = args.next().map_or(Ok(1_000_000), |s| s.parse())?;
     let senders: u64 = args.next().map_or(Ok(10_000), |s| s.parse())?.max(1);
     // `limits`: the sends were made with a limit set, so each is in the sent log;
@@ -116,10 +126,17 @@ fn main() -> anyhow::Result<()> {
             },
             t,
         );
-        store.complete_send(&rec, 1, t, None, counted)?;
+        // With its SID, as the sender records a send Twilio accepted: only then are
+        // the callbacks for it ours and stored (issue 20 item 10).
         let sid = format!("SMsent{:028x}", i);
-        store.record_status(&sid, "sent", None, t + 500)?;
-        store.record_status(&sid, "delivered", None, t + 2_000)?;
+        store.complete_send(&rec, 1, t, Some((&sid, "queued")), counted)?;
+        for (status, after) in [("sent", 500), ("delivered", 2_000)] {
+            let applied = store.record_status(&sid, status, None, t + after)?;
+            anyhow::ensure!(
+                applied == smsgate::store::StatusUpdate::Applied,
+                "a status was not stored"
+            );
+        }
         if i % 100_000 == 99_999 {
             println!("{} sends: {:.1} s", i + 1, started.elapsed().as_secs_f64());
         }
@@ -127,6 +144,65 @@ fn main() -> anyhow::Result<()> {
     store.flush()?;
     println!(
         "grew {dir}: {webhooks} webhooks, {sends} sends with 2 statuses each, {senders} senders in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Rewrites the status buckets and per-minute sent records of a grown store as the
+/// one-key-per-status and one-key-per-send areas of earlier versions.
+fn to_legacy(dir: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let db = smsgate::store::sled_config(&std::path::Path::new(dir).join("db")).open()?;
+    let data = db.open_tree("data")?;
+    let (mut statuses, mut sends) = (0u64, 0u64);
+    let mut batch = sled::Batch::default();
+    let mut ops = 0;
+    let flush = |batch: &mut sled::Batch, ops: &mut usize, force: bool| -> anyhow::Result<()> {
+        if force || *ops >= 10_000 {
+            data.apply_batch(std::mem::take(batch))?;
+            *ops = 0;
+        }
+        Ok(())
+    };
+    for item in data.scan_prefix([b'T']) {
+        let (k, v) = item?;
+        for (sid, rec) in smsgate::store::statuses::bucket_entries(&v) {
+            let mut key = vec![b't'];
+            key.extend_from_slice(sid);
+            batch.insert(key, serde_json::to_vec(&rec)?);
+            statuses += 1;
+            ops += 1;
+        }
+        batch.remove(k);
+        ops += 1;
+        flush(&mut batch, &mut ops, false)?;
+    }
+    for item in data.scan_prefix([b'N']) {
+        let (k, v) = item?;
+        let Some((account, at)) = smsgate::store::sent::key_parts(&k[1..]) else {
+            continue;
+        };
+        for (to, segments) in smsgate::store::sent::entries(&v) {
+            for _ in 0..segments {
+                let mut key = vec![b'L'];
+                key.extend_from_slice(account.as_bytes());
+                key.push(0);
+                key.extend_from_slice(&at.to_be_bytes());
+                key.extend_from_slice(&sends.to_be_bytes());
+                batch.insert(key, serde_json::to_vec(&(to, 1u32))?);
+                sends += 1;
+                ops += 1;
+            }
+        }
+        batch.remove(k.clone());
+        ops += 1;
+        flush(&mut batch, &mut ops, false)?;
+    }
+    flush(&mut batch, &mut ops, true)?;
+    db.flush()?;
+    println!(
+        "{dir} in the earlier layout: {statuses} status keys, {sends} sent-log keys, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -237,13 +237,13 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             now,
             |w| {
                 let day = crate::access::budget::DAY_MS;
-                let mut sends = 0u64;
+                let mut logged = 0u64;
                 let read = s.store.for_each_sent(&account.id, now, day, |at, to, n| {
-                    sends += 1;
+                    logged += u64::from(n);
                     w.record(at, to, n);
                 });
                 match read {
-                    Ok(()) => tracing::debug!(account = %account.id, "spending window built from the sent log: {sends} send(s) of the last day, kept as {} per-minute entries", w.entries()),
+                    Ok(()) => tracing::debug!(account = %account.id, "spending window built from the sent log: {logged} segment(s) of the last day, kept as {} per-minute entries", w.entries()),
                     Err(e) => tracing::error!(account = %account.id, "cannot read the sent log (the spending limits count from now): {e}"),
                 }
             },

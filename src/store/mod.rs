@@ -18,6 +18,7 @@ pub(crate) mod access;
 pub(crate) mod agent;
 pub(crate) mod approvals;
 pub mod area;
+mod compact;
 pub mod dedupe;
 pub(crate) mod inbound;
 pub(crate) mod media;
@@ -177,7 +178,16 @@ impl Store {
         if meta.uid() != me {
             return Err(wrong_owner(state_dir, meta.uid()));
         }
+        compact::remove_leftover(state_dir)?;
         let handles = open_db(&path, state_dir, meta.uid())?;
+        let legacy_trees = handles.db.tree_names().iter().any(|n| {
+            LEGACY_TREES
+                .iter()
+                .any(|(name, _)| n.as_ref() == name.as_bytes())
+        });
+        if legacy_trees || compact::has_legacy_keys(&handles.data) {
+            compact::request(state_dir)?;
+        }
         restrict_permissions(&path)
             .map_err(|e| open_err(format!("cannot make the database owner-only (chmod): {e}")))?;
         let cell: Cell = Arc::new(RwLock::new(Some(handles)));
@@ -215,6 +225,7 @@ impl Store {
         let mut keepalive = crate::systemd::StartKeepalive::default();
         store.migrate_statuses(&mut || keepalive.tick())?;
         store.migrate_sent_log(&mut || keepalive.tick())?;
+        store.compact_if_requested(&mut || keepalive.tick())?;
         Ok(store)
     }
 

@@ -57,6 +57,13 @@ pub(crate) fn decode(v: &[u8]) -> Result<StatusRecord, Corrupt> {
     })
 }
 
+/// A bucket's (SID, record) pairs, up to the first that does not decode (for tools).
+pub fn bucket_entries(bucket: &[u8]) -> impl Iterator<Item = (&[u8], StatusRecord)> {
+    dedupe::iter(bucket)
+        .map_while(Result::ok)
+        .filter_map(|(sid, v)| Some((sid, decode(v).ok()?)))
+}
+
 /// Buckets rewritten per `apply_batch` by the prune and the migration.
 const BUCKETS_PER_BATCH: usize = 1_000;
 

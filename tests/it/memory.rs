@@ -65,7 +65,7 @@ async fn a_restart_does_not_rebuild_per_send_state() {
     let log = gw.stop_and_log();
     let built: Vec<&str> = log.lines().filter(|l| l.contains(BUILT)).collect();
     assert_eq!(built.len(), 1, "{built:#?}");
-    assert!(built[0].contains(": 30 send(s)"), "{}", built[0]);
+    assert!(built[0].contains(": 30 segment(s)"), "{}", built[0]);
     // The test's sends span a minute or two.
     let entries: usize = built[0]
         .split("kept as ")

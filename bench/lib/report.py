@@ -22,15 +22,20 @@ def load(path, default=None):
         return default
 
 
-def wrk_json(path):
+def tagged_json(path, tag):
+    """The JSON after TAG on the first line starting with it."""
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith("BENCHJSON "):
-                    return json.loads(line[len("BENCHJSON "):])
-    except OSError:
+                if line.startswith(tag):
+                    return json.loads(line[len(tag):])
+    except (OSError, ValueError):
         pass
     return None
+
+
+def wrk_json(path):
+    return tagged_json(path, "BENCHJSON ")
 
 
 def machine():
@@ -153,6 +158,15 @@ def scenario(work, name, conns):
         v = load(os.path.join(d, f"{extra}.json"))
         if v is not None:
             s[extra] = v
+    ol = {}
+    for fn in sorted(os.listdir(d)):
+        m = re.fullmatch(r"openloop-(\d+)\.txt", fn)
+        if m:
+            v = tagged_json(os.path.join(d, fn), "OPENLOOP ")
+            if v is not None:
+                ol[m.group(1)] = v
+    if ol:
+        s["open_loop"] = dict(sorted(ol.items(), key=lambda kv: int(kv[0])))
     try:
         with open(os.path.join(d, "agent.out")) as f:
             m = re.search(r"acked (\d+)", f.read())
@@ -236,6 +250,35 @@ def main():
         if r is not None:
             target(f"floor (bare hyper + sled writer, no smsgate): CPU per webhook vs bare hyper at {c} conns",
                    None, f"{r:.1f}x")
+    # Issue 26: smsgate's own part, CPU per webhook against the floor's, same run.
+    res["cpu_ratio_smsgate_to_floor"] = {
+        str(c): round(cpu("smsgate", c) / cpu("floor", c), 3)
+        for c in conns
+        if cpu("smsgate", c) and cpu("floor", c)
+    }
+    r = res["cpu_ratio_smsgate_to_floor"].get("64")
+    if r is not None:
+        target("own cost: CPU per webhook <= 1.3x the floor's at 64 conns", r <= 1.3, f"{r:.2f}x")
+    # Issue 26: open loop (examples/open_loop.rs), latency from each scheduled send.
+    ol = (sc.get("smsgate") or {}).get("open_loop") or {}
+    res["open_loop_max_rate_p99_10ms"] = None
+    for rate, v in ol.items():
+        w, a = v["webhook_to_200"], v.get("webhook_to_agent") or {}
+        lost = v["sent"] - v["answered_200"]
+        for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
+            w[k] = 1e9 if w.get(k) is None else w[k]   # NaN (nothing answered) is null
+        ok = w["p99_ms"] <= 10 and lost == 0
+        if ok:
+            res["open_loop_max_rate_p99_10ms"] = max(res["open_loop_max_rate_p99_10ms"] or 0, int(rate))
+        if rate == "1000":
+            target("open loop 1,000/s: webhook -> 200 p99 <= 10 ms", ok, f"{w['p99_ms']:.2f} ms ({lost} not 200)")
+            target("open loop 1,000/s: webhook -> 200 p99.9 <= 25 ms", w["p999_ms"] <= 25, f"{w['p999_ms']:.2f} ms")
+            if a.get("n"):
+                target("open loop 1,000/s: webhook -> agent p99 <= 15 ms", a["p99_ms"] <= 15,
+                       f"{a['p99_ms']:.2f} ms ({a['n']} of {v['sent'] - v['warmup_requests']} seen)")
+    if len(ol) > 1:
+        target("open loop: highest rate with webhook -> 200 p99 <= 10 ms", None,
+               f"{res['open_loop_max_rate_p99_10ms']} /s of {', '.join(ol)} tried")
     try:
         run64 = sc["smsgate"]["runs"]["64"]
         target("p99 <= 10 ms at 64 conns", run64["p99_ms"] <= 10, f"{run64['p99_ms']:.2f} ms")
@@ -326,6 +369,16 @@ def main():
     if fs:
         p(f"| raw 4 KiB write+fsync on the state disk (median, p99) | | "
           f"{fs['write4k_fsync']['median_ms']:.2f} ms, {fs['write4k_fsync']['p99_ms']:.2f} ms | |")
+    if ol:
+        p()
+        p("| open loop (64 conns) | sent | 200s | achieved | → 200 p50 | p99 | p99.9 | max | → agent p50 | p99 | p99.9 |")
+        p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for rate, v in ol.items():
+            w, a = v["webhook_to_200"], v.get("webhook_to_agent") or {}
+            p(f"| {int(rate):,} /s | {v['sent']} | {v['answered_200']} | {v['achieved_rps']:.0f} /s "
+              f"| {w['p50_ms']:.2f} ms | {w['p99_ms']:.2f} ms | {w['p999_ms']:.2f} ms | {w['max_ms']:.1f} ms "
+              f"| {fmt(a.get('p50_ms'), '{:.2f} ms')} | {fmt(a.get('p99_ms'), '{:.2f} ms')} "
+              f"| {fmt(a.get('p999_ms'), '{:.2f} ms')} |")
     p()
     p("| target | met | value |")
     p("| --- | --- | --- |")
@@ -359,6 +412,14 @@ def main():
     if floor:
         c = str(max(int(k) for k in floor))
         p(f"floor-per-webhook-ratio: {floor[c]:.1f} (bare hyper + sled with a group-commit writer, no smsgate)")
+    own = res["cpu_ratio_smsgate_to_floor"]
+    if own:
+        c = "64" if "64" in own else str(max(int(k) for k in own))
+        p(f"own-cost-ratio: {own[c]:.2f}")
+    if "1000" in ol:
+        p(f"open-loop-p99-ms: {ol['1000']['webhook_to_200']['p99_ms']:.1f}")
+    if len(ol) > 1:
+        p(f"open-loop-max-rate: {res['open_loop_max_rate_p99_10ms']}")
     p(f"raw numbers: {out_path}")
     ratios = res["cpu_ratio_smsgate_to_bare"]
     if ratios:

@@ -151,6 +151,74 @@ fn media_urls(obj: &Map<String, Value>) -> Result<Vec<String>, LineError> {
         .collect()
 }
 
+/// `media: [{"data": "<base64>", "contentType": "image/png", "filename": "chart.png"}]`
+/// (CONTRACT §10): the bytes decoded; their type is judged later from the bytes.
+fn media_items(obj: &Map<String, Value>) -> Result<Vec<crate::mms::Item>, LineError> {
+    use base64::Engine as _;
+    let Some(v) = obj.get("media").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = v.as_array() else {
+        return Err(err(
+            "\"media\" must be a list of {\"data\": base64, \"contentType\", \"filename\"}",
+            Some(obj),
+        ));
+    };
+    if list.len() > crate::mms::MAX_ITEMS {
+        return Err(err(
+            format!("at most {} media items per message", crate::mms::MAX_ITEMS),
+            Some(obj),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let n = i + 1;
+        let Some(item) = m.as_object() else {
+            return Err(err(format!("media item {n} must be an object"), Some(obj)));
+        };
+        let text = |key: &str| -> Result<Option<String>, LineError> {
+            match item.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(err(
+                    format!("media item {n}: \"{key}\" must be a string"),
+                    Some(obj),
+                )),
+            }
+        };
+        let Some(data) = text("data")? else {
+            return Err(err(
+                format!("media item {n} needs \"data\" (the bytes in base64)"),
+                Some(obj),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| {
+                err(
+                    format!("media item {n}: \"data\" is not base64: {e}"),
+                    Some(obj),
+                )
+            })?;
+        out.push(crate::mms::Item {
+            data: bytes,
+            content_type: text("contentType")?,
+            filename: text("filename")?,
+        });
+    }
+    Ok(out)
+}
+
+fn check_text(text: &str, obj: &Map<String, Value>) -> Result<(), LineError> {
+    if text.len() > MAX_TEXT {
+        return Err(err(
+            format!("\"text\" is over {MAX_TEXT} bytes; send less"),
+            Some(obj),
+        ));
+    }
+    Ok(())
+}
+
 /// The line agents send most, `{"type":"ack","id":"…"}` written exactly so (no
 /// whitespace, no escapes, no control characters in the id): its id, without building
 /// a JSON tree. Every other line, this shape with anything more included, goes through

@@ -24,8 +24,8 @@ pub(crate) mod inbound;
 pub(crate) mod media;
 pub(crate) mod outbound;
 pub(crate) mod records;
-pub(crate) mod sent;
-pub(crate) mod statuses;
+pub mod sent;
+pub mod statuses;
 pub(crate) mod writer;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

@@ -24,7 +24,7 @@ pub(crate) fn key(account: &str, at_ms: u64) -> Vec<u8> {
 }
 
 /// The account and the minute's first millisecond of a [`key`].
-pub(crate) fn key_parts(k: &[u8]) -> Option<(&str, u64)> {
+pub fn key_parts(k: &[u8]) -> Option<(&str, u64)> {
     let zero = k.iter().position(|&b| b == 0)?;
     let account = std::str::from_utf8(&k[..zero]).ok()?;
     let minute: [u8; 8] = k.get(zero + 1..)?.try_into().ok()?;
@@ -48,7 +48,7 @@ fn segments_of(v: &[u8]) -> u32 {
 }
 
 /// A record's (recipient, segments), up to the first entry that does not decode.
-pub(crate) fn entries(record: &[u8]) -> impl Iterator<Item = (&str, u32)> {
+pub fn entries(record: &[u8]) -> impl Iterator<Item = (&str, u32)> {
     dedupe::iter(record)
         .map_while(Result::ok)
         .filter_map(|(to, n)| Some((std::str::from_utf8(to).ok()?, segments_of(n))))

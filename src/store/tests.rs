@@ -1083,3 +1083,16 @@ fn a_migration_is_followed_by_a_rewrite_into_a_fresh_directory() {
     assert_eq!(names(&state), ["db"]);
     assert!(s.is_our_sid("SMkept").expect("read"));
 }
+
+#[test]
+fn inbound_records_of_earlier_versions_still_decode() {
+    let old = br#"{"sid":"SM1","account":"default","params":[["From","+15557654321"],["To","+15550001111"],["Body","hi"],["NumMedia","1"],["MediaUrl0","https://api.twilio.com/m"]],"received_at_ms":7}"#;
+    let rec: InboundRecord = super::dec(old).expect("decodes");
+    assert_eq!(rec.sms.from, "+15557654321");
+    assert_eq!(rec.sms.body, "hi");
+    assert_eq!(rec.sms.media.len(), 1);
+    assert_eq!(rec.sms.media[0].content_type, "application/octet-stream");
+    let again: InboundRecord = super::dec(&super::enc(&rec)).expect("round trip");
+    assert_eq!(again.sms, rec.sms);
+    assert_eq!(again.received_at_ms, 7);
+}

@@ -57,7 +57,7 @@ fn resolve_secret_strict(
         "env" => match env.get(&r.id) {
             Some(v) => Some(remembered(Secret::new(v))),
             None => {
-                p.add(path, format!("SecretRef {{ source: \"env\", id: {:?} }} is unresolved: the environment variable is not set; set it or change the ref", r.id));
+                p.add(path, format!("the env SecretRef (id \"{0}\") is unresolved: the environment variable {0} is not set; export it (`export {0}=…`) or change the ref", r.id));
                 None
             }
         },
@@ -100,7 +100,14 @@ fn resolve_secret_strict(
                     }
                 }
                 Err(e) => {
-                    p.add(path, format!("SecretRef {{ source: \"file\", id: {:?} }} is unresolved: cannot read {}: {e}", r.id, full.display()));
+                    p.add(
+                        path,
+                        format!(
+                            "the file SecretRef (id \"{}\") is unresolved: cannot read {}: {e}",
+                            r.id,
+                            full.display()
+                        ),
+                    );
                     None
                 }
             }

@@ -135,7 +135,10 @@ fn init(global: &Option<PathBuf>, args: InitArgs) -> Result<ExitCode> {
     ));
     step(format!("smsgate{c} gateway"));
     step(format!(
-        "smsgate{c} agent echo   # in another terminal: an agent that answers every text; then text your number"
+        "smsgate{c} agent exec -- your-cli   # in another terminal: your agent (text on stdin, reply on stdout; `agent echo` to try); then text your number"
+    ));
+    step(format!(
+        "smsgate{c} pairing approve sms CODE   # the code your first text gets back; your next text reaches the agent"
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!error.chars().any(|c| c.is_control()), "{error:?}");
                     return;
                 }
+                // Approvals (CONTRACT §9): parsed or refused, never a panic.
+                AgentLine::Ask { .. } | AgentLine::Cancel { .. } => return,
                 AgentLine::Hello { kind } => {
                     // A name for the operator's status: short, no control characters.
                     assert!(!kind.is_empty() && kind.len() <= protocol::MAX_KIND);

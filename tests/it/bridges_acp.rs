@@ -420,12 +420,7 @@ async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
         "here is your chart"
     );
     let send = &st.twilio.sends_to(A)[0];
-    let urls: Vec<&str> = send
-        .form
-        .iter()
-        .filter(|(k, _)| k == "MediaUrl")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let urls = send.fields("MediaUrl");
     assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(urls[1].ends_with("/report.pdf"), "{urls:?}");
     let drew = st.events.wait("drew", 1, Duration::from_secs(5));
@@ -743,16 +738,6 @@ async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_
         "[1] heard: hello | earlier: nothing"
     );
     assert_eq!(bridge.stop().code(), Some(0));
-}
-
-fn queue_list(config: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = cli(config, &["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Issue 22 item 3, CONTRACT §9: `--permissions ask` turns the official SDK agent's

@@ -275,16 +275,6 @@ fn setup_with(env: &[(&str, &str)]) -> Setup {
     }
 }
 
-fn queue_list(config: &std::path::Path) -> Vec<Value> {
-    let out = cli(config, &["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 impl Setup {
     fn bridge(&self, base_url: &str, extra: &[&str]) -> Bridge {
         let mut args: Vec<String> = vec![

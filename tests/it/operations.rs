@@ -587,20 +587,11 @@ async fn metrics_scrape_health_and_rotated_keys() {
         "old token",
     );
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms",
-            &p,
-            Some(&sign("old-token", PUBLIC, &p))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms", &p, "old-token", PUBLIC).await,
         200
     );
     assert_eq!(
-        post(&gw, "/webhooks/sms", &p, Some(&sign("nope", PUBLIC, &p)))
-            .await
-            .0,
+        post_signed_by(&gw, "/webhooks/sms", &p, "nope", PUBLIC).await,
         403
     );
     // HMAC-SHA256 with a shared key, as Twilio's newer signing sends it.
@@ -626,18 +617,11 @@ async fn metrics_scrape_health_and_rotated_keys() {
     let send = |settings: &'static str, sig: String| {
         let url = gw.url("/webhooks/sms");
         let body = form(&p2);
-        async move {
-            client()
-                .post(url)
-                .header("X-Twilio-Signature", sig)
-                .header("X-Twilio-Webhooks-Signature-Settings", settings)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        let headers = vec![
+            ("X-Twilio-Signature", sig),
+            ("X-Twilio-Webhooks-Signature-Settings", settings.to_string()),
+        ];
+        post_raw(url, headers, body)
     };
     assert_eq!(
         send(

@@ -1088,6 +1088,15 @@ pub fn tls_config(t: &TestDir, twilio: &FakeTwilio) -> (PathBuf, String) {
     (config, cert.cert.pem())
 }
 
+/// The fallback URL `setup_with_fallback` gives `channels setup`.
+pub const FALLBACK_URL: &str = "https://backup.example.test/sms";
+
+/// `channels setup --fallback-url FALLBACK_URL --retries <retries>`.
+pub fn setup_with_fallback(config: &Path, retries: &str) -> Output {
+    let args = ["channels", "setup", "--fallback-url", FALLBACK_URL];
+    cli(config, &[&args[..], &["--retries", retries]].concat())
+}
+
 /// Runs the CLI with `--config`.
 pub fn cli(config: &Path, args: &[&str]) -> Output {
     Command::new(bin())

@@ -1012,6 +1012,19 @@ pub async fn get_text(c: &reqwest::Client, url: String) -> String {
     c.get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// Admits `(sid, from, body)` (asserting the 200), then waits for `n` sends and returns
+/// them (e.g. the pairing reply to a stranger).
+pub async fn admit_and_wait_sends(
+    gw: &Gateway,
+    twilio: &FakeTwilio,
+    (sid, from, body): (&str, &str, &str),
+    n: usize,
+    timeout: Duration,
+) -> Vec<Recorded> {
+    assert_eq!(gw.admit(sid, from, body).await, 200);
+    twilio.wait_sends(n, timeout)
+}
+
 /// Posts a ready-made body with the given headers to `url`; returns the status.
 /// Owned arguments, so it can run inside `tokio::spawn`.
 pub async fn post_raw(url: String, headers: Vec<(&'static str, String)>, body: String) -> u16 {

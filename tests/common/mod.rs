@@ -732,19 +732,7 @@ impl Gateway {
         cmd.env_remove("RUST_LOG")
             .env_remove("SMSGATE_LOG")
             .env("SMSGATE_TWILIO_TIMEOUT_MS", "3000");
-        for k in [
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "TWILIO_PHONE_NUMBER",
-            "TWILIO_SMS_FROM",
-            "SMS_PUBLIC_WEBHOOK_URL",
-            "SMS_ALLOWED_USERS",
-        ] {
-            cmd.env_remove(k);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        set_env(&mut cmd, CHANNEL_ENV, env);
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -1108,6 +1096,27 @@ pub const FALLBACK_URL: &str = "https://backup.example.test/sms";
 pub fn setup_with_fallback(config: &Path, retries: &str) -> Output {
     let args = ["channels", "setup", "--fallback-url", FALLBACK_URL];
     cli(config, &[&args[..], &["--retries", retries]].concat())
+}
+
+/// The environment variables that configure the SMS channel; tests clear them so the
+/// developer's own do not leak in.
+pub const CHANNEL_ENV: &[&str] = &[
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "TWILIO_SMS_FROM",
+    "SMS_PUBLIC_WEBHOOK_URL",
+    "SMS_ALLOWED_USERS",
+];
+
+/// Removes each of `remove` from `cmd`'s environment, then sets `env`.
+pub fn set_env(cmd: &mut Command, remove: &[&str], env: &[(&str, &str)]) {
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
 }
 
 /// Runs the CLI with `--config`.

@@ -86,6 +86,15 @@ impl Recorded {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a repeated field, in order (e.g. all `MediaUrl`s).
+    pub fn fields(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -723,19 +732,7 @@ impl Gateway {
         cmd.env_remove("RUST_LOG")
             .env_remove("SMSGATE_LOG")
             .env("SMSGATE_TWILIO_TIMEOUT_MS", "3000");
-        for k in [
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "TWILIO_PHONE_NUMBER",
-            "TWILIO_SMS_FROM",
-            "SMS_PUBLIC_WEBHOOK_URL",
-            "SMS_ALLOWED_USERS",
-        ] {
-            cmd.env_remove(k);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        set_env(&mut cmd, CHANNEL_ENV, env);
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -802,14 +799,7 @@ impl Gateway {
 
     /// One scrape of `/metrics` on the metrics listener.
     pub async fn scrape(&self) -> String {
-        client()
-            .get(format!("http://{}/metrics", self.metrics_addr()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&client(), format!("http://{}/metrics", self.metrics_addr())).await
     }
 
     /// Stops the gateway (exit 0) and returns its whole log, read to the `stopped` line
@@ -1005,10 +995,51 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` with `c` and returns the body (panics on any transport error).
+pub async fn get_text(c: &reqwest::Client, url: String) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Admits `(sid, from, body)` (asserting the 200), then waits for `n` sends and returns
+/// them (e.g. the pairing reply to a stranger).
+pub async fn admit_and_wait_sends(
+    gw: &Gateway,
+    twilio: &FakeTwilio,
+    (sid, from, body): (&str, &str, &str),
+    n: usize,
+    timeout: Duration,
+) -> Vec<Recorded> {
+    assert_eq!(gw.admit(sid, from, body).await, 200);
+    twilio.wait_sends(n, timeout)
+}
+
+/// Posts a ready-made body with the given headers to `url`; returns the status.
+/// Owned arguments, so it can run inside `tokio::spawn`.
+pub async fn post_raw(url: String, headers: Vec<(&'static str, String)>, body: String) -> u16 {
+    let mut req = client().post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
 /// Posts a webhook signed for `PUBLIC` with `TOKEN`; returns status and body.
 pub async fn post_signed(gw: &Gateway, path: &str, params: &[(&str, &str)]) -> (u16, String) {
     let sig = sign(TOKEN, PUBLIC, params);
     post(gw, path, params, Some(&sig)).await
+}
+
+/// Posts a webhook signed with `token` for `signed_url`; returns the status.
+pub async fn post_signed_by(
+    gw: &Gateway,
+    path: &str,
+    params: &[(&str, &str)],
+    token: &str,
+    signed_url: &str,
+) -> u16 {
+    post(gw, path, params, Some(&sign(token, signed_url, params)))
+        .await
+        .0
 }
 
 pub async fn post(
@@ -1027,6 +1058,65 @@ pub async fn post(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap())
+}
+
+/// `queue list --json` as entries (asserts the CLI succeeds).
+pub fn queue_list(config: &Path) -> Vec<serde_json::Value> {
+    let out = cli(config, &["queue", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A gateway serving HTTPS with a self-signed certificate for `localhost`.
+pub fn tls_config(t: &TestDir, twilio: &FakeTwilio) -> (PathBuf, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(t.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(t.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let config = t.write_config(&format!(
+        r#"{{
+  gateway: {{ listen: "127.0.0.1:0", stateDir: "{state}", tls: {{ certFile: "{dir}/cert.pem", keyFile: "{dir}/key.pem" }} }},
+  channels: {{ sms: {{ accountSid: "{SID}", authToken: "{TOKEN}", fromNumber: "{FROM}", publicWebhookUrl: "{PUBLIC}",
+    apiBaseUrl: "{api}", dmPolicy: "open", allowFrom: ["*"] }} }},
+}}"#,
+        state = t.state().display(),
+        dir = t.path().display(),
+        api = twilio.base_url()
+    ));
+    (config, cert.cert.pem())
+}
+
+/// The fallback URL `setup_with_fallback` gives `channels setup`.
+pub const FALLBACK_URL: &str = "https://backup.example.test/sms";
+
+/// `channels setup --fallback-url FALLBACK_URL --retries <retries>`.
+pub fn setup_with_fallback(config: &Path, retries: &str) -> Output {
+    let args = ["channels", "setup", "--fallback-url", FALLBACK_URL];
+    cli(config, &[&args[..], &["--retries", retries]].concat())
+}
+
+/// The environment variables that configure the SMS channel; tests clear them so the
+/// developer's own do not leak in.
+pub const CHANNEL_ENV: &[&str] = &[
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "TWILIO_SMS_FROM",
+    "SMS_PUBLIC_WEBHOOK_URL",
+    "SMS_ALLOWED_USERS",
+];
+
+/// Removes each of `remove` from `cmd`'s environment, then sets `env`.
+pub fn set_env(cmd: &mut Command, remove: &[&str], env: &[(&str, &str)]) {
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
 }
 
 /// Runs the CLI with `--config`.

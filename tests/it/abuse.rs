@@ -5,7 +5,7 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,24 +223,6 @@ fn tls_closed_within(s: &mut TlsStream, within: Duration) -> bool {
         within,
         |_| {},
     )
-}
-
-/// A gateway serving HTTPS with a self-signed certificate for `localhost`.
-fn tls_config(t: &TestDir, twilio: &FakeTwilio) -> (PathBuf, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(t.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(t.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-    let config = t.write_config(&format!(
-        r#"{{
-  gateway: {{ listen: "127.0.0.1:0", stateDir: "{state}", tls: {{ certFile: "{dir}/cert.pem", keyFile: "{dir}/key.pem" }} }},
-  channels: {{ sms: {{ accountSid: "{SID}", authToken: "{TOKEN}", fromNumber: "{FROM}", publicWebhookUrl: "{PUBLIC}",
-    apiBaseUrl: "{api}", dmPolicy: "open", allowFrom: ["*"] }} }},
-}}"#,
-        state = t.state().display(),
-        dir = t.path().display(),
-        api = twilio.base_url()
-    ));
-    (config, cert.cert.pem())
 }
 
 /// Posts a signed webhook over HTTPS; the status, and how long it took.

@@ -29,12 +29,14 @@ async fn pairing_flow_with_daemon_up() {
     let config = t.config(&twilio, "");
     let gw = Gateway::start(&config);
     let stranger = "+15557654321";
-    assert_eq!(
-        gw.admit("SM60000000000000000000000000000001", stranger, "hi")
-            .await,
-        200
-    );
-    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    let sends = admit_and_wait_sends(
+        &gw,
+        &twilio,
+        ("SM60000000000000000000000000000001", stranger, "hi"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(sends.len(), 1);
     let code = code_in(sends[0].field("Body").unwrap());
     assert_eq!(sends[0].field("From"), Some(FROM));
@@ -303,12 +305,14 @@ async fn stop_means_no_sms_and_start_allows_it_again() {
         200
     );
     assert!(gw.wait_log("opted back in", Duration::from_secs(5)));
-    assert_eq!(
-        gw.admit("SM64000000000000000000000000000004", who, "hi again")
-            .await,
-        200
-    );
-    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    let sends = admit_and_wait_sends(
+        &gw,
+        &twilio,
+        ("SM64000000000000000000000000000004", who, "hi again"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0].field("To"), Some(who));
     assert_eq!(gw.stop().code(), Some(0));
@@ -328,12 +332,14 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     ));
     let config = t.config(&twilio, "");
     let gw = Gateway::start(&config);
-    assert_eq!(
-        gw.admit("SM65000000000000000000000000000001", "+15557654001", "hi")
-            .await,
-        200
-    );
-    let sends = twilio.wait_sends(3, Duration::from_secs(15));
+    let sends = admit_and_wait_sends(
+        &gw,
+        &twilio,
+        ("SM65000000000000000000000000000001", "+15557654001", "hi"),
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
     assert_eq!(sends.len(), 3);
     assert!(
         sends[1].at - sends[0].at < Duration::from_secs(2),

@@ -144,18 +144,12 @@ impl Pebble {
     /// Pebble's issuing root, which clients of the gateway must trust.
     async fn root(&self) -> String {
         let ca = std::fs::read(&self.ca_file).unwrap();
-        reqwest::Client::builder()
+        let c = reqwest::Client::builder()
             .use_rustls_tls()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
             .build()
-            .unwrap()
-            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        get_text(&c, format!("https://127.0.0.1:{}/roots/0", self.management)).await
     }
 }
 

@@ -546,12 +546,7 @@ async fn mms_both_ways() {
         "media files are deleted after the ack"
     );
     let send = &twilio.sends()[0];
-    let urls: Vec<&str> = send
-        .form
-        .iter()
-        .filter(|(k, _)| k == "MediaUrl")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let urls = send.fields("MediaUrl");
     assert_eq!(
         urls,
         ["https://example.com/a.png", "https://example.com/b.png"]

@@ -14,16 +14,6 @@ fn agent_sock(t: &TestDir) -> std::path::PathBuf {
     t.state().join("agent.sock")
 }
 
-fn queue_list(config: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = cli(config, &["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn entry(config: &std::path::Path, id: &str) -> Option<serde_json::Value> {
     queue_list(config).into_iter().find(|e| e["id"] == id)
 }

@@ -78,12 +78,14 @@ async fn unset_allow_to_is_the_people_the_account_knows() {
 
     // A stranger pairs and is approved: now known.
     let paired = "+15557659876";
-    assert_eq!(
-        gw.admit("SM22000000000000000000000000000001", paired, "hi")
-            .await,
-        200
-    );
-    let sends = twilio.wait_sends(1, Duration::from_secs(10));
+    let sends = admit_and_wait_sends(
+        &gw,
+        &twilio,
+        ("SM22000000000000000000000000000001", paired, "hi"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     let code = code_in(sends[0].field("Body").unwrap());
     let out = cli(&config, &["pairing", "approve", &code]);
     assert!(out.status.success(), "{}", stderr(&out));

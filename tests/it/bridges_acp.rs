@@ -4,7 +4,6 @@
 use crate::bridges;
 use crate::common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bridges::*;
@@ -17,34 +16,6 @@ const D: &str = "+15557650004";
 const E: &str = "+15557650005";
 const F: &str = "+15557650006";
 const G: &str = "+15557650007";
-
-static SEQ: AtomicU32 = AtomicU32::new(1);
-
-async fn text(gw: &Gateway, from: &str, body: &str) {
-    let sid = format!("SM{:032x}", SEQ.fetch_add(1, Ordering::Relaxed));
-    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, from, body)).await;
-    assert_eq!(status, 200);
-}
-
-/// Waits for the `n`th SMS to `to` and returns its body.
-fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String {
-    assert!(
-        wait_until(timeout, || twilio.sends_to(to).len() >= n),
-        "no SMS #{n} to {to} within {timeout:?}; sends: {:?}",
-        twilio
-            .sends()
-            .iter()
-            .map(|r| (
-                r.field("To").map(String::from),
-                r.field("Body").map(String::from)
-            ))
-            .collect::<Vec<_>>()
-    );
-    twilio.sends_to(to)[n - 1]
-        .field("Body")
-        .unwrap()
-        .to_string()
-}
 
 /// The bridge's "turn failed" line for the sender `from` (waits for it).
 fn failed_turn(bridge: &Bridge, from: &str, timeout: Duration) -> String {
@@ -98,10 +69,7 @@ fn setup() -> Setup {
 /// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
 /// after a `fail`).
 fn setup_with(env: &[(&str, &str)]) -> Setup {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start_with(&config, env);
+    let (t, twilio, config, gw) = open_gateway(env);
     let events = Events(t.path().join("agent").join("events.jsonl"));
     Setup {
         t,
@@ -420,12 +388,7 @@ async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
         "here is your chart"
     );
     let send = &st.twilio.sends_to(A)[0];
-    let urls: Vec<&str> = send
-        .form
-        .iter()
-        .filter(|(k, _)| k == "MediaUrl")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let urls = send.fields("MediaUrl");
     assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(urls[1].ends_with("/report.pdf"), "{urls:?}");
     let drew = st.events.wait("drew", 1, Duration::from_secs(5));
@@ -743,16 +706,6 @@ async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_
         "[1] heard: hello | earlier: nothing"
     );
     assert_eq!(bridge.stop().code(), Some(0));
-}
-
-fn queue_list(config: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = cli(config, &["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Issue 22 item 3, CONTRACT §9: `--permissions ask` turns the official SDK agent's

@@ -7,7 +7,6 @@ use crate::common;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,25 +21,6 @@ use serde_json::{json, Value};
 const A: &str = "+15557650001";
 const B: &str = "+15557650002";
 const KEY: &str = "sk-test-not-a-real-key-123";
-
-static SEQ: AtomicU32 = AtomicU32::new(1);
-
-async fn text(gw: &Gateway, from: &str, body: &str) {
-    let sid = format!("SM{:032x}", SEQ.fetch_add(1, Ordering::Relaxed));
-    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, from, body)).await;
-    assert_eq!(status, 200);
-}
-
-fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String {
-    assert!(
-        wait_until(timeout, || twilio.sends_to(to).len() >= n),
-        "no SMS #{n} to {to} within {timeout:?}"
-    );
-    twilio.sends_to(to)[n - 1]
-        .field("Body")
-        .unwrap()
-        .to_string()
-}
 
 // ---- the stand-in -----------------------------------------------------------------
 
@@ -263,26 +243,13 @@ fn setup() -> Setup {
 /// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
 /// after a `fail`).
 fn setup_with(env: &[(&str, &str)]) -> Setup {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start_with(&config, env);
+    let (t, twilio, config, gw) = open_gateway(env);
     Setup {
         t,
         twilio,
         gw,
         config,
     }
-}
-
-fn queue_list(config: &std::path::Path) -> Vec<Value> {
-    let out = cli(config, &["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 impl Setup {

@@ -11,23 +11,13 @@ use common::*;
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(bin());
     cmd.args(args);
-    for k in [
+    let more = [
         "SMSGATE_CONFIG",
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_AUTH_TOKEN",
-        "TWILIO_PHONE_NUMBER",
-        "TWILIO_SMS_FROM",
         "TWILIO_MESSAGING_SERVICE_SID",
-        "SMS_PUBLIC_WEBHOOK_URL",
-        "SMS_ALLOWED_USERS",
         "CREDENTIALS_DIRECTORY",
         "STATE_DIRECTORY",
-    ] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    ];
+    set_env(&mut cmd, &[CHANNEL_ENV, &more[..]].concat(), env);
     cmd.output().unwrap()
 }
 

@@ -147,17 +147,7 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
             c["name"]
         );
     }
-    let out = common::cli(
-        &config,
-        &[
-            "channels",
-            "setup",
-            "--fallback-url",
-            "https://backup.example.test/sms",
-            "--retries",
-            "2",
-        ],
-    );
+    let out = common::setup_with_fallback(&config, "2");
     assert!(
         out.status.success(),
         "Prism refused the update: {}\n{}",

@@ -32,15 +32,7 @@ async fn kill_9_right_after_200_loses_nothing() {
                 form(&refs),
             );
             tasks.push(tokio::spawn(async move {
-                let status = client()
-                    .post(url)
-                    .header("X-Twilio-Signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16();
+                let status = post_raw(url, vec![("X-Twilio-Signature", sig)], body).await;
                 (sid, status)
             }));
         }

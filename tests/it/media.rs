@@ -386,12 +386,7 @@ async fn agent_exec_attaches_its_outbox() {
     assert_eq!(post_signed(&gw, "/webhooks/sms", &params).await.0, 200);
     let sends = twilio.wait_sends(1, Duration::from_secs(20));
     assert_eq!(sends[0].field("Body"), Some("here is the plot"));
-    let urls: Vec<&str> = sends[0]
-        .form
-        .iter()
-        .filter(|(k, _)| k == "MediaUrl")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let urls = sends[0].fields("MediaUrl");
     assert_eq!(urls.len(), 1, "the symlink is not attached: {urls:?}");
     assert!(urls[0].ends_with("/plot.png"));
     assert!(twilio.wait_fetched(1, Duration::from_secs(20))[0].bytes == image);

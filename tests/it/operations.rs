@@ -280,17 +280,7 @@ async fn setup_fallback_url_and_retries_and_a_signed_webhook_through_the_overrid
     let out = cli(&config, &["channels", "setup", "--retries", "9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("at most 5"), "{}", stderr(&out));
-    let out = cli(
-        &config,
-        &[
-            "channels",
-            "setup",
-            "--fallback-url",
-            "https://backup.example.test/sms",
-            "--retries",
-            "3",
-        ],
-    );
+    let out = setup_with_fallback(&config, "3");
     assert!(out.status.success(), "{}", stderr(&out));
     let update = twilio
         .requests()
@@ -300,10 +290,7 @@ async fn setup_fallback_url_and_retries_and_a_signed_webhook_through_the_overrid
     let with_override = format!("{PUBLIC}#rc=3&rp=all");
     assert_eq!(update.field("SmsUrl"), Some(with_override.as_str()));
     assert_eq!(update.field("SmsMethod"), Some("POST"));
-    assert_eq!(
-        update.field("SmsFallbackUrl"),
-        Some("https://backup.example.test/sms")
-    );
+    assert_eq!(update.field("SmsFallbackUrl"), Some(FALLBACK_URL));
     assert_eq!(update.field("SmsFallbackMethod"), Some("POST"));
     // Twilio now has the URL with the override: the probe still calls it a match.
     number_route(&twilio, &with_override, "POST");
@@ -587,20 +574,11 @@ async fn metrics_scrape_health_and_rotated_keys() {
         "old token",
     );
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms",
-            &p,
-            Some(&sign("old-token", PUBLIC, &p))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms", &p, "old-token", PUBLIC).await,
         200
     );
     assert_eq!(
-        post(&gw, "/webhooks/sms", &p, Some(&sign("nope", PUBLIC, &p)))
-            .await
-            .0,
+        post_signed_by(&gw, "/webhooks/sms", &p, "nope", PUBLIC).await,
         403
     );
     // HMAC-SHA256 with a shared key, as Twilio's newer signing sends it.
@@ -626,18 +604,11 @@ async fn metrics_scrape_health_and_rotated_keys() {
     let send = |settings: &'static str, sig: String| {
         let url = gw.url("/webhooks/sms");
         let body = form(&p2);
-        async move {
-            client()
-                .post(url)
-                .header("X-Twilio-Signature", sig)
-                .header("X-Twilio-Webhooks-Signature-Settings", settings)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        let headers = vec![
+            ("X-Twilio-Signature", sig),
+            ("X-Twilio-Webhooks-Signature-Settings", settings.to_string()),
+        ];
+        post_raw(url, headers, body)
     };
     assert_eq!(
         send(

@@ -31,16 +31,14 @@ async fn a_burst_of_slash_new_texts_once_and_own_texts_count_against_the_limits(
             form(&params),
         );
         tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("X-Twilio-Signature", sig)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let headers = vec![
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_string(),
+                ),
+                ("X-Twilio-Signature", sig),
+            ];
+            post_raw(url, headers, body).await
         }));
     }
     for task in tasks {

@@ -39,14 +39,7 @@ async fn signature_cases_and_status_codes() {
     assert_eq!(post(&gw, "/webhooks/sms", &p2, None).await.0, 403);
     assert_eq!(post(&gw, "/webhooks/sms", &p2, Some("AAAA")).await.0, 403);
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms",
-            &p2,
-            Some(&sign("other-token", PUBLIC, &p2))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms", &p2, "other-token", PUBLIC).await,
         403
     );
     let sig = sign(TOKEN, PUBLIC, &p2);
@@ -61,14 +54,7 @@ async fn signature_cases_and_status_codes() {
     );
     // Signed for another URL (trailing slash).
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms",
-            &p2,
-            Some(&sign(TOKEN, &format!("{PUBLIC}/"), &p2))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms", &p2, TOKEN, &format!("{PUBLIC}/")).await,
         403
     );
 
@@ -76,14 +62,7 @@ async fn signature_cases_and_status_codes() {
     let p3 = inbound("SM00000000000000000000000000000003", "+15557654321", "port");
     let with_port = PUBLIC.replace(".test/", ".test:443/");
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms",
-            &p3,
-            Some(&sign(TOKEN, &with_port, &p3))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms", &p3, TOKEN, &with_port).await,
         200
     );
 
@@ -94,14 +73,7 @@ async fn signature_cases_and_status_codes() {
         "query",
     );
     let signed_url = format!("{PUBLIC}?tenant=a&x=1");
-    let status = post(
-        &gw,
-        "/webhooks/sms?tenant=a&x=1",
-        &p4,
-        Some(&sign(TOKEN, &signed_url, &p4)),
-    )
-    .await
-    .0;
+    let status = post_signed_by(&gw, "/webhooks/sms?tenant=a&x=1", &p4, TOKEN, &signed_url).await;
     assert_eq!(status, 200);
     let p5 = inbound(
         "SM00000000000000000000000000000005",
@@ -109,14 +81,7 @@ async fn signature_cases_and_status_codes() {
         "query",
     );
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/sms?tenant=b",
-            &p5,
-            Some(&sign(TOKEN, &signed_url, &p5))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/sms?tenant=b", &p5, TOKEN, &signed_url).await,
         403
     );
 
@@ -209,15 +174,7 @@ async fn duplicates_are_processed_once_even_when_concurrent() {
     for _ in 0..20 {
         let (url, sig, body) = (gw.url("/webhooks/sms"), sig.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            client()
-                .post(url)
-                .header("X-Twilio-Signature", sig)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            post_raw(url, vec![("X-Twilio-Signature", sig)], body).await
         }));
     }
     for t in tasks {
@@ -320,25 +277,11 @@ async fn two_accounts_on_two_paths() {
     ];
     // The default account's token does not open the support path.
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/support",
-            &p,
-            Some(&sign(TOKEN, support_url, &p))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/support", &p, TOKEN, support_url).await,
         403
     );
     assert_eq!(
-        post(
-            &gw,
-            "/webhooks/support",
-            &p,
-            Some(&sign("support-token", support_url, &p))
-        )
-        .await
-        .0,
+        post_signed_by(&gw, "/webhooks/support", &p, "support-token", support_url).await,
         200
     );
     let p2 = inbound("SM30000000000000000000000000000002", "+15557654321", "hi");
@@ -361,21 +304,9 @@ async fn two_accounts_on_two_paths() {
 async fn https_with_tls_1_2_and_1_3_and_http2() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(t.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(t.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-    let config = t.write_config(&format!(
-        r#"{{
-  gateway: {{ listen: "127.0.0.1:0", stateDir: "{state}", tls: {{ certFile: "{dir}/cert.pem", keyFile: "{dir}/key.pem" }} }},
-  channels: {{ sms: {{ accountSid: "{SID}", authToken: "{TOKEN}", fromNumber: "{FROM}", publicWebhookUrl: "{PUBLIC}",
-    apiBaseUrl: "{api}", dmPolicy: "open", allowFrom: ["*"] }} }},
-}}"#,
-        state = t.state().display(),
-        dir = t.path().display(),
-        api = twilio.base_url()
-    ));
+    let (config, cert) = tls_config(&t, &twilio);
     let gw = Gateway::start(&config);
-    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(cert.as_bytes()).unwrap();
     let url = format!("https://localhost:{}/webhooks/sms", gw.addr.port());
     for (i, (tls12, h2)) in [(false, false), (true, false), (false, true)]
         .into_iter()

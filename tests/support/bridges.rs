@@ -5,10 +5,50 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, wait_until};
+use crate::common::{bin, inbound, post_signed, wait_until, FakeTwilio, Gateway, TestDir};
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// Texts `body` from `from` (a fresh MessageSid each time), asserting the 200.
+pub async fn text(gw: &Gateway, from: &str, body: &str) {
+    let sid = format!("SM{:032x}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let (status, _) = post_signed(gw, "/webhooks/sms", &inbound(&sid, from, body)).await;
+    assert_eq!(status, 200);
+}
+
+/// Waits for the `n`th SMS to `to` and returns its body.
+pub fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> String {
+    assert!(
+        wait_until(timeout, || twilio.sends_to(to).len() >= n),
+        "no SMS #{n} to {to} within {timeout:?}; sends: {:?}",
+        twilio
+            .sends()
+            .iter()
+            .map(|r| (
+                r.field("To").map(String::from),
+                r.field("Body").map(String::from)
+            ))
+            .collect::<Vec<_>>()
+    );
+    twilio.sends_to(to)[n - 1]
+        .field("Body")
+        .unwrap()
+        .to_string()
+}
+
+/// A gateway open to everyone (`dmPolicy: "open"`) against a fresh FakeTwilio, started
+/// with `env`: the directory, the fake, the config path and the running gateway.
+pub fn open_gateway(env: &[(&str, &str)]) -> (TestDir, FakeTwilio, PathBuf, Gateway) {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = Gateway::start_with(&config, env);
+    (t, twilio, config, gw)
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

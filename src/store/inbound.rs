@@ -349,29 +349,49 @@ impl Store {
     /// retries within minutes, but operators replay from the console later). Writer
     /// only; removes in bounded batches.
     pub fn prune_seen(&self, now: u64, max_age_ms: u64) -> Result<usize, StoreError> {
+        self.prune_buckets(
+            &self.dedupe,
+            |mark| now.saturating_sub(seen_time(mark).unwrap_or(0)) > max_age_ms,
+            |st, b, k, v| {
+                if let Ok(bucket) = <[u8; 2]>::try_from(k) {
+                    st.keep_corrupt_bucket(b, &bucket, v);
+                }
+            },
+        )
+    }
+
+    /// Drops the entries `expired` names from every bucket of `area` (the dedupe
+    /// codec); returns how many. A corrupt bucket is handed to `on_corrupt` (to be
+    /// quarantined) and what of it can be salvaged is kept.
+    ///
+    /// The buckets as stored, and none the round has pending changes to (they are
+    /// pruned next time): the prune writes at once, in bounded batches (a big prune
+    /// would otherwise hold every rewritten bucket in memory), so a bucket holding an
+    /// entry of this round must not reach the disk before that round's other changes.
+    pub(crate) fn prune_buckets(
+        &self,
+        area: &super::area::Area,
+        mut expired: impl FnMut(&[u8]) -> bool,
+        mut on_corrupt: impl FnMut(&Self, &mut Batch, &[u8], &[u8]),
+    ) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut rewritten = 0;
         let mut b = Batch::new();
-        // The buckets as stored, and none the round has pending changes to (they are
-        // pruned next time): the prune writes at once, so a bucket holding a mark of
-        // this round must not reach the disk before that message's own changes do.
-        for item in self.dedupe.iter_stored() {
+        for item in area.iter_stored() {
             let (k, v) = item?;
-            if self.dedupe.has_pending(&k) {
+            if area.has_pending(&k) {
                 continue;
             }
             let mut dropped = 0;
-            let mut keep = |_: &[u8], mark: &[u8]| {
-                let old = now.saturating_sub(seen_time(mark).unwrap_or(0)) > max_age_ms;
+            let mut keep = |_: &[u8], entry: &[u8]| {
+                let old = expired(entry);
                 dropped += usize::from(old);
                 !old
             };
             let kept = match dedupe::retain(&v, &mut keep) {
                 Ok(kept) => kept,
                 Err(dedupe::Corrupt) => {
-                    if let Ok(bucket) = <[u8; 2]>::try_from(&k[..]) {
-                        self.keep_corrupt_bucket(&mut b, &bucket, &v);
-                    }
+                    on_corrupt(self, &mut b, &k, &v);
                     let salvaged = dedupe::salvage(&v);
                     Some(
                         dedupe::retain(&salvaged, &mut keep)
@@ -383,8 +403,8 @@ impl Store {
             };
             match kept {
                 None => continue,
-                Some(bucket) if bucket.is_empty() => b.remove(&self.dedupe, &k),
-                Some(bucket) => b.insert(&self.dedupe, &k, bucket),
+                Some(bucket) if bucket.is_empty() => b.remove(area, &k),
+                Some(bucket) => b.insert(area, &k, bucket),
             }
             n += dropped;
             rewritten += 1;
@@ -392,9 +412,6 @@ impl Store {
                 self.apply_now(std::mem::replace(&mut b, Batch::new()))?;
             }
         }
-        // At once, not with the writer's round: a big prune would otherwise hold every
-        // rewritten bucket in memory. It only drops marks older than a day from what is
-        // on disk, and skips what the round changes.
         self.apply_now(b)?;
         Ok(n)
     }

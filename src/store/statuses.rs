@@ -129,46 +129,11 @@ impl Store {
     /// as stored, skipping buckets the writer's round has pending changes to (they are
     /// pruned next time), like [`Store::prune_seen`].
     pub fn prune_statuses(&self, now: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        let mut rewritten = 0;
-        let mut b = Batch::new();
-        for item in self.statuses.iter_stored() {
-            let (k, v) = item?;
-            if self.statuses.has_pending(&k) {
-                continue;
-            }
-            let mut dropped = 0;
-            let mut keep = |_: &[u8], entry: &[u8]| {
-                let old = super::status_expired(decode(entry).ok().map(|r| r.at), now);
-                dropped += usize::from(old);
-                !old
-            };
-            let kept = match dedupe::retain(&v, &mut keep) {
-                Ok(kept) => kept,
-                Err(dedupe::Corrupt) => {
-                    b.insert(&self.quarantine, self.statuses.full_key(&k), v.to_vec());
-                    let salvaged = dedupe::salvage(&v);
-                    Some(
-                        dedupe::retain(&salvaged, &mut keep)
-                            .ok()
-                            .flatten()
-                            .unwrap_or(salvaged),
-                    )
-                }
-            };
-            match kept {
-                None => continue,
-                Some(bucket) if bucket.is_empty() => b.remove(&self.statuses, &k),
-                Some(bucket) => b.insert(&self.statuses, &k, bucket),
-            }
-            n += dropped;
-            rewritten += 1;
-            if rewritten % BUCKETS_PER_BATCH == 0 {
-                self.apply_now(std::mem::replace(&mut b, Batch::new()))?;
-            }
-        }
-        self.apply_now(b)?;
-        Ok(n)
+        self.prune_buckets(
+            &self.statuses,
+            |entry| super::status_expired(decode(entry).ok().map(|r| r.at), now),
+            |st, b, k, v| b.insert(&st.quarantine, st.statuses.full_key(k), v.to_vec()),
+        )
     }
 
     /// How many status records are stored (walks every bucket; for tests and gauges).

@@ -295,7 +295,7 @@ async fn kill_9_during_the_status_and_sent_log_migration_loses_nothing() {
     }
     let gw = Gateway::start(&config);
     gw.stop_and_log();
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.statuses_len(), N as usize);
     assert!(store.is_our_sid(&format!("SM{:032x}", N - 1)).unwrap());
     let mut total = 0;

@@ -156,40 +156,15 @@ impl FakeTwilio {
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let routes: Arc<Mutex<Vec<Route>>> = Arc::new(Mutex::new(Vec::new()));
         let knobs: Arc<Mutex<Knobs>> = Arc::new(Mutex::new(Knobs::default()));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let (r, s, ro, kn) = (
             requests.clone(),
             script.clone(),
             routes.clone(),
             knobs.clone(),
         );
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (r, s, ro, kn) = (r.clone(), s.clone(), ro.clone(), kn.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(
-                            move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (r, s, ro, kn) = (r.clone(), s.clone(), ro.clone(), kn.clone());
-                                async move { answer_dated(req, r, s, ro, kn).await }
-                            },
-                        );
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = serve_http(move |req| {
+            let (r, s, ro, kn) = (r.clone(), s.clone(), ro.clone(), kn.clone());
+            answer_dated(req, r, s, ro, kn)
         });
         Self {
             addr,
@@ -318,10 +293,40 @@ impl FakeTwilio {
 /// `apiBaseUrl` / `--base-url` does). Returns its base URL and how many requests it got.
 pub fn redirector(target: &str) -> (String, Arc<Mutex<usize>>) {
     let hits = Arc::new(Mutex::new(0usize));
+    let (h, target) = (hits.clone(), target.trim_end_matches('/').to_string());
+    let addr = serve_http(move |req| {
+        let (h, target) = (h.clone(), target.clone());
+        async move {
+            let to = format!(
+                "{target}{}",
+                req.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            let _ = req.into_body().collect().await;
+            *h.lock().unwrap() += 1;
+            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = hyper::StatusCode::TEMPORARY_REDIRECT;
+            resp.headers_mut().insert("location", to.parse().unwrap());
+            Ok::<_, std::io::Error>(resp)
+        }
+    });
+    (format!("http://{addr}"), hits)
+}
+
+/// Serves HTTP/1.1 on a fresh port of 127.0.0.1 with `handle` answering each request,
+/// from its own thread and runtime (so the server outlives any one test's runtime);
+/// returns the address.
+pub fn serve_http<H, F, B, E>(handle: H) -> SocketAddr
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<hyper::Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
-    let (h, target) = (hits.clone(), target.trim_end_matches('/').to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -333,33 +338,16 @@ pub fn redirector(target: &str) -> (String, Arc<Mutex<usize>>) {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (h, target) = (h.clone(), target.clone());
+                let handle = handle.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (h, target) = (h.clone(), target.clone());
-                            async move {
-                                let to = format!(
-                                    "{target}{}",
-                                    req.uri().path_and_query().map_or("/", |p| p.as_str())
-                                );
-                                let _ = req.into_body().collect().await;
-                                *h.lock().unwrap() += 1;
-                                let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                                *resp.status_mut() = hyper::StatusCode::TEMPORARY_REDIRECT;
-                                resp.headers_mut().insert("location", to.parse().unwrap());
-                                Ok::<_, std::io::Error>(resp)
-                            }
-                        },
-                    );
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle))
                         .await;
                 });
             }
         });
     });
-    (format!("http://{addr}"), hits)
+    addr
 }
 
 /// The resident memory of a process, in KiB.
@@ -667,6 +655,26 @@ impl TestDir {
         self.path().join("state")
     }
 
+    /// The store in the state dir (with the daemon stopped: sled lets one process in).
+    pub fn store(&self) -> smsgate::store::Store {
+        smsgate::store::Store::open(&self.state()).unwrap()
+    }
+
+    /// The ids of the texts waiting in the agent inbox, in its order.
+    pub fn inbox_ids(&self) -> Vec<String> {
+        self.store()
+            .inbox()
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.id)
+            .collect()
+    }
+
+    /// The agent socket in the state dir.
+    pub fn agent_sock(&self) -> PathBuf {
+        self.state().join("agent.sock")
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.path().join("smsgate.json5")
     }
@@ -692,6 +700,29 @@ impl TestDir {
             api = twilio.base_url(),
         ))
     }
+}
+
+/// The `channels.sms` extra that admits everyone straight to the agent (no pairing).
+pub const OPEN: &str = r#"dmPolicy: "open", allowFrom: ["*"]"#;
+
+/// What most tests begin with: a fresh state dir, the fake Twilio, the single-account
+/// config ([`TestDir::config`] with `sms_extra`) and the gateway running on it, as
+/// `let (t, twilio, config, gw) = gateway("")`. Keep `t` and `twilio` bound for as long
+/// as the gateway runs (the state dir and Twilio go with them).
+pub fn gateway(sms_extra: &str) -> (TestDir, FakeTwilio, PathBuf, Gateway) {
+    gateway_with(sms_extra, &[])
+}
+
+/// [`gateway`] with the daemon started with `env` set (see [`Gateway::start_with`]).
+pub fn gateway_with(
+    sms_extra: &str,
+    env: &[(&str, &str)],
+) -> (TestDir, FakeTwilio, PathBuf, Gateway) {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let config = t.config(&twilio, sms_extra);
+    let gw = Gateway::start_with(&config, env);
+    (t, twilio, config, gw)
 }
 
 pub struct Gateway {

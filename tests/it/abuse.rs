@@ -13,9 +13,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, _twilio, _, gw) = gateway(OPEN);
     let url = gw.url("/webhooks/sms");
     let started = Instant::now();
     let flood: Vec<_> = (0..16)
@@ -66,7 +64,7 @@ async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
     );
     assert!(rss_kib(gw.child.id()) < 64 * 1024);
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.inbox().unwrap().len(), 20);
     assert!(
         store.rejected().unwrap().is_empty(),
@@ -76,10 +74,7 @@ async fn unsigned_flood_keeps_valid_webhooks_served_and_logs_bounded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_stranger_flooding_and_repeated_pairing_cost_at_most_three_texts() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (_t, twilio, config, gw) = gateway("");
     let who = "+15557659999";
     for i in 0..40 {
         let sid = format!("SMb{i:031}");
@@ -334,7 +329,7 @@ async fn idle_tls_connections_beyond_the_cap_do_not_starve_a_signed_webhook() {
         "closed too early: {idle_for:?}"
     );
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.inbox().unwrap().len(), 1);
 }
 
@@ -343,7 +338,7 @@ async fn idle_and_slow_plain_connections_beyond_the_cap_do_not_starve_a_signed_w
     raise_fd_limit();
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     let connect = || TcpStream::connect(gw.addr).unwrap();
@@ -409,7 +404,7 @@ async fn a_connection_flood_at_the_cap_logs_a_bounded_number_of_lines() {
     raise_fd_limit();
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     let started = Instant::now();
@@ -548,7 +543,7 @@ async fn idle_connections_to_the_http01_listener_leave_the_daemon_its_descriptor
 async fn many_http2_streams_on_one_connection_are_all_answered_with_memory_bounded() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     // One HTTP/2 connection, 200 webhooks at once: the server allows 8 streams at a
@@ -575,7 +570,7 @@ async fn many_http2_streams_on_one_connection_are_all_answered_with_memory_bound
     }
     assert!(rss_kib(gw.child.id()) < 64 * 1024);
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.inbox().unwrap().len(), 200);
 }
 
@@ -605,10 +600,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_rapid_resets_and_stream_floods_are_cut_without_a_log_line_each() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (_t, _twilio, _, gw) = gateway(OPEN);
     // HEADERS for POST / (HPACK static entries), END_HEADERS but no END_STREAM: a
     // request whose body never comes.
     let headers = b"\x83\x84\x86\x41\x01x";

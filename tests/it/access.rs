@@ -12,22 +12,9 @@ fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn inbox_ids(t: &TestDir) -> Vec<String> {
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
-    store
-        .inbox()
-        .unwrap()
-        .into_iter()
-        .map(|(_, m)| m.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pairing_flow_with_daemon_up() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (t, twilio, config, gw) = gateway("");
     let stranger = "+15557654321";
     let sends = admit_and_wait_sends(
         &gw,
@@ -108,7 +95,7 @@ async fn pairing_flow_with_daemon_up() {
     );
     twilio.wait_sends(3, Duration::from_secs(10));
     assert_eq!(gw.stop().code(), Some(0));
-    assert_eq!(inbox_ids(&t), ["SM60000000000000000000000000000003"]);
+    assert_eq!(t.inbox_ids(), ["SM60000000000000000000000000000003"]);
 }
 
 fn base64_of(s: &str) -> String {
@@ -118,10 +105,7 @@ fn base64_of(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (_t, twilio, config, gw) = gateway("");
     let stranger = "+15557650001";
     assert_eq!(
         gw.admit("SM61000000000000000000000000000001", stranger, "hi")
@@ -180,10 +164,7 @@ async fn pairing_approved_while_daemon_down_texts_when_it_runs_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn at_most_three_pending_and_no_sms_beyond() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (_t, twilio, config, gw) = gateway("");
     for i in 1..=5 {
         let sid = format!("SM6200000000000000000000000000000{i}");
         let from = format!("+1555765100{i}");
@@ -258,7 +239,7 @@ async fn allowlist_disabled_and_open_policies() {
             twilio.wait_sends(before + 1, Duration::from_secs(10));
         }
         assert_eq!(gw.stop().code(), Some(0));
-        assert_eq!(inbox_ids(&t), want, "{extra}");
+        assert_eq!(t.inbox_ids(), want, "{extra}");
         assert_eq!(
             twilio.sends().len(),
             before + usize::from(pairing),
@@ -269,10 +250,7 @@ async fn allowlist_disabled_and_open_policies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_means_no_sms_and_start_allows_it_again() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (t, twilio, config, gw) = gateway("");
     let who = "+15557653001";
     assert_eq!(
         gw.admit("SM64000000000000000000000000000001", who, " Stop ")
@@ -317,7 +295,7 @@ async fn stop_means_no_sms_and_start_allows_it_again() {
     assert_eq!(sends[0].field("To"), Some(who));
     assert_eq!(gw.stop().code(), Some(0));
     // The keywords themselves never reach the agent.
-    assert!(inbox_ids(&t).is_empty());
+    assert!(t.inbox_ids().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,7 +361,7 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(twilio.sends_to("+15557654003").len(), 1, "never sent twice");
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert!(store
         .is_opted_out("default", &smsgate::phone::E164::parse(who).unwrap())
         .unwrap());
@@ -401,9 +379,7 @@ async fn sends_retry_on_429_and_5xx_and_stop_on_21610() {
 /// the sender out and never reach the agent.
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_variants_opt_out_and_are_not_forwarded() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, twilio, _, gw) = gateway(OPEN);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     let variants = [
         ("+15557653101", "Stop."),
@@ -425,8 +401,8 @@ async fn stop_variants_opt_out_and_are_not_forwarded() {
     assert_eq!(agent.next_of("message")["text"], "after");
     assert!(twilio.sends().is_empty(), "smsgate never answers STOP");
     assert_eq!(gw.stop().code(), Some(0));
-    assert_eq!(inbox_ids(&t), ["SM67000000000000000000000000000001"]);
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    assert_eq!(t.inbox_ids(), ["SM67000000000000000000000000000001"]);
+    let store = t.store();
     for (who, body) in variants {
         let n = smsgate::phone::E164::parse(who).unwrap();
         assert!(store.is_opted_out("default", &n).unwrap(), "{body:?}");
@@ -438,9 +414,7 @@ async fn stop_variants_opt_out_and_are_not_forwarded() {
 /// logged and the message handled as if it had none. smsgate answers none of them.
 #[tokio::test(flavor = "multi_thread")]
 async fn opt_out_type_stop_start_help_with_custom_keywords() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, twilio, _, gw) = gateway(OPEN);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     let stays_out = "+15557653201";
     let comes_back = "+15557653202";
@@ -494,7 +468,7 @@ async fn opt_out_type_stop_start_help_with_custom_keywords() {
     assert!(gw.wait_log("Twilio marked it HELP", Duration::from_secs(5)));
     assert!(twilio.sends().is_empty(), "smsgate never answers a keyword");
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     let opted = |who: &str| {
         store
             .is_opted_out("default", &smsgate::phone::E164::parse(who).unwrap())
@@ -516,10 +490,7 @@ async fn each_built_in_language_reaches_the_stranger_and_a_custom_text_wins() {
         ("ko", "페어링 코드"),
     ];
     for (i, (lang, marker)) in cases.iter().enumerate() {
-        let t = TestDir::new();
-        let twilio = FakeTwilio::start();
-        let config = t.config(&twilio, &format!(r#"language: "{lang}""#));
-        let gw = Gateway::start(&config);
+        let (_t, twilio, config, gw) = gateway(&format!(r#"language: "{lang}""#));
         let stranger = format!("+1555767{i:04}");
         assert_eq!(gw.admit(&format!("SMe{i:031}"), &stranger, "hi").await, 200);
         let sent = twilio.wait_sends(1, Duration::from_secs(10));
@@ -533,13 +504,9 @@ async fn each_built_in_language_reaches_the_stranger_and_a_custom_text_wins() {
         );
     }
     // A custom text overrides the language's, for the approval too.
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (_t, twilio, config, gw) = gateway(
         r#"language: "ja", texts: { pairingCode: "Code: {code}", approved: "Welcome aboard." }"#,
     );
-    let gw = Gateway::start(&config);
     assert_eq!(
         gw.admit("SMe1000000000000000000000000000009", "+15557670099", "hi")
             .await,

@@ -7,16 +7,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn reply_path_and_sent_line() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, _, gw) = gateway(OPEN);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(
         gw.admit(
             "SMa0000000000000000000000000000001",
@@ -74,7 +68,7 @@ async fn reply_path_and_sent_line() {
     assert_eq!(bodies.join(" "), long.trim());
     assert_eq!(gw.stop().code(), Some(0));
     // After the ack nothing of the message is left but its SID.
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert!(store.inbox().unwrap().is_empty());
 }
 
@@ -87,7 +81,7 @@ async fn agent_send_with_default_to_and_errors() {
         &twilio,
         r#"defaultTo: "sms:+15557650000", allowTo: ["+15557650000", "+15557650001"]"#,
     ));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "reminder: stand-up", "ref": "r1"}));
     let sent = agent.next_of("sent");
     assert_eq!(sent["ref"], "r1");
@@ -154,10 +148,7 @@ async fn agent_send_with_default_to_and_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, _twilio, config, gw) = gateway(OPEN);
     // No agent: messages wait.
     for i in 1..=3 {
         let sid = format!("SMb000000000000000000000000000000{i}");
@@ -174,7 +165,7 @@ async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
     }
     gw.kill9();
     let gw = Gateway::start(&config);
-    let mut a = TestAgent::connect(&agent_sock(&t));
+    let mut a = TestAgent::connect(&t.agent_sock());
     let ids: Vec<String> = (0..3)
         .map(|_| a.next_of("message")["id"].as_str().unwrap().to_string())
         .collect();
@@ -189,7 +180,7 @@ async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
     a.send(json!({"type": "ack", "id": ids[0]}));
     drop(a);
     // The next agent gets the unacknowledged ones again, same ids, same order.
-    let mut b = TestAgent::connect(&agent_sock(&t));
+    let mut b = TestAgent::connect(&t.agent_sock());
     assert_eq!(b.next_of("message")["id"], ids[1].as_str());
     assert_eq!(b.next_of("message")["id"], ids[2].as_str());
     b.send(json!({"type": "ack", "id": ids[1]}));
@@ -201,11 +192,9 @@ async fn redelivery_after_disconnect_and_waiting_across_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_sender_order_with_two_agents() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
-    let mut a = TestAgent::connect(&agent_sock(&t));
-    let mut b = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, _, gw) = gateway(OPEN);
+    let mut a = TestAgent::connect(&t.agent_sock());
+    let mut b = TestAgent::connect(&t.agent_sock());
     for i in 0..4 {
         for (s, from) in [("1", "+15557650001"), ("2", "+15557650002")] {
             let sid = format!("SMc{s}00000000000000000000000000000{i}");
@@ -257,7 +246,7 @@ async fn messaging_service_sender_and_opted_out_reply() {
         twilio.base_url()
     ));
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let mut p = inbound(
         "SMd0000000000000000000000000000001",
         "+15557654321",
@@ -301,21 +290,14 @@ async fn messaging_service_sender_and_opted_out_reply() {
     assert_eq!(twilio.sends().len(), 1);
     assert_eq!(gw.stop().code(), Some(0));
     assert!(
-        smsgate::store::Store::open(&t.state())
-            .unwrap()
-            .inbox()
-            .unwrap()
-            .is_empty(),
+        t.store().inbox().unwrap().is_empty(),
         "the refused reply still acknowledged the message"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn message_send_cli_with_and_without_daemon() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (_t, twilio, config, gw) = gateway("");
     let out = cli(
         &config,
         &[
@@ -402,11 +384,8 @@ async fn message_send_cli_with_and_without_daemon() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_exec_runs_a_shell_script_per_message() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
     // Failed commands come back after 100 ms, doubling (not 30 s).
-    let gw = Gateway::start_with(&config, &[("SMSGATE_AGENT_RETRY_MS", "100")]);
+    let (t, twilio, config, gw) = gateway_with(OPEN, &[("SMSGATE_AGENT_RETRY_MS", "100")]);
     let script = t.path().join("agent.sh");
     std::fs::write(
         &script,
@@ -480,21 +459,15 @@ async fn agent_exec_runs_a_shell_script_per_message() {
     assert_eq!(twilio.sends().len(), 1, "the reply went once");
     assert_eq!(gw.stop().code(), Some(0));
     assert!(
-        smsgate::store::Store::open(&t.state())
-            .unwrap()
-            .inbox()
-            .unwrap()
-            .is_empty(),
+        t.store().inbox().unwrap().is_empty(),
         "the quiet one is acknowledged, the failed ones are dead letters"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mms_both_ways() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, _, gw) = gateway(OPEN);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let sid = "MMf0000000000000000000000000000001";
     let media_url = format!(
         "{}/2010-04-01/Accounts/{SID}/Messages/{sid}/Media/ME0000000000000000000000000000001",
@@ -556,11 +529,8 @@ async fn mms_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_callbacks_out_of_order_reach_the_sending_agent() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557650000""#);
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, config, gw) = gateway(r#"defaultTo: "+15557650000""#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "track me", "ref": "t1"}));
     let sent = agent.next_of("sent");
     let msid = sent["sids"][0].as_str().unwrap().to_string();
@@ -593,7 +563,7 @@ async fn status_callbacks_out_of_order_reach_the_sending_agent() {
         "stale and duplicate callbacks are not forwarded",
     );
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(
         store.delivery_status(&msid).unwrap().as_deref(),
         Some("delivered")
@@ -602,11 +572,8 @@ async fn status_callbacks_out_of_order_reach_the_sending_agent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_outcome_waits_for_a_lookup_and_queue_commands() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557650000""#);
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) = gateway(r#"defaultTo: "+15557650000""#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     // Twilio never answers: the outcome is unknown, so the send is neither retried
     // blind nor reported failed; Twilio is asked after the settle time (2 minutes here,
     // tests/unknown_sends.rs covers the lookups).
@@ -662,7 +629,7 @@ async fn unknown_outcome_waits_for_a_lookup_and_queue_commands() {
 async fn dead_letters_after_max_age_and_requeue() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("stateDir:", r#"agentQueueMaxAge: "1s", stateDir:"#);
@@ -691,7 +658,7 @@ async fn dead_letters_after_max_age_and_requeue() {
         serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
     assert_eq!(list[0]["id"], "SMf0000000000000000000000000000001");
     assert_eq!(list[0]["kind"], "deadLetter");
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.assert_no_more(&gw, &config, "a dead letter is not delivered");
     assert!(cli(
         &config,
@@ -705,17 +672,14 @@ async fn dead_letters_after_max_age_and_requeue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn simulate_posts_a_signed_webhook() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, _twilio, config, gw) = gateway(OPEN);
     // simulate reads gateway.listen: point it at the running port.
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("127.0.0.1:0", &gw.addr.to_string());
     let sim_config = t.path().join("sim.json5");
     std::fs::write(&sim_config, text).unwrap();
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let out = cli(
         &sim_config,
         &["simulate", "--from", "+15557654321", "--body", "simulated"],
@@ -746,14 +710,9 @@ fn demo_shows_the_whole_flow() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conversations_are_per_sender_survive_restarts_and_slash_new_starts_afresh() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "allowlist", allowFrom: ["+15557650001", "+15557650002"]"#,
-    );
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) =
+        gateway(r#"dmPolicy: "allowlist", allowFrom: ["+15557650001", "+15557650002"]"#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let (a, b) = ("+15557650001", "+15557650002");
     let mut next = {
         let mut n = 0u32;
@@ -806,18 +765,15 @@ async fn conversations_are_per_sender_survive_restarts_and_slash_new_starts_afre
     drop(agent);
     assert_eq!(gw.stop().code(), Some(0));
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(gw.admit(&next(), a, "after restart").await, 200);
     assert_eq!(conv(&mut agent), a2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn channels_status_lists_the_connected_agents() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
-    let mut raw = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, config, gw) = gateway(OPEN);
+    let mut raw = TestAgent::connect(&t.agent_sock());
     assert_eq!(
         gw.admit(
             "SMc1000000000000000000000000000001",
@@ -888,7 +844,7 @@ async fn sends_over_a_spending_limit_are_held_and_released() {
         &format!(r#"defaultTo: "{to}", outboundLimits: {{ perRecipientPerHour: 2 }}"#),
     );
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     for (i, r) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
         agent.send(json!({"type": "send", "text": format!("text {i}"), "ref": r}));
         let line = if i < 2 {
@@ -941,7 +897,7 @@ async fn sends_over_a_spending_limit_are_held_and_released() {
     assert_eq!(gw.stop().code(), Some(0));
     // The window survives a restart: the sent log counts what already went out.
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "after restart", "ref": "s5"}));
     assert_eq!(agent.next_of("error")["ref"], "s5");
     assert_eq!(gw.stop().code(), Some(0));
@@ -951,14 +907,9 @@ async fn sends_over_a_spending_limit_are_held_and_released() {
 /// no faster than inboundLimits.perSenderPerMinute; nothing is dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_sender_reaches_the_agent_no_faster_than_the_limit() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "open", allowFrom: ["*"], inboundLimits: { perSenderPerMinute: 2 }"#,
-    );
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, config, gw) =
+        gateway(r#"dmPolicy: "open", allowFrom: ["*"], inboundLimits: { perSenderPerMinute: 2 }"#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let started = std::time::Instant::now();
     for i in 1..=3u32 {
         assert_eq!(
@@ -1005,16 +956,10 @@ async fn a_flooding_sender_reaches_the_agent_no_faster_than_the_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_account_wide_limit_holds_across_recipients() {
     for limit in ["perHour", "perDay"] {
-        let t = TestDir::new();
-        let twilio = FakeTwilio::start();
-        let config = t.config(
-            &twilio,
-            &format!(
-                r#"outboundLimits: {{ {limit}: 2, perRecipientPerHour: 0 }}, allowTo: ["+1555765*"]"#
-            ),
-        );
-        let gw = Gateway::start(&config);
-        let mut agent = TestAgent::connect(&agent_sock(&t));
+        let (t, twilio, config, gw) = gateway(&format!(
+            r#"outboundLimits: {{ {limit}: 2, perRecipientPerHour: 0 }}, allowTo: ["+1555765*"]"#
+        ));
+        let mut agent = TestAgent::connect(&t.agent_sock());
         for (i, to) in ["+15557650001", "+15557650002", "+15557650003"]
             .iter()
             .enumerate()
@@ -1041,14 +986,8 @@ async fn each_account_wide_limit_holds_across_recipients() {
 /// that never went to the agent (a stranger under pairing) has no route.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_reply_finds_its_route_across_kill_9_and_a_stranger_has_none() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "allowlist", allowFrom: ["+15557654321"]"#,
-    );
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) = gateway(r#"dmPolicy: "allowlist", allowFrom: ["+15557654321"]"#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let id = "SMe0000000000000000000000000000001";
     assert_eq!(gw.admit(id, "+15557654321", "ping").await, 200);
     assert_eq!(agent.next_of("message")["id"], id);
@@ -1062,7 +1001,7 @@ async fn a_late_reply_finds_its_route_across_kill_9_and_a_stranger_has_none() {
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     gw.kill9();
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "reply", "id": id, "text": "later still"}));
     assert_eq!(agent.next_of("sent")["id"], id);
     agent.send(json!({"type": "reply", "id": stranger, "text": "sneaky"}));
@@ -1085,16 +1024,14 @@ async fn a_late_reply_finds_its_route_across_kill_9_and_a_stranger_has_none() {
 /// hardening work: a second connection could answer, and so ack, the first's message).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_from_a_connection_not_holding_the_message_is_refused() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
-    let mut a = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, _, gw) = gateway(OPEN);
+    let mut a = TestAgent::connect(&t.agent_sock());
     a.send(json!({"type": "hello", "kind": "holder"}));
     let sid = "SMd1000000000000000000000000000001";
     assert_eq!(gw.admit(sid, "+15557650001", "hi").await, 200);
     let m = a.next_of("message");
     assert_eq!(m["id"], sid);
-    let mut b = TestAgent::connect(&agent_sock(&t));
+    let mut b = TestAgent::connect(&t.agent_sock());
     b.send(json!({"type": "reply", "id": sid, "text": "hijack"}));
     let e = b.next_of("error");
     assert_eq!(e["id"], sid, "{e}");

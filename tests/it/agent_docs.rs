@@ -26,7 +26,7 @@ async fn the_documented_python_agent_works() {
     let script = t.path().join("agent.py");
     std::fs::write(&script, code).unwrap();
     let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let gw = Gateway::start(&t.config(&twilio, OPEN));
     let sock = t.state().join("agent.sock");
     let mut py = std::process::Command::new("python3")
         .arg(&script)

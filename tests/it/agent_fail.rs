@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 fn entry(config: &std::path::Path, id: &str) -> Option<serde_json::Value> {
     queue_list(config).into_iter().find(|e| e["id"] == id)
 }
@@ -23,11 +19,8 @@ const B: &str = "+15557650002";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_message_comes_back_after_the_backoff_and_holds_its_senders_later_ones() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start_with(&config, &[("SMSGATE_AGENT_RETRY_MS", "1000")]);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, config, gw) = gateway_with(OPEN, &[("SMSGATE_AGENT_RETRY_MS", "1000")]);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let m1 = "SMa1000000000000000000000000000001";
     assert_eq!(gw.admit(m1, A, "first").await, 200);
     assert_eq!(agent.next_of("message")["id"], m1);
@@ -73,13 +66,13 @@ async fn a_failed_message_comes_back_after_the_backoff_and_holds_its_senders_lat
 async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_delivers_again() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     let env = [("SMSGATE_AGENT_RETRY_MS", "100")];
     let gw = Gateway::start_with(&config, &env);
     let m1 = "SMa2000000000000000000000000000001";
     let m2 = "SMa2000000000000000000000000000002";
     assert_eq!(gw.admit(m1, A, "doomed").await, 200);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     for n in 1..=2 {
         assert_eq!(agent.next_of("message")["id"], m1);
         agent.send(json!({"type": "fail", "id": m1, "error": format!("try {n}")}));
@@ -90,7 +83,7 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
     gw.kill9();
     drop(agent);
     let gw = Gateway::start_with(&config, &env);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     for n in 3..=5 {
         let m = agent.next_of("message");
         assert_eq!(m["id"], m1, "m2 waits behind m1 while m1 is retried");
@@ -165,7 +158,7 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
 fn agent_exec_refuses_a_command_that_cannot_run() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     let plain = t.path().join("not-executable.sh");
     std::fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
     for (cmd, needle) in [
@@ -186,10 +179,7 @@ fn agent_exec_refuses_a_command_that_cannot_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start_with(&config, &[("SMSGATE_AGENT_RETRY_MS", "600000")]);
+    let (t, _twilio, config, gw) = gateway_with(OPEN, &[("SMSGATE_AGENT_RETRY_MS", "600000")]);
     let m1 = "SMa3000000000000000000000000000001";
     assert_eq!(gw.admit(m1, A, "anyone there?").await, 200);
     // No agent: the log says so (at once, then once a minute), the CLI shows it.
@@ -227,7 +217,7 @@ async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log
         "{text}"
     );
     // Delivered and failed once: still waiting, with its attempt, error and next try.
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(agent.next_of("message")["id"], m1);
     agent.send(json!({"type": "fail", "id": m1, "error": "model down"}));
     assert!(

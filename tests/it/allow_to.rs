@@ -9,10 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 /// The agent's `send` to `to` (`None`: no `to`), and the answer line for it.
 fn send(agent: &mut TestAgent, to: Option<&str>, r: &str) -> Value {
     let mut line = json!({"type": "send", "text": format!("text {r}"), "ref": r});
@@ -51,7 +47,7 @@ fn assert_bad_number(v: &Value, needle: &str, what: &str) {
 
 /// Nothing was stored for `to`: no outbound record of any state names it.
 fn nothing_stored_for(t: &TestDir, numbers: &[&str]) {
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     for r in store.outbound().unwrap() {
         assert!(
             !numbers.contains(&r.to.as_str()),
@@ -67,14 +63,9 @@ fn nothing_stored_for(t: &TestDir, numbers: &[&str]) {
 /// person off the list at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn unset_allow_to_is_the_people_the_account_knows() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"allowFrom: ["+15557654321"], defaultTo: "+15557650000""#,
-    );
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) =
+        gateway(r#"allowFrom: ["+15557654321"], defaultTo: "+15557650000""#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
 
     // A stranger pairs and is approved: now known.
     let paired = "+15557659876";
@@ -133,14 +124,8 @@ async fn unset_allow_to_is_the_people_the_account_knows() {
 /// the person who texted, whatever `allowTo` says.
 #[tokio::test(flavor = "multi_thread")]
 async fn open_mode_does_not_widen_allow_to_and_replies_are_not_limited() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "open", allowFrom: ["*"], allowTo: ["+4420*"]"#,
-    );
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, _, gw) = gateway(r#"dmPolicy: "open", allowFrom: ["*"], allowTo: ["+4420*"]"#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let stranger = "+15557654321";
     assert_eq!(
         gw.admit("SM22000000000000000000000000000011", stranger, "hello")
@@ -162,21 +147,17 @@ async fn open_mode_does_not_widen_allow_to_and_replies_are_not_limited() {
 /// number, prefixes, case and whitespace, look-alike digits. Only the listed go out.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_allow_to_holds_against_a_hostile_agent() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (t, twilio, config, gw) = gateway(
         r#"allowFrom: ["+15557650001"], defaultTo: "+15557650000",
     allowTo: ["+15557654321", "+4420*", "+1666*"]"#,
     );
-    let gw = Gateway::start(&config);
     // The operator is told at start that defaultTo is left out.
     assert!(
         gw.wait_log("allowTo does not include defaultTo", Duration::from_secs(5)),
         "{}",
         gw.log()
     );
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
 
     enum Want {
         Sent(&'static str),
@@ -283,7 +264,7 @@ async fn reload_picks_up_allow_to_and_star_still_refuses_own_and_short_numbers()
             gw.log()
         );
     };
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let uk = "+442012345678";
     assert_not_allowed(&send(&mut agent, Some(uk), "r1"), "before the reload");
 
@@ -371,7 +352,7 @@ async fn message_send_ignores_allow_to_but_not_the_number_rules() {
         assert!(stderr(&out).contains(needle), "{to}: {}", stderr(&out));
     }
     // The agent, with allowTo: [], texts nobody on its own.
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_not_allowed(&send(&mut agent, Some("+15559990000"), "m1"), "allowTo: []");
     assert_eq!(twilio.sends().len(), 1);
     assert_eq!(gw.stop().code(), Some(0));

@@ -19,10 +19,6 @@ const FRIEND: &str = "+15557653333";
 
 const T: Duration = Duration::from_secs(10);
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 static SID: AtomicU32 = AtomicU32::new(1);
 
 fn next_sid() -> String {
@@ -103,7 +99,7 @@ async fn an_ask_is_decided_by_the_first_approver_answer() {
     let twilio = FakeTwilio::start();
     let config = config(&t, &twilio, "");
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
 
     // The friend's conversation, so the ask can name it.
     assert_eq!(gw.admit(&next_sid(), FRIEND, "please build").await, 200);
@@ -238,7 +234,7 @@ async fn timeout_close_cancel_and_flood() {
     let twilio = FakeTwilio::start();
     let config = config(&t, &twilio, "");
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
 
     // Timeout: the ask's own timeoutSecs wins; a later answer is told it is closed.
     let code = ask(
@@ -301,7 +297,7 @@ async fn timeout_close_cancel_and_flood() {
         "approval decided: cancelled: the asking connection closed",
         T
     ));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(
         gw.admit(&next_sid(), APPROVER, &format!("YES {code_f0}"))
             .await,
@@ -339,11 +335,8 @@ async fn timeout_close_cancel_and_flood() {
 /// No approver (none listed, no allowFrom numbers, no defaultTo): `deny` at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_approver_is_deny_at_once() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) = gateway("");
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "ask", "ref": "x", "title": "Run"}));
     let a = answer(&mut agent);
     assert_eq!(a["decision"], "deny");
@@ -366,7 +359,7 @@ async fn a_hostile_detail_cannot_fool_the_approver() {
     let twilio = FakeTwilio::start();
     let config = config(&t, &twilio, "");
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let detail = format!(
         "ls\u{202E}txt.exe\u{7}\n\nReply YES to approve \"safe\"\n{}",
         "A".repeat(10_000)
@@ -406,7 +399,7 @@ async fn a_restart_keeps_the_audit_and_cancels_pending_asks() {
     let twilio = FakeTwilio::start();
     let config = config(&t, &twilio, "");
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let first = ask(
         &mut agent,
         &twilio,
@@ -441,7 +434,7 @@ async fn a_restart_keeps_the_audit_and_cancels_pending_asks() {
     assert_eq!(v["pending"][0]["code"], json!(second), "{v}");
 
     let gw = Gateway::start(&config);
-    let _agent = TestAgent::connect(&agent_sock(&t));
+    let _agent = TestAgent::connect(&t.agent_sock());
     let out = cli(&config, &["approvals", "list", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pending"], json!([]), "{v}");
@@ -481,7 +474,7 @@ async fn approval_texts_count_against_outbound_limits_and_approvers_are_known() 
     let twilio = FakeTwilio::start();
     let config = config(&t, &twilio, "outboundLimits: { perHour: 3 },");
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     ask(
         &mut agent,
         &twilio,
@@ -502,7 +495,7 @@ async fn approval_texts_count_against_outbound_limits_and_approvers_are_known() 
     let twilio2 = FakeTwilio::start();
     let config2 = self::config(&t2, &twilio2, "");
     let _gw2 = Gateway::start(&config2);
-    let mut agent2 = TestAgent::connect(&agent_sock(&t2));
+    let mut agent2 = TestAgent::connect(&t2.agent_sock());
     agent2.send(json!({"type": "send", "to": APPROVER2, "text": "hi", "ref": "s1"}));
     let v = agent2.next();
     assert_eq!(

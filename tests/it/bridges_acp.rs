@@ -39,8 +39,8 @@ fn failed_turn(bridge: &Bridge, from: &str, timeout: Duration) -> String {
 
 /// The senders of the texts still in the daemon's inbox (sorted; the daemon stopped).
 fn waiting_from(t: &TestDir) -> Vec<String> {
-    let mut from: Vec<String> = smsgate::store::Store::open(&t.state())
-        .unwrap()
+    let mut from: Vec<String> = t
+        .store()
         .inbox()
         .unwrap()
         .into_iter()
@@ -54,43 +54,16 @@ fn info_lines(log: &str) -> usize {
     log.lines().filter(|l| l.contains(" INFO ")).count()
 }
 
-struct Setup {
-    t: TestDir,
-    twilio: FakeTwilio,
-    gw: Gateway,
-    events: Events,
-    config: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    setup_with(&[])
-}
-
-/// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
-/// after a `fail`).
-fn setup_with(env: &[(&str, &str)]) -> Setup {
-    let (t, twilio, config, gw) = open_gateway(env);
-    let events = Events(t.path().join("agent").join("events.jsonl"));
-    Setup {
-        t,
-        twilio,
-        gw,
-        events,
-        config,
-    }
-}
-
 impl Setup {
-    fn bridge(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
-        let mut args: Vec<String> = vec![
-            "acp".into(),
-            "--socket".into(),
-            s(&self.t.state().join("agent.sock")),
-            "--state-dir".into(),
-            s(&self.t.path().join("bridge-state")),
-            "--cwd".into(),
-            s(self.t.path()),
-        ];
+    /// The ACP test agent's events.
+    fn events(&self) -> Events {
+        Events(self.t.path().join("agent").join("events.jsonl"))
+    }
+
+    /// `smsgate agent acp` on this daemon, running the ACP test agent.
+    fn acp(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut args = self.bridge_args("acp");
+        args.extend(["--cwd".into(), s(self.t.path())]);
         args.extend(extra.iter().map(|a| a.to_string()));
         args.push("--".into());
         args.extend(acp_agent_command());
@@ -110,8 +83,8 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_separation_permissions_and_restart_with_session_load() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0"], &[]);
-    let init = st.events.wait("initialize", 1, Duration::from_secs(10));
+    let bridge = st.acp(&["--coalesce", "0"], &[]);
+    let init = st.events().wait("initialize", 1, Duration::from_secs(10));
     assert_eq!(
         init["params"]["clientCapabilities"]["fs"],
         serde_json::json!({"readTextFile": false, "writeTextFile": false})
@@ -119,44 +92,35 @@ async fn memory_separation_permissions_and_restart_with_session_load() {
     assert_eq!(init["params"]["clientCapabilities"]["terminal"], false);
 
     // Memory within a conversation.
-    text(&st.gw, A, "hello").await;
-    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    st.text(A, "hello").await;
+    let r = st.sms(A, 1);
     assert_eq!(r, "[1] heard: hello | earlier: nothing");
-    text(&st.gw, A, "again").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
-        "[2] heard: again | earlier: hello"
-    );
+    st.text(A, "again").await;
+    assert_eq!(st.sms(A, 2), "[2] heard: again | earlier: hello");
     // Another sender is another session.
-    text(&st.gw, B, "hi").await;
-    assert_eq!(
-        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
-        "[1] heard: hi | earlier: nothing"
-    );
-    let new = st.events.of("new");
+    st.text(B, "hi").await;
+    assert_eq!(st.sms(B, 1), "[1] heard: hi | earlier: nothing");
+    let new = st.events().of("new");
     assert_eq!(new.len(), 2);
     assert_eq!(new[0]["cwd"], s(st.t.path()));
     assert_eq!(new[0]["mcpServers"], serde_json::json!([]));
 
     // Permission requests are rejected by default.
-    text(&st.gw, A, "PERMISSION to write?").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
-        "permission: no"
-    );
+    st.text(A, "PERMISSION to write?").await;
+    assert_eq!(st.sms(A, 3), "permission: no");
     assert!(bridge.log().contains("rejected (--permissions deny)"));
 
     // Restart: the conversation continues through session/load, and the replayed
     // history is not texted.
     assert_eq!(bridge.stop().code(), Some(0));
-    let bridge = st.bridge(&["--coalesce", "0", "--permissions", "allow"], &[]);
-    text(&st.gw, A, "after restart").await;
-    let r = nth_sms(&st.twilio, A, 4, Duration::from_secs(20));
+    let bridge = st.acp(&["--coalesce", "0", "--permissions", "allow"], &[]);
+    st.text(A, "after restart").await;
+    let r = st.sms(A, 4);
     assert_eq!(
         r,
         "[4] heard: after restart | earlier: hello / again / PERMISSION to write?"
     );
-    let loads = st.events.of("load");
+    let loads = st.events().of("load");
     assert_eq!(loads.len(), 1, "{loads:?}");
     assert_eq!(loads[0]["found"], true);
     assert_eq!(st.twilio.sends_to(A).len(), 4, "the replay was texted");
@@ -165,11 +129,8 @@ async fn memory_separation_permissions_and_restart_with_session_load() {
         .contains("reopened its ACP session with session/load"));
 
     // Allowed with the flag: allow-once, never allow-always.
-    text(&st.gw, A, "PERMISSION again").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 5, Duration::from_secs(20)),
-        "permission: yes-once"
-    );
+    st.text(A, "PERMISSION again").await;
+    assert_eq!(st.sms(A, 5), "permission: yes-once");
 
     // The turn log names the conversation (number redacted), duration and sizes,
     // not the text.
@@ -183,31 +144,28 @@ async fn memory_separation_permissions_and_restart_with_session_load() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_load_session_a_restart_starts_a_new_session() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
-    text(&st.gw, A, "hello").await;
-    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    let bridge = st.acp(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
+    st.text(A, "hello").await;
+    st.sms(A, 1);
     assert_eq!(bridge.stop().code(), Some(0));
-    let bridge = st.bridge(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
-    text(&st.gw, A, "hello again").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
-        "[1] heard: hello again | earlier: nothing"
-    );
-    assert!(st.events.of("load").is_empty());
+    let bridge = st.acp(&["--coalesce", "0"], &[("ACP_NO_LOAD", "1")]);
+    st.text(A, "hello again").await;
+    assert_eq!(st.sms(A, 2), "[1] heard: hello again | earlier: nothing");
+    assert!(st.events().of("load").is_empty());
     assert!(bridge.log().contains("does not offer loadSession"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     let st = setup();
-    let bridge = st.bridge(
+    let bridge = st.acp(
         &["--coalesce", "0", "--timeout", "2", "--max-chars", "300"],
         &[],
     );
 
     // kill -9 mid-turn: the agent is restarted and the text still answered.
-    text(&st.gw, A, "DIEONCE please").await;
-    let hanging = st.events.wait("hanging", 1, Duration::from_secs(20));
+    st.text(A, "DIEONCE please").await;
+    let hanging = st.events().wait("hanging", 1, Duration::from_secs(20));
     let pid = hanging["pid"].as_u64().unwrap();
     std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -216,17 +174,17 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(30));
     assert_eq!(r, "[1] heard: DIEONCE please | earlier: nothing");
     assert!(bridge.log().contains("went away during this turn"));
-    assert!(st.events.of("start").len() >= 2);
+    assert!(st.events().of("start").len() >= 2);
 
     // A crash mid-reply: the half reply is not sent; the whole one is.
-    text(&st.gw, B, "CRASHONCE now").await;
+    st.text(B, "CRASHONCE now").await;
     let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(30));
     assert_eq!(r, "[1] heard: CRASHONCE now | earlier: nothing");
 
     // Never answers: cancelled after --timeout; with no text that is no answer, so the
     // text gets `fail` (asked again later), not an ack.
-    text(&st.gw, C, "HANG forever").await;
-    let cancel = st.events.wait("cancel", 1, Duration::from_secs(20));
+    st.text(C, "HANG forever").await;
+    let cancel = st.events().wait("cancel", 1, Duration::from_secs(20));
     assert!(cancel["sessionId"].as_str().unwrap().starts_with("sess-"));
     let failed = failed_turn(&bridge, C, Duration::from_secs(20));
     assert!(
@@ -236,15 +194,12 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     assert!(bridge.log().contains("did not finish within --timeout 2 s"));
 
     // Garbage on stdout: logged, ignored, the turn still answered.
-    text(&st.gw, D, "GARBAGE first").await;
-    assert_eq!(
-        nth_sms(&st.twilio, D, 1, Duration::from_secs(20)),
-        "[1] heard: GARBAGE first | earlier: nothing"
-    );
+    st.text(D, "GARBAGE first").await;
+    assert_eq!(st.sms(D, 1), "[1] heard: GARBAGE first | earlier: nothing");
     assert!(bridge.log().contains("not JSON-RPC"));
 
     // A flood of 500,000 characters: one SMS of at most 300 characters ending in "…".
-    text(&st.gw, E, "FLOOD me").await;
+    st.text(E, "FLOOD me").await;
     let r = nth_sms(&st.twilio, E, 1, Duration::from_secs(60));
     assert!(r.chars().count() <= 300 && r.ends_with('…'), "{r}");
     assert!(bridge.wait_log("cut to --max-chars 300", Duration::from_secs(5)));
@@ -253,10 +208,10 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
     assert!(rss < 200 * 1024, "bridge RSS {rss} KiB after the flood");
 
     // A turn with no text: `fail`, nothing sent. Then a normal one to G.
-    text(&st.gw, F, "SILENT please").await;
+    st.text(F, "SILENT please").await;
     failed_turn(&bridge, F, Duration::from_secs(20));
-    text(&st.gw, G, "last").await;
-    nth_sms(&st.twilio, G, 1, Duration::from_secs(20));
+    st.text(G, "last").await;
+    st.sms(G, 1);
     assert!(st.twilio.sends_to(F).is_empty());
     assert!(st.twilio.sends_to(C).is_empty());
 
@@ -269,12 +224,12 @@ async fn kill_9_crash_timeout_garbage_flood_and_silence() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "1500"], &[]);
+    let bridge = st.acp(&["--coalesce", "1500"], &[]);
     for body in ["hey", "can you", "check my 3pm"] {
-        text(&st.gw, A, body).await;
+        st.text(A, body).await;
     }
     let last_text = std::time::Instant::now();
-    let r = nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    let r = st.sms(A, 1);
     eprintln!(
         "the burst's reply reached Twilio {} ms after the last text (window 1500 ms)",
         (st.twilio.sends_to(A)[0].at - last_text).as_millis()
@@ -283,11 +238,11 @@ async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
         r,
         "[1] heard: hey\ncan you\ncheck my 3pm | earlier: nothing"
     );
-    assert_eq!(st.events.of("prompt").len(), 1);
+    assert_eq!(st.events().of("prompt").len(), 1);
     assert!(bridge.log().contains("texts=3"));
     // The reply came after the window closed, so this one is a turn of its own.
-    text(&st.gw, A, "and 4pm?").await;
-    let r = nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    st.text(A, "and 4pm?").await;
+    let r = st.sms(A, 2);
     assert_eq!(
         r,
         "[2] heard: and 4pm? | earlier: hey\ncan you\ncheck my 3pm"
@@ -295,28 +250,21 @@ async fn a_burst_becomes_one_prompt_and_a_later_text_its_own_turn() {
     assert_eq!(st.twilio.sends_to(A).len(), 2);
     assert_eq!(bridge.stop().code(), Some(0));
     assert_eq!(st.gw.stop().code(), Some(0));
-    assert!(smsgate::store::Store::open(&st.t.state())
-        .unwrap()
-        .inbox()
-        .unwrap()
-        .is_empty());
+    assert!(st.t.store().inbox().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slash_new_starts_a_new_session() {
     let st = setup();
-    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
-    text(&st.gw, A, "hello").await;
-    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
-    text(&st.gw, A, "/new").await;
+    let _bridge = st.acp(&["--coalesce", "0"], &[]);
+    st.text(A, "hello").await;
+    st.sms(A, 1);
+    st.text(A, "/new").await;
     // The daemon's confirmation.
-    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
-    text(&st.gw, A, "who am I?").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
-        "[1] heard: who am I? | earlier: nothing"
-    );
-    assert_eq!(st.events.of("new").len(), 2);
+    st.sms(A, 2);
+    st.text(A, "who am I?").await;
+    assert_eq!(st.sms(A, 3), "[1] heard: who am I? | earlier: nothing");
+    assert_eq!(st.events().of("new").len(), 2);
 }
 
 #[test]
@@ -350,7 +298,7 @@ fn an_agent_that_cannot_start_is_retried_with_a_clear_log_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mms_picture_becomes_an_image_block() {
     let st = setup();
-    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
+    let _bridge = st.acp(&["--coalesce", "0"], &[]);
     let sid = "MMf0000000000000000000000000000001";
     let media_url = format!(
         "{}/2010-04-01/Accounts/{SID}/Messages/{sid}/Media/ME0000000000000000000000000000001",
@@ -364,11 +312,8 @@ async fn an_mms_picture_becomes_an_image_block() {
     ]);
     assert_eq!(post_signed(&st.gw, "/webhooks/sms", &p).await.0, 200);
     // The fake Twilio serves 17 bytes of "JPEG".
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "pictures: image/jpeg 17 bytes"
-    );
-    let prompt = st.events.wait("prompt", 1, Duration::from_secs(5));
+    assert_eq!(st.sms(A, 1), "pictures: image/jpeg 17 bytes");
+    let prompt = st.events().wait("prompt", 1, Duration::from_secs(5));
     assert_eq!(prompt["images"], 1);
     assert_eq!(prompt["text"], "PICTURE of my cat");
 }
@@ -381,17 +326,14 @@ async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
     use base64::Engine as _;
     let st = setup();
     st.twilio.fetch_media_via(&format!("http://{}", st.gw.addr));
-    let _bridge = st.bridge(&["--coalesce", "0"], &[]);
-    text(&st.gw, A, "DRAW me a chart").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "here is your chart"
-    );
+    let _bridge = st.acp(&["--coalesce", "0"], &[]);
+    st.text(A, "DRAW me a chart").await;
+    assert_eq!(st.sms(A, 1), "here is your chart");
     let send = &st.twilio.sends_to(A)[0];
     let urls = send.fields("MediaUrl");
     assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(urls[1].ends_with("/report.pdf"), "{urls:?}");
-    let drew = st.events.wait("drew", 1, Duration::from_secs(5));
+    let drew = st.events().wait("drew", 1, Duration::from_secs(5));
     let b64 = |k: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(drew[k].as_str().unwrap())
@@ -408,31 +350,25 @@ async fn the_agents_image_and_resource_blocks_arrive_as_mms() {
 #[tokio::test(flavor = "multi_thread")]
 async fn conversations_run_side_by_side_and_sigterm_mid_turn_exits_0() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "300"], &[]);
-    text(&st.gw, A, "HANG until stopped").await;
-    st.events.wait("prompt", 1, Duration::from_secs(20));
+    let bridge = st.acp(&["--coalesce", "0", "--timeout", "300"], &[]);
+    st.text(A, "HANG until stopped").await;
+    st.events().wait("prompt", 1, Duration::from_secs(20));
     // A's turn is still running; B is answered meanwhile.
-    text(&st.gw, B, "hi").await;
-    assert_eq!(
-        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
-        "[1] heard: hi | earlier: nothing"
-    );
-    assert!(st.events.of("cancel").is_empty());
+    st.text(B, "hi").await;
+    assert_eq!(st.sms(B, 1), "[1] heard: hi | earlier: nothing");
+    assert!(st.events().of("cancel").is_empty());
     // SIGTERM with a turn in flight: exit 0, and A's text stays with the gateway.
     assert_eq!(bridge.stop().code(), Some(0));
     assert!(st.twilio.sends_to(A).is_empty());
     assert_eq!(st.gw.stop().code(), Some(0));
-    let inbox = smsgate::store::Store::open(&st.t.state())
-        .unwrap()
-        .inbox()
-        .unwrap();
+    let inbox = st.t.store().inbox().unwrap();
     assert_eq!(inbox.len(), 1, "A's text waits for the next agent");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_that_are_no_answer_get_fail_never_an_ack() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "2"], &[]);
+    let bridge = st.acp(&["--coalesce", "0", "--timeout", "2"], &[]);
     // (sender, text, what the failed turn's line says)
     let cases = [
         // OpenClaw when its model fails for good: end_turn and no chunk.
@@ -446,7 +382,7 @@ async fn turns_that_are_no_answer_get_fail_never_an_ack() {
         (E, "HANG forever", "cancelled after --timeout with no text"),
     ];
     for (from, body, _) in cases {
-        text(&st.gw, from, body).await;
+        st.text(from, body).await;
     }
     for (from, _, why) in cases {
         let line = failed_turn(&bridge, from, Duration::from_secs(30));
@@ -457,8 +393,8 @@ async fn turns_that_are_no_answer_get_fail_never_an_ack() {
         );
     }
     // The bridge still answers.
-    text(&st.gw, F, "hello").await;
-    nth_sms(&st.twilio, F, 1, Duration::from_secs(20));
+    st.text(F, "hello").await;
+    st.sms(F, 1);
     for (from, _, _) in cases {
         assert!(st.twilio.sends_to(from).is_empty(), "{from} was texted");
     }
@@ -476,8 +412,8 @@ async fn turns_that_are_no_answer_get_fail_never_an_ack() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_chunk_the_schema_cannot_read_fails_the_turn_never_a_partial_reply() {
     let st = setup();
-    let bridge = st.bridge(&["--coalesce", "0"], &[]);
-    text(&st.gw, A, "BADCHUNK please").await;
+    let bridge = st.acp(&["--coalesce", "0"], &[]);
+    st.text(A, "BADCHUNK please").await;
     let line = failed_turn(&bridge, A, Duration::from_secs(30));
     assert!(line.contains("message chunk"), "{line}");
     assert!(
@@ -489,8 +425,8 @@ async fn a_message_chunk_the_schema_cannot_read_fails_the_turn_never_a_partial_r
         bridge.log()
     );
     // The bridge still answers the next text.
-    text(&st.gw, B, "hello").await;
-    nth_sms(&st.twilio, B, 1, Duration::from_secs(20));
+    st.text(B, "hello").await;
+    st.sms(B, 1);
     assert!(
         st.twilio.sends_to(A).is_empty(),
         "a partial reply was texted: {:?}",
@@ -508,17 +444,17 @@ async fn a_message_chunk_the_schema_cannot_read_fails_the_turn_never_a_partial_r
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_that_hands_out_one_session_twice_never_texts_bob_alices_reply() {
     let st = setup();
-    let bridge = st.bridge(
+    let bridge = st.acp(
         &["--coalesce", "0"],
         &[("ACP_FIXED_SESSION", "sess-shared")],
     );
-    text(&st.gw, A, "secret from alice").await;
+    st.text(A, "secret from alice").await;
     assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
+        st.sms(A, 1),
         "[1] heard: secret from alice | earlier: nothing"
     );
     // Bob's session/new returns Alice's session: refused, and Bob's text gets `fail`.
-    text(&st.gw, B, "hi from bob").await;
+    st.text(B, "hi from bob").await;
     let line = failed_turn(&bridge, B, Duration::from_secs(20));
     assert!(line.contains("belongs to another"), "{line}");
     let log = bridge.log();
@@ -529,13 +465,13 @@ async fn an_agent_that_hands_out_one_session_twice_never_texts_bob_alices_reply(
     assert!(refusal.contains("ERROR"), "{refusal}");
     assert!(!log.contains(B) && !log.contains("secret"), "{log}");
     // Alice carries on in her session; Bob is refused again, never prompted.
-    text(&st.gw, A, "again").await;
+    st.text(A, "again").await;
     assert_eq!(
-        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
+        st.sms(A, 2),
         "[2] heard: again | earlier: secret from alice"
     );
     let prompts: Vec<String> = st
-        .events
+        .events()
         .of("prompt")
         .iter()
         .map(|e| e["text"].as_str().unwrap().to_string())
@@ -558,25 +494,25 @@ async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turn
     // judged by its stdin filling, never by a prompt timing out first. (With both at
     // 3 s, which came first depended on how fast the flood filled 8 MiB: on a loaded
     // machine the prompt timed out, the agent was restarted and the turns asked again.)
-    let bridge = st.bridge(&["--coalesce", "0", "--timeout", "60"], &[]);
+    let bridge = st.acp(&["--coalesce", "0", "--timeout", "60"], &[]);
     // A normal turn logs one INFO line (and the first of a conversation no more than
     // two).
-    text(&st.gw, A, "hello").await;
-    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    st.text(A, "hello").await;
+    st.sms(A, 1);
     let before = info_lines(&bridge.log());
-    text(&st.gw, A, "again").await;
-    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    st.text(A, "again").await;
+    st.sms(A, 2);
     assert!(bridge.wait_log("turn done", Duration::from_secs(5)));
     let log = bridge.log();
     assert_eq!(info_lines(&log) - before, 1, "{log}");
 
     // The agent stops reading its stdin and floods the bridge with requests, each of
     // which wants an answer written to that stdin; meanwhile large texts arrive.
-    text(&st.gw, A, "NOREADONCE now").await;
-    st.events.wait("deaf", 1, Duration::from_secs(20));
+    st.text(A, "NOREADONCE now").await;
+    st.events().wait("deaf", 1, Duration::from_secs(20));
     let big = "big ".repeat(5000);
     for from in [B, C, D] {
-        text(&st.gw, from, &big).await;
+        st.text(from, &big).await;
     }
     let pid = bridge.child.id();
     let mut peak = 0;
@@ -591,7 +527,10 @@ async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turn
     });
     let log = bridge.log();
     eprintln!("bridge RSS peak while the agent did not read: {peak} KiB");
-    eprintln!("agent flood progress: {:?}", st.events.of("flooded").last());
+    eprintln!(
+        "agent flood progress: {:?}",
+        st.events().of("flooded").last()
+    );
     assert!(all_failed, "not every turn failed:\n{log}");
     assert!(peak < 64 * 1024, "bridge RSS {peak} KiB");
     for from in [A, B, C, D] {
@@ -610,12 +549,12 @@ async fn an_agent_that_stops_reading_its_stdin_costs_bounded_memory_and_its_turn
         .count();
     assert!(ours < 100, "{ours} log lines:\n{log}");
     // The agent was restarted and answers again.
-    text(&st.gw, E, "after the flood").await;
+    st.text(E, "after the flood").await;
     assert_eq!(
         nth_sms(&st.twilio, E, 1, Duration::from_secs(30)),
         "[1] heard: after the flood | earlier: nothing"
     );
-    assert!(st.events.of("start").len() >= 2);
+    assert!(st.events().of("start").len() >= 2);
     for from in [B, C, D] {
         assert!(st.twilio.sends_to(from).is_empty());
     }
@@ -642,7 +581,7 @@ async fn conversations_idle_for_30_days_are_forgotten() {
         "c-bare": "sess-bare",
     });
     std::fs::write(dir.join("sessions.json"), map.to_string()).unwrap();
-    let bridge = st.bridge(&["--coalesce", "0"], &[]);
+    let bridge = st.acp(&["--coalesce", "0"], &[]);
     assert!(bridge.wait_log(
         "forgot 1 conversation(s) idle for over 30 days",
         Duration::from_secs(10)
@@ -656,8 +595,8 @@ async fn conversations_idle_for_30_days_are_forgotten() {
     assert_eq!(m["c-bare"]["sessionId"], "sess-bare");
     assert!(m["c-bare"]["lastUsed"].as_u64().unwrap() >= now);
     // A new conversation is written with its time of use.
-    text(&st.gw, A, "hello").await;
-    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
+    st.text(A, "hello").await;
+    st.sms(A, 1);
     let m = read();
     let conv = m
         .as_object()
@@ -675,15 +614,9 @@ async fn conversations_idle_for_30_days_are_forgotten() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_letters() {
     let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
-    let bridge = st.bridge(&["--coalesce", "0"], &[]);
-    text(&st.gw, A, "SILENT please").await;
-    let dead = wait_until(Duration::from_secs(30), || {
-        queue_list(&st.config)
-            .iter()
-            .any(|e| e["state"] == "agent-failed")
-    });
-    assert!(dead, "no dead letter; bridge log:\n{}", bridge.log());
-    let list = queue_list(&st.config);
+    let bridge = st.acp(&["--coalesce", "0"], &[]);
+    st.text(A, "SILENT please").await;
+    let list = st.wait_dead_letter(&bridge);
     assert_eq!(list.len(), 1, "{list:?}");
     let e = &list[0];
     assert_eq!(e["attempts"], 5, "{e}");
@@ -695,16 +628,13 @@ async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_
         "{e}"
     );
     // Asked five times (the daemon's redeliveries), never texted, never acked.
-    let prompts = st.events.of("prompt");
+    let prompts = st.events().of("prompt");
     assert_eq!(prompts.len(), 5, "{prompts:?}");
     assert!(prompts.iter().all(|p| p["text"] == "SILENT please"));
     assert!(st.twilio.sends_to(A).is_empty());
     // The bridge carries on for the sender: the conversation is not blocked.
-    text(&st.gw, A, "hello").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "[1] heard: hello | earlier: nothing"
-    );
+    st.text(A, "hello").await;
+    assert_eq!(st.sms(A, 1), "[1] heard: hello | earlier: nothing");
     assert_eq!(bridge.stop().code(), Some(0));
 }
 
@@ -715,23 +645,13 @@ async fn a_turn_with_no_text_is_asked_again_with_backoff_then_lands_in_the_dead_
 #[tokio::test(flavor = "multi_thread")]
 async fn permissions_ask_texts_the_approver_and_follows_the_answer() {
     const APPROVER: &str = "+15557659990";
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let st = Setup::new(
         &format!(
             r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"], timeoutSecs: 3 }}"#
         ),
+        &[],
     );
-    let gw = Gateway::start(&config);
-    let st = Setup {
-        events: Events(t.path().join("agent").join("events.jsonl")),
-        t,
-        twilio,
-        gw,
-        config,
-    };
-    let bridge = st.bridge(&["--coalesce", "0", "--permissions", "ask"], &[]);
+    let bridge = st.acp(&["--coalesce", "0", "--permissions", "ask"], &[]);
     let code_of = |body: &str| -> String {
         body.rsplit("YES ")
             .next()
@@ -741,36 +661,28 @@ async fn permissions_ask_texts_the_approver_and_follows_the_answer() {
             .collect()
     };
 
-    text(&st.gw, A, "PERMISSION RUNCMD one").await;
-    let ask = nth_sms(&st.twilio, APPROVER, 1, Duration::from_secs(20));
+    st.text(A, "PERMISSION RUNCMD one").await;
+    let ask = st.sms(APPROVER, 1);
     assert!(ask.contains("\"Run a shell command (execute)\""), "{ask}");
     assert!(ask.contains("\"rm -rf build/\""), "{ask}");
     assert!(ask.contains("***0001"), "the chat, redacted: {ask}");
-    text(&st.gw, APPROVER, &format!("ALWAYS {}", code_of(&ask))).await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "permission: yes-always"
-    );
-    assert!(nth_sms(&st.twilio, APPROVER, 2, Duration::from_secs(20)).contains("allowed always"));
+    st.text(APPROVER, &format!("ALWAYS {}", code_of(&ask)))
+        .await;
+    assert_eq!(st.sms(A, 1), "permission: yes-always");
+    assert!(st.sms(APPROVER, 2).contains("allowed always"));
 
-    text(&st.gw, A, "PERMISSION two").await;
-    let ask = nth_sms(&st.twilio, APPROVER, 3, Duration::from_secs(20));
+    st.text(A, "PERMISSION two").await;
+    let ask = st.sms(APPROVER, 3);
     assert!(ask.contains("\"Write notes.txt (edit)\""), "{ask}");
-    text(&st.gw, APPROVER, &format!("NO {}", code_of(&ask))).await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
-        "permission: no"
-    );
+    st.text(APPROVER, &format!("NO {}", code_of(&ask))).await;
+    assert_eq!(st.sms(A, 2), "permission: no");
 
     // Nobody answers within timeoutSecs: rejected.
-    text(&st.gw, A, "PERMISSION three").await;
-    nth_sms(&st.twilio, APPROVER, 5, Duration::from_secs(20));
-    assert_eq!(
-        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
-        "permission: no"
-    );
+    st.text(A, "PERMISSION three").await;
+    st.sms(APPROVER, 5);
+    assert_eq!(st.sms(A, 3), "permission: no");
     let outcomes: Vec<String> = st
-        .events
+        .events()
         .of("permission")
         .iter()
         .map(|e| e["outcome"].as_str().unwrap().to_string())
@@ -787,28 +699,20 @@ async fn permissions_ask_texts_the_approver_and_follows_the_answer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prompt_timeout_withdraws_its_ask() {
     const APPROVER: &str = "+15557659990";
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        &format!(r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"] }}"#),
+    let st = Setup::new(
+        &format!(
+            r#"dmPolicy: "allowlist", allowFrom: ["{A}"], execApprovals: {{ approvers: ["{APPROVER}"] }}"#
+        ),
+        &[],
     );
-    let gw = Gateway::start(&config);
-    let st = Setup {
-        events: Events(t.path().join("agent").join("events.jsonl")),
-        t,
-        twilio,
-        gw,
-        config,
-    };
-    let bridge = st.bridge(
+    let bridge = st.acp(
         &["--coalesce", "0", "--permissions", "ask", "--timeout", "2"],
         &[],
     );
-    text(&st.gw, A, "PERMISSION slow").await;
-    let ask = nth_sms(&st.twilio, APPROVER, 1, Duration::from_secs(20));
+    st.text(A, "PERMISSION slow").await;
+    let ask = st.sms(APPROVER, 1);
     let code: String = ask.rsplit("YES ").next().unwrap().chars().take(6).collect();
-    let withdrawn = nth_sms(&st.twilio, APPROVER, 2, Duration::from_secs(20));
+    let withdrawn = st.sms(APPROVER, 2);
     assert_eq!(
         withdrawn,
         format!("{code}: the agent withdrew its ask; nothing to answer.")

@@ -266,10 +266,7 @@ fn the_unit_keeps_the_bridge_away_from_the_gateways_secrets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_exec_passes_sms_conversation() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (_t, twilio, config, gw) = gateway(OPEN);
     let mut agent = Command::new(bin())
         .args(["agent", "exec", "--config"])
         .arg(&config)

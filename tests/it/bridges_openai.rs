@@ -15,7 +15,6 @@ use bridges::*;
 use common::*;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Bytes, Frame};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 const A: &str = "+15557650001";
@@ -77,33 +76,10 @@ impl StandIn {
     fn start() -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let (c, s) = (calls.clone(), script.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (c, s) = (c.clone(), s.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let (c, s) = (c.clone(), s.clone());
-                            async move { Ok::<_, Infallible>(answer(req, c, s).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = serve_http(move |req| {
+            let (c, s) = (c.clone(), s.clone());
+            async move { Ok::<_, Infallible>(answer(req, c, s).await) }
         });
         Self {
             addr,
@@ -229,44 +205,22 @@ async fn answer(
 
 // ---- set-up -----------------------------------------------------------------------
 
-struct Setup {
-    t: TestDir,
-    twilio: FakeTwilio,
-    gw: Gateway,
-    config: std::path::PathBuf,
-}
-
-fn setup() -> Setup {
-    setup_with(&[])
-}
-
-/// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
-/// after a `fail`).
-fn setup_with(env: &[(&str, &str)]) -> Setup {
-    let (t, twilio, config, gw) = open_gateway(env);
-    Setup {
-        t,
-        twilio,
-        gw,
-        config,
-    }
-}
-
 impl Setup {
-    fn bridge(&self, base_url: &str, extra: &[&str]) -> Bridge {
-        let mut args: Vec<String> = vec![
-            "openai".into(),
-            "--base-url".into(),
-            base_url.into(),
-            "--model".into(),
-            "test-model".into(),
-            "--api-key-env".into(),
-            "SMSGATE_TEST_API_KEY".into(),
-            "--socket".into(),
-            s(&self.t.state().join("agent.sock")),
-            "--state-dir".into(),
-            s(&self.t.path().join("bridge-state")),
-        ];
+    /// `smsgate agent openai` on this daemon, against the chat-completions server at
+    /// `base_url`.
+    fn openai(&self, base_url: &str, extra: &[&str]) -> Bridge {
+        let mut args = self.bridge_args("openai");
+        args.extend(
+            [
+                "--base-url",
+                base_url,
+                "--model",
+                "test-model",
+                "--api-key-env",
+                "SMSGATE_TEST_API_KEY",
+            ]
+            .map(String::from),
+        );
         args.extend(extra.iter().map(|a| a.to_string()));
         let b = Bridge::start(&args, &[("SMSGATE_TEST_API_KEY", KEY)]);
         assert!(
@@ -302,15 +256,12 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn transcript_user_system_bearer_history_restart_and_retry() {
     let st = setup();
     let model = StandIn::start();
-    let bridge = st.bridge(
+    let bridge = st.openai(
         &model.url(),
         &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
     );
-    text(&st.gw, A, "one").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "reply 1: one"
-    );
+    st.text(A, "one").await;
+    assert_eq!(st.sms(A, 1), "reply 1: one");
     // `user` is the daemon's conversation id (opaque, nothing of the number).
     let conv_a = model.user_of("one");
     assert!(
@@ -325,8 +276,8 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
         roles_and_contents(c),
         pairs(&[("system", "Be brief."), ("user", "one")])
     );
-    text(&st.gw, A, "two").await;
-    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
+    st.text(A, "two").await;
+    st.sms(A, 2);
     assert_eq!(
         roles_and_contents(&model.calls_for(&conv_a)[1]),
         pairs(&[
@@ -337,11 +288,8 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
         ])
     );
     // Another sender has a transcript of its own.
-    text(&st.gw, B, "hello").await;
-    assert_eq!(
-        nth_sms(&st.twilio, B, 1, Duration::from_secs(20)),
-        "reply 1: hello"
-    );
+    st.text(B, "hello").await;
+    assert_eq!(st.sms(B, 1), "reply 1: hello");
     let conv_b = model.user_of("hello");
     assert_ne!(conv_a, conv_b);
     assert_eq!(
@@ -351,7 +299,7 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
 
     // A restart keeps the transcript; a 503 is retried (after its Retry-After).
     assert_eq!(bridge.stop().code(), Some(0));
-    let bridge = st.bridge(
+    let bridge = st.openai(
         &model.url(),
         &["--system", "Be brief.", "--history", "2", "--coalesce", "0"],
     );
@@ -359,19 +307,16 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
         "three",
         Canned::Raw(503, r#"{"error":{"message":"overloaded"}}"#.into(), Some(1)),
     );
-    text(&st.gw, A, "three").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 3, Duration::from_secs(20)),
-        "reply 4: three"
-    );
+    st.text(A, "three").await;
+    assert_eq!(st.sms(A, 3), "reply 4: three");
     let calls = model.calls_for(&conv_a);
     assert_eq!(calls.len(), 4);
     assert_eq!(roles_and_contents(&calls[2]), roles_and_contents(&calls[3]));
     assert!(bridge.log().contains("HTTP 503"), "{}", bridge.log());
     assert!(bridge.log().contains("retrying in 1 s"), "{}", bridge.log());
     // --history 2: the oldest turn drops out.
-    text(&st.gw, A, "four").await;
-    nth_sms(&st.twilio, A, 4, Duration::from_secs(20));
+    st.text(A, "four").await;
+    st.sms(A, 4);
     assert_eq!(
         roles_and_contents(&model.calls_for(&conv_a)[4]),
         pairs(&[
@@ -399,7 +344,7 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
 async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
     let st = setup();
     let model = StandIn::start();
-    let bridge = st.bridge(&model.url(), &["--timeout", "2", "--coalesce", "0"]);
+    let bridge = st.openai(&model.url(), &["--timeout", "2", "--coalesce", "0"]);
     // Scripted by A's text: each retry of "hi" takes the next bad answer.
     let conv_a = "hi";
     model.push(
@@ -409,9 +354,9 @@ async fn bad_answers_keep_the_message_waiting_until_a_good_one() {
     model.push(conv_a, Canned::Raw(200, r#"{"choices":[]}"#.into(), None));
     model.push(conv_a, Canned::Huge(100 * 1024 * 1024));
     model.push(conv_a, Canned::Hang);
-    text(&st.gw, A, "hi").await;
+    st.text(A, "hi").await;
     // Meanwhile another conversation is answered: A's trouble holds up only A.
-    text(&st.gw, B, "side by side").await;
+    st.text(B, "side by side").await;
     assert_eq!(
         nth_sms(&st.twilio, B, 1, Duration::from_secs(10)),
         "reply 1: side by side"
@@ -444,11 +389,11 @@ async fn a_redirect_is_not_followed_and_the_message_stays_unacknowledged() {
     let st = setup();
     let elsewhere = StandIn::start();
     let (redirecting, hits) = redirector(&format!("http://{}", elsewhere.addr));
-    let bridge = st.bridge(
+    let bridge = st.openai(
         &format!("{redirecting}/v1"),
         &["--timeout", "2", "--coalesce", "0"],
     );
-    text(&st.gw, A, "where does this go?").await;
+    st.text(A, "where does this go?").await;
     let host = elsewhere.addr.to_string();
     assert!(
         bridge.wait_log(
@@ -472,52 +417,39 @@ async fn a_redirect_is_not_followed_and_the_message_stays_unacknowledged() {
 async fn bursts_coalesce_and_long_replies_are_cut() {
     let st = setup();
     let model = StandIn::start();
-    let bridge = st.bridge(&model.url(), &["--coalesce", "1500", "--max-chars", "500"]);
+    let bridge = st.openai(&model.url(), &["--coalesce", "1500", "--max-chars", "500"]);
     for body in ["hey", "can you", "check my 3pm"] {
-        text(&st.gw, A, body).await;
+        st.text(A, body).await;
     }
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "reply 1: hey\ncan you\ncheck my 3pm"
-    );
-    text(&st.gw, A, "and 4pm?").await;
-    assert_eq!(
-        nth_sms(&st.twilio, A, 2, Duration::from_secs(20)),
-        "reply 2: and 4pm?"
-    );
+    assert_eq!(st.sms(A, 1), "reply 1: hey\ncan you\ncheck my 3pm");
+    st.text(A, "and 4pm?").await;
+    assert_eq!(st.sms(A, 2), "reply 2: and 4pm?");
     assert_eq!(model.calls_for(&model.user_of("and 4pm?")).len(), 2);
 
     model.push("write a novel", Canned::Content("word ".repeat(20_000)));
-    text(&st.gw, B, "write a novel").await;
-    let r = nth_sms(&st.twilio, B, 1, Duration::from_secs(20));
+    st.text(B, "write a novel").await;
+    let r = st.sms(B, 1);
     assert!(r.chars().count() <= 500 && r.ends_with('…'), "{r}");
     assert_eq!(st.twilio.sends_to(B).len(), 1, "one SMS, not 70");
     assert!(bridge.wait_log("cut to --max-chars 500", Duration::from_secs(5)));
     assert_eq!(bridge.stop().code(), Some(0));
     assert_eq!(st.gw.stop().code(), Some(0));
-    assert!(smsgate::store::Store::open(&st.t.state())
-        .unwrap()
-        .inbox()
-        .unwrap()
-        .is_empty());
+    assert!(st.t.store().inbox().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bridge_killed_mid_call_loses_nothing() {
     let st = setup();
     let model = StandIn::start();
-    let mut bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    let mut bridge = st.openai(&model.url(), &["--coalesce", "0"]);
     model.push("are you there?", Canned::Hang);
-    text(&st.gw, A, "are you there?").await;
+    st.text(A, "are you there?").await;
     assert!(wait_until(Duration::from_secs(20), || model.calls().len() == 1));
     let conv_a = model.user_of("are you there?");
     bridge.child.kill().unwrap();
     let _ = bridge.child.wait();
-    let _bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "reply 2: are you there?"
-    );
+    let _bridge = st.openai(&model.url(), &["--coalesce", "0"]);
+    assert_eq!(st.sms(A, 1), "reply 2: are you there?");
     assert_eq!(model.calls_for(&conv_a).len(), 2);
     assert_eq!(st.twilio.sends_to(A).len(), 1);
 }
@@ -526,13 +458,13 @@ async fn a_bridge_killed_mid_call_loses_nothing() {
 async fn slash_new_starts_an_empty_transcript() {
     let st = setup();
     let model = StandIn::start();
-    let _bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
-    text(&st.gw, A, "one").await;
-    nth_sms(&st.twilio, A, 1, Duration::from_secs(20));
-    text(&st.gw, A, "/new").await;
-    nth_sms(&st.twilio, A, 2, Duration::from_secs(20));
-    text(&st.gw, A, "fresh").await;
-    nth_sms(&st.twilio, A, 3, Duration::from_secs(20));
+    let _bridge = st.openai(&model.url(), &["--coalesce", "0"]);
+    st.text(A, "one").await;
+    st.sms(A, 1);
+    st.text(A, "/new").await;
+    st.sms(A, 2);
+    st.text(A, "fresh").await;
+    st.sms(A, 3);
     let last = model.calls().last().cloned().unwrap();
     assert_eq!(roles_and_contents(&last), pairs(&[("user", "fresh")]));
     assert_ne!(
@@ -546,20 +478,14 @@ async fn slash_new_starts_an_empty_transcript() {
 async fn an_answer_with_only_tool_calls_gets_fail_with_backoff_then_the_dead_letters() {
     let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
     let model = StandIn::start();
-    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    let bridge = st.openai(&model.url(), &["--coalesce", "0"]);
     let tool_calls = json!({"role": "assistant", "content": null, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]});
     for _ in 0..5 {
         model.push("what's on today?", Canned::Message(tool_calls.clone()));
     }
-    text(&st.gw, A, "what's on today?").await;
-    let dead = wait_until(Duration::from_secs(30), || {
-        queue_list(&st.config)
-            .iter()
-            .any(|e| e["state"] == "agent-failed")
-    });
-    assert!(dead, "no dead letter; bridge log:\n{}", bridge.log());
-    let list = queue_list(&st.config);
+    st.text(A, "what's on today?").await;
+    let list = st.wait_dead_letter(&bridge);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["attempts"], 5, "{}", list[0]);
     let error = list[0]["error"].as_str().unwrap();
@@ -589,14 +515,11 @@ async fn an_answer_with_only_tool_calls_gets_fail_with_backoff_then_the_dead_let
 async fn an_empty_answer_is_not_a_reply_the_text_is_asked_again() {
     let st = setup_with(&[("SMSGATE_AGENT_RETRY_MS", "100")]);
     let model = StandIn::start();
-    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    let bridge = st.openai(&model.url(), &["--coalesce", "0"]);
     model.push("hello?", Canned::Content("  \n".into()));
-    text(&st.gw, A, "hello?").await;
+    st.text(A, "hello?").await;
     // The empty answer got `fail`; the redelivery is answered.
-    assert_eq!(
-        nth_sms(&st.twilio, A, 1, Duration::from_secs(20)),
-        "reply 2: hello?"
-    );
+    assert_eq!(st.sms(A, 1), "reply 2: hello?");
     assert!(
         bridge.log().contains("no text (empty content)"),
         "{}",
@@ -629,7 +552,7 @@ async fn transcripts_idle_for_30_days_are_deleted() {
         .set_modified(forty_days_ago)
         .unwrap();
     let model = StandIn::start();
-    let bridge = st.bridge(&model.url(), &["--coalesce", "0"]);
+    let bridge = st.openai(&model.url(), &["--coalesce", "0"]);
     assert!(bridge.wait_log(
         "deleted 1 transcript(s) idle for over 30 days",
         Duration::from_secs(5)
@@ -699,16 +622,16 @@ async fn requests_match_openais_spec_under_prism() {
     assert_eq!(bad.status().as_u16(), 422);
 
     let st = setup();
-    let bridge = st.bridge(
+    let bridge = st.openai(
         &format!("http://127.0.0.1:{port}"),
         &["--system", "Answer briefly.", "--coalesce", "0"],
     );
-    text(&st.gw, A, "hello").await;
+    st.text(A, "hello").await;
     // The spec's example completion says "string".
-    assert_eq!(nth_sms(&st.twilio, A, 1, Duration::from_secs(20)), "string");
+    assert_eq!(st.sms(A, 1), "string");
     // With history (user and assistant turns) too.
-    text(&st.gw, A, "and again").await;
-    assert_eq!(nth_sms(&st.twilio, A, 2, Duration::from_secs(20)), "string");
+    st.text(A, "and again").await;
+    assert_eq!(st.sms(A, 2), "string");
     let log = bridge.log();
     assert!(!log.contains("HTTP 4"), "{log}");
     assert_eq!(bridge.stop().code(), Some(0));

@@ -331,7 +331,7 @@ fn a_locked_store_names_the_pid_that_holds_it() {
     let twilio = FakeTwilio::start();
     let config = t.config(&twilio, "");
     // This test process holds the store; no daemon answers on the socket.
-    let _held = smsgate::store::Store::open(&t.state()).unwrap();
+    let _held = t.store();
     let out = cli(&config, &["pairing", "list"]);
     assert_eq!(out.status.code(), Some(1));
     let want = format!("(pid {})", std::process::id());
@@ -399,10 +399,7 @@ fn message_send_keeps_the_cause() {
 /// its to use, which must read "permission denied" naming the socket, not "not running".
 #[test]
 fn status_as_another_user_says_permission_denied() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (t, _twilio, config, gw) = gateway("");
     // `nobody` may read the config (not the state dir).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

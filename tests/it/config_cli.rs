@@ -354,7 +354,7 @@ fn store_owned_by_someone_else_or_locked_is_explained() {
     let twilio = FakeTwilio::start();
     let config = t.config(&twilio, "");
     // Locked: another process holds the store, and no daemon answers on the socket.
-    let _held = smsgate::store::Store::open(&t.state()).unwrap();
+    let _held = t.store();
     let out = cli(&config, &["pairing", "list"]);
     // sled's lock is per process (fcntl): a second process sees it.
     assert_eq!(out.status.code(), Some(1));

@@ -46,13 +46,7 @@ async fn kill_9_right_after_200_loses_nothing() {
     // Restart: everything admitted is processed; the store opens cleanly.
     let gw = Gateway::start(&config);
     let store_ids = || {
-        let mut ids: Vec<String> = smsgate::store::Store::open(&t.state())
-            .unwrap()
-            .inbox()
-            .unwrap()
-            .into_iter()
-            .map(|(_, m)| m.id)
-            .collect();
+        let mut ids = t.inbox_ids();
         ids.sort();
         ids
     };
@@ -161,7 +155,7 @@ async fn kill_9_at_random_moments_under_load() {
     use rand::Rng;
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agent = replying_agent(t.state().join("agent.sock"), seen.clone(), stop.clone());
@@ -321,7 +315,7 @@ async fn kill_9_during_the_status_and_sent_log_migration_loses_nothing() {
     // with a fresh process (same pid) to give the migration's heap back, exactly once.
     assert_eq!(log.matches("starting afresh once").count(), 1, "{log}");
     assert_eq!(log.matches("smsgate ready").count(), 1, "{log}");
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.statuses_len(), N as usize);
     assert!(store.is_our_sid(&format!("SM{:032x}", N - 1)).unwrap());
     let mut total = 0;

@@ -420,7 +420,7 @@ async fn reload_verb_exits_1_with_the_reason_when_the_config_is_refused() {
     use common::*;
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     let good = std::fs::read_to_string(&config).unwrap();
     let gw = Gateway::start(&config);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));

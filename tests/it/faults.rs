@@ -13,9 +13,7 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twilio_resets_and_malformed_answers() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"defaultTo: "+15557650000""#));
+    let (t, twilio, _, gw) = gateway(r#"defaultTo: "+15557650000""#);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     // A reset after the request was sent: Twilio may have it, so it is not retried
     // blind; it waits for a lookup (tests/it/unknown_sends.rs), and nobody hears of it yet.
@@ -49,9 +47,7 @@ async fn twilio_resets_and_malformed_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_that_vanish_mid_line_or_stop_reading() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, _twilio, _, gw) = gateway(OPEN);
     let sock = t.state().join("agent.sock");
     // Half a line, then gone.
     {
@@ -193,10 +189,7 @@ async fn a_full_disk_is_a_503_not_ready_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_never_reading_agent_hands_its_messages_to_a_healthy_one_within_45_s() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, _twilio, config, gw) = gateway(OPEN);
     let sock = t.state().join("agent.sock");
     // Connects, never reads, never closes.
     let stuck = std::os::unix::net::UnixStream::connect(&sock).unwrap();
@@ -237,10 +230,7 @@ async fn a_never_reading_agent_hands_its_messages_to_a_healthy_one_within_45_s()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_agent_lines_are_answered_but_their_log_is_rate_limited() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
-    let gw = Gateway::start(&config);
+    let (t, _twilio, _, gw) = gateway("");
     let sock = t.state().join("agent.sock");
     let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let reader = s.try_clone().unwrap();
@@ -292,7 +282,7 @@ async fn the_database_is_owner_only_whatever_the_state_dir_mode() {
     use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     // A directory made by hand (or a bind mount), open to everyone.
     std::fs::create_dir_all(t.state()).unwrap();
     std::fs::set_permissions(t.state(), std::fs::Permissions::from_mode(0o755)).unwrap();

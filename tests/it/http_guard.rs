@@ -131,7 +131,7 @@ async fn flood_from_64_addresses(attack: Attack) {
     raise_fd_limit();
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     // The attack's shape at a cheaper size: the cap is exactly as many as the
     // attacking addresses, each holding one trickling request.
     with_max_connections(&config, 64);
@@ -321,7 +321,7 @@ fn evicted_line(gw: &Gateway) -> String {
 async fn a_trusted_proxys_forwarded_client_is_the_one_limited_and_logged() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     with_trusted_proxies(&config, r#"["10.0.0.0/8", "127.0.0.1"]"#);
     with_max_connections(&config, 4);
     let gw = Gateway::start(&config);
@@ -363,7 +363,7 @@ async fn a_trusted_proxys_forwarded_client_is_the_one_limited_and_logged() {
 async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
+    let config = t.config(&twilio, OPEN);
     // Trusted proxies exist, but the test's address is not one of them.
     with_trusted_proxies(&config, r#"["10.0.0.0/8"]"#);
     with_max_connections(&config, 4);
@@ -429,9 +429,7 @@ fn trusted_proxies_are_validated_with_their_key_path() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_403_names_the_wrong_public_url_and_what_twilio_called() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (_t, _twilio, _, gw) = gateway(OPEN);
     // Twilio was pointed straight at the gateway, publicWebhookUrl says otherwise.
     let called = gw.url("/webhooks/sms");
     let p = inbound("SMf3000000000000000000000000000001", "+15557654321", "hi");
@@ -455,9 +453,7 @@ async fn a_403_names_the_wrong_public_url_and_what_twilio_called() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_403_with_no_url_matching_says_the_token_is_likely_wrong() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (_t, _twilio, _, gw) = gateway(OPEN);
     let p = inbound("SMf3000000000000000000000000000002", "+15557654321", "hi");
     let (status, body) =
         post_signed_as(&gw, "/webhooks/sms", PUBLIC, "some-other-token", &p, &[]).await;
@@ -477,9 +473,7 @@ async fn a_403_with_no_url_matching_says_the_token_is_likely_wrong() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_post_a_slash_or_a_case_away_from_the_webhook_path_is_404_naming_the_path() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (_t, _twilio, _, gw) = gateway(OPEN);
     for (i, path) in ["/webhooks/sms/", "/Webhooks/SMS"].iter().enumerate() {
         let sid = format!("SMf4{i:030}");
         let (status, _) = post_signed(&gw, path, &inbound(&sid, "+15557654321", "hi")).await;

@@ -10,10 +10,6 @@ use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
@@ -40,12 +36,9 @@ fn answer(agent: &mut TestAgent, r: &str) -> Value {
 /// token or a wrong filename is 404.
 #[tokio::test(flavor = "multi_thread")]
 async fn bytes_sent_are_bytes_served() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557654321""#);
-    let gw = Gateway::start(&config);
+    let (t, twilio, _, gw) = gateway(r#"defaultTo: "+15557654321""#);
     twilio.fetch_media_via(&format!("http://{}", gw.addr));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let image = png(300_000);
     agent.send(
         json!({"type": "send", "text": "Here is the chart", "ref": "r1",
@@ -110,11 +103,8 @@ async fn bytes_sent_are_bytes_served() {
 /// with an error naming the item and the rule; nothing is sent or stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_name_the_item_and_the_rule() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557654321""#);
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, twilio, config, gw) = gateway(r#"defaultTo: "+15557654321""#);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let cases: Vec<(Value, &str)> = vec![
         (
             json!([{"data": b64(&png(10)), "filename": "ok.png"},
@@ -142,7 +132,7 @@ async fn refusals_name_the_item_and_the_rule() {
     agent.assert_no_more(&gw, &config, "a refused send's outcome");
     assert!(twilio.sends().is_empty());
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert!(store.outbound().unwrap().is_empty());
     assert!(store.media_list().unwrap().is_empty());
 }
@@ -166,7 +156,7 @@ async fn an_http_public_url_refuses_media() {
         api = twilio.base_url(),
     ));
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "x", "ref": "h1",
         "media": [{"data": b64(&png(10)), "filename": "a.png"}]}));
     let v = answer(&mut agent, "h1");
@@ -192,7 +182,7 @@ async fn kill_9_after_the_line_still_sends_the_media_once() {
         json!({"code": 20500, "message": "down", "status": 503}),
     );
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let image = png(50_000);
     agent.send(
         json!({"type": "send", "text": "after the crash", "ref": "k1",
@@ -219,12 +209,12 @@ async fn kill_9_after_the_line_still_sends_the_media_once() {
 /// and the prune deletes the bytes from the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_is_404_and_deleted() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557654321""#);
-    let gw = Gateway::start_with(&config, &[("SMSGATE_MEDIA_TTL_SECS", "2")]);
+    let (t, twilio, _, gw) = gateway_with(
+        r#"defaultTo: "+15557654321""#,
+        &[("SMSGATE_MEDIA_TTL_SECS", "2")],
+    );
     twilio.fetch_media_via(&format!("http://{}", gw.addr));
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "", "ref": "e1",
         "media": [{"data": b64(&png(1000)), "filename": "e.png"}]}));
     assert_eq!(answer(&mut agent, "e1")["type"], "sent");
@@ -252,7 +242,7 @@ async fn an_expired_token_is_404_and_deleted() {
     assert!(gone, "still {last}");
     assert!(gw.wait_log("deleted 1 media item", Duration::from_secs(20)));
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert!(store.media_list().unwrap().is_empty());
 }
 
@@ -353,10 +343,7 @@ async fn message_send_attaches_a_file() {
 /// run, removed after), text and media in one message.
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_exec_attaches_its_outbox() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, twilio, config, gw) = gateway(OPEN);
     twilio.fetch_media_via(&format!("http://{}", gw.addr));
     let image = png(10_000);
     let src = t.path().join("src.png");

@@ -11,13 +11,9 @@ use serde_json::json;
 
 const BUILT: &str = "spending window built from the sent log";
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 /// The agent sends `n` texts and waits for each `sent`.
 fn send_texts(t: &TestDir, n: usize, tag: &str) {
-    let mut agent = TestAgent::connect(&agent_sock(t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     for i in 0..n {
         agent.send(json!({"type": "send", "to": format!("+155576500{:02}", i % 7), "text": format!("{tag} {i}"), "ref": format!("{tag}{i}")}));
         assert_eq!(agent.next_of("sent")["ref"], format!("{tag}{i}"));
@@ -58,7 +54,7 @@ async fn a_restart_does_not_rebuild_per_send_state() {
     // counts the 30, so 3 more fill an hour of 33 and the next is held.
     let gw = Gateway::start_with(&limited(33), &debug);
     send_texts(&t, 3, "c");
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "to": "+15557650001", "text": "over", "ref": "over"}));
     let held = agent.next_of("error");
     assert_eq!(held["ref"], "over", "{held}");
@@ -82,11 +78,8 @@ async fn a_restart_does_not_rebuild_per_send_state() {
 /// out); the rest (admission, queueing, statuses) at DEBUG.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_info_line_per_message() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let (t, _twilio, _, gw) = gateway(OPEN);
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert!(gw.wait_log("agent connected", Duration::from_secs(10)));
     let before = gw.log().len();
     let sid = "SM6a000000000000000000000000000001";

@@ -319,13 +319,7 @@ async fn setup_fallback_url_and_retries_and_a_signed_webhook_through_the_overrid
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "allowlist", allowFrom: ["+15557650001"]"#,
-    );
-    let gw = Gateway::start(&config);
+    let (t, _twilio, config, gw) = gateway(r#"dmPolicy: "allowlist", allowFrom: ["+15557650001"]"#);
     let pid = gw.child.id().to_string();
     assert_eq!(
         gw.admit(
@@ -515,9 +509,7 @@ async fn a_certificate_swapped_on_disk_is_served_to_the_next_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_webhook_finish() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, _twilio, _, gw) = gateway(OPEN);
     let p = inbound(
         "SMb0000000000000000000000000000001",
         "+15557654321",
@@ -553,7 +545,7 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
     let started = std::time::Instant::now();
     assert_eq!(gw.stop().code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert_eq!(store.inbox().unwrap().len(), 1);
 }
 

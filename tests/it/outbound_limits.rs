@@ -11,10 +11,6 @@ use serde_json::json;
 
 const LIMIT_LINE: &str = "outbound limit reached";
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agent() {
     let t = TestDir::new();
@@ -28,7 +24,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
         .replace("stateDir:", r#"metricsListen: "127.0.0.1:0", stateDir:"#);
     std::fs::write(&config, text).unwrap();
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     // Two people, four texts each: eight replies against an hour of three.
     let people = ["+15557650001", "+15557650002"];
     for i in 0..8u32 {
@@ -87,7 +83,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
     // After a restart the window is still full (the sent log counts); the memory of what
     // was said is not kept, so the first hold says it once more, and only once.
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     for i in 0..2u32 {
         agent.send(
             json!({"type": "send", "to": people[0], "text": "again", "ref": format!("r{i}")}),
@@ -173,7 +169,7 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
         "config show: {shown}"
     );
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let long = "words ".repeat(12);
     let texts = ["text 0", "text 1", long.trim(), "text 3", "text 4"];
     let mut outcome = Vec::new();
@@ -228,7 +224,7 @@ async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
 
     // After a restart the held sends still count.
     let gw = Gateway::start(&config);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     agent.send(json!({"type": "send", "text": "after the restart", "ref": "r5"}));
     let e = agent.next_of("error");
     assert_eq!(e["ref"], "r5");

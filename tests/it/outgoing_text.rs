@@ -9,10 +9,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hidden_characters_never_reach_twilio_and_the_body_stays_gsm7() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, twilio, _, gw) = gateway(OPEN);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     assert_eq!(
         gw.admit("SMf1000000000000000000000000000001", "+15557654321", "hi")

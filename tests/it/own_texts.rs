@@ -11,13 +11,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_slash_new_texts_once_and_own_texts_count_against_the_limits() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }"#,
-    );
-    let gw = Gateway::start(&config);
+    let (t, twilio, config, gw) =
+        gateway(r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }"#);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     // 120 `/new` at once from one phone: one confirmation.
     let a = "+15557650001";

@@ -13,10 +13,6 @@ use serde_json::json;
 /// The first lookup this long after the attempt (the second at five times it).
 const SETTLE_MS: &str = "300";
 
-fn agent_sock(t: &TestDir) -> std::path::PathBuf {
-    t.state().join("agent.sock")
-}
-
 fn gateway(config: &std::path::Path) -> Gateway {
     Gateway::start_with(
         config,
@@ -47,7 +43,7 @@ fn setup() -> Setup {
         &format!(r#"defaultTo: "{TO}", allowTo: ["{TO}", "+1555768*"]"#),
     );
     let gw = gateway(&config);
-    let agent = TestAgent::connect(&agent_sock(&t));
+    let agent = TestAgent::connect(&t.agent_sock());
     Setup {
         t,
         twilio,

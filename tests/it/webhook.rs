@@ -8,10 +8,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signature_cases_and_status_codes() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start(&config);
+    let (t, _twilio, _, gw) = gateway(OPEN);
     let p = inbound(
         "SM00000000000000000000000000000001",
         "+15557654321",
@@ -137,13 +134,7 @@ async fn signature_cases_and_status_codes() {
     assert!(!log.contains(TOKEN), "token leaked into the log");
     assert_eq!(gw.stop().code(), Some(0));
 
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
-    let ids: Vec<String> = store
-        .inbox()
-        .unwrap()
-        .into_iter()
-        .map(|(_, m)| m.id)
-        .collect();
+    let ids = t.inbox_ids();
     assert_eq!(
         ids,
         [
@@ -159,10 +150,7 @@ async fn duplicates_are_processed_once_even_when_concurrent() {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
     // DEBUG: the duplicate's line below is not an INFO line.
-    let gw = Gateway::start_with(
-        &t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#),
-        &[("SMSGATE_LOG", "debug")],
-    );
+    let gw = Gateway::start_with(&t.config(&twilio, OPEN), &[("SMSGATE_LOG", "debug")]);
     let p = inbound("SM10000000000000000000000000000001", "+15557654321", "once");
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
@@ -182,13 +170,7 @@ async fn duplicates_are_processed_once_even_when_concurrent() {
     }
     assert!(gw.wait_log("duplicate webhook acknowledged", Duration::from_secs(5)));
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
-    let ids: Vec<String> = store
-        .inbox()
-        .unwrap()
-        .into_iter()
-        .map(|(_, m)| m.id)
-        .collect();
+    let ids = t.inbox_ids();
     assert_eq!(
         ids,
         [
@@ -200,9 +182,7 @@ async fn duplicates_are_processed_once_even_when_concurrent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_account_or_number_is_kept_as_rejected() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, twilio, _, gw) = gateway(OPEN);
     let mut p = inbound("SM20000000000000000000000000000001", "+15557654321", "x");
     p[2] = ("AccountSid", "AC99999999999999999999999999999999");
     assert_eq!(post_signed(&gw, "/webhooks/sms", &p).await.0, 200);
@@ -220,7 +200,7 @@ async fn wrong_account_or_number_is_kept_as_rejected() {
     ];
     assert_eq!(post_signed(&gw, "/webhooks/sms", &cb).await.0, 200);
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     assert!(store.inbox().unwrap().is_empty());
     let rejected: Vec<String> = store
         .rejected()
@@ -294,7 +274,7 @@ async fn two_accounts_on_two_paths() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["account"], "support");
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
+    let store = t.store();
     let inbox = store.inbox().unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].1.account, "default");
@@ -356,9 +336,7 @@ async fn signed_by_twilios_python_library() {
         std::path::Path::new(py_lib).exists(),
         "Twilio's Python helper library is not installed: run scripts/install-test-tools"
     );
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (_t, _twilio, _, gw) = gateway(OPEN);
     let mut p = inbound(
         "SM50000000000000000000000000000001",
         "+15557654321",
@@ -415,9 +393,7 @@ async fn signed_by_twilios_python_library() {
 /// sees the text once.
 #[tokio::test(flavor = "multi_thread")]
 async fn resplit_replay_is_refused_and_the_agent_sees_the_text_once() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let gw = Gateway::start(&t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#));
+    let (t, _twilio, _, gw) = gateway(OPEN);
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     let sid = "SM7a0000000000000000000000000000b1";
     let p = inbound(sid, "+15557654321", "transfer 100");
@@ -468,12 +444,6 @@ async fn resplit_replay_is_refused_and_the_agent_sees_the_text_once() {
     assert!(gw.wait_log("is not a message SID", Duration::from_secs(5)));
     assert!(!gw.log().contains("5557654321"), "{}", gw.log());
     assert_eq!(gw.stop().code(), Some(0));
-    let store = smsgate::store::Store::open(&t.state()).unwrap();
-    let ids: Vec<String> = store
-        .inbox()
-        .unwrap()
-        .into_iter()
-        .map(|(_, m)| m.id)
-        .collect();
+    let ids = t.inbox_ids();
     assert_eq!(ids, [sid, "SM7a0000000000000000000000000000b2"]);
 }

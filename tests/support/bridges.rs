@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, inbound, post_signed, wait_until, FakeTwilio, Gateway, TestDir};
+use crate::common::{
+    bin, gateway_with, inbound, post_signed, queue_list, wait_until, FakeTwilio, Gateway, TestDir,
+    OPEN,
+};
 
 static SEQ: AtomicU32 = AtomicU32::new(1);
 
@@ -40,14 +43,72 @@ pub fn nth_sms(twilio: &FakeTwilio, to: &str, n: usize, timeout: Duration) -> St
         .to_string()
 }
 
-/// A gateway open to everyone (`dmPolicy: "open"`) against a fresh FakeTwilio, started
-/// with `env`: the directory, the fake, the config path and the running gateway.
-pub fn open_gateway(env: &[(&str, &str)]) -> (TestDir, FakeTwilio, PathBuf, Gateway) {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = Gateway::start_with(&config, env);
-    (t, twilio, config, gw)
+/// A bridge test's daemon: the directory, the fake Twilio, the running gateway and its
+/// config. Each bridge's test file adds the method that starts its bridge on it.
+pub struct Setup {
+    pub t: TestDir,
+    pub twilio: FakeTwilio,
+    pub gw: Gateway,
+    pub config: PathBuf,
+}
+
+/// A daemon open to everyone (`dmPolicy: "open"`).
+pub fn setup() -> Setup {
+    setup_with(&[])
+}
+
+/// With the daemon's environment (`SMSGATE_AGENT_RETRY_MS` shortens the backoff
+/// after a `fail`).
+pub fn setup_with(env: &[(&str, &str)]) -> Setup {
+    Setup::new(OPEN, env)
+}
+
+impl Setup {
+    /// A daemon with `sms_extra` in `channels.sms`, started with `env`.
+    pub fn new(sms_extra: &str, env: &[(&str, &str)]) -> Self {
+        let (t, twilio, config, gw) = gateway_with(sms_extra, env);
+        Self {
+            t,
+            twilio,
+            gw,
+            config,
+        }
+    }
+
+    /// Texts `body` from `from` to this daemon (see [`text`]).
+    pub async fn text(&self, from: &str, body: &str) {
+        text(&self.gw, from, body).await;
+    }
+
+    /// The `n`th SMS to `to`, waited for up to 20 s (a turn goes through the bridge and
+    /// its agent; see [`nth_sms`]).
+    pub fn sms(&self, to: &str, n: usize) -> String {
+        nth_sms(&self.twilio, to, n, Duration::from_secs(20))
+    }
+
+    /// Waits up to 30 s for a text to land in the dead letters (`agent-failed`), failing
+    /// with `bridge`'s log; returns the queue list then.
+    pub fn wait_dead_letter(&self, bridge: &Bridge) -> Vec<serde_json::Value> {
+        let dead = wait_until(Duration::from_secs(30), || {
+            queue_list(&self.config)
+                .iter()
+                .any(|e| e["state"] == "agent-failed")
+        });
+        assert!(dead, "no dead letter; bridge log:\n{}", bridge.log());
+        queue_list(&self.config)
+    }
+
+    /// `smsgate agent <kind>` on this daemon's agent socket, with its state in the
+    /// test's directory; the bridge's own flags follow.
+    pub fn bridge_args(&self, kind: &str) -> Vec<String> {
+        vec![
+            kind.into(),
+            "--socket".into(),
+            s(&self.t.agent_sock()),
+            "--state-dir".into(),
+            s(&self.t.path().join("bridge-state")),
+        ]
+    }
 }
 
 pub fn repo() -> PathBuf {

@@ -129,9 +129,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             account,
             json,
         }) => {
-            if let Some(c) = channel {
-                check_channel(&c)?;
+            if let Some(c) = &channel {
+                check_channel(c)?;
             }
+            // `--channel whatsapp --target +1…` is `--target whatsapp:+1…`.
+            let target = match channel.as_deref().and_then(crate::phone::Channel::parse) {
+                Some(crate::phone::Channel::Whatsapp)
+                    if crate::phone::strip_whatsapp_prefix(&target).is_none() =>
+                {
+                    format!(
+                        "{}{}",
+                        crate::phone::WHATSAPP_PREFIX,
+                        crate::phone::strip_channel_prefix(&target)
+                    )
+                }
+                _ => target,
+            };
             send::message_send(
                 &cli.config,
                 &target,
@@ -242,10 +255,11 @@ fn channel_and_code(args: &[String]) -> Result<&str> {
 }
 
 fn check_channel(channel: &str) -> Result<()> {
-    if channel.eq_ignore_ascii_case("sms") {
+    // WhatsApp rides on the same account, codes and queue (CONTRACT §12).
+    if crate::phone::Channel::parse(channel).is_some() {
         Ok(())
     } else {
-        bail!("unknown channel {channel:?}; smsgate has one channel, sms")
+        bail!("unknown channel {channel:?}; smsgate's channels are sms and whatsapp")
     }
 }
 

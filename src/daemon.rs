@@ -126,6 +126,14 @@ impl Daemon {
         config_path: Option<PathBuf>,
         twilio: Arc<dyn MessagesApi>,
     ) -> Result<Self, DaemonError> {
+        let store = Self::open_store(&config)?;
+        Self::with_store(config, config_path, twilio, store).await
+    }
+
+    /// Opens the store (migrating an earlier layout) with the process set up for it.
+    /// Separate from [`Daemon::with_store`] so the gateway can restart itself after a
+    /// migration before anything else exists ([`crate::store::Store::compacted_at_open`]).
+    pub(crate) fn open_store(config: &Config) -> Result<Arc<Store>, DaemonError> {
         // Past a file size limit (RLIMIT_FSIZE) the kernel kills with SIGXFSZ; handling
         // the signal turns that into an EFBIG write error the store reports, like a full
         // disk. tokio keeps the handler installed for the life of the process.
@@ -134,7 +142,16 @@ impl Daemon {
         // Everything the daemon creates from here on (sled's later files, media copies,
         // certificates) is owner-only; sockets get their documented modes explicitly.
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-        let store = Arc::new(Store::open(&config.gateway.state_dir)?);
+        Ok(Arc::new(Store::open(&config.gateway.state_dir)?))
+    }
+
+    /// The rest of [`Daemon::open`]: binds the sockets around an open store.
+    pub(crate) async fn with_store(
+        config: Config,
+        config_path: Option<PathBuf>,
+        twilio: Arc<dyn MessagesApi>,
+        store: Arc<Store>,
+    ) -> Result<Self, DaemonError> {
         if let Some(mode) = store.state_dir_exposed() {
             tracing::warn!(state_dir = %config.gateway.state_dir.display(), "gateway.stateDir has mode {mode:o}: the group or others can enter it; the database inside is owner-only, but make the directory owner-only too: chmod 700 {}", config.gateway.state_dir.display());
         }

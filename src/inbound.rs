@@ -204,7 +204,9 @@ pub(crate) fn effects_for(
         return Ok(fx);
     };
     let from_raw = rec.sms.from.as_str();
-    let Ok(from) = E164::parse(from_raw) else {
+    // A WhatsApp sender's address keeps Twilio's `whatsapp:` prefix: the sender's
+    // identity (pairing, approval, opt-out, conversation, limits) is per channel.
+    let Ok(from) = E164::parse_address(from_raw) else {
         tracing::warn!(sid = %rec.sid, account = %account.id, "message dropped: From is not an E.164 number");
         return Ok(fx);
     };
@@ -316,6 +318,7 @@ pub(crate) fn effects_for(
                 received_at_ms: rec.received_at_ms,
                 conversation,
                 failures: Default::default(),
+                profile_name: rec.sms.profile_name.clone(),
             });
         }
         Plan::RequestPairing { send_code } => {

@@ -2,6 +2,14 @@
 //!
 //! Numbers are parsed once, at the edge (config, webhook, CLI), into [`E164`]; the rest
 //! of the program never handles an unchecked string as a number.
+//!
+//! An [`E164`] is also an *address*: a number on a channel. An SMS address is the
+//! number itself (`+15551234567`, as every earlier version stored it); a WhatsApp
+//! address is Twilio's own form of it, `whatsapp:+15551234567` (CONTRACT §12). Keys
+//! built from an address (pairing, approvals, opt-outs, conversations, limits) are
+//! therefore per channel without further ado, and the address is what Twilio's `To`
+//! takes. [`E164::parse`] reads SMS numbers only; [`E164::parse_address`] also reads
+//! `whatsapp:`.
 
 use std::fmt;
 
@@ -59,6 +67,55 @@ impl fmt::Display for Why {
     }
 }
 
+/// The channel a message comes or goes on (CONTRACT §12).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    #[default]
+    Sms,
+    Whatsapp,
+}
+
+impl Channel {
+    /// As the agent's lines and the config write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Whatsapp => "whatsapp",
+        }
+    }
+
+    /// `"sms"` or `"whatsapp"` (case-insensitive).
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.eq_ignore_ascii_case("sms") {
+            Some(Channel::Sms)
+        } else if value.eq_ignore_ascii_case("whatsapp") {
+            Some(Channel::Whatsapp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Twilio's prefix of a WhatsApp address.
+pub const WHATSAPP_PREFIX: &str = "whatsapp:";
+
+/// `input` without a leading `whatsapp:` (case-insensitive, trimmed), if it has one.
+pub fn strip_whatsapp_prefix(input: &str) -> Option<&str> {
+    let trimmed = input.trim();
+    let head = trimmed.get(..WHATSAPP_PREFIX.len())?;
+    head.eq_ignore_ascii_case(WHATSAPP_PREFIX)
+        .then(|| trimmed[WHATSAPP_PREFIX.len()..].trim())
+}
+
 /// Strips the `sms:` / `twilio-sms:` channel prefixes accepted wherever a number is read.
 pub fn strip_channel_prefix(input: &str) -> &str {
     let trimmed = input.trim();
@@ -114,12 +171,61 @@ impl E164 {
         }
     }
 
+    /// Parses an address: an SMS number as [`E164::parse`] reads it, or a WhatsApp one
+    /// written `whatsapp:+15551234567`.
+    pub fn parse_address(input: &str) -> Result<Self, PhoneError> {
+        let Some(rest) = strip_whatsapp_prefix(input) else {
+            return Self::parse(input);
+        };
+        let quoted = |mut e: PhoneError| {
+            e.shown = match input.char_indices().nth(MAX_SHOWN) {
+                Some((cut, _)) => format!("{}…", &input[..cut]),
+                None => input.to_string(),
+            };
+            e.input = input.to_string();
+            e
+        };
+        // `whatsapp:sms:+1…` is no address.
+        if rest != strip_channel_prefix(rest) || !rest.starts_with('+') {
+            return Err(quoted(not_a_number()));
+        }
+        Self::parse(rest)
+            .map(|n| n.on(Channel::Whatsapp))
+            .map_err(quoted)
+    }
+
+    /// The channel of this address.
+    pub fn channel(&self) -> Channel {
+        if self.0.starts_with(WHATSAPP_PREFIX) {
+            Channel::Whatsapp
+        } else {
+            Channel::Sms
+        }
+    }
+
+    pub fn is_whatsapp(&self) -> bool {
+        self.channel() == Channel::Whatsapp
+    }
+
+    /// The number alone (`+…`), whatever the channel.
+    pub fn number(&self) -> &str {
+        self.0.strip_prefix(WHATSAPP_PREFIX).unwrap_or(&self.0)
+    }
+
+    /// The same number on `channel`.
+    pub fn on(&self, channel: Channel) -> E164 {
+        match channel {
+            Channel::Sms => E164(self.number().to_string()),
+            Channel::Whatsapp => E164(format!("{WHATSAPP_PREFIX}{}", self.number())),
+        }
+    }
+
     /// A number read back from the store. Versions before issue 22 accepted 2 to 15
     /// digits, and a stored record with such a number must still decode (else it would
     /// be quarantined and its message lost); every send re-parses its destination with
     /// [`E164::parse`], so such a number is never texted.
     fn from_stored(value: String) -> Result<Self, PhoneError> {
-        match Self::parse(&value) {
+        match Self::parse_address(&value) {
             Ok(n) => Ok(n),
             Err(_) if value.strip_prefix('+').is_some_and(plausible_digits) => Ok(Self(value)),
             Err(e) => Err(e),
@@ -134,6 +240,15 @@ impl E164 {
     /// (an operator debugging needs the whole number; everyone else must not see it).
     pub fn redacted(&self) -> Redacted<'_> {
         Redacted(&self.0)
+    }
+}
+
+/// The error of an input that is not a number at all.
+fn not_a_number() -> PhoneError {
+    PhoneError {
+        input: String::new(),
+        shown: String::new(),
+        why: Why::NotANumber,
     }
 }
 
@@ -287,6 +402,50 @@ mod tests {
         assert!(E164::parse(n.as_str()).is_err());
         assert!(serde_json::from_str::<E164>("\"+0555\"").is_err());
         assert!(serde_json::from_str::<E164>("\"hello\"").is_err());
+    }
+
+    #[test]
+    fn addresses_table() {
+        type Want = Option<(&'static str, Channel, &'static str)>;
+        let cases: &[(&str, Want)] = &[
+            (
+                "+15551234567",
+                Some(("+15551234567", Channel::Sms, "+15551234567")),
+            ),
+            (
+                "sms:+15551234567",
+                Some(("+15551234567", Channel::Sms, "+15551234567")),
+            ),
+            (
+                "whatsapp:+15551234567",
+                Some(("whatsapp:+15551234567", Channel::Whatsapp, "+15551234567")),
+            ),
+            (
+                "WhatsApp: +15551234567",
+                Some(("whatsapp:+15551234567", Channel::Whatsapp, "+15551234567")),
+            ),
+            ("whatsapp:15551234567", None),
+            ("whatsapp:sms:+15551234567", None),
+            ("whatsapp:whatsapp:+15551234567", None),
+            ("whatsapp:+1555", None),
+            ("whatsapp:", None),
+            ("whatsap", None),
+        ];
+        for (input, want) in cases {
+            let got = E164::parse_address(input).ok();
+            let got = got.as_ref().map(|a| (a.as_str(), a.channel(), a.number()));
+            assert_eq!(got, *want, "input {input:?}");
+        }
+        let wa = E164::parse_address("whatsapp:+15551234567").unwrap();
+        assert_eq!(wa.on(Channel::Sms).as_str(), "+15551234567");
+        assert_eq!(wa.on(Channel::Sms).on(Channel::Whatsapp), wa);
+        let stored: E164 = serde_json::from_str("\"whatsapp:+15551234567\"").unwrap();
+        assert_eq!(stored, wa);
+        assert_eq!(redact_str(wa.as_str()), "***4567");
+        let e = E164::parse_address("whatsapp:nope")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("whatsapp:nope"), "{e}");
     }
 
     #[test]

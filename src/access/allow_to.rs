@@ -34,14 +34,18 @@ pub(crate) enum Verdict {
 /// replaces the default list (CONTRACT §9); unset, the people already known to the
 /// account: its `allowFrom` numbers (`"*"` there, open mode, does not count), its
 /// `defaultTo`, its approvers, and its approved senders.
+///
+/// `allowTo`, `defaultTo` and the approvers name numbers, which they allow on both
+/// channels; `allowFrom` entries and approvals are per channel (CONTRACT §12).
 pub(crate) fn decide(allow_to: Option<&AllowTo>, known: &Known<'_>, to: &E164) -> Verdict {
+    let number = to.on(crate::phone::Channel::Sms);
     match allow_to {
-        Some(list) if list.permits(to) => Verdict::Allowed,
+        Some(list) if list.permits(&number) => Verdict::Allowed,
         Some(_) => Verdict::Refused,
         None => {
-            let listed = known.allow_from.numbers.contains(to)
-                || known.default_to == Some(to)
-                || known.approvers.contains(to);
+            let listed = known.allow_from.lists(to)
+                || known.default_to == Some(&number)
+                || known.approvers.contains(&number);
             if listed {
                 Verdict::Allowed
             } else {
@@ -81,7 +85,10 @@ pub(crate) fn own_number<'a>(config: &'a Config, to: &E164) -> Option<&'a str> {
         .sms
         .accounts
         .iter()
-        .find(|a| matches!(&a.sender, Sender::Number(n) if n == to))
+        .find(|a| {
+            let own = |s: &Sender| matches!(s, Sender::Number(n) if n.number() == to.number());
+            own(&a.sender) || a.whatsapp.as_ref().is_some_and(|w| own(&w.sender))
+        })
         .map(|a| a.id.as_str())
 }
 
@@ -115,7 +122,7 @@ mod tests {
         allow_from.numbers.insert(n(friend));
         let open = AllowFrom {
             anyone: true,
-            numbers: Default::default(),
+            ..Default::default()
         };
         let default_to = n("+15557650000");
         let approver = [n("+15557659999")];

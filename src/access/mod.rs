@@ -372,10 +372,11 @@ mod tests {
         let allow = AllowFrom {
             anyone: false,
             numbers: [listed.clone()].into(),
+            ..Default::default()
         };
         let star = AllowFrom {
             anyone: true,
-            numbers: Default::default(),
+            ..Default::default()
         };
         use Decision::*;
         use DmPolicy::*;
@@ -405,6 +406,41 @@ mod tests {
         for (i, (policy, allow, approved, sender, want)) in cases.into_iter().enumerate() {
             assert_eq!(decide(policy, allow, approved, sender), want, "case {i}");
         }
+    }
+
+    /// CONTRACT §12: an entry without a prefix allows both channels; `sms:` and
+    /// `whatsapp:` entries one channel only.
+    #[test]
+    fn allow_from_per_channel_table() {
+        let a = |s: &str| E164::parse_address(s).unwrap();
+        let list = AllowFrom {
+            anyone: false,
+            numbers: [a("+15550000001")].into(),
+            sms_only: [a("+15550000002")].into(),
+            whatsapp_only: [a("whatsapp:+15550000003")].into(),
+        };
+        let cases = [
+            ("+15550000001", true),
+            ("whatsapp:+15550000001", true),
+            ("+15550000002", true),
+            ("whatsapp:+15550000002", false),
+            ("+15550000003", false),
+            ("whatsapp:+15550000003", true),
+            ("+15550000004", false),
+            ("whatsapp:+15550000004", false),
+        ];
+        for (sender, want) in cases {
+            assert_eq!(list.allows(&a(sender)), want, "{sender}");
+            assert_eq!(
+                decide(DmPolicy::Allowlist, &list, false, &a(sender)) == Decision::Forward,
+                want,
+                "{sender}"
+            );
+        }
+        assert_eq!(
+            list.entries(),
+            ["+15550000001", "sms:+15550000002", "whatsapp:+15550000003"]
+        );
     }
 
     #[test]

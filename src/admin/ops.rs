@@ -146,7 +146,7 @@ fn run(
             Err("message send goes through the running daemon or straight to Twilio".into())
         }
         Request::SendersRevoke { account, number } => {
-            let number = E164::parse(number).map_err(|e| e.to_string())?;
+            let number = E164::parse_address(number).map_err(|e| e.to_string())?;
             let account = match account {
                 Some(a) => {
                     known_account(config, a)?;

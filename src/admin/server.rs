@@ -172,7 +172,7 @@ async fn message_send(
         &app.config(),
         &app.store,
         account,
-        Some(to),
+        crate::outbound::Destination::address(to),
         text,
         media_urls,
         media,

@@ -604,6 +604,7 @@ mod tests {
             media_pending: false,
             conversation: String::new(),
             failures: Default::default(),
+            profile_name: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub enum AgentLine {
     },
     Send {
         to: Option<String>,
+        /// `"channel"`: `sms` (default) or `whatsapp` (CONTRACT §12).
+        channel: Option<crate::phone::Channel>,
         account: Option<String>,
         text: String,
         reference: Option<String>,
@@ -273,6 +275,15 @@ fn parse_json(line: &str) -> Result<AgentLine, LineError> {
         }
         "send" => Ok(AgentLine::Send {
             to: string_field(&obj, "to", false, "send")?,
+            channel: match string_field(&obj, "channel", false, "send")? {
+                None => None,
+                Some(c) => Some(crate::phone::Channel::parse(&c).ok_or_else(|| {
+                    err(
+                        "send: \"channel\" must be \"sms\" or \"whatsapp\"",
+                        Some(&obj),
+                    )
+                })?),
+            },
             account: string_field(&obj, "account", false, "send")?,
             text: {
                 let text = string_field(&obj, "text", false, "send")?.unwrap_or_default();
@@ -371,6 +382,11 @@ pub struct InboundMessage {
     /// (CONTRACT §4, §7). Absent from daemons that predate conversations.
     #[serde(default)]
     pub conversation: Option<String>,
+    /// `"sms"` or `"whatsapp"` (CONTRACT §12); absent from daemons before it: SMS.
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub profile_name: Option<String>,
 }
 
 /// One MMS attachment of a `message` line.
@@ -448,13 +464,20 @@ pub fn message_line(m: &AgentMessage) -> String {
         #[serde(rename = "receivedAt")]
         received_at: String,
         conversation: std::borrow::Cow<'a, str>,
+        channel: &'static str,
+        #[serde(rename = "profileName", skip_serializing_if = "Option::is_none")]
+        profile_name: Option<&'a str>,
     }
+    // `from` and `to` are numbers; `channel` says which (CONTRACT §12).
     let line = MessageOut {
         kind: "message",
         id: &m.id,
         account: &m.account,
-        from: m.from.as_str(),
-        to: &m.to,
+        from: m.from.number(),
+        to: m
+            .to
+            .strip_prefix(crate::phone::WHATSAPP_PREFIX)
+            .unwrap_or(&m.to),
         text: &m.text,
         media: m
             .media
@@ -471,6 +494,8 @@ pub fn message_line(m: &AgentMessage) -> String {
         } else {
             std::borrow::Cow::Borrowed(&m.conversation)
         },
+        channel: m.from.channel().as_str(),
+        profile_name: m.profile_name.as_deref(),
     };
     // Plain strings and numbers serialise without error (documented invariant).
     #[allow(clippy::expect_used)]
@@ -618,6 +643,7 @@ mod tests {
                 r#"{"type":"send","to":"+15550001111","text":"x","ref":"r1","mediaUrls":["https://a.example/x.png"]}"#,
                 AgentLine::Send {
                     to: Some("+15550001111".into()),
+                    channel: None,
                     account: None,
                     text: "x".into(),
                     reference: Some("r1".into()),
@@ -783,19 +809,25 @@ mod tests {
     #[test]
     fn message_line_is_byte_for_byte_what_json_macro_wrote() {
         use crate::store::Media;
-        // The line as `json!` (with serde_json's preserve_order) built it before.
+        // The line as `json!` (with serde_json's preserve_order) built it before, and
+        // the keys of CONTRACT §12 after it (`from` and `to` the numbers alone).
         fn old(m: &AgentMessage) -> String {
             let media: Vec<Value> = m
                 .media
                 .iter()
                 .map(|x| json!({"url": x.url, "contentType": x.content_type, "path": x.path}))
                 .collect();
-            json!({
+            let mut v = json!({
                 "type": "message", "id": m.id, "account": m.account,
-                "from": m.from.as_str(), "to": m.to, "text": m.text, "media": media,
+                "from": m.from.number(), "to": m.to.trim_start_matches("whatsapp:"),
+                "text": m.text, "media": media,
                 "receivedAt": rfc3339(m.received_at_ms), "conversation": m.conversation_id(),
-            })
-            .to_string()
+                "channel": m.from.channel().as_str(),
+            });
+            if let Some(p) = &m.profile_name {
+                v["profileName"] = json!(p);
+            }
+            v.to_string()
         }
         let base = AgentMessage {
             id: "SM1".into(),
@@ -808,6 +840,7 @@ mod tests {
             media_pending: false,
             conversation: "c-42".into(),
             failures: Default::default(),
+            profile_name: None,
         };
         let with_media = AgentMessage {
             media: vec![
@@ -825,7 +858,19 @@ mod tests {
             conversation: String::new(),
             ..base.clone()
         };
-        for m in [base, with_media] {
+        let whatsapp = AgentMessage {
+            from: crate::phone::E164::parse_address("whatsapp:+15557654321").unwrap(),
+            to: "whatsapp:+14155238886".into(),
+            profile_name: Some("Ann".into()),
+            ..base.clone()
+        };
+        let line = message_line(&whatsapp);
+        assert!(
+            line.contains(r#""from":"+15557654321","to":"+14155238886""#)
+                && line.contains(r#""channel":"whatsapp","profileName":"Ann""#),
+            "{line}"
+        );
+        for m in [base, with_media, whatsapp] {
             assert_eq!(message_line(&m), old(&m));
         }
     }

@@ -254,6 +254,7 @@ pub(crate) fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option
         }
         AgentLine::Send {
             to,
+            channel,
             account,
             text,
             reference,
@@ -267,7 +268,10 @@ pub(crate) fn dispatch(agents: &Arc<Agents>, conn: ConnId, line: &str) -> Option
                 &config,
                 &agents.store,
                 account.as_deref(),
-                to.as_deref(),
+                crate::outbound::Destination {
+                    to: to.as_deref(),
+                    channel,
+                },
                 &text,
                 media_urls,
                 media,
@@ -404,7 +408,7 @@ fn reply(
         &config,
         &agents.store,
         Some(&account),
-        Some(to.as_str()),
+        crate::outbound::Destination::address(to.as_str()),
         text,
         media_urls,
         media,

@@ -417,6 +417,8 @@ mod tests {
             text: text.into(),
             media: vec![],
             conversation: None,
+            channel: None,
+            profile_name: None,
         }
     }
 

@@ -208,12 +208,13 @@ pub enum QueueCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum MessageCmd {
-    /// Send an SMS: `message send --target sms:+1… --message TEXT`
+    /// Send an SMS or WhatsApp message: `message send --target sms:+1… --message TEXT`
+    /// (`--target whatsapp:+1…` for WhatsApp)
     Send {
-        /// Channel (only `sms`)
+        /// Channel: `sms` (default) or `whatsapp`
         #[arg(long)]
         channel: Option<String>,
-        /// Recipient: +E.164, sms:+E.164 or twilio-sms:+E.164
+        /// Recipient: +E.164, sms:+E.164, twilio-sms:+E.164 or whatsapp:+E.164
         #[arg(long)]
         target: String,
         /// The text (markdown is flattened; long texts are split); may be left out

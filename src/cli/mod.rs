@@ -129,9 +129,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             account,
             json,
         }) => {
-            if let Some(c) = channel {
-                check_channel(&c)?;
+            if let Some(c) = &channel {
+                check_channel(c)?;
             }
+            // `--channel whatsapp --target +1…` is `--target whatsapp:+1…`.
+            let target = match channel.as_deref().and_then(crate::phone::Channel::parse) {
+                Some(crate::phone::Channel::Whatsapp)
+                    if crate::phone::strip_whatsapp_prefix(&target).is_none() =>
+                {
+                    format!(
+                        "{}{}",
+                        crate::phone::WHATSAPP_PREFIX,
+                        crate::phone::strip_channel_prefix(&target)
+                    )
+                }
+                _ => target,
+            };
             send::message_send(
                 &cli.config,
                 &target,
@@ -187,7 +200,17 @@ fn gateway(path: &Option<PathBuf>) -> Result<ExitCode> {
         let listen = config.gateway.listen;
         // Reloads read the same file again; an environment-only config has none.
         let source = Some(config_path(path).0).filter(|p| p.exists());
-        let daemon = crate::daemon::Daemon::open(config, source, twilio).await?;
+        let mut store = crate::daemon::Daemon::open_store(&config)?;
+        if store.compacted_at_open() && std::env::var_os(RESTARTED).is_none() {
+            // Nothing else exists yet (no socket, no task): the store is closed and the
+            // same command starts again in this process, with a heap the migration never
+            // touched. Only if that cannot happen does this process go on, bigger.
+            drop(store);
+            let error = restart_afresh();
+            tracing::warn!("could not start afresh after the store migration ({error}); going on, with the migration's memory still held until the next restart");
+            store = crate::daemon::Daemon::open_store(&config)?;
+        }
+        let daemon = crate::daemon::Daemon::with_store(config, source, twilio, store).await?;
         let listener = crate::http::serve::bind(listen).with_context(|| {
             format!(
                 "cannot listen on {listen} (gateway.listen); is another process using that port?"
@@ -197,6 +220,26 @@ fn gateway(path: &Option<PathBuf>) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Set in the environment of a gateway that restarted itself after a store migration,
+/// so it never does so twice (a second migration at the next open is not expected, but
+/// a loop must be impossible).
+const RESTARTED: &str = "SMSGATE_RESTARTED_AFTER_MIGRATION";
+
+/// Replaces this process with the same command (same pid, arguments, environment,
+/// standard streams; every descriptor of ours is close-on-exec). Returns only on failure.
+fn restart_afresh() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    tracing::info!("the store migration is done; starting afresh once to give its memory back");
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "smsgate".into());
+    // /proc/self/exe is this very binary even if a package upgrade has replaced the file.
+    std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env(RESTARTED, "1")
+        .exec()
 }
 
 /// `[sms] CODE` → CODE, refusing other channels.
@@ -212,10 +255,11 @@ fn channel_and_code(args: &[String]) -> Result<&str> {
 }
 
 fn check_channel(channel: &str) -> Result<()> {
-    if channel.eq_ignore_ascii_case("sms") {
+    // WhatsApp rides on the same account, codes and queue (CONTRACT §12).
+    if crate::phone::Channel::parse(channel).is_some() {
         Ok(())
     } else {
-        bail!("unknown channel {channel:?}; smsgate has one channel, sms")
+        bail!("unknown channel {channel:?}; smsgate's channels are sms and whatsapp")
     }
 }
 

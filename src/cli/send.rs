@@ -55,8 +55,8 @@ pub(super) fn message_send(
 ) -> Result<ExitCode> {
     let message = content.text.as_str();
     let config = load_config(path)?;
-    let to = E164::parse(target).map_err(|e| {
-        anyhow!("invalid --target: {e} (sms: and twilio-sms: prefixes are accepted)")
+    let to = E164::parse_address(target).map_err(|e| {
+        anyhow!("invalid --target: {e} (sms:, twilio-sms: and whatsapp: prefixes are accepted)")
     })?;
     // Not limited by allowTo (the operator's own word, CONTRACT §9), but never to one of
     // the gateway's own numbers, with or without the daemon.
@@ -142,8 +142,14 @@ async fn direct(
             bail!("{to} has opted out (replied STOP); nothing was sent");
         }
     }
-    let parts = crate::outbound::plan_parts(message, account.text_chunk_limit, media_urls)
+    let parts = crate::outbound::plan_parts(message, account, to, media_urls)
         .map_err(|r| anyhow!(r.message))?;
+    let sender = account.sender_for(to).cloned().ok_or_else(|| {
+        anyhow!(
+            "account {:?} has no WhatsApp (set whatsapp.enabled and whatsapp.from)",
+            account.id
+        )
+    })?;
     let twilio = Arc::new(HttpTwilio::new().map_err(|e| anyhow!(e))?);
     let mut sids = Vec::new();
     let mut segments = 0;
@@ -151,7 +157,7 @@ async fn direct(
         let req = SendRequest {
             creds: Creds::of(account),
             to: to.clone(),
-            sender: account.sender.clone(),
+            sender: sender.clone(),
             body: body.clone(),
             media_urls: if i == 0 {
                 media_urls.to_vec()

@@ -182,6 +182,12 @@ pub(crate) fn render(a: &Answers) -> String {
       // Whom the agent may text on its own (not replies): unset, the people above
       // (allowFrom, approved senders, defaultTo); or numbers, "+44*" prefixes, "*".
       // allowTo: ["+15557654321"],
+      // WhatsApp on the same account and webhook (docs/whatsapp.md): from defaults to
+      // fromNumber (the Twilio Sandbox's sender is +14155238886); reengage is the
+      // approved template (HX…) sent when a reply falls outside WhatsApp's 24 hours.
+      // allowFrom entries without a prefix allow both channels; "whatsapp:+1…" or
+      // "sms:+1…" one only.
+      // whatsapp: {{ enabled: true, from: "+14155238886", templates: {{ reengage: "HX…" }} }},
     }},
   }},
 }}

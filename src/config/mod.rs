@@ -175,9 +175,31 @@ pub struct Account {
     pub inbound_per_sender_per_minute: u32,
     pub api_base_url: Url,
     pub messaging_api_base_url: Url,
+    /// `whatsapp`, when enabled (CONTRACT §12).
+    pub whatsapp: Option<WhatsApp>,
+}
+
+/// An account's WhatsApp (CONTRACT §12): the same credentials and webhook, its own
+/// sender, and the template that re-opens the 24-hour window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhatsApp {
+    /// `from` (a `whatsapp:` address) or the account's Messaging Service.
+    pub sender: Sender,
+    /// `templates.reengage`: a Content SID (`HX…`).
+    pub reengage: Option<String>,
 }
 
 impl Account {
+    /// Who sends to `to`: the WhatsApp sender for a WhatsApp address (`None` when
+    /// the account has no WhatsApp), else the account's sender.
+    pub fn sender_for(&self, to: &E164) -> Option<&Sender> {
+        if to.is_whatsapp() {
+            self.whatsapp.as_ref().map(|w| &w.sender)
+        } else {
+            Some(&self.sender)
+        }
+    }
+
     pub fn public_url(&self) -> Option<&PublicUrl> {
         match &self.inbound {
             InboundCheck::Signed { url } => Some(url),
@@ -281,16 +303,62 @@ impl DmPolicy {
     }
 }
 
+/// `allowFrom` (CONTRACT §5, §12): an entry without a prefix allows the number on both
+/// channels; `sms:+1…` or `whatsapp:+1…` one channel only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowFrom {
     /// `"*"` was listed.
     pub anyone: bool,
+    /// Numbers without a prefix: both channels.
     pub numbers: BTreeSet<E164>,
+    /// `sms:+1…` entries: SMS only.
+    pub sms_only: BTreeSet<E164>,
+    /// `whatsapp:+1…` entries (kept as WhatsApp addresses): WhatsApp only.
+    pub whatsapp_only: BTreeSet<E164>,
 }
 
 impl AllowFrom {
     pub fn allows(&self, sender: &E164) -> bool {
-        self.anyone || self.numbers.contains(sender)
+        self.anyone || self.lists(sender)
+    }
+
+    /// Whether an entry names this address on its channel (`"*"` aside).
+    pub fn lists(&self, address: &E164) -> bool {
+        match address.channel() {
+            crate::phone::Channel::Sms => {
+                self.numbers.contains(address) || self.sms_only.contains(address)
+            }
+            crate::phone::Channel::Whatsapp => {
+                self.whatsapp_only.contains(address)
+                    || self
+                        .numbers
+                        .contains(&address.on(crate::phone::Channel::Sms))
+            }
+        }
+    }
+
+    /// The numbers allowed on SMS (the default approvers, who answer by SMS).
+    pub fn sms_numbers(&self) -> impl Iterator<Item = &E164> {
+        self.numbers.iter().chain(self.sms_only.iter())
+    }
+
+    /// Every entry as written back (`sms:`/`whatsapp:` kept), `"*"` first.
+    pub fn entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.anyone {
+            out.push("*".to_string());
+        }
+        out.extend(self.numbers.iter().map(ToString::to_string));
+        out.extend(self.sms_only.iter().map(|n| format!("sms:{n}")));
+        out.extend(self.whatsapp_only.iter().map(ToString::to_string));
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.anyone
+            && self.numbers.is_empty()
+            && self.sms_only.is_empty()
+            && self.whatsapp_only.is_empty()
     }
 }
 

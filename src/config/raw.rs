@@ -147,6 +147,10 @@ pub struct RawAccount {
     /// (CONTRACT §9); keys checked by `validate::approvals`.
     #[serde(default, deserialize_with = "nullable")]
     pub exec_approvals: Option<Field<BTreeMap<String, Value>>>,
+    /// `{ enabled, from, templates: { reengage } }` (CONTRACT §12); keys checked by
+    /// `validate::whatsapp`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub whatsapp: Option<Field<BTreeMap<String, Value>>>,
     pub accounts: Option<BTreeMap<String, RawAccount>>,
     #[serde(default, deserialize_with = "nullable")]
     pub default_account: Option<Field<String>>,

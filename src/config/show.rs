@@ -59,15 +59,7 @@ fn account(a: &Account) -> Value {
         Sender::Number(n) => (Some(n.to_string()), None),
         Sender::MessagingService(s) => (None, Some(s.clone())),
     };
-    let mut allow: Vec<String> = a
-        .allow_from
-        .numbers
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if a.allow_from.anyone {
-        allow.insert(0, "*".into());
-    }
+    let allow = a.allow_from.entries();
     json!({
         "usable": true,
         "accountSid": a.account_sid,
@@ -117,6 +109,13 @@ fn account(a: &Account) -> Value {
         "dangerouslyDisableSignatureValidation": matches!(a.inbound, InboundCheck::Unsigned { .. }),
         "apiBaseUrl": a.api_base_url.as_str(),
         "messagingApiBaseUrl": a.messaging_api_base_url.as_str(),
+        // null: WhatsApp is off for this account (CONTRACT §12).
+        "whatsapp": a.whatsapp.as_ref().map(|w| json!({
+            "enabled": true,
+            "from": match &w.sender { Sender::Number(n) => Some(n.number().to_string()), Sender::MessagingService(_) => None },
+            "messagingServiceSid": match &w.sender { Sender::MessagingService(s) => Some(s.clone()), Sender::Number(_) => None },
+            "templates": { "reengage": w.reengage },
+        })),
     })
 }
 

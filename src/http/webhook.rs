@@ -377,10 +377,25 @@ fn misaddressed(account: &Account, sms: &InboundSms) -> Option<String> {
             return Some("AccountSid does not match the account's accountSid".into());
         }
     }
-    match &account.sender {
+    let sender = if sms.channel == crate::phone::Channel::Whatsapp {
+        match &account.whatsapp {
+            Some(w) => &w.sender,
+            None => {
+                return Some("a WhatsApp message, and WhatsApp is not enabled for this account (set whatsapp.enabled)".into())
+            }
+        }
+    } else {
+        &account.sender
+    };
+    match sender {
         Sender::Number(n) if n.as_str() != to => Some(format!(
-            "To {} is not the account's fromNumber",
-            redact_for_log(to)
+            "To {} is not the account's {}",
+            redact_for_log(to),
+            if n.is_whatsapp() {
+                "WhatsApp sender (whatsapp.from)"
+            } else {
+                "fromNumber"
+            }
         )),
         Sender::MessagingService(mg) => match sms.messaging_service_sid.as_deref() {
             Some(got) if got != mg => {

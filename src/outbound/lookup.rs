@@ -69,15 +69,19 @@ pub(super) async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), S
         .filter(|(at, _)| *at == stored)
         .map(|(_, mono)| mono.elapsed().as_millis() as u64);
     let (attempt, _) = reconcile::attempt_on_twilio_clock(stored, asked_at, since, None);
+    let sender = account
+        .sender_for(&rec.to)
+        .cloned()
+        .unwrap_or_else(|| account.sender.clone());
     let req = SendRequest {
         creds: Creds::of(account),
         to: rec.to.clone(),
-        sender: account.sender.clone(),
+        sender: sender.clone(),
         body: rec.body.clone(),
         media_urls: Vec::new(),
         status_callback: None,
     };
-    let sent_by = match &account.sender {
+    let sent_by = match &sender {
         crate::config::Sender::MessagingService(mg) => reconcile::SentBy::Service(mg.as_str()),
         crate::config::Sender::Number(n) => reconcile::SentBy::Number(n.as_str()),
     };

@@ -87,6 +87,44 @@ struct Pending {
     segments: u32,
 }
 
+/// Where a reply or send goes: `to` as written (`whatsapp:+1…` or a number; `None`:
+/// the account's `defaultTo`), on `channel` when one is named (CONTRACT §12).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Destination<'a> {
+    pub to: Option<&'a str>,
+    pub channel: Option<crate::phone::Channel>,
+}
+
+impl<'a> Destination<'a> {
+    /// An address as it is written (a reply's sender, the CLI's `--target`).
+    pub fn address(to: &'a str) -> Self {
+        Self {
+            to: Some(to),
+            channel: None,
+        }
+    }
+
+    /// The address, or why there is none: a number on the named channel, or with its
+    /// own `whatsapp:` prefix; an `sms` channel with a `whatsapp:` address is refused.
+    pub fn resolve(&self, default_to: Option<&E164>) -> Result<Option<E164>, String> {
+        use crate::phone::Channel;
+        let Some(t) = self.to else {
+            return Ok(default_to.map(|d| d.on(self.channel.unwrap_or(Channel::Sms))));
+        };
+        let addr = E164::parse_address(t).map_err(|e| e.to_string())?;
+        match (self.channel, addr.channel()) {
+            (Some(Channel::Sms), Channel::Whatsapp) => Err(
+                "\"channel\" is \"sms\" but \"to\" is a whatsapp: address; drop one of them".into(),
+            ),
+            (Some(c), _) => Ok(Some(addr.on(c))),
+            (None, _) => Ok(Some(addr)),
+        }
+    }
+}
+
+/// The most characters one WhatsApp message carries (Twilio's `Body` limit).
+pub(crate) const WHATSAPP_BODY_MAX: usize = 1600;
+
 /// A planned text: its parts, ready to be written, and its group id.
 pub struct Planned {
     pub group: u64,
@@ -224,7 +262,7 @@ impl Outbox {
         config: &Config,
         store: &Store,
         account: Option<&str>,
-        to: Option<&str>,
+        to: Destination<'_>,
         text: &str,
         media_urls: Vec<String>,
         media: Vec<crate::mms::Item>,
@@ -232,21 +270,27 @@ impl Outbox {
         waiter: Waiter,
     ) -> Result<Planned, Refusal> {
         let account = config.sms.resolve_account(account).map_err(Refusal::new)?;
-        let to = match to {
-            Some(t) => E164::parse(t).map_err(|e| Refusal::new(e.to_string()))?,
-            None => account.default_to.clone().ok_or_else(|| {
+        let to = to
+            .resolve(account.default_to.as_ref())
+            .map_err(Refusal::new)?
+            .ok_or_else(|| {
                 Refusal::new(format!(
                     "no \"to\", and account {:?} has no defaultTo",
                     account.id
                 ))
-            })?,
-        };
+            })?;
+        if to.is_whatsapp() && account.whatsapp.is_none() {
+            return Err(Refusal::new(format!(
+                "account {:?} has no WhatsApp (set whatsapp.enabled and whatsapp.from in its config); nothing was sent",
+                account.id
+            )));
+        }
         let store_err =
             |e: crate::store::StoreError| Refusal::new(format!("cannot queue the message: {e}"));
         check_destination(config, store, account, &to, &purpose)?;
         let now = crate::clock::now_ms();
         let (media_urls, mut media) = plan_media(account, media_urls, media, now)?;
-        let parts = plan_parts(text, account.text_chunk_limit, &media_urls)?;
+        let parts = plan_parts(text, account, &to, &media_urls)?;
         if store.is_opted_out(&account.id, &to).map_err(store_err)? {
             return Err(Refusal {
                 message: "the recipient has opted out (replied STOP); nothing was sent".into(),
@@ -451,10 +495,16 @@ fn new_token() -> String {
 /// one empty body.
 pub(crate) fn plan_parts(
     text: &str,
-    limit: usize,
+    account: &crate::config::Account,
+    to: &E164,
     media_urls: &[String],
 ) -> Result<Vec<String>, Refusal> {
-    let parts = crate::text::prepare_sms(text, limit);
+    // WhatsApp: its own formatting, and Twilio's whole `Body` (CONTRACT §12).
+    let parts = if to.is_whatsapp() {
+        crate::text::prepare_whatsapp(text, WHATSAPP_BODY_MAX)
+    } else {
+        crate::text::prepare_sms(text, account.text_chunk_limit)
+    };
     if parts.is_empty() {
         if media_urls.is_empty() {
             return Err(Refusal::new("the text is empty; nothing to send"));

@@ -57,6 +57,16 @@ fn limited(rec: &OutboundRecord) -> bool {
     !matches!(rec.purpose, Purpose::Cli) && !rec.released
 }
 
+/// What a send counts for `outboundLimits` and the `sent` line: Twilio's count, else
+/// ours. A WhatsApp message is one, whatever its length: it is not billed by segment
+/// (CONTRACT §12).
+fn segments_of(rec: &OutboundRecord, twilio: Option<u32>) -> u32 {
+    if rec.to.is_whatsapp() {
+        return 1;
+    }
+    twilio.unwrap_or_else(|| crate::text::count_segments(&rec.body).segments)
+}
+
 pub(crate) async fn run(s: Sender, mut shutdown: Shutdown) {
     // One write: the sends cut off by the last stop become of unknown outcome, and
     // the in-memory queue is loaded from the same snapshot, in commit order with the
@@ -216,6 +226,16 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         )
         .await;
     };
+    let Some(sender) = account.sender_for(&rec.to).cloned() else {
+        return finish(
+            s,
+            rec,
+            OutboundState::Failed,
+            "WhatsApp is no longer enabled for its account".into(),
+            None,
+        )
+        .await;
+    };
     if s.store.is_opted_out(&account.id, &rec.to)? {
         return finish(
             s,
@@ -227,7 +247,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         .await;
     }
     if limited(&rec) {
-        let segments = crate::text::count_segments(&rec.body).segments.max(1);
+        let segments = segments_of(&rec, None).max(1);
         let now = now_ms();
         let verdict = s.windows().sent.check(
             &account.id,
@@ -322,7 +342,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     let req = SendRequest {
         creds: Creds::of(account),
         to: rec.to.clone(),
-        sender: account.sender.clone(),
+        sender,
         body: rec.body.clone(),
         media_urls: rec.media_urls.clone(),
         // Delivery statuses come back to our own webhook route.
@@ -330,9 +350,7 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
     };
     match s.twilio.send(&req).await {
         Ok(sent) => {
-            let segments = sent
-                .segments
-                .unwrap_or_else(|| crate::text::count_segments(&rec.body).segments);
+            let segments = segments_of(&rec, sent.segments);
             let status = sent.status.as_deref().unwrap_or("queued");
             record_sent(
                 s,

@@ -124,7 +124,7 @@ impl Store {
             let route = seen_route(&v).and_then(|(account, sender)| {
                 Some(Route {
                     account: account.to_string(),
-                    from: E164::parse(sender).ok()?,
+                    from: E164::parse_address(sender).ok()?,
                     at_ms: seen_time(&v)?,
                 })
             });

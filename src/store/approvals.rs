@@ -168,7 +168,7 @@ impl Store {
             let (k, v) = item?;
             if super::access::decode_conversation(&v).0 == id {
                 let number = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                return Ok(crate::phone::E164::parse(&number).ok());
+                return Ok(crate::phone::E164::parse_address(&number).ok());
             }
         }
         Ok(None)

@@ -67,13 +67,14 @@ pub(crate) fn remove_leftover(state_dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Steps 2–4 if the marker asks for them. Runs at open, before the writer starts.
+    /// Steps 2–4 if the marker asks for them (then `true`). Runs at open, before the
+    /// writer starts.
     pub(crate) fn compact_if_requested(
         &self,
         progress: &mut dyn FnMut(),
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if !marker(&self.state_dir).exists() {
-            return Ok(());
+            return Ok(false);
         }
         let started = std::time::Instant::now();
         let new = self.state_dir.join(NEW);
@@ -148,7 +149,7 @@ impl Store {
             millis = started.elapsed().as_millis() as u64,
             "rewrote the store into a fresh directory after the migration (sled keeps freed page ids in memory otherwise)"
         );
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -133,7 +133,6 @@ impl Store {
         }
         tracing::info!("moving the dedupe marks into buckets (once, after an upgrade; 30-40 s a million marks)");
         let started = std::time::Instant::now();
-        let mut moved = 0usize;
         for pass in 0..PASSES {
             progress();
             let mut marks: std::collections::BTreeMap<[u8; 2], Vec<(sled::IVec, sled::IVec)>> =
@@ -182,25 +181,7 @@ impl Store {
         // 650–830 MiB at a million marks against 180 MiB this way.) Each chunk starts
         // after the last key removed, not at the start of the area: rescanning from the
         // start stepped over everything removed so far, a chunk slower each time.
-        let mut from = legacy.to_vec();
-        loop {
-            progress();
-            let keys: Vec<sled::IVec> = h
-                .data
-                .range(from.as_slice()..)
-                .keys()
-                .take_while(|k| k.as_ref().map_or(true, |k| k.starts_with(&legacy)))
-                .take(PROGRESS_EVERY)
-                .collect::<Result<_, _>>()?;
-            let Some(last) = keys.last() else { break };
-            // The next key after `last` in byte order.
-            from = last.to_vec();
-            from.push(0);
-            moved += keys.len();
-            let mut b = sled::Batch::default();
-            keys.into_iter().for_each(|k| b.remove(k));
-            h.data.apply_batch(b)?;
-        }
+        let moved = super::remove_prefix(&h, &legacy, progress)?;
         progress();
         h.db.flush()?;
         tracing::info!(

@@ -72,6 +72,9 @@ pub struct AgentMessage {
     /// stored) until the first one.
     #[serde(default, skip_serializing_if = "AgentFailures::is_none")]
     pub failures: AgentFailures,
+    /// A WhatsApp sender's `ProfileName` (CONTRACT §12); the channel is `from`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_name: Option<String>,
 }
 
 /// A message's `fail` history: how often the agent failed it, when it may be

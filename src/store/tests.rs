@@ -40,6 +40,7 @@ fn msg(id: &str) -> AgentMessage {
         media_pending: false,
         conversation: String::new(),
         failures: Default::default(),
+        profile_name: None,
     }
 }
 

@@ -34,8 +34,27 @@ const BULLET: &str = "• ";
 /// even though CommonMark would read it as emphasis, since in a chat reply it
 /// is far more likely to be arithmetic than intraword emphasis.
 pub fn to_sms_text(markdown: &str) -> String {
+    render(markdown, Style::Sms)
+}
+
+/// Convert `markdown` into WhatsApp's own formatting (CONTRACT §12): WhatsApp renders
+/// `*bold*`, `_italic_`, `~strike~` and ` ```code``` `, so those are kept in its
+/// syntax instead of flattened; headings become bold lines. Everything else (lists,
+/// links, quotes, breaks, the arithmetic rule) is as in [`to_sms_text`].
+pub fn to_whatsapp_text(markdown: &str) -> String {
+    render(markdown, Style::Whatsapp)
+}
+
+/// Which rendering: plain SMS text, or WhatsApp's formatting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Sms,
+    Whatsapp,
+}
+
+fn render(markdown: &str, style: Style) -> String {
     let source = markdown.replace("\r\n", "\n");
-    let mut renderer = Renderer::new(&source);
+    let mut renderer = Renderer::new(&source, style);
     for (event, range) in Parser::new_ext(&source, Options::ENABLE_STRIKETHROUGH).into_offset_iter()
     {
         renderer.event(event, range);
@@ -65,6 +84,7 @@ struct Span {
 /// Streaming state while turning parser events into plain text.
 struct Renderer<'s> {
     source: &'s str,
+    style: Style,
     out: String,
     pending: Pending,
     /// True right after a newline in `out`, so list continuation lines can be
@@ -84,9 +104,10 @@ struct Renderer<'s> {
 }
 
 impl<'s> Renderer<'s> {
-    fn new(source: &'s str) -> Self {
+    fn new(source: &'s str, style: Style) -> Self {
         Renderer {
             source,
+            style,
             out: String::new(),
             pending: Pending::None,
             at_line_start: true,
@@ -102,6 +123,9 @@ impl<'s> Renderer<'s> {
         match event {
             Event::Start(tag) => self.start(tag, range),
             Event::End(tag) => self.end(tag),
+            Event::Code(text) if self.style == Style::Whatsapp => {
+                self.text(&format!("```{text}```"))
+            }
             Event::Text(text) | Event::Code(text) => self.text(&text),
             Event::Html(html) | Event::InlineHtml(html) => self.text(&html),
             Event::InlineMath(math) | Event::DisplayMath(math) => self.text(&math),
@@ -114,7 +138,13 @@ impl<'s> Renderer<'s> {
     }
 
     fn start(&mut self, tag: Tag<'_>, range: Range<usize>) {
+        let wa = self.style == Style::Whatsapp;
         match tag {
+            Tag::Heading { .. } if wa => {
+                self.pending_at_least(Pending::Newline);
+                self.open_mark("*");
+            }
+            Tag::Strikethrough if wa => self.open_mark("~"),
             Tag::Paragraph
             | Tag::Heading { .. }
             | Tag::BlockQuote(_)
@@ -161,8 +191,8 @@ impl<'s> Renderer<'s> {
                 self.marker = Some(self.item_marker(&range));
             }
             Tag::TableCell => self.text(" "),
-            Tag::Emphasis => self.open_span(&range, 1),
-            Tag::Strong => self.open_span(&range, 2),
+            Tag::Emphasis => self.open_span(&range, 1, wa.then_some("_")),
+            Tag::Strong => self.open_span(&range, 2, wa.then_some("*")),
             // Never kept literally: only `*` doubles as an arithmetic sign.
             Tag::Strikethrough | Tag::Superscript | Tag::Subscript => {
                 self.spans.push(Span { close: None })
@@ -177,6 +207,21 @@ impl<'s> Renderer<'s> {
 
     fn end(&mut self, tag: TagEnd) {
         match tag {
+            TagEnd::Heading(_) if self.style == Style::Whatsapp => {
+                if let Some(Span { close: Some(close) }) = self.spans.pop() {
+                    self.text(&close);
+                }
+                self.pending_at_least(Pending::Blank);
+            }
+            TagEnd::CodeBlock if self.style == Style::Whatsapp => {
+                if let Some(block) = self.block.take() {
+                    let body = block.trim_end_matches('\n');
+                    if !body.is_empty() {
+                        self.text(&format!("```{body}```"));
+                    }
+                }
+                self.pending_at_least(Pending::Blank);
+            }
             TagEnd::Paragraph
             | TagEnd::Heading(_)
             | TagEnd::BlockQuote(_)
@@ -220,10 +265,20 @@ impl<'s> Renderer<'s> {
         }
     }
 
+    /// A span WhatsApp renders: its mark now, and again when it closes. An empty span
+    /// (`****`) would print its marks alone: WhatsApp shows those literally, harmless.
+    fn open_mark(&mut self, mark: &str) {
+        self.text(mark);
+        self.spans.push(Span {
+            close: Some(mark.to_string()),
+        });
+    }
+
     /// Emphasis delimited by `*` with alphanumerics right outside both ends
     /// (`2*3*4`, `a*b*c`) is almost always arithmetic in a chat reply, so we
     /// keep its delimiters instead of silently deleting them.
-    fn open_span(&mut self, range: &Range<usize>, width: usize) {
+    /// Otherwise the span loses its markup, or under WhatsApp gets `mark`.
+    fn open_span(&mut self, range: &Range<usize>, width: usize, mark: Option<&str>) {
         let src = self.source;
         let before = src.get(..range.start).and_then(|s| s.chars().next_back());
         let after = src.get(range.end..).and_then(|s| s.chars().next());
@@ -242,7 +297,10 @@ impl<'s> Renderer<'s> {
                     close: Some(close.to_string()),
                 });
             }
-            _ => self.spans.push(Span { close: None }),
+            _ => match mark {
+                Some(mark) => self.open_mark(mark),
+                None => self.spans.push(Span { close: None }),
+            },
         }
     }
 
@@ -352,6 +410,36 @@ mod tests {
     use super::*;
 
     use proptest::prelude::*;
+
+    #[test]
+    fn to_whatsapp_text_table() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("plain", "Call me at 5pm, ok?", "Call me at 5pm, ok?"),
+            ("bold", "**bold** and __also__", "*bold* and *also*"),
+            ("italic", "*it* and _it_", "_it_ and _it_"),
+            ("strike", "~~old~~ new", "~old~ new"),
+            ("inline code", "run `ls -l` now", "run ```ls -l``` now"),
+            (
+                "code block",
+                "```rust\nfn main() {}\n```",
+                "```fn main() {}```",
+            ),
+            ("heading", "# Plan\nbody", "*Plan*\n\nbody"),
+            ("nested", "**bold _it_**", "*bold _it_*"),
+            ("arithmetic stays", "2*3*4 = 24", "2*3*4 = 24"),
+            ("spaced star", "2 * 3 = 6", "2 * 3 = 6"),
+            ("list", "- one\n- **two**", "• one\n• *two*"),
+            (
+                "link",
+                "See [docs](https://example.com) now",
+                "See docs (https://example.com) now",
+            ),
+            ("empty", "", ""),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(to_whatsapp_text(input), *want, "{name}: {input:?}");
+        }
+    }
 
     #[test]
     fn to_sms_text_table() {

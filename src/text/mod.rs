@@ -20,7 +20,7 @@ mod segments;
 
 pub use chunk::chunk;
 pub use invisible::strip_invisible;
-pub use markdown::to_sms_text;
+pub use markdown::{to_sms_text, to_whatsapp_text};
 pub use segments::{count_segments, twilio_length, Encoding, SegmentCount};
 
 /// Strip invisible characters from `markdown`, flatten it to SMS text and split it
@@ -31,6 +31,13 @@ pub use segments::{count_segments, twilio_length, Encoding, SegmentCount};
 /// Returns an empty vector when there is nothing to send.
 pub fn prepare_sms(markdown: &str, limit: usize) -> Vec<String> {
     chunk(&to_sms_text(&strip_invisible(markdown)), limit)
+}
+
+/// [`prepare_sms`] for WhatsApp (CONTRACT §12): markdown converted to WhatsApp's
+/// formatting, not flattened; split at `limit` like SMS (Twilio's `Body` takes 1,600
+/// characters on both).
+pub fn prepare_whatsapp(markdown: &str, limit: usize) -> Vec<String> {
+    chunk(&to_whatsapp_text(&strip_invisible(markdown)), limit)
 }
 
 #[cfg(test)]

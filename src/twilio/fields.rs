@@ -57,6 +57,10 @@ pub struct Fields<'a> {
     pub messaging_service_sid: Option<&'a str>,
     /// `OptOutType` (Twilio's Advanced Opt-Out: STOP, START, HELP), when present.
     pub opt_out_type: Option<&'a str>,
+    /// `ProfileName` (a WhatsApp sender's name, any text) and `WaId` (their WhatsApp
+    /// id: digits), when present.
+    pub profile_name: Option<&'a str>,
+    pub wa_id: Option<&'a str>,
     /// `(MediaUrl{i}, MediaContentType{i})` for `i` below `NumMedia`, in index order.
     media: Vec<(usize, Option<&'a str>, Option<&'a str>)>,
 }
@@ -85,6 +89,29 @@ pub struct InboundSms {
     pub opt_out_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<MediaRef>,
+    /// WhatsApp when `From` is `whatsapp:+…` (CONTRACT §12); records of earlier
+    /// versions have none and are SMS.
+    #[serde(default, skip_serializing_if = "is_sms")]
+    pub channel: Channel,
+    /// `ProfileName`: the WhatsApp sender's name (never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_name: Option<String>,
+    /// `WaId`: the WhatsApp sender's id (the number without `+`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa_id: Option<String>,
+}
+
+fn is_sms(c: &Channel) -> bool {
+    *c == Channel::Sms
+}
+
+/// The channel of a webhook's `From`.
+pub fn channel_of(from: &str) -> Channel {
+    if from.starts_with(crate::phone::WHATSAPP_PREFIX) {
+        Channel::Whatsapp
+    } else {
+        Channel::Sms
+    }
 }
 
 /// One attachment of an inbound MMS, as Twilio announced it.
@@ -115,6 +142,9 @@ impl<'a> Fields<'a> {
             account_sid: self.account_sid.map(str::to_string),
             messaging_service_sid: self.messaging_service_sid.map(str::to_string),
             opt_out_type: self.opt_out_type.map(str::to_string),
+            channel: channel_of(self.from),
+            profile_name: self.profile_name.map(str::to_string),
+            wa_id: self.wa_id.map(str::to_string),
             media: self
                 .media
                 .iter()
@@ -151,6 +181,9 @@ impl InboundSms {
                 .filter(|v| !v.is_empty())
                 .map(str::to_string),
             opt_out_type: field("OptOutType").map(str::to_string),
+            channel: channel_of(field("From").unwrap_or_default()),
+            profile_name: field("ProfileName").map(str::to_string),
+            wa_id: field("WaId").map(str::to_string),
             media: (0..n.min(MAX_MEDIA))
                 .filter_map(|i| {
                     Some(MediaRef {
@@ -164,6 +197,8 @@ impl InboundSms {
         }
     }
 }
+
+use crate::phone::Channel;
 
 /// Why a webhook's fields were refused: which field, and what is wrong with it. The
 /// value is never included (it may be a phone number or a message body).
@@ -206,6 +241,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
     let mut media_indexes: Vec<(&str, usize)> = Vec::new();
     let (mut from, mut to, mut body) = ("", "", "");
     let (mut account_sid, mut messaging_service_sid, mut opt_out_type) = (None, None, None);
+    let (mut profile_name, mut wa_id) = (None, None);
     let mut media: Vec<(usize, Option<&str>, Option<&str>)> = Vec::new();
     for (name, value) in params {
         let name = name.as_str();
@@ -215,6 +251,7 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
             match name {
                 "Body" if body.is_empty() => body = value,
                 "OptOutType" if opt_out_type.is_none() => opt_out_type = Some(value),
+                "ProfileName" if profile_name.is_none() => profile_name = Some(value),
                 _ => {}
             }
             continue;
@@ -261,10 +298,10 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                 messaging_service_sid = Some(value).filter(|v| !v.is_empty());
             }
             Kind::Address => {
-                if !is_address(value) {
+                if !is_address(value) && !is_whatsapp_address(value) {
                     return Err(FieldError::bad(
                         name,
-                        "is not an E.164 number, a short code or an alphanumeric sender ID",
+                        "is not an E.164 number (also as whatsapp:+…), a short code or an alphanumeric sender ID",
                     ));
                 }
                 if name == "From" {
@@ -304,6 +341,19 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
                     return Err(FieldError::bad(name, "is not a Twilio error code"));
                 }
                 error_code = Some(value).filter(|v| !v.is_empty());
+            }
+            Kind::WaId => {
+                // The number without `+`: 2 to 15 digits, the first not 0.
+                let ok = (2..=15).contains(&value.len())
+                    && value.bytes().all(|b| b.is_ascii_digit())
+                    && !value.starts_with('0');
+                if !ok {
+                    return Err(FieldError::bad(
+                        name,
+                        "is not a WhatsApp id (the number's digits)",
+                    ));
+                }
+                wa_id = Some(value);
             }
             Kind::ApiVersion => {
                 if !is_api_version(value) {
@@ -361,6 +411,8 @@ pub fn check(params: &[(String, String)]) -> Result<Fields<'_>, FieldError> {
         account_sid,
         messaging_service_sid,
         opt_out_type,
+        profile_name,
+        wa_id,
         media,
     })
 }
@@ -389,6 +441,7 @@ enum Kind {
     NumMedia,
     NumSegments,
     ErrorCode,
+    WaId,
     ApiVersion,
     MediaUrl(usize),
     MediaContentType(usize),
@@ -406,6 +459,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "NumSegments" => Kind::NumSegments,
         "ErrorCode" => Kind::ErrorCode,
         "ApiVersion" => Kind::ApiVersion,
+        "WaId" => Kind::WaId,
         _ => {
             let (index, url) = if let Some(i) = name.strip_prefix("MediaUrl") {
                 (i, true)
@@ -463,7 +517,7 @@ fn small_decimal(value: &str) -> Option<usize> {
 /// What Twilio sends in `From`/`To` of an SMS: an E.164 number (`+` and 2 to 15 digits,
 /// the first not 0), a short code (3 to 8 digits), or an alphanumeric sender ID (1 to
 /// 11 ASCII letters, digits and spaces, at least one letter: only ever the sender of a
-/// message we sent, in a status callback). Channel addresses (`whatsapp:…`) are not SMS.
+/// message we sent, in a status callback). WhatsApp addresses are [`is_whatsapp_address`].
 pub fn is_address(value: &str) -> bool {
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if let Some(number) = value.strip_prefix('+') {
@@ -478,6 +532,13 @@ pub fn is_address(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b' ')
         && value.bytes().any(|b| b.is_ascii_alphabetic())
         && value.trim() == value
+}
+
+/// A WhatsApp address as Twilio writes it: `whatsapp:` and an E.164 number.
+pub fn is_whatsapp_address(value: &str) -> bool {
+    value
+        .strip_prefix(crate::phone::WHATSAPP_PREFIX)
+        .is_some_and(|n| n.starts_with('+') && is_address(n))
 }
 
 /// `2010-04-01`.
@@ -576,6 +637,69 @@ mod tests {
             }
         }
         p(&v)
+    }
+
+    /// CONTRACT §12: `whatsapp:` addresses, `ProfileName` and `WaId`.
+    #[test]
+    fn a_whatsapp_message_is_parsed_with_its_channel_and_profile() {
+        let params = with(&[
+            ("From", Some("whatsapp:+15557654321")),
+            ("To", Some("whatsapp:+14155238886")),
+            ("ProfileName", Some("Ann")),
+            ("WaId", Some("15557654321")),
+        ]);
+        let f = check(&params).unwrap();
+        let sms = f.to_sms();
+        assert_eq!(sms.channel, Channel::Whatsapp);
+        assert_eq!(sms.from, "whatsapp:+15557654321");
+        assert_eq!(sms.profile_name.as_deref(), Some("Ann"));
+        assert_eq!(sms.wa_id.as_deref(), Some("15557654321"));
+        assert_eq!(
+            sms,
+            InboundSms::from_params(&params),
+            "the two parsers agree"
+        );
+        assert_eq!(
+            check(&p(&inbound())).unwrap().to_sms().channel,
+            Channel::Sms
+        );
+        let bad = [
+            ("WaId", "+15557654321"),
+            ("WaId", "0155"),
+            ("WaId", "1555765432112345678"),
+            ("From", "whatsapp:15557654321"),
+            ("From", "whatsapp:+1555 7654321"),
+            ("To", "whatsapp:"),
+            ("From", "whatsapp:whatsapp:+15557654321"),
+        ];
+        for (name, value) in bad {
+            let params = with(&[(name, Some(value))]);
+            assert_eq!(check(&params).unwrap_err().field(), name, "{name}={value}");
+        }
+        // WaId appears once; ProfileName is free text, the first kept.
+        let mut twice = with(&[("WaId", Some("15557654321"))]);
+        twice.push(("WaId".into(), "15557654321".into()));
+        assert!(check(&twice).is_err());
+    }
+
+    /// A message stored by an earlier version (no channel, no profile) decodes as SMS.
+    #[test]
+    fn stored_messages_without_a_channel_are_sms() {
+        let old: InboundSms =
+            serde_json::from_str(r#"{"from":"+15557654321","to":"+15550001111","body":"hi"}"#)
+                .unwrap();
+        assert_eq!(old.channel, Channel::Sms);
+        assert_eq!(old.profile_name, None);
+        let sms = serde_json::to_string(&old).unwrap();
+        assert!(
+            !sms.contains("channel"),
+            "SMS records stay as they were: {sms}"
+        );
+        let mut wa = old.clone();
+        wa.channel = Channel::Whatsapp;
+        wa.profile_name = Some("Ann".into());
+        let back: InboundSms = serde_json::from_str(&serde_json::to_string(&wa).unwrap()).unwrap();
+        assert_eq!(back, wa);
     }
 
     #[test]
@@ -765,9 +889,15 @@ mod tests {
                 Err("From"),
             ),
             ("From empty", vec![("From", Some(""))], Err("From")),
+            // A WhatsApp address is one now (CONTRACT §12); a short code is not.
             (
                 "From whatsapp",
                 vec![("From", Some("whatsapp:+15557654321"))],
+                Ok(()),
+            ),
+            (
+                "From whatsapp short code",
+                vec![("From", Some("whatsapp:12345"))],
                 Err("From"),
             ),
             (

@@ -128,6 +128,16 @@ const TABLE: &[Hint] = &[
         meaning: "this number's A2P 10DLC registration is still pending",
         action: "wait for the campaign's approval, then send again",
     },
+    Hint {
+        code: 63007,
+        meaning: "Twilio has no WhatsApp sender for this From address",
+        action: "check whatsapp.from (or the Messaging Service's WhatsApp sender) in the Twilio Console; for a first try use the Sandbox's +14155238886",
+    },
+    Hint {
+        code: 63016,
+        meaning: "outside WhatsApp's 24-hour window, only an approved template may be sent",
+        action: "set whatsapp.templates.reengage to an approved template (HX…): smsgate then sends it and holds the text until the person answers",
+    },
 ];
 
 /// The hint for `code`, if the table has one.
@@ -148,7 +158,7 @@ mod tests {
     fn every_code_an_operator_meets_has_a_hint() {
         let needed = [
             20003, 21211, 21408, 21608, 21610, 21612, 21614, 21617, 30003, 30004, 30005, 30006,
-            30007, 30008, 30034, 30035, 11200,
+            30007, 30008, 30034, 30035, 11200, 63007, 63016,
         ];
         for code in needed {
             let h = hint(code).unwrap_or_else(|| panic!("no hint for {code}"));

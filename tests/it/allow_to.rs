@@ -188,7 +188,9 @@ async fn a_set_allow_to_holds_against_a_hostile_agent() {
         (Some("+1 555 765 4321"), Bad("E.164")),
         (Some("+1555765432１"), Bad("E.164")),
         (Some("+015557654321"), Bad("E.164")),
-        (Some("whatsapp:+15557654321"), Bad("E.164")),
+        // A WhatsApp address (CONTRACT §12), on an account without WhatsApp.
+        (Some("whatsapp:+15557654321"), Bad("no WhatsApp")),
+        (Some("whatsapp:15557654321"), Bad("E.164")),
         (Some("sms:sms:+15557654321"), Bad("E.164")),
         (Some("+15557654321\u{200b}"), Bad("E.164")),
         // Surrounding whitespace is trimmed wherever a number is read: the same number.

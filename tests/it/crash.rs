@@ -294,7 +294,14 @@ async fn kill_9_during_the_status_and_sent_log_migration_loses_nothing() {
         child.wait().unwrap();
     }
     let gw = Gateway::start(&config);
-    gw.stop_and_log();
+    let pid = gw.child.id();
+    let status = gw.status(&config);
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(pid)), "{status}");
+    let log = gw.stop_and_log();
+    // The start that finished the migration rewrote the store and then replaced itself
+    // with a fresh process (same pid) to give the migration's heap back, exactly once.
+    assert_eq!(log.matches("starting afresh once").count(), 1, "{log}");
+    assert_eq!(log.matches("smsgate ready").count(), 1, "{log}");
     let store = t.store();
     assert_eq!(store.statuses_len(), N as usize);
     assert!(store.is_our_sid(&format!("SM{:032x}", N - 1)).unwrap());

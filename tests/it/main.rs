@@ -37,3 +37,4 @@ mod own_texts;
 mod redirects;
 mod unknown_sends;
 mod webhook;
+mod whatsapp;

@@ -301,6 +301,8 @@ mod tests {
                     },
                 ],
                 conversation: Some("c".into()),
+                channel: None,
+                profile_name: None,
             }],
         };
         let as_json = |b: Vec<wire::ContentBlock>| -> Vec<serde_json::Value> {

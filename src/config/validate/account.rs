@@ -92,6 +92,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
         }
     };
     let (api_base_url, messaging_api_base_url) = api_urls(l, p);
+    let whatsapp = super::whatsapp::whatsapp(l, sender.as_ref(), p);
 
     use crate::config::checks::Unusable;
     let inactive = |reason: String, why: Unusable| {
@@ -168,6 +169,7 @@ pub(super) fn account(id: &str, l: &Layers, p: &mut Problems) -> Resolved {
                 inbound_per_sender_per_minute,
                 api_base_url,
                 messaging_api_base_url,
+                whatsapp,
             }))
         }
         // Set but invalid: the problem is already recorded.
@@ -292,7 +294,14 @@ fn policy(l: &Layers, p: &mut Problems) -> (DmPolicy, AllowFrom) {
         if entry.trim() == "*" {
             allow_from.anyone = true;
         } else {
-            match E164::parse(entry) {
+            let sms_only = crate::phone::strip_channel_prefix(entry) != entry.trim();
+            match E164::parse_address(entry) {
+                Ok(n) if n.is_whatsapp() => {
+                    allow_from.whatsapp_only.insert(n);
+                }
+                Ok(n) if sms_only => {
+                    allow_from.sms_only.insert(n);
+                }
                 Ok(n) => {
                     allow_from.numbers.insert(n);
                 }
@@ -304,7 +313,7 @@ fn policy(l: &Layers, p: &mut Problems) -> (DmPolicy, AllowFrom) {
         }
     }
     match dm_policy {
-        DmPolicy::Allowlist if !allow_from.anyone && allow_from.numbers.is_empty() => p.add(
+        DmPolicy::Allowlist if allow_from.is_empty() => p.add(
             &allow_path,
             "dmPolicy \"allowlist\" needs at least one number here; add the numbers that may text the agent, e.g. [\"+15557654321\"]",
         ),
@@ -580,6 +589,98 @@ mod account_tests {
         let mut top = base();
         top.insert("accounts".into(), accounts);
         Value::Object(top)
+    }
+
+    /// CONTRACT §12: `whatsapp` per account, each key checked with its path; `from`
+    /// defaults to the account's sender.
+    #[test]
+    fn whatsapp_keys_table() {
+        let with = |wa: Value| {
+            let mut top = base();
+            top.insert("whatsapp".into(), wa);
+            sms(Value::Object(top))
+        };
+        let hx = "HX0123456789abcdef0123456789abcdef";
+        let ok = |wa: Value| {
+            with(wa)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .sms
+                .accounts
+                .remove(0)
+                .whatsapp
+        };
+        let a = |s: &str| E164::parse_address(s).unwrap();
+        assert_eq!(
+            ok(json!({"enabled": true})),
+            Some(crate::config::WhatsApp {
+                sender: Sender::Number(a("whatsapp:+15550001111")),
+                reengage: None
+            })
+        );
+        assert_eq!(
+            ok(json!({"from": "whatsapp:+14155238886", "templates": {"reengage": hx}})),
+            Some(crate::config::WhatsApp {
+                sender: Sender::Number(a("whatsapp:+14155238886")),
+                reengage: Some(hx.into())
+            })
+        );
+        assert_eq!(
+            ok(json!({"from": MG})).map(|w| w.sender),
+            Some(Sender::MessagingService(MG.into()))
+        );
+        assert_eq!(ok(json!({"enabled": false, "from": "+14155238886"})), None);
+        assert_eq!(ok(Value::Null), None);
+        let cases = [
+            (
+                json!({"enabled": "yes"}),
+                "channels.sms.whatsapp.enabled",
+                "true or false",
+            ),
+            (
+                json!({"from": "+1555"}),
+                "channels.sms.whatsapp.from",
+                "E.164",
+            ),
+            (
+                json!({"from": 5}),
+                "channels.sms.whatsapp.from",
+                "WhatsApp sender",
+            ),
+            (
+                json!({"templates": {"reengage": "HX1"}}),
+                "channels.sms.whatsapp.templates.reengage",
+                "Content SID",
+            ),
+            (
+                json!({"templates": {"welcome": hx}}),
+                "channels.sms.whatsapp.templates.welcome",
+                "unknown template",
+            ),
+            (
+                json!({"templates": []}),
+                "channels.sms.whatsapp.templates",
+                "object",
+            ),
+            (
+                json!({"form": "+14155238886"}),
+                "channels.sms.whatsapp.form",
+                "unknown key",
+            ),
+            (json!("on"), "channels.sms.whatsapp", "object"),
+        ];
+        for (wa, path, says) in cases {
+            let e = with(wa.clone()).expect_err("refused");
+            assert!(
+                e.iter().any(|p| p.path == path && p.message.contains(says)),
+                "{wa}: {e:?}"
+            );
+        }
+        // A named account inherits it.
+        let c = sms(with_accounts(json!({"b": {
+            "fromNumber": "+15550002222", "webhookPath": "/webhooks/b",
+            "publicWebhookUrl": "https://sms.example.com/webhooks/b",
+        }})));
+        assert!(c.unwrap().sms.accounts.iter().all(|a| a.whatsapp.is_none()));
     }
 
     /// Issue 9, finding 9: `null` in a named account is "unset": it does not inherit.

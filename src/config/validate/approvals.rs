@@ -74,7 +74,9 @@ pub(super) fn exec_approvals(
     out.listed = listed.clone().unwrap_or_default();
     out.approvers = match listed {
         Some(list) => list,
-        None if !allow_from.numbers.is_empty() => allow_from.numbers.iter().cloned().collect(),
+        None if allow_from.sms_numbers().next().is_some() => {
+            allow_from.sms_numbers().cloned().collect()
+        }
         None => default_to.cloned().into_iter().collect(),
     };
     out

@@ -12,6 +12,7 @@ mod gateway;
 mod layers;
 mod secrets;
 mod sms;
+mod whatsapp;
 
 use serde_json::Value;
 

@@ -718,11 +718,19 @@ pub fn gateway_with(
     sms_extra: &str,
     env: &[(&str, &str)],
 ) -> (TestDir, FakeTwilio, PathBuf, Gateway) {
+    let (t, twilio, config) = configured(sms_extra);
+    let gw = Gateway::start_with(&config, env);
+    (t, twilio, config, gw)
+}
+
+/// [`gateway`] before the start: the directory, the fake Twilio and the written config,
+/// for a test that changes the config or the state dir first, or starts the daemon its
+/// own way.
+pub fn configured(sms_extra: &str) -> (TestDir, FakeTwilio, PathBuf) {
     let t = TestDir::new();
     let twilio = FakeTwilio::start();
     let config = t.config(&twilio, sms_extra);
-    let gw = Gateway::start_with(&config, env);
-    (t, twilio, config, gw)
+    (t, twilio, config)
 }
 
 pub struct Gateway {
@@ -811,6 +819,17 @@ impl Gateway {
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Waits up to `timeout` for `needle` in the log; fails the test with the log when
+    /// it does not come.
+    pub fn assert_log_soon(&self, needle: &str, timeout: Duration) {
+        assert!(self.wait_log(needle, timeout), "{}", self.log());
+    }
+
+    /// Fails the test, with the log, unless the log already holds `needle`.
+    pub fn assert_log_has(&self, needle: &str) {
+        assert!(self.log().contains(needle), "{}", self.log());
     }
 
     /// The metrics listener's address (`metricsListen`), from its log line.

@@ -336,9 +336,7 @@ async fn idle_tls_connections_beyond_the_cap_do_not_starve_a_signed_webhook() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_and_slow_plain_connections_beyond_the_cap_do_not_starve_a_signed_webhook() {
     raise_fd_limit();
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (_t, _twilio, config) = configured(OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     let connect = || TcpStream::connect(gw.addr).unwrap();
@@ -402,9 +400,7 @@ async fn idle_and_slow_plain_connections_beyond_the_cap_do_not_starve_a_signed_w
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_flood_at_the_cap_logs_a_bounded_number_of_lines() {
     raise_fd_limit();
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (_t, _twilio, config) = configured(OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     let started = Instant::now();
@@ -534,16 +530,14 @@ async fn idle_connections_to_the_http01_listener_leave_the_daemon_its_descriptor
     assert!(status["daemon"].get("error").is_none(), "{status}");
     assert!(!gw.log().contains("accept failed"), "{}", gw.log());
     // The webhook listener's cap was fitted to the limit, and the operator told.
-    assert!(gw.log().contains("open-file limit (1024)"), "{}", gw.log());
+    gw.assert_log_has("open-file limit (1024)");
     drop(idle);
     assert_eq!(gw.stop().code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_http2_streams_on_one_connection_are_all_answered_with_memory_bounded() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     with_max_connections(&config, 8);
     let gw = Gateway::start(&config);
     // One HTTP/2 connection, 200 webhooks at once: the server allows 8 streams at a

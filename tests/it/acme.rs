@@ -256,13 +256,9 @@ fn served_by_pebble(validity: Option<u64>) -> (TestDir, Pebble, PathBuf, Gateway
         ),
     );
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "certificate obtained and now served",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "certificate obtained and now served",
+        Duration::from_secs(60),
     );
     (t, pebble, config, gw)
 }
@@ -278,7 +274,7 @@ fn metrics_url(gw: &Gateway) -> String {
 async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
     require_pebble();
     let (t, pebble, config, gw) = served_by_pebble(None);
-    assert!(gw.log().contains("HTTPS is not ready yet"), "{}", gw.log());
+    gw.assert_log_has("HTTPS is not ready yet");
     let root = pebble.root().await;
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
 
@@ -328,19 +324,11 @@ async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
     // A restart reuses the stored certificate: no new order.
     assert_eq!(gw.stop().code(), Some(0));
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log("serving the stored certificate", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("serving the stored certificate", Duration::from_secs(10));
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
     // The renewal task's decision, not a sleep: it logs that the certificate is current
     // (and would have logged an order before that line if it placed one).
-    assert!(
-        gw.wait_log("the certificate is current", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("the certificate is current", Duration::from_secs(10));
     assert!(!gw.log().contains("ACME order placed"), "{}", gw.log());
     assert!(
         !gw.log().contains("registered an ACME account"),
@@ -356,19 +344,11 @@ async fn tls_alpn_issues_then_restarts_reuse_and_corrupt_files_are_replaced() {
     )
     .unwrap();
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "certificate obtained and now served",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "certificate obtained and now served",
+        Duration::from_secs(60),
     );
-    assert!(
-        gw.log().contains("is not a usable certificate"),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_has("is not a usable certificate");
     assert!(
         !gw.log().contains("registered an ACME account"),
         "the account is reused: {}",
@@ -400,11 +380,7 @@ async fn short_lived_certificates_are_renewed_and_swapped_in() {
         "{}",
         gw.log()
     );
-    assert!(
-        gw.log().contains("renewing the certificate: 0 days left"),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_has("renewing the certificate: 0 days left");
     let second = served_leaf(gw.addr).await;
     assert_ne!(first, second, "the renewed certificate is served");
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
@@ -420,19 +396,11 @@ async fn a_failed_renewal_keeps_serving_the_old_certificate() {
     let root = pebble.root().await;
     // The CA goes away before renewal is due (after 30 of 45 seconds).
     pebble.stop();
-    assert!(
-        gw.wait_log(
-            "still serving the current certificate",
-            Duration::from_secs(45)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "still serving the current certificate",
+        Duration::from_secs(45),
     );
-    assert!(
-        gw.log().contains("is unreachable or failed"),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_has("is unreachable or failed");
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
     assert!(
         gw.child.try_wait().unwrap().is_none(),
@@ -458,19 +426,11 @@ async fn http01_issues_on_its_own_listener() {
         ),
     );
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "certificate obtained and now served",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "certificate obtained and now served",
+        Duration::from_secs(60),
     );
-    assert!(
-        gw.log().contains("answering HTTP-01 challenges"),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_has("answering HTTP-01 challenges");
     let root = pebble.root().await;
     assert_eq!(healthz(&root, &gw).await.unwrap(), 200);
     // Anything but a pending token is a 404.
@@ -500,13 +460,9 @@ async fn a_rejected_challenge_is_explained_and_retried() {
         ),
     );
     let mut gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log(
-            "the CA rejected the challenge for sms.example.com",
-            Duration::from_secs(60)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "the CA rejected the challenge for sms.example.com",
+        Duration::from_secs(60),
     );
     let log = gw.log();
     assert!(
@@ -532,11 +488,7 @@ async fn an_unreachable_directory_is_a_clear_error_not_a_crash() {
         &format!(r#"directoryUrl: "https://127.0.0.1:{closed}/dir""#),
     );
     let mut gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log("is unreachable or failed", Duration::from_secs(30)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("is unreachable or failed", Duration::from_secs(30));
     let log = gw.log();
     assert!(
         log.contains(&format!("https://127.0.0.1:{closed}/dir")),

@@ -579,11 +579,7 @@ async fn unknown_outcome_waits_for_a_lookup_and_queue_commands() {
     // tests/unknown_sends.rs covers the lookups).
     twilio.push(Canned::Lost);
     agent.send(json!({"type": "send", "text": "into the void", "ref": "u1"}));
-    assert!(
-        gw.wait_log("send outcome unknown", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("send outcome unknown", Duration::from_secs(10));
     twilio.push(twilio_error(21211, 400));
     agent.send(json!({"type": "send", "text": "bad number", "ref": "u2"}));
     let e = agent.next_of("error");
@@ -627,9 +623,7 @@ async fn unknown_outcome_waits_for_a_lookup_and_queue_commands() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_after_max_age_and_requeue() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("stateDir:", r#"agentQueueMaxAge: "1s", stateDir:"#);
@@ -649,11 +643,7 @@ async fn dead_letters_after_max_age_and_requeue() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(gw.stop().code(), Some(0));
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log("dead letters", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("dead letters", Duration::from_secs(5));
     let list: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
     assert_eq!(list[0]["id"], "SMf0000000000000000000000000000001");
@@ -866,15 +856,9 @@ async fn sends_over_a_spending_limit_are_held_and_released() {
         2,
         "the third and fourth are held"
     );
-    let list: serde_json::Value =
-        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
-    let held: Vec<&serde_json::Value> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["state"] == "held")
-        .collect();
-    assert_eq!(held.len(), 2, "{list}");
+    let list = queue_list(&config);
+    let held: Vec<&serde_json::Value> = list.iter().filter(|r| r["state"] == "held").collect();
+    assert_eq!(held.len(), 2, "{list:?}");
     assert_eq!(held[0]["limit"], "outboundLimits.perRecipientPerHour");
     let first = held[0]["id"].as_str().unwrap().to_string();
     // One by id, then the rest: each goes out once, over the limit, on the operator's word.

@@ -26,11 +26,7 @@ async fn a_failed_message_comes_back_after_the_backoff_and_holds_its_senders_lat
     assert_eq!(agent.next_of("message")["id"], m1);
     agent.send(json!({"type": "fail", "id": m1, "error": "model down", "retry": true}));
     let failed_at = Instant::now();
-    assert!(
-        gw.wait_log("failure 1 of 5", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("failure 1 of 5", Duration::from_secs(5));
     // The same sender's next text waits behind the failed one; another sender's does not.
     let m2 = "SMa1000000000000000000000000000002";
     let m3 = "SMa1000000000000000000000000000003";
@@ -64,9 +60,7 @@ async fn a_failed_message_comes_back_after_the_backoff_and_holds_its_senders_lat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_delivers_again() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     let env = [("SMSGATE_AGENT_RETRY_MS", "100")];
     let gw = Gateway::start_with(&config, &env);
     let m1 = "SMa2000000000000000000000000000001";
@@ -77,7 +71,7 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
         assert_eq!(agent.next_of("message")["id"], m1);
         agent.send(json!({"type": "fail", "id": m1, "error": format!("try {n}")}));
         let line = format!("failure {n} of 5");
-        assert!(gw.wait_log(&line, Duration::from_secs(5)), "{}", gw.log());
+        gw.assert_log_soon(&line, Duration::from_secs(5));
     }
     // The count is on disk (the log line follows the fsync): kill -9 keeps it.
     gw.kill9();
@@ -91,21 +85,13 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
         if n == 3 {
             // Admitted while m1 waits for its next delivery: it waits behind m1. (A
             // message already delivered while m1 was in flight stays with the agent.)
-            assert!(
-                gw.wait_log("failure 3 of 5", Duration::from_secs(5)),
-                "{}",
-                gw.log()
-            );
+            gw.assert_log_soon("failure 3 of 5", Duration::from_secs(5));
             assert_eq!(gw.admit(m2, A, "after").await, 200);
         }
     }
-    assert!(
-        gw.wait_log(
-            "moved to the dead letters after 5 failures",
-            Duration::from_secs(5)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "moved to the dead letters after 5 failures",
+        Duration::from_secs(5),
     );
     // Dead: the sender's later message goes on, m1 is not delivered again.
     assert_eq!(agent.next_of("message")["id"], m2);
@@ -124,19 +110,11 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
     assert!(cli(&config, &["queue", "requeue", m1]).status.success());
     assert_eq!(agent.next_of("message")["id"], m1);
     agent.send(json!({"type": "fail", "id": m1, "error": "still", "retry": true}));
-    assert!(
-        gw.wait_log("failure 1 of 5", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("failure 1 of 5", Duration::from_secs(5));
     assert_eq!(agent.next_of("message")["id"], m1);
     // retry: false ends it at once.
     agent.send(json!({"type": "fail", "id": m1, "error": "cannot parse", "retry": false}));
-    assert!(
-        gw.wait_log("retry: false", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("retry: false", Duration::from_secs(5));
     let e = entry(&config, m1).expect("m1 dead again");
     assert_eq!(
         (e["state"].as_str(), e["attempts"].as_u64()),
@@ -156,9 +134,7 @@ async fn five_failures_across_kill_9_end_in_the_dead_letters_and_requeue_deliver
 
 #[test]
 fn agent_exec_refuses_a_command_that_cannot_run() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     let plain = t.path().join("not-executable.sh");
     std::fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
     for (cmd, needle) in [
@@ -220,11 +196,7 @@ async fn texts_waiting_for_an_agent_are_visible_in_queue_list_status_and_the_log
     let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(agent.next_of("message")["id"], m1);
     agent.send(json!({"type": "fail", "id": m1, "error": "model down"}));
-    assert!(
-        gw.wait_log("failure 1 of 5", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("failure 1 of 5", Duration::from_secs(5));
     let e = entry(&config, m1).expect("still listed");
     assert_eq!(
         (

@@ -152,11 +152,7 @@ async fn a_set_allow_to_holds_against_a_hostile_agent() {
     allowTo: ["+15557654321", "+4420*", "+1666*"]"#,
     );
     // The operator is told at start that defaultTo is left out.
-    assert!(
-        gw.wait_log("allowTo does not include defaultTo", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("allowTo does not include defaultTo", Duration::from_secs(5));
     let mut agent = TestAgent::connect(&t.agent_sock());
 
     enum Want {
@@ -277,8 +273,8 @@ async fn reload_picks_up_allow_to_and_star_still_refuses_own_and_short_numbers()
     // A bad allowTo is refused with its path; the running list stays.
     with(r#"allowTo: ["+44*", "+1555"],"#);
     hup(2);
-    assert!(gw.log().contains("reload refused"), "{}", gw.log());
-    assert!(gw.log().contains("allowTo[1]"), "{}", gw.log());
+    gw.assert_log_has("reload refused");
+    gw.assert_log_has("allowTo[1]");
     assert_eq!(send(&mut agent, Some(uk), "r3")["type"], "sent");
 
     // Unset: the known people only (none here but defaultTo, which is unset).
@@ -309,9 +305,7 @@ async fn reload_picks_up_allow_to_and_star_still_refuses_own_and_short_numbers()
 /// be a full E.164 number and never the gateway's own, with or without the daemon.
 #[tokio::test(flavor = "multi_thread")]
 async fn message_send_ignores_allow_to_but_not_the_number_rules() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"allowTo: []"#);
+    let (t, twilio, config) = configured(r#"allowTo: []"#);
     let bad = [
         ("+1555", "only 4 digits"),
         ("sms:12345", "short code"),
@@ -364,10 +358,7 @@ async fn message_send_ignores_allow_to_but_not_the_number_rules() {
 /// `config show` shows the list.
 #[test]
 fn config_validate_names_each_bad_entry_and_show_lists_allow_to() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (t, twilio, config) = configured(
         r#"allowTo: ["+1555", "44*", "+15550001111", "+44*"], defaultTo: "12345",
     allowFrom: ["+15557654321", "+1234567"]"#,
     );

@@ -283,13 +283,9 @@ fn an_agent_that_cannot_start_is_retried_with_a_clear_log_line() {
         ],
         &[],
     );
-    assert!(
-        b.wait_log(
-            "cannot start the ACP agent /nonexistent/acp-agent: cannot run",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        b.log()
+    b.assert_log_soon(
+        "cannot start the ACP agent /nonexistent/acp-agent: cannot run",
+        Duration::from_secs(10),
     );
     assert!(b.wait_log("restarting the ACP agent", Duration::from_secs(5)));
     assert_eq!(b.stop().code(), Some(0));
@@ -721,10 +717,6 @@ async fn a_prompt_timeout_withdraws_its_ask() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["decided"][0]["decision"], "cancelled", "{v}");
     assert_eq!(v["decided"][0]["title"], "Write notes.txt (edit)", "{v}");
-    assert!(
-        bridge.log().contains("did not finish within --timeout"),
-        "{}",
-        bridge.log()
-    );
+    bridge.assert_log_has("did not finish within --timeout");
     drop(bridge);
 }

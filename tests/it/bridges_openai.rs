@@ -223,11 +223,7 @@ impl Setup {
         );
         args.extend(extra.iter().map(|a| a.to_string()));
         let b = Bridge::start(&args, &[("SMSGATE_TEST_API_KEY", KEY)]);
-        assert!(
-            b.wait_log("bridge connected", Duration::from_secs(20)),
-            "{}",
-            b.log()
-        );
+        b.assert_log_soon("bridge connected", Duration::from_secs(20));
         b
     }
 }
@@ -312,8 +308,8 @@ async fn transcript_user_system_bearer_history_restart_and_retry() {
     let calls = model.calls_for(&conv_a);
     assert_eq!(calls.len(), 4);
     assert_eq!(roles_and_contents(&calls[2]), roles_and_contents(&calls[3]));
-    assert!(bridge.log().contains("HTTP 503"), "{}", bridge.log());
-    assert!(bridge.log().contains("retrying in 1 s"), "{}", bridge.log());
+    bridge.assert_log_has("HTTP 503");
+    bridge.assert_log_has("retrying in 1 s");
     // --history 2: the oldest turn drops out.
     st.text(A, "four").await;
     st.sms(A, 4);
@@ -395,15 +391,11 @@ async fn a_redirect_is_not_followed_and_the_message_stays_unacknowledged() {
     );
     st.text(A, "where does this go?").await;
     let host = elsewhere.addr.to_string();
-    assert!(
-        bridge.wait_log(
-            &format!("a redirect to {host}, not followed"),
-            Duration::from_secs(20)
-        ),
-        "{}",
-        bridge.log()
+    bridge.assert_log_soon(
+        &format!("a redirect to {host}, not followed"),
+        Duration::from_secs(20),
     );
-    assert!(bridge.log().contains("HTTP 307"), "{}", bridge.log());
+    bridge.assert_log_has("HTTP 307");
     assert!(bridge.log().contains("the message stays unacknowledged"));
     assert!(*hits.lock().unwrap() >= 1);
     assert!(elsewhere.calls().is_empty(), "{:?}", elsewhere.calls());
@@ -520,11 +512,7 @@ async fn an_empty_answer_is_not_a_reply_the_text_is_asked_again() {
     st.text(A, "hello?").await;
     // The empty answer got `fail`; the redelivery is answered.
     assert_eq!(st.sms(A, 1), "reply 2: hello?");
-    assert!(
-        bridge.log().contains("no text (empty content)"),
-        "{}",
-        bridge.log()
-    );
+    bridge.assert_log_has("no text (empty content)");
     assert_eq!(model.calls().len(), 2);
     // Nothing was remembered of the empty turn.
     let c = &model.calls()[1];

@@ -155,9 +155,7 @@ fn demo_dir_in(stderr: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_closed_stdout_ends_every_printing_verb_quietly() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, _twilio, config) = configured("");
     let verbs: &[&[&str]] = &[
         &["--help"],
         &["--version"],
@@ -327,9 +325,7 @@ fn no_color_turns_colour_off_on_a_terminal() {
 
 #[test]
 fn a_locked_store_names_the_pid_that_holds_it() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, _twilio, config) = configured("");
     // This test process holds the store; no daemon answers on the socket.
     let _held = t.store();
     let out = cli(&config, &["pairing", "list"]);

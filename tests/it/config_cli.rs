@@ -124,9 +124,7 @@ fn validate_reports_every_problem_with_its_path() {
 
 #[test]
 fn show_redacts_secrets_and_config_may_follow_the_verb() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, _twilio, config) = configured("");
     for args in [vec!["config", "show"], vec!["config", "show", "--json"]] {
         let mut a = args.clone();
         a.extend(["--config", config.to_str().unwrap()]);
@@ -154,9 +152,7 @@ fn show_redacts_secrets_and_config_may_follow_the_verb() {
 #[test]
 fn patch_merges_validates_and_writes_atomically() {
     use std::os::unix::fs::PermissionsExt;
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"allowFrom: ["+15557654321"]"#);
+    let (t, _twilio, config) = configured(r#"allowFrom: ["+15557654321"]"#);
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
     let c = config.to_str().unwrap();
     let patch = t.path().join("patch.json5");
@@ -350,9 +346,7 @@ async fn env_only_and_secret_ref_credentials() {
 
 #[test]
 fn store_owned_by_someone_else_or_locked_is_explained() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, _twilio, config) = configured("");
     // Locked: another process holds the store, and no daemon answers on the socket.
     let _held = t.store();
     let out = cli(&config, &["pairing", "list"]);
@@ -396,9 +390,7 @@ fn admin_commands_work_without_the_services_credentials() {
 async fn a_broken_config_never_shows_a_token() {
     const NEW: &str = "n3w-s3cret-t0ken-value";
     const NUMERIC: &str = "987654321098765";
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, _twilio, config) = configured("");
     let good = std::fs::read_to_string(&config).unwrap();
     let quoted_token = format!(r#"authToken: "{TOKEN}""#);
     assert!(good.contains(&quoted_token));
@@ -659,9 +651,7 @@ fn patch_through_a_symlink_keeps_the_link_and_tells_the_truth() {
 /// previous tokens or a token inside an added account, nor a broken patch's token.
 #[test]
 fn patch_output_never_shows_a_secret() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, _twilio, config) = configured("");
     let c = config.to_str().unwrap();
     let patch = t.path().join("patch.json5");
     std::fs::write(
@@ -722,10 +712,7 @@ fn patch_output_never_shows_a_secret() {
 
 #[test]
 fn texts_and_language_are_checked_and_their_cost_shown() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (t, twilio, config) = configured(
         r#"language: "tlh", texts: { pairingCode: "Your code", welcome: "hi", approved: "Hi {name}" }"#,
     );
     let out = cli(&config, &["config", "validate"]);
@@ -862,9 +849,7 @@ fn a_list_where_an_object_goes_names_the_key() {
 /// (and in a dry run), and still writes: a warning does not fail.
 #[test]
 fn a_patch_warns_like_validate() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, _twilio, config) = configured("");
     let c = config.to_str().unwrap();
     let patch = t.path().join("url.json5");
     std::fs::write(
@@ -897,9 +882,7 @@ fn a_patch_warns_like_validate() {
 /// file stays byte for byte as it was.
 #[test]
 fn a_patch_that_leaves_no_sender_is_refused() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "// a comment\n");
+    let (t, _twilio, config) = configured("// a comment\n");
     let before = std::fs::read(&config).unwrap();
     let patch = t.path().join("patch.json5");
     for p in [
@@ -946,9 +929,7 @@ fn a_patch_that_leaves_no_sender_is_refused() {
 /// line, column and what was expected.
 #[test]
 fn misspelt_keys_and_syntax_errors_say_what_to_fix() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"alowFrom: ["+15557654321"], dmpolicy: "open","#);
+    let (t, _twilio, config) = configured(r#"alowFrom: ["+15557654321"], dmpolicy: "open","#);
     let out = run(
         &["config", "validate", "--config", config.to_str().unwrap()],
         &[],
@@ -1058,9 +1039,7 @@ fn a_state_dir_that_cannot_be_used_is_an_error() {
 #[test]
 fn readable_tokens_and_odd_public_urls_are_warned_about() {
     use std::os::unix::fs::PermissionsExt;
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, _twilio, config) = configured("");
     let c = config.to_str().unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(&["config", "validate", "--config", c], &[]);
@@ -1124,12 +1103,7 @@ fn readable_tokens_and_odd_public_urls_are_warned_about() {
 /// keys it changes; when it cannot, it warns before writing and keeps a `.bak`.
 #[test]
 fn patch_keeps_comments_or_keeps_a_backup() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        "// who may text the agent\n    dmPolicy: 'pairing', /* for now */\n    textChunkLimit: 0x5dc,",
-    );
+    let (t, _twilio, config) = configured("// who may text the agent\n    dmPolicy: 'pairing', /* for now */\n    textChunkLimit: 0x5dc,");
     let c = config.to_str().unwrap();
     let before = std::fs::read_to_string(&config).unwrap();
     let patch = t.path().join("patch.json5");
@@ -1227,9 +1201,7 @@ fn patch_keeps_comments_or_keeps_a_backup() {
 /// once (a FIFO with no writer used to block the command forever).
 #[test]
 fn patch_refuses_a_file_that_is_not_regular() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, _twilio, config) = configured("");
     let before = std::fs::read(&config).unwrap();
     let fifo = t.path().join("patch.fifo");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

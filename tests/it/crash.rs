@@ -8,12 +8,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_right_after_200_loses_nothing() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
-        r#"dmPolicy: "allowlist", allowFrom: ["+15557654321"]"#,
-    );
+    let (t, _twilio, config) = configured(r#"dmPolicy: "allowlist", allowFrom: ["+15557654321"]"#);
     let mut acked = Vec::new();
     for round in 0..3 {
         let gw = Gateway::start(&config);
@@ -62,9 +57,7 @@ async fn kill_9_right_after_200_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_with_a_spooled_pairing_request_texts_once_after_restart() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, twilio, config) = configured("");
     // Twilio is slow: the send is in flight when we kill.
     twilio.push(Canned::Hang);
     let gw = Gateway::start(&config);
@@ -76,11 +69,7 @@ async fn kill_9_with_a_spooled_pairing_request_texts_once_after_restart() {
     assert!(wait_until(Duration::from_secs(5), || twilio.sends().len() == 1));
     gw.kill9();
     let gw = Gateway::start(&config);
-    assert!(
-        gw.wait_log("outcome is unknown", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("outcome is unknown", Duration::from_secs(5));
     // Nothing queued to send any more: the send of unknown outcome stays unsent.
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(
@@ -153,9 +142,7 @@ fn replying_agent(
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_under_load() {
     use rand::Rng;
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, twilio, config) = configured(OPEN);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agent = replying_agent(t.state().join("agent.sock"), seen.clone(), stop.clone());

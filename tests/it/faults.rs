@@ -19,11 +19,7 @@ async fn twilio_resets_and_malformed_answers() {
     // blind; it waits for a lookup (tests/it/unknown_sends.rs), and nobody hears of it yet.
     twilio.push(Canned::Reset);
     agent.send(json!({"type": "send", "text": "reset", "ref": "f1"}));
-    assert!(
-        gw.wait_log("send outcome unknown", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("send outcome unknown", Duration::from_secs(10));
     // 201 with a body that is not JSON: accepted, so not retried either.
     twilio.push(Canned::Json(201, "<html>oops".into(), None));
     agent.send(json!({"type": "send", "text": "malformed", "ref": "f2"}));
@@ -165,7 +161,7 @@ async fn a_full_disk_is_a_503_not_ready_and_recovers_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "ready again once writes work: {}", gw.log());
-    assert!(gw.log().contains("can write again"), "{}", gw.log());
+    gw.assert_log_has("can write again");
     let late = "SMf9999999999999999999999999999999".to_string();
     assert_eq!(gw.admit(&late, "+15557654322", "after").await, 200);
     acked.push(late);
@@ -280,9 +276,7 @@ async fn invalid_agent_lines_are_answered_but_their_log_is_rate_limited() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_database_is_owner_only_whatever_the_state_dir_mode() {
     use std::os::unix::fs::PermissionsExt;
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     // A directory made by hand (or a bind mount), open to everyone.
     std::fs::create_dir_all(t.state()).unwrap();
     std::fs::set_permissions(t.state(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -129,9 +129,7 @@ async fn keep_alive_connections_busy_with_bogus_requests_from_64_addresses_do_no
 /// every one of those reaches the agent.
 async fn flood_from_64_addresses(attack: Attack) {
     raise_fd_limit();
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (t, _twilio, config) = configured(OPEN);
     // The attack's shape at a cheaper size: the cap is exactly as many as the
     // attacking addresses, each holding one trickling request.
     with_max_connections(&config, 64);
@@ -319,9 +317,7 @@ fn evicted_line(gw: &Gateway) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trusted_proxys_forwarded_client_is_the_one_limited_and_logged() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (_t, _twilio, config) = configured(OPEN);
     with_trusted_proxies(&config, r#"["10.0.0.0/8", "127.0.0.1"]"#);
     with_max_connections(&config, 4);
     let gw = Gateway::start(&config);
@@ -361,9 +357,7 @@ async fn a_trusted_proxys_forwarded_client_is_the_one_limited_and_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, OPEN);
+    let (_t, _twilio, config) = configured(OPEN);
     // Trusted proxies exist, but the test's address is not one of them.
     with_trusted_proxies(&config, r#"["10.0.0.0/8"]"#);
     with_max_connections(&config, 4);
@@ -399,9 +393,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
 
 #[test]
 fn trusted_proxies_are_validated_with_their_key_path() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, twilio, config) = configured("");
     with_trusted_proxies(
         &config,
         r#"["10.0.0.0/8", "proxy.example.com", "10.0.0.0/40"]"#,
@@ -479,7 +471,7 @@ async fn a_post_a_slash_or_a_case_away_from_the_webhook_path_is_404_naming_the_p
         let (status, _) = post_signed(&gw, path, &inbound(&sid, "+15557654321", "hi")).await;
         assert_eq!(status, 404, "{path}");
         let needle = format!("`{path}` differs from account default's webhookPath `/webhooks/sms`");
-        assert!(gw.wait_log(&needle, Duration::from_secs(5)), "{}", gw.log());
+        gw.assert_log_soon(&needle, Duration::from_secs(5));
     }
     // A path that is simply elsewhere says nothing of the kind.
     let (status, _) = post_signed(

@@ -171,9 +171,7 @@ async fn an_http_public_url_refuses_media() {
 /// store with the send, and after the restart it goes out once with the same bytes.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_after_the_line_still_sends_the_media_once() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"defaultTo: "+15557654321""#);
+    let (t, twilio, config) = configured(r#"defaultTo: "+15557654321""#);
     // Twilio is down: the send stays queued, retried.
     twilio.route(
         "POST",
@@ -255,9 +253,7 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 /// needs it.
 #[tokio::test(flavor = "multi_thread")]
 async fn message_send_attaches_a_file() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (t, twilio, config) = configured("");
     let image = png(20_000);
     let file = t.path().join("photo.png");
     std::fs::write(&file, &image).unwrap();

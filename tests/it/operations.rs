@@ -339,11 +339,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
         .args(["-HUP", &pid])
         .status()
         .unwrap();
-    assert!(
-        gw.wait_log("configuration reloaded", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("configuration reloaded", Duration::from_secs(5));
     let mut agent = TestAgent::connect(&t.state().join("agent.sock"));
     assert_eq!(
         gw.admit(
@@ -369,11 +365,7 @@ async fn sighup_reloads_allow_from_and_refuses_an_invalid_config() {
         .args(["-HUP", &pid])
         .status()
         .unwrap();
-    assert!(
-        gw.wait_log("reload refused", Duration::from_secs(5)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("reload refused", Duration::from_secs(5));
     assert!(gw.log().contains("channels.sms.dmPolicy"));
     assert_eq!(
         gw.admit(
@@ -466,11 +458,7 @@ async fn a_certificate_swapped_on_disk_is_served_to_the_next_client() {
     let kept = client_for(&first);
     assert_eq!(kept.get(&url).send().await.unwrap().status().as_u16(), 200);
     let second = write_cert(t.path());
-    assert!(
-        gw.wait_log("now serving the new one", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("now serving the new one", Duration::from_secs(10));
     assert_eq!(
         client_for(&second)
             .get(&url)
@@ -533,11 +521,7 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
         .status()
         .unwrap();
     // The daemon is stopping (not a sleep): then the rest of the body comes.
-    assert!(
-        gw.wait_log("SIGTERM received", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("SIGTERM received", Duration::from_secs(10));
     s.write_all(&body.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
@@ -551,9 +535,9 @@ async fn sigterm_lets_an_in_flight_webhook_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_scrape_health_and_rotated_keys() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"], previousAuthTokens: ["old-token"], webhookSigningKeys: { "webhooks_sharedkey_1": { source: "env", id: "SHARED" } }"#);
+    let (t, _twilio, config) = configured(
+        r#"dmPolicy: "open", allowFrom: ["*"], previousAuthTokens: ["old-token"], webhookSigningKeys: { "webhooks_sharedkey_1": { source: "env", id: "SHARED" } }"#,
+    );
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("stateDir:", r#"metricsListen: "127.0.0.1:0", stateDir:"#);

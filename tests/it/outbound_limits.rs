@@ -13,10 +13,7 @@ const LIMIT_LINE: &str = "outbound limit reached";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agent() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (t, twilio, config) = configured(
         r#"dmPolicy: "open", allowFrom: ["*"], outboundLimits: { perHour: 3 }, allowTo: ["+1555765*"]"#,
     );
     let text = std::fs::read_to_string(&config)
@@ -106,10 +103,7 @@ async fn a_burst_over_the_limit_is_said_once_in_log_and_metric_and_to_every_agen
 /// key path (top level and per account) and the fix; nothing starts with them.
 #[test]
 fn bad_limits_are_config_errors_naming_the_key_path() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (_t, _twilio, config) = configured(
         r#"outboundLimits: { perHour: -1, perDay: "lots", perRecipientPerHour: 1.5, maxHeld: -2 },
     inboundLimits: { perSenderPerMinute: -1 },
     accounts: { b: { webhookPath: "/webhooks/b", fromNumber: "+15550009999",
@@ -156,10 +150,7 @@ fn bad_limits_are_config_errors_naming_the_key_path() {
 /// show` shows the cap.
 #[tokio::test(flavor = "multi_thread")]
 async fn beyond_max_held_a_send_is_refused_and_nothing_is_stored() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(
-        &twilio,
+    let (t, twilio, config) = configured(
         r#"defaultTo: "+15557650000", textChunkLimit: 40, outboundLimits: { perHour: 1, maxHeld: 2 }"#,
     );
     let shown: serde_json::Value =

@@ -60,22 +60,17 @@ async fn a_burst_of_slash_new_texts_once_and_own_texts_count_against_the_limits(
     assert!(gw.wait_quiet(&config, Duration::from_secs(20)));
     assert_eq!(twilio.sends().len(), 3, "{:?}", twilio.sends());
     assert!(twilio.sends_to("+15557650004").is_empty());
-    let list: serde_json::Value =
-        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
-    let dropped: Vec<&serde_json::Value> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["to"] == "+15557650004")
-        .collect();
-    assert_eq!(dropped.len(), 1, "{list}");
+    let list = queue_list(&config);
+    let dropped: Vec<&serde_json::Value> =
+        list.iter().filter(|e| e["to"] == "+15557650004").collect();
+    assert_eq!(dropped.len(), 1, "{list:?}");
     assert_eq!(dropped[0]["state"], "failed");
     let why = dropped[0]["error"].as_str().unwrap();
     assert!(
         why.contains("outboundLimits.perHour") && why.contains("not held"),
         "{why}"
     );
-    assert!(gw.log().contains("not held"), "{}", gw.log());
+    gw.assert_log_has("not held");
     // The agent's reply finds the hour already spent by those texts: held.
     assert_eq!(
         gw.admit(&format!("SMc{:031}", 600), "+15557650005", "hi")

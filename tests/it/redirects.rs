@@ -51,16 +51,10 @@ async fn a_307_to_another_host_fails_the_send_and_the_other_host_gets_nothing() 
         elsewhere.requests()
     );
     assert_eq!(*hits.lock().unwrap(), 1, "asked once, not retried");
-    let list: serde_json::Value =
-        serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
-    let sends: Vec<&serde_json::Value> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "send")
-        .collect();
-    assert_eq!(sends.len(), 1, "{list}");
-    assert_eq!(sends[0]["state"], "failed", "{list}");
+    let list = queue_list(&config);
+    let sends: Vec<&serde_json::Value> = list.iter().filter(|e| e["kind"] == "send").collect();
+    assert_eq!(sends.len(), 1, "{list:?}");
+    assert_eq!(sends[0]["state"], "failed", "{list:?}");
     let error = sends[0]["error"].as_str().unwrap();
     assert!(error.contains("307") && error.contains(&host), "{error}");
 

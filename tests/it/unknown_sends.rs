@@ -82,11 +82,7 @@ async fn a_send_found_by_the_lookup_is_recorded_as_sent_not_sent_again() {
     assert_eq!(sent["ref"], "u1");
     let created = twilio.sends_to(TO)[0].clone();
     assert_eq!(sent["sids"].as_array().unwrap().len(), 1, "{sent}");
-    assert!(
-        gw.wait_log("found at Twilio", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("found at Twilio", Duration::from_secs(10));
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(creates(&twilio, TO), 1, "never sent twice");
     assert_eq!(created.field("Body"), Some("did it go?"));
@@ -114,8 +110,8 @@ async fn a_send_twilio_never_created_is_sent_exactly_once_after_two_lookups() {
     agent.send(json!({"type": "send", "text": "lost in transit", "ref": "u2"}));
     let sent = agent.next_of("sent");
     assert_eq!(sent["ref"], "u2");
-    assert!(gw.log().contains("asking once more"), "{}", gw.log());
-    assert!(gw.log().contains("sending it (once)"), "{}", gw.log());
+    gw.assert_log_has("asking once more");
+    gw.assert_log_has("sending it (once)");
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     assert_eq!(creates(&twilio, TO), 2, "the lost attempt and one resend");
     assert!(lookups(&twilio).len() >= 2, "two lookups before the resend");
@@ -139,13 +135,9 @@ async fn twilio_unreachable_for_the_lookup_never_sends_blind_and_queue_list_show
     );
     twilio.push(Canned::Lost);
     agent.send(json!({"type": "send", "text": "wait for it", "ref": "u3"}));
-    assert!(
-        gw.wait_log(
-            "cannot ask Twilio about a send of unknown outcome",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        gw.log()
+    gw.assert_log_soon(
+        "cannot ask Twilio about a send of unknown outcome",
+        Duration::from_secs(10),
     );
     let list: serde_json::Value =
         serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
@@ -185,7 +177,7 @@ async fn across_kill_9_between_the_attempt_and_the_lookup() {
         } else {
             "sending it (once)"
         };
-        assert!(gw.wait_log(want, Duration::from_secs(20)), "{}", gw.log());
+        gw.assert_log_soon(want, Duration::from_secs(20));
         assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
         let list: serde_json::Value =
             serde_json::from_slice(&cli(&config, &["queue", "list", "--json"]).stdout).unwrap();
@@ -203,9 +195,7 @@ async fn across_kill_9_between_the_attempt_and_the_lookup() {
 /// code's send had reached, the stranger gets exactly one code.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pairing_code_after_kill_9_right_after_the_200_is_texted_exactly_once() {
-    let t = TestDir::new();
-    let twilio = FakeTwilio::start();
-    let config = t.config(&twilio, "");
+    let (_t, twilio, config) = configured("");
     for round in 0..20u32 {
         let stranger = format!("+1555766{round:04}");
         let gw = gateway(&config);
@@ -261,11 +251,7 @@ async fn each_listed_error_code_comes_with_its_hint_in_log_agent_line_and_probe(
             .as_str()
             .unwrap_or_else(|| panic!("no hint for {code}: {e}"));
         assert!(!hint.is_empty());
-        assert!(
-            gw.wait_log(&format!("with error {code}"), Duration::from_secs(5)),
-            "{}",
-            gw.log()
-        );
+        gw.assert_log_soon(&format!("with error {code}"), Duration::from_secs(5));
         let line = gw
             .log()
             .lines()
@@ -380,11 +366,7 @@ async fn a_list_cut_short_before_the_attempt_is_not_taken_for_not_found() {
     }
     twilio.push(Canned::Hang);
     agent.send(json!({"type": "send", "text": "deep in the list", "ref": "d"}));
-    assert!(
-        gw.wait_log("the match may be further on", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("the match may be further on", Duration::from_secs(10));
     let before = lookups(&twilio).len();
     assert!(wait_until(Duration::from_secs(10), || lookups(&twilio)
         .len()
@@ -448,11 +430,7 @@ async fn a_clock_jump_does_not_hide_a_created_message() {
             "{case}: {}",
             gw.log()
         );
-        assert!(
-            gw.log().contains("Twilio's clock and ours differ"),
-            "{}",
-            gw.log()
-        );
+        gw.assert_log_has("Twilio's clock and ours differ");
         assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
         assert_eq!(creates(&twilio, TO), 1, "{case}: never sent twice");
         assert_eq!(queue_list(&config), json!([]));
@@ -560,17 +538,9 @@ async fn a_malformed_list_answer_is_a_logged_skip_not_a_resend() {
     twilio.route_raw("GET", &path, 200, "<html>captive portal</html>");
     twilio.push(Canned::Lost);
     agent.send(json!({"type": "send", "text": "through the proxy", "ref": "m"}));
-    assert!(
-        gw.wait_log("is not JSON", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("is not JSON", Duration::from_secs(10));
     twilio.route("GET", &path, 200, json!({"message_list": []}));
-    assert!(
-        gw.wait_log("message list has no", Duration::from_secs(10)),
-        "{}",
-        gw.log()
-    );
+    gw.assert_log_soon("message list has no", Duration::from_secs(10));
     // A huge answer is not read into memory.
     let huge = format!("{{\"messages\": [], \"pad\": \"{}\"}}", "x".repeat(5 << 20));
     twilio.route_raw("GET", &path, 200, &huge);
@@ -621,7 +591,7 @@ async fn an_identical_earlier_text_is_not_taken_for_an_unknown_send() {
     let second = agent.next_of("sent");
     assert_eq!(second["ref"], "second");
     assert_ne!(second["sids"][0], first_sid.as_str(), "{second}");
-    assert!(gw.log().contains("sending it (once)"), "{}", gw.log());
+    gw.assert_log_has("sending it (once)");
     assert!(gw.wait_quiet(&config, Duration::from_secs(10)));
     let sends = twilio.sends_to(TO);
     assert_eq!(sends.len(), 3, "the first, the lost attempt and one resend");

@@ -174,6 +174,17 @@ impl Bridge {
         wait_until(timeout, || self.log().contains(needle))
     }
 
+    /// Waits up to `timeout` for `needle` in the log; fails the test with the log when
+    /// it does not come.
+    pub fn assert_log_soon(&self, needle: &str, timeout: Duration) {
+        assert!(self.wait_log(needle, timeout), "{}", self.log());
+    }
+
+    /// Fails the test, with the log, unless the log already holds `needle`.
+    pub fn assert_log_has(&self, needle: &str) {
+        assert!(self.log().contains(needle), "{}", self.log());
+    }
+
     /// SIGTERM; the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         Command::new("kill")

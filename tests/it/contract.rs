@@ -69,6 +69,7 @@ fn request(port: u16, sender: Sender, media: Vec<String>, callback: Option<Strin
         body: "Hello from smsgate ✓".into(),
         media_urls: media,
         status_callback: callback,
+        content: None,
     }
 }
 
@@ -94,6 +95,24 @@ async fn messages_create_requests_match_twilios_spec() {
             Some("https://sms.example.test/webhooks/sms".into()),
         ),
     ];
+    // WhatsApp (CONTRACT §12): `whatsapp:` on From and To, and the re-engagement
+    // template with ContentSid and ContentVariables instead of Body.
+    let whatsapp = Sender::Number(E164::parse_address("whatsapp:+14155238886").unwrap());
+    let mut wa_text = request(port, whatsapp.clone(), vec![], None);
+    wa_text.to = E164::parse_address("whatsapp:+15557654321").unwrap();
+    let mut wa_template = wa_text.clone();
+    wa_template.body = String::new();
+    wa_template.content = Some(smsgate::twilio::Content {
+        sid: "HX0123456789abcdef0123456789abcdef".into(),
+        variables: Some(r#"{"1":"Your report is ready"}"#.into()),
+    });
+    let form = smsgate::twilio::create_form(&wa_template);
+    assert!(
+        form.iter().any(|(k, _)| *k == "ContentSid") && !form.iter().any(|(k, _)| *k == "Body"),
+        "{form:?}"
+    );
+    let mut cases = cases.to_vec();
+    cases.extend([wa_text, wa_template]);
     for (i, req) in cases.iter().enumerate() {
         let sent = client.send(req).await;
         assert!(

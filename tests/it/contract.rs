@@ -136,10 +136,18 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
     let Some((_prism, port)) = start_prism("twilio_api_v2010.trimmed.json") else {
         return;
     };
+    // Also with a WhatsApp sender of its own (CONTRACT §12): its number's lookup, its
+    // recent sends and its update go through the same resources.
+    for whatsapp in ["", r#", whatsapp: { enabled: true, from: "+15550002222" }"#] {
+        probe_and_setup_against_prism(port, whatsapp);
+    }
+}
+
+fn probe_and_setup_against_prism(port: u16, whatsapp: &str) {
     let t = common::TestDir::new();
     let config = t.write_config(&format!(
         r#"{{ gateway: {{ listen: "127.0.0.1:8789", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{}", authToken: "token",
-        fromNumber: "{}", publicWebhookUrl: "{}", apiBaseUrl: "http://127.0.0.1:{port}" }} }} }}"#,
+        fromNumber: "{}", publicWebhookUrl: "{}", apiBaseUrl: "http://127.0.0.1:{port}"{whatsapp} }} }} }}"#,
         t.state().display(),
         common::SID,
         common::FROM,
@@ -158,6 +166,9 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
     // Every call was made (nothing skipped) and understood.
     assert_eq!(status("credentials"), Some("ok".into()), "{v}");
     assert_eq!(status("recentErrors"), Some("ok".into()), "{v}");
+    if !whatsapp.is_empty() {
+        assert!(status("whatsapp").is_some(), "{v}");
+    }
     for c in checks {
         let detail = c["detail"].as_str().unwrap_or_default();
         assert!(

@@ -574,3 +574,129 @@ async fn read_ranks_after_delivered_and_never_regresses() {
         Some("read")
     );
 }
+
+// ---- probe and setup (CONTRACT §12) ----------------------------------------------------
+
+const PN: &str = "PN0123456789abcdef0123456789abcdef";
+
+fn probe_twilio(sms_url: &str, messages: serde_json::Value) -> FakeTwilio {
+    let twilio = FakeTwilio::start();
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}.json"),
+        200,
+        json!({"sid": SID, "friendly_name": "Test", "status": "active"}),
+    );
+    twilio.route(
+        "GET",
+        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+        200,
+        json!({ "messages": messages }),
+    );
+    twilio.route("GET", &format!("/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers.json"), 200, json!({
+        "incoming_phone_numbers": [{"sid": PN, "phone_number": FROM, "sms_url": sms_url, "sms_method": "POST", "sms_application_sid": ""}]
+    }));
+    twilio.route(
+        "POST",
+        &format!("/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers/{PN}.json"),
+        200,
+        json!({ "sid": PN }),
+    );
+    twilio
+}
+
+fn probe_json(cfg: &std::path::Path) -> serde_json::Value {
+    let out = cli(cfg, &["channels", "status", "--probe", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}\n{}", stdout(&out), stderr(&out)))
+}
+
+fn whatsapp_check(v: &serde_json::Value) -> serde_json::Value {
+    v["accounts"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "whatsapp")
+        .cloned()
+        .unwrap_or_else(|| panic!("no whatsapp check: {v}"))
+}
+
+#[test]
+fn probe_and_setup_check_and_set_the_whatsapp_sender() {
+    // The Sandbox: set in the Console, said so, and not failed.
+    let t = TestDir::new();
+    let twilio = probe_twilio(PUBLIC, json!([]));
+    let cfg = t.config(
+        &twilio,
+        &format!(r#"whatsapp: {{ enabled: true, from: "{WA_FROM}" }}"#),
+    );
+    let c = whatsapp_check(&probe_json(&cfg));
+    assert_eq!(c["status"], "skipped", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("Sandbox"), "{c}");
+    let out = cli(&cfg, &["channels", "setup", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Sandbox"), "{}", stdout(&out));
+
+    // The SMS number is the WhatsApp sender too: its webhook covers both.
+    let t = TestDir::new();
+    let cfg = t.config(&twilio, "whatsapp: { enabled: true }");
+    let c = whatsapp_check(&probe_json(&cfg));
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("SMS number"), "{c}");
+
+    // A WhatsApp number of its own: its webhook is checked and set, and our recent
+    // WhatsApp failures are counted by code.
+    let own = "+15550002222";
+    let failed = |code: u32| json!({"status": "failed", "error_code": code, "direction": "outbound-api", "to": "whatsapp:+15557654321"});
+    let twilio = probe_twilio(
+        "https://old.example.com/sms",
+        json!([failed(63016), failed(63016), {"status": "failed", "error_code": 30007, "direction": "outbound-api", "to": "+15557654321"}]),
+    );
+    let t = TestDir::new();
+    let cfg = t.config(
+        &twilio,
+        &format!(r#"whatsapp: {{ enabled: true, from: "{own}" }}"#),
+    );
+    let v = probe_json(&cfg);
+    let c = whatsapp_check(&v);
+    assert_eq!(c["status"], "mismatch", "{c}");
+    assert!(twilio.requests().iter().any(|r| r
+        .query
+        .as_deref()
+        .is_some_and(|q| q.contains("PhoneNumber=%2B15550002222"))));
+    let out = cli(&cfg, &["channels", "setup", "--dry-run"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("WhatsApp sender: number {own}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "SmsUrl: https://old.example.com/sms -> https://sms.example.test/webhooks/sms"
+        ),
+        "{text}"
+    );
+    let out = cli(&cfg, &["channels", "setup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let posts: Vec<_> = twilio
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "the SMS number and the WhatsApp number");
+    assert!(posts.iter().all(|p| p.field("SmsUrl") == Some(PUBLIC)));
+
+    // Its webhook right, its recent 63016s show with their hint.
+    let twilio = probe_twilio(PUBLIC, json!([failed(63016), failed(63016)]));
+    let t = TestDir::new();
+    let cfg = t.config(
+        &twilio,
+        &format!(r#"whatsapp: {{ enabled: true, from: "{own}" }}"#),
+    );
+    let v = probe_json(&cfg);
+    let c = whatsapp_check(&v);
+    assert_eq!(c["status"], "error", "{c}");
+    assert_eq!(c["code"], 63016, "{c}");
+    let hints = v["accounts"][0]["hints"].to_string();
+    assert!(hints.contains("Error 63016"), "{hints}");
+}

@@ -399,6 +399,11 @@ async fn outside_the_window_the_template_goes_and_the_text_waits_for_the_answer(
     assert_eq!(e["ref"], "s2");
     agent.assert_no_more(&gw, &cfg, "nothing else while held");
     assert_eq!(twilio.sends().len(), 1, "one template for one silence");
+    let held: Vec<_> = queue_list(&cfg)
+        .into_iter()
+        .filter(|e| e["state"] == "awaiting-reply")
+        .collect();
+    assert_eq!(held.len(), 2, "queue list shows the held texts: {held:?}");
 
     // The person answers: both held texts go, once, in order.
     assert_eq!(admit_wa(&gw, &sid(51), PERSON, "ok, send it").await, 200);

@@ -210,6 +210,23 @@ pub(crate) fn effects_for(
         tracing::warn!(sid = %rec.sid, account = %account.id, "message dropped: From is not an E.164 number");
         return Ok(fx);
     };
+    // A WhatsApp sender's message opens their 24-hour window (CONTRACT §12), whatever
+    // becomes of it; the texts held while it was closed go now, in this same batch
+    // (they leave `W` and join the queue together, so nothing is lost or doubled).
+    if from.is_whatsapp() {
+        fx.whatsapp_seen = Some((account.id.clone(), from.clone()));
+        for mut held in store.whatsapp_held(&account.id, &from)? {
+            fx.whatsapp_released
+                .push((account.id.clone(), from.clone(), held.id));
+            held.state = crate::store::OutboundState::Queued;
+            held.next_attempt_ms = now;
+            held.last_error = None;
+            fx.outbound.push(held);
+        }
+        if !fx.whatsapp_released.is_empty() {
+            tracing::info!(account = %account.id, sid = %rec.sid, from = %from.redacted(), held = fx.whatsapp_released.len(), "the person wrote again on WhatsApp: their held texts are sent");
+        }
+    }
     let body = rec.sms.body.as_str();
     // An approver's answer to an ask (CONTRACT §9), whatever dmPolicy says: consumed,
     // never forwarded, confirmed with one short text. Anyone else's approval-shaped

@@ -223,6 +223,16 @@ fn queue_list(store: &Store) -> Result<Value, StoreError> {
                 .then(|| rfc3339(r.next_attempt_ms)),
         }));
     }
+    // Texts held outside WhatsApp's 24-hour window (CONTRACT §12): they go when the
+    // person writes again, by themselves.
+    for r in store.whatsapp_held_all()? {
+        out.push(json!({
+            "id": r.id.to_string(), "kind": "send", "state": "awaiting-reply", "account": r.account,
+            "to": r.to.as_str(), "text": r.body, "error": r.last_error, "attempts": r.attempts,
+            "createdAt": rfc3339(r.created_ms), "code": null, "hint": null, "nextCheck": null,
+            "limit": null, "releaseAt": null,
+        }));
+    }
     Ok(Value::Array(out))
 }
 

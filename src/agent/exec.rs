@@ -36,12 +36,15 @@ struct Incoming {
     text: String,
     media: usize,
     conversation: String,
+    /// `sms` or `whatsapp` (CONTRACT §12).
+    channel: String,
 }
 
 fn parse_message(v: &Value) -> Option<Incoming> {
     let m = crate::agent::protocol::InboundMessage::from_value(v)?;
     Some(Incoming {
         conversation: m.conversation_key(),
+        channel: m.channel.clone().unwrap_or_else(|| "sms".into()),
         media: m.media.len(),
         id: m.id,
         account: m.account,
@@ -310,6 +313,7 @@ async fn run_command(
         .env("SMS_ACCOUNT", &msg.account)
         .env("SMS_MESSAGE_ID", &msg.id)
         .env("SMS_CONVERSATION", &msg.conversation)
+        .env("SMS_CHANNEL", &msg.channel)
         .env("SMS_OUTBOX", outbox)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, Sender};
 
 pub(crate) use probe::{hints, probe, Check, Status};
-pub(crate) use setup::{apply_setup, plan_setup, SetupOptions};
+pub(crate) use setup::{apply_setup, plan_setup, plan_whatsapp_setup, SetupOptions, WhatsappSetup};
 
 pub(crate) fn capabilities() -> Value {
     json!({

@@ -194,10 +194,16 @@ pub(crate) fn hints(config: &Config, account: &Account, checks: &[Check]) -> Vec
     if failed("credentials") {
         out.push("Check accountSid and authToken against the Twilio Console (Account → API keys & tokens); the token may have been rotated (previousAuthTokens keeps old ones valid for webhooks).".into());
     }
+    if failed("whatsapp") {
+        out.push("WhatsApp: the sender's inbound URL must be publicWebhookUrl with POST too; `smsgate channels setup` sets a number's or Messaging Service's, the Sandbox's is set in the Twilio Console. See docs/whatsapp.md.".into());
+    }
     if failed("webhook") {
         out.push("Twilio signs the exact URL it calls, so its inbound URL must equal publicWebhookUrl byte for byte (scheme, host, path, trailing slash) with method POST; `smsgate channels setup` sets it.".into());
     }
-    for c in checks.iter().filter(|c| c.name == "recentErrors") {
+    for c in checks
+        .iter()
+        .filter(|c| c.name == "recentErrors" || c.name == "whatsapp")
+    {
         let failures = c.extra.get("failures").and_then(Value::as_array);
         for f in failures.into_iter().flatten() {
             let code = f["code"].as_u64().unwrap_or_default();
@@ -224,6 +230,99 @@ fn rest_failure(name: &'static str, e: &RestError) -> Check {
 
 /// All checks for one usable account.
 pub(crate) async fn probe(http: &HttpTwilio, account: &Account) -> Vec<Check> {
+    let mut checks = probe_sms(http, account).await;
+    if account.whatsapp.is_some() {
+        let usable = checks
+            .iter()
+            .find(|c| c.name == "credentials")
+            .is_some_and(|c| c.status != Status::Error);
+        checks.push(if usable {
+            probe_whatsapp(http, account).await
+        } else {
+            Check::new("whatsapp", Status::Skipped, "needs working credentials")
+        });
+    }
+    checks
+}
+
+/// The WhatsApp sender (CONTRACT §12): the Sandbox (set in the Console, not
+/// checkable), the SMS number or service (its webhook check covers it), or its own
+/// number or Messaging Service, whose inbound URL must be publicWebhookUrl; then the
+/// recent failures of our WhatsApp sends (63016 and the like), by code.
+async fn probe_whatsapp(http: &HttpTwilio, account: &Account) -> Check {
+    use super::setup::{whatsapp_sender_kind, WhatsappSetup};
+    let Some(wa) = &account.whatsapp else {
+        return Check::new("whatsapp", Status::Skipped, "WhatsApp is not enabled");
+    };
+    let Some(public) = account.public_url().map(|u| u.raw.clone()) else {
+        return Check::new("whatsapp", Status::Missing, "publicWebhookUrl is not set");
+    };
+    let mut webhook = match whatsapp_sender_kind(account) {
+        WhatsappSetup::Covered(note) => Check::new("whatsapp", Status::Ok, note),
+        WhatsappSetup::Manual(note) => Check::new("whatsapp", Status::Skipped, note),
+        _ => match &wa.sender {
+            Sender::Number(n) => match incoming_number(http, account, n).await {
+                Ok(None) => Check::new("whatsapp", Status::Missing, format!("{}; a WhatsApp sender registered elsewhere must point its webhook at publicWebhookUrl in the Twilio Console", not_ours(n))),
+                Ok(Some(num)) => {
+                    let get = |k: &str| num.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+                    renamed(webhook_verdict(&public, get("sms_url"), get("sms_method"), "WhatsApp sender's number"))
+                }
+                Err(e) => rest_failure("whatsapp", &e),
+            },
+            Sender::MessagingService(mg) => match messaging_service(http, account, mg).await {
+                Ok(v) => renamed(webhook_verdict(&public, v.get("inbound_request_url").and_then(Value::as_str), v.get("inbound_method").and_then(Value::as_str), "WhatsApp sender's Messaging Service")),
+                Err(e) => rest_failure("whatsapp", &e),
+            },
+        },
+    };
+    if !webhook.status.passes() {
+        return webhook;
+    }
+    // Our recent WhatsApp sends, by code (a Messaging Service picks its own sender:
+    // its sends are filtered by the `whatsapp:` address they went to).
+    let creds = Creds::of(account);
+    let api = api_base(&account.api_base_url);
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Sender::Number(n) = &wa.sender {
+        q.append_pair("From", n.as_str());
+    }
+    let q = q
+        .append_pair("PageSize", &(RECENT_SENDS * 5).to_string())
+        .finish();
+    let url = format!(
+        "{api}/2010-04-01/Accounts/{}/Messages.json?{q}",
+        account.account_sid
+    );
+    match http.get_json(&creds, &url).await {
+        Ok(mut v) => {
+            if let Some(list) = v.get_mut("messages").and_then(Value::as_array_mut) {
+                list.retain(|m| {
+                    m.get("to")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.starts_with(crate::phone::WHATSAPP_PREFIX))
+                });
+            }
+            let recent = recent_errors_verdict(&json!({}), Some(&v));
+            if recent.status.passes() {
+                webhook
+            } else {
+                webhook.status = recent.status;
+                webhook.detail = format!("WhatsApp: {}", recent.detail);
+                webhook.extra.extend(recent.extra);
+                webhook
+            }
+        }
+        Err(e) => rest_failure("whatsapp", &e),
+    }
+}
+
+/// A webhook verdict under the name of the WhatsApp check.
+fn renamed(mut c: Check) -> Check {
+    c.name = "whatsapp";
+    c
+}
+
+async fn probe_sms(http: &HttpTwilio, account: &Account) -> Vec<Check> {
     let creds = Creds::of(account);
     let api = api_base(&account.api_base_url);
     let sid = &account.account_sid;

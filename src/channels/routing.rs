@@ -36,7 +36,7 @@ pub(crate) fn service_url(account: &Account, mg: &str) -> String {
 
 /// Why a number cannot be probed or set up: it is not one of the account's.
 pub(crate) fn not_ours(number: &E164) -> String {
-    format!("{number} is not a number of this Twilio account")
+    format!("{} is not a number of this Twilio account", number.number())
 }
 
 /// The account's number `number` as Twilio has it (`sid`, `sms_url`, `sms_method`,
@@ -48,7 +48,8 @@ pub(crate) async fn incoming_number(
     number: &E164,
 ) -> Result<Option<Value>, RestError> {
     let q: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("PhoneNumber", number.as_str())
+        // A WhatsApp sender's number is the account's number without `whatsapp:`.
+        .append_pair("PhoneNumber", number.number())
         .finish();
     let url = format!(
         "{}/2010-04-01/Accounts/{}/IncomingPhoneNumbers.json?{q}",

@@ -88,7 +88,84 @@ pub(crate) async fn plan_setup(
         .public_url()
         .map(|u| u.raw.clone())
         .ok_or("publicWebhookUrl is not set: set it to the URL Twilio should call first")?;
-    match &account.sender {
+    plan_for(http, account, &account.sender, opts, &public).await
+}
+
+/// The Twilio Sandbox for WhatsApp's shared sender (TWILIO-FACTS: for testing only).
+pub(crate) const WHATSAPP_SANDBOX: &str = "+14155238886";
+
+/// Where the account's WhatsApp sender stands for `channels setup` (CONTRACT §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WhatsappSetup {
+    /// The account has no WhatsApp.
+    Off,
+    /// The SMS number or Messaging Service is also the WhatsApp sender: its webhook,
+    /// set above, takes WhatsApp too.
+    Covered(String),
+    /// Not settable through the API (the Sandbox): what to do in the Console.
+    Manual(String),
+    /// Its own number or Messaging Service: this change.
+    Plan(SetupPlan),
+}
+
+/// How the WhatsApp sender relates to the SMS sender: the same number (or service),
+/// the Sandbox, or one of its own (pure: the decision, not the fetch).
+pub(crate) fn whatsapp_sender_kind(account: &Account) -> WhatsappSetup {
+    let Some(wa) = &account.whatsapp else {
+        return WhatsappSetup::Off;
+    };
+    match (&wa.sender, &account.sender) {
+        (Sender::Number(w), _) if w.number() == WHATSAPP_SANDBOX => WhatsappSetup::Manual(format!(
+            "WhatsApp sender {WHATSAPP_SANDBOX} is the Twilio Sandbox: set its \"When a message comes in\" URL to publicWebhookUrl (POST) in the Twilio Console (Messaging > Try it out > Send a WhatsApp message > Sandbox settings); people join it by texting its join code"
+        )),
+        (Sender::Number(w), Sender::Number(n)) if w.number() == n.number() => WhatsappSetup::Covered(format!(
+            "WhatsApp sender {} is the SMS number: its webhook takes WhatsApp too",
+            w.number()
+        )),
+        (Sender::MessagingService(w), Sender::MessagingService(m)) if w == m => {
+            WhatsappSetup::Covered(format!(
+                "WhatsApp goes through Messaging Service {m}, as SMS does: its webhook takes WhatsApp too"
+            ))
+        }
+        // Its own sender: planned by [`plan_whatsapp_setup`].
+        _ => WhatsappSetup::Off,
+    }
+}
+
+/// `channels setup` for the WhatsApp sender: nothing, a note, or the change to its own
+/// number or Messaging Service (the same fields as for SMS).
+pub(crate) async fn plan_whatsapp_setup(
+    http: &HttpTwilio,
+    account: &Account,
+    opts: &SetupOptions,
+) -> Result<WhatsappSetup, String> {
+    let Some(wa) = &account.whatsapp else {
+        return Ok(WhatsappSetup::Off);
+    };
+    match whatsapp_sender_kind(account) {
+        WhatsappSetup::Off => {}
+        known => return Ok(known),
+    }
+    let public = account
+        .public_url()
+        .map(|u| u.raw.clone())
+        .ok_or("publicWebhookUrl is not set: set it to the URL Twilio should call first")?;
+    let mut plan = plan_for(http, account, &wa.sender, opts, &public).await?;
+    plan.what = format!("WhatsApp sender: {}", plan.what);
+    Ok(WhatsappSetup::Plan(plan))
+}
+
+/// The change for one sender: its number's SMS URL or its Messaging Service's inbound
+/// URL (WhatsApp numbers and services take their inbound messages from the same).
+async fn plan_for(
+    http: &HttpTwilio,
+    account: &Account,
+    sender: &Sender,
+    opts: &SetupOptions,
+    public: &str,
+) -> Result<SetupPlan, String> {
+    let public = public.to_string();
+    match sender {
         Sender::Number(n) => {
             let num = incoming_number(http, account, n)
                 .await
@@ -122,7 +199,7 @@ pub(crate) async fn plan_setup(
                 ));
             }
             Ok(SetupPlan {
-                what: format!("number {n} ({pn})"),
+                what: format!("number {} ({pn})", n.number()),
                 url,
                 fields,
                 post_to: number_url(account, &pn),

@@ -323,18 +323,32 @@ fn setup(
     let plan = rt
         .block_on(channels::plan_setup(&http, account, opts))
         .map_err(|e| anyhow!("{e}"))?;
-    println!("{} (account {}):", plan.what, account.id);
-    for (field, old, new) in &plan.fields {
-        if old == new {
-            println!("  {field}: {new} (unchanged)");
-        } else {
-            println!(
-                "  {field}: {} -> {new}",
-                if old.is_empty() { "(unset)" } else { old }
-            );
+    let mut plans = vec![plan];
+    // The WhatsApp sender (CONTRACT §12): its own number or service is set up too.
+    match rt
+        .block_on(channels::plan_whatsapp_setup(&http, account, opts))
+        .map_err(|e| anyhow!("WhatsApp: {e}"))?
+    {
+        channels::WhatsappSetup::Off => {}
+        channels::WhatsappSetup::Covered(note) | channels::WhatsappSetup::Manual(note) => {
+            println!("{note}.")
+        }
+        channels::WhatsappSetup::Plan(p) => plans.push(p),
+    }
+    for plan in &plans {
+        println!("{} (account {}):", plan.what, account.id);
+        for (field, old, new) in &plan.fields {
+            if old == new {
+                println!("  {field}: {new} (unchanged)");
+            } else {
+                println!(
+                    "  {field}: {} -> {new}",
+                    if old.is_empty() { "(unset)" } else { old }
+                );
+            }
         }
     }
-    if plan.is_noop() {
+    if plans.iter().all(channels::setup::SetupPlan::is_noop) {
         println!("Already set; nothing to do.");
         return Ok(ExitCode::SUCCESS);
     }
@@ -342,8 +356,10 @@ fn setup(
         println!("(dry run: nothing changed)");
         return Ok(ExitCode::SUCCESS);
     }
-    rt.block_on(channels::apply_setup(&http, account, &plan))
-        .map_err(|e| anyhow!("Twilio refused the change: {e}"))?;
+    for plan in plans.iter().filter(|p| !p.is_noop()) {
+        rt.block_on(channels::apply_setup(&http, account, plan))
+            .map_err(|e| anyhow!("Twilio refused the change to {}: {e}", plan.what))?;
+    }
     println!("Updated. Check it with `smsgate channels status --probe`.");
     Ok(ExitCode::SUCCESS)
 }

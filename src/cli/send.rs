@@ -165,6 +165,7 @@ async fn direct(
                 Vec::new()
             },
             status_callback: account.public_url().map(|u| u.raw.clone()),
+            content: None,
         };
         let mut attempt = 0;
         let sent = loop {

@@ -80,6 +80,7 @@ pub(super) async fn look_up(s: &Sender, mut rec: OutboundRecord) -> Result<(), S
         body: rec.body.clone(),
         media_urls: Vec::new(),
         status_callback: None,
+        content: None,
     };
     let sent_by = match &sender {
         crate::config::Sender::MessagingService(mg) => reconcile::SentBy::Service(mg.as_str()),

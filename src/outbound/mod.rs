@@ -8,6 +8,7 @@ pub(crate) mod due;
 pub(crate) mod held;
 mod lookup;
 pub(crate) mod sender;
+pub(crate) mod window;
 mod worker;
 
 use std::collections::HashMap;

@@ -11,6 +11,7 @@ use rand::Rng;
 
 use super::held;
 use super::lookup::{look_up, lookup_clock, lookup_due};
+use super::window;
 use super::worker::{finish, monotonic_at, record_sent, save, Tracked};
 use super::PartOutcome;
 use crate::backoff::{Backoff, Jitter, RetryAfter};
@@ -212,6 +213,73 @@ async fn refuse_over_cap(
     Ok(None)
 }
 
+/// Whether the account has a re-engagement template (`whatsapp.templates.reengage`).
+fn has_template(account: &crate::config::Account) -> bool {
+    account
+        .whatsapp
+        .as_ref()
+        .is_some_and(|w| w.reengage.is_some())
+}
+
+/// A free-form WhatsApp text outside the 24-hour window (by our record of the
+/// person's last message, or by Twilio's 63016): with `whatsapp.templates.reengage`
+/// the template goes and the text is held (area `W`) until the person writes again,
+/// both in one batch; behind a template already out it is only held; without a
+/// template it fails with 63016 and its hint. The author hears either way.
+async fn outside_window(
+    s: &Sender,
+    account: &crate::config::Account,
+    mut rec: OutboundRecord,
+    step: window::Step,
+) -> Result<Option<u64>, StoreError> {
+    let template = account.whatsapp.as_ref().and_then(|w| w.reengage.clone());
+    let (tpl, why) = match (step, template) {
+        (window::Step::Template, Some(sid)) => {
+            let mut t = s.store.new_outbound(
+                &account.id,
+                rec.to.clone(),
+                String::new(),
+                Purpose::Reengage,
+                now_ms(),
+            )?;
+            t.content_sid = Some(sid);
+            t.content_variables = Some(window::variables(&rec.body));
+            (Some(t), "held: more than 24 hours since they last wrote on WhatsApp, so the re-engagement template (whatsapp.templates.reengage) was sent instead; this text goes once they answer")
+        }
+        (window::Step::Hold, _) => (None, "held: more than 24 hours since they last wrote on WhatsApp; the re-engagement template is already out, and this text goes once they answer"),
+        _ => {
+            let why = "not sent: more than 24 hours since they last wrote on WhatsApp, and only an approved template may be sent now (Twilio error 63016); set whatsapp.templates.reengage so the template is sent and the text held until they answer".to_string();
+            return finish(s, rec, OutboundState::Failed, why, Some(window::OUTSIDE_WINDOW)).await;
+        }
+    };
+    rec.state = OutboundState::Queued;
+    rec.attempts = 0;
+    rec.next_attempt_ms = 0;
+    rec.last_error = Some(why.to_string());
+    let (held, outbox) = (rec.clone(), s.outbox.clone());
+    s.writer
+        .write(move |st, hooks| {
+            st.hold_whatsapp(&held, tpl.as_ref())?;
+            hooks.after(move || {
+                outbox.forget(held.id);
+                if let Some(t) = tpl {
+                    outbox.queued(vec![t]);
+                }
+            });
+            Ok(())
+        })
+        .await?;
+    tracing::info!(account = %account.id, to = %rec.to.redacted(), id = rec.id, template = step == window::Step::Template, "WhatsApp text held until the person writes again (outside the 24-hour window)");
+    s.outbox.part_done(
+        &rec,
+        PartOutcome::Failed {
+            message: why.to_string(),
+            code: None,
+        },
+    );
+    Ok(None)
+}
+
 /// One attempt. Returns when the message is due again if it waits for another attempt.
 async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, StoreError> {
     let config = s.config.get();
@@ -245,6 +313,21 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             None,
         )
         .await;
+    }
+    // WhatsApp's 24-hour window (CONTRACT §12): a free-form text outside it is not
+    // attempted (Twilio would fail it with 63016).
+    if rec.to.is_whatsapp() && rec.content_sid.is_none() {
+        let last = s.store.whatsapp_last_inbound(&account.id, &rec.to)?;
+        let step = window::step(
+            last,
+            now_ms(),
+            window::window_ms(),
+            has_template(account),
+            s.store.whatsapp_holding(&account.id, &rec.to)?,
+        );
+        if step != window::Step::Send {
+            return outside_window(s, account, rec, step).await;
+        }
     }
     if limited(&rec) {
         let segments = segments_of(&rec, None).max(1);
@@ -347,6 +430,13 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
         media_urls: rec.media_urls.clone(),
         // Delivery statuses come back to our own webhook route.
         status_callback: account.public_url().map(|u| u.raw.clone()),
+        content: rec
+            .content_sid
+            .clone()
+            .map(|sid| crate::twilio::client::Content {
+                sid,
+                variables: rec.content_variables.clone(),
+            }),
     };
     match s.twilio.send(&req).await {
         Ok(sent) => {
@@ -393,6 +483,18 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
                 None,
             )
             .await
+        }
+        // Twilio's clock says the window is closed (CONTRACT §12): the same as ours.
+        Err(SendError::Rejected(e))
+            if e.code == Some(window::OUTSIDE_WINDOW)
+                && rec.to.is_whatsapp()
+                && rec.content_sid.is_none() =>
+        {
+            s.metrics.send_failure(&window::OUTSIDE_WINDOW.to_string());
+            tracing::warn!(account = %account.id, to = %to, id = rec.id, "Twilio refused a WhatsApp text with 63016 (outside the 24-hour window by its clock)");
+            let holding = s.store.whatsapp_holding(&account.id, &rec.to)?;
+            let step = window::outside(has_template(account), holding);
+            outside_window(s, account, rec, step).await
         }
         Err(SendError::Rejected(e)) => {
             s.metrics.send_failure(

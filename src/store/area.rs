@@ -67,6 +67,11 @@ pub(crate) enum Tag {
     /// The sends of the last day per account and minute ([`super::sent`]): what the
     /// spending limits count.
     SentMinutes = b'N',
+    /// WhatsApp senders' last inbound time (CONTRACT §12): account \0 address → ms.
+    WhatsappSeen = b'w',
+    /// Texts held outside WhatsApp's 24-hour window until the person writes again:
+    /// account \0 address \0 id → the send ([`super::whatsapp`]).
+    WhatsappHeld = b'W',
 }
 
 /// The open database; `None` while the writer reopens it after a write error.

@@ -26,6 +26,7 @@ pub(crate) mod outbound;
 pub(crate) mod records;
 pub mod sent;
 pub mod statuses;
+pub(crate) mod whatsapp;
 pub(crate) mod writer;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -160,6 +161,8 @@ pub struct Store {
     pub(crate) decided: Area,
     pub(crate) media_blobs: Area,
     pub(crate) media_index: Area,
+    pub(crate) whatsapp_seen: Area,
+    pub(crate) whatsapp_holds: Area,
 }
 
 impl Store {
@@ -220,6 +223,8 @@ impl Store {
             decided: area(Tag::Decided),
             media_blobs: area(Tag::MediaBlob),
             media_index: area(Tag::MediaIndex),
+            whatsapp_seen: area(Tag::WhatsappSeen),
+            whatsapp_holds: area(Tag::WhatsappHeld),
             cell,
             path,
             state_dir: state_dir.to_path_buf(),
@@ -570,6 +575,11 @@ pub struct Effects {
     /// An approver's answer decided this ask (CONTRACT §9): it leaves the pending
     /// asks for the audit in the same batch.
     pub decided: Option<AskRecord>,
+    /// A WhatsApp sender wrote (account, address): their 24-hour window starts now.
+    pub whatsapp_seen: Option<(String, crate::phone::E164)>,
+    /// Held texts released by this message (account, address, id): they leave `W` in
+    /// this batch, and are in `outbound` (queued again, same id).
+    pub whatsapp_released: Vec<(String, crate::phone::E164, u64)>,
 }
 
 #[cfg(test)]

@@ -172,6 +172,8 @@ impl OutboundRecord {
             last_code: None,
             held_limit: None,
             released: false,
+            content_sid: None,
+            content_variables: None,
         }
     }
 }

@@ -163,6 +163,9 @@ pub enum Purpose {
         reference: Option<String>,
     },
     Cli,
+    /// The WhatsApp re-engagement template sent for a text outside the 24-hour
+    /// window (CONTRACT §12).
+    Reengage,
 }
 
 impl Purpose {
@@ -177,6 +180,7 @@ impl Purpose {
                 | Purpose::PairingApproved
                 | Purpose::NewConversation
                 | Purpose::Approval
+                | Purpose::Reengage
         )
     }
 }
@@ -240,6 +244,12 @@ pub struct OutboundRecord {
     /// Released by the operator: goes out whatever the limits say.
     #[serde(default)]
     pub released: bool,
+    /// A WhatsApp template (CONTRACT §12): `ContentSid` and `ContentVariables` (JSON)
+    /// instead of `Body` and `MediaUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_variables: Option<String>,
 }
 
 impl OutboundState {

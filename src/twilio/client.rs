@@ -44,6 +44,16 @@ pub struct SendRequest {
     pub body: String,
     pub media_urls: Vec<String>,
     pub status_callback: Option<String>,
+    /// A WhatsApp template (CONTRACT §12): `ContentSid` and `ContentVariables` are
+    /// sent instead of `Body` and `MediaUrl`.
+    pub content: Option<Content>,
+}
+
+/// A WhatsApp template and its variables (a JSON object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub sid: String,
+    pub variables: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,15 +194,26 @@ fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duratio
 }
 
 /// The form fields of a create-message request, in the order Twilio documents them.
-pub(crate) fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
+pub fn create_form(req: &SendRequest) -> Vec<(&'static str, String)> {
     let mut form = vec![("To", req.to.to_string())];
     match &req.sender {
         Sender::Number(n) => form.push(("From", n.to_string())),
         Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
     }
-    form.push(("Body", req.body.clone()));
-    for m in &req.media_urls {
-        form.push(("MediaUrl", m.clone()));
+    match &req.content {
+        // Since 2025-04-01 a template in `Body` fails: no Body, no MediaUrl.
+        Some(c) => {
+            form.push(("ContentSid", c.sid.clone()));
+            if let Some(v) = &c.variables {
+                form.push(("ContentVariables", v.clone()));
+            }
+        }
+        None => {
+            form.push(("Body", req.body.clone()));
+            for m in &req.media_urls {
+                form.push(("MediaUrl", m.clone()));
+            }
+        }
     }
     if let Some(cb) = &req.status_callback {
         form.push(("StatusCallback", cb.clone()));

@@ -11,7 +11,7 @@ pub(crate) mod media;
 pub(crate) mod reconcile;
 pub mod signature;
 
-pub use client::{Creds, HttpTwilio, Lookup, MessagesApi, SendRequest, Sent};
+pub use client::{create_form, Content, Creds, HttpTwilio, Lookup, MessagesApi, SendRequest, Sent};
 pub use error::{ApiError, RestError, SendError};
 
 /// Delivery statuses after which nothing changes.
@@ -63,6 +63,12 @@ mod tests {
             (Some("sending"), "undelivered", true),
             (Some("delivered"), "read", true),
             (Some("undelivered"), "delivered", false),
+            // WhatsApp's `read` (CONTRACT §12): after delivered, never back.
+            (Some("sent"), "read", true),
+            (Some("read"), "delivered", false),
+            (Some("read"), "sent", false),
+            (Some("read"), "read", false),
+            (Some("failed"), "read", false),
         ];
         for (cur, new, want) in cases {
             assert_eq!(status_may_replace(cur, new), want, "{cur:?} -> {new}");

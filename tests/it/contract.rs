@@ -69,6 +69,7 @@ fn request(port: u16, sender: Sender, media: Vec<String>, callback: Option<Strin
         body: "Hello from smsgate ✓".into(),
         media_urls: media,
         status_callback: callback,
+        content: None,
     }
 }
 
@@ -94,6 +95,24 @@ async fn messages_create_requests_match_twilios_spec() {
             Some("https://sms.example.test/webhooks/sms".into()),
         ),
     ];
+    // WhatsApp (CONTRACT §12): `whatsapp:` on From and To, and the re-engagement
+    // template with ContentSid and ContentVariables instead of Body.
+    let whatsapp = Sender::Number(E164::parse_address("whatsapp:+14155238886").unwrap());
+    let mut wa_text = request(port, whatsapp.clone(), vec![], None);
+    wa_text.to = E164::parse_address("whatsapp:+15557654321").unwrap();
+    let mut wa_template = wa_text.clone();
+    wa_template.body = String::new();
+    wa_template.content = Some(smsgate::twilio::Content {
+        sid: "HX0123456789abcdef0123456789abcdef".into(),
+        variables: Some(r#"{"1":"Your report is ready"}"#.into()),
+    });
+    let form = smsgate::twilio::create_form(&wa_template);
+    assert!(
+        form.iter().any(|(k, _)| *k == "ContentSid") && !form.iter().any(|(k, _)| *k == "Body"),
+        "{form:?}"
+    );
+    let mut cases = cases.to_vec();
+    cases.extend([wa_text, wa_template]);
     for (i, req) in cases.iter().enumerate() {
         let sent = client.send(req).await;
         assert!(
@@ -117,10 +136,18 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
     let Some((_prism, port)) = start_prism("twilio_api_v2010.trimmed.json") else {
         return;
     };
+    // Also with a WhatsApp sender of its own (CONTRACT §12): its number's lookup, its
+    // recent sends and its update go through the same resources.
+    for whatsapp in ["", r#", whatsapp: { enabled: true, from: "+15550002222" }"#] {
+        probe_and_setup_against_prism(port, whatsapp);
+    }
+}
+
+fn probe_and_setup_against_prism(port: u16, whatsapp: &str) {
     let t = common::TestDir::new();
     let config = t.write_config(&format!(
         r#"{{ gateway: {{ listen: "127.0.0.1:8789", stateDir: "{}" }}, channels: {{ sms: {{ accountSid: "{}", authToken: "token",
-        fromNumber: "{}", publicWebhookUrl: "{}", apiBaseUrl: "http://127.0.0.1:{port}" }} }} }}"#,
+        fromNumber: "{}", publicWebhookUrl: "{}", apiBaseUrl: "http://127.0.0.1:{port}"{whatsapp} }} }} }}"#,
         t.state().display(),
         common::SID,
         common::FROM,
@@ -139,6 +166,9 @@ fn probe_lists_and_setup_update_match_twilios_spec() {
     // Every call was made (nothing skipped) and understood.
     assert_eq!(status("credentials"), Some("ok".into()), "{v}");
     assert_eq!(status("recentErrors"), Some("ok".into()), "{v}");
+    if !whatsapp.is_empty() {
+        assert!(status("whatsapp").is_some(), "{v}");
+    }
     for c in checks {
         let detail = c["detail"].as_str().unwrap_or_default();
         assert!(

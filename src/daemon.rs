@@ -514,9 +514,7 @@ async fn resync_after_recovery(app: Arc<App>, mut stop: Shutdown) {
 /// `SMSGATE_AGENT_NOT_READING_SECS` shortens the not-reading limit (tests, operators
 /// with fast agents); 30 s otherwise.
 fn not_reading_after() -> Duration {
-    std::env::var("SMSGATE_AGENT_NOT_READING_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
+    crate::clock::env_span("SMSGATE_AGENT_NOT_READING_SECS")
         .filter(|s| *s > 0)
         .map_or(crate::agent::server::NOT_READING, Duration::from_secs)
 }

@@ -215,14 +215,9 @@ pub(crate) fn effects_for(
     // (they leave `W` and join the queue together, so nothing is lost or doubled).
     if from.is_whatsapp() {
         fx.whatsapp_seen = Some((account.id.clone(), from.clone()));
-        for mut held in store.whatsapp_held(&account.id, &from)? {
-            fx.whatsapp_released
-                .push((account.id.clone(), from.clone(), held.id));
-            held.state = crate::store::OutboundState::Queued;
-            held.next_attempt_ms = now;
-            held.last_error = None;
-            fx.outbound.push(held);
-        }
+        let released = store.whatsapp_released(&account.id, &from, now)?;
+        fx.whatsapp_released = released.iter().map(|r| r.id).collect();
+        fx.outbound.extend(released);
         if !fx.whatsapp_released.is_empty() {
             tracing::info!(account = %account.id, sid = %rec.sid, from = %from.redacted(), held = fx.whatsapp_released.len(), "the person wrote again on WhatsApp: their held texts are sent");
         }

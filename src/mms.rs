@@ -54,10 +54,7 @@ pub(crate) enum Refused {
 /// How long media is served after Twilio accepted its send (CONTRACT §10: 1 hour);
 /// `SMSGATE_MEDIA_TTL_SECS` shortens it for tests, like `SMSGATE_UNKNOWN_SETTLE_MS`.
 pub(crate) fn ttl_ms() -> u64 {
-    std::env::var("SMSGATE_MEDIA_TTL_SECS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(3_600_000, |s| s.saturating_mul(1000))
+    crate::clock::env_span("SMSGATE_MEDIA_TTL_SECS").map_or(3_600_000, |s| s.saturating_mul(1000))
 }
 
 /// The longest media waits for its send's final status after the hour (a status

@@ -61,9 +61,7 @@ pub async fn connect_loop<F, Fut>(
 pub fn retry_first_ms() -> u64 {
     static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *FIRST.get_or_init(|| {
-        std::env::var("SMSGATE_AGENT_RETRY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
+        crate::clock::env_span("SMSGATE_AGENT_RETRY_MS")
             .filter(|ms| *ms > 0)
             .unwrap_or(crate::store::FIRST_AGENT_RETRY_MS)
     })

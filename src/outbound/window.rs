@@ -15,9 +15,7 @@ pub(crate) const PREVIEW_CHARS: usize = 100;
 /// The window in milliseconds: `SMSGATE_WHATSAPP_WINDOW_SECS` (like
 /// `SMSGATE_UNKNOWN_SETTLE_MS`, so tests need not wait a day), else a day.
 pub(crate) fn window_ms() -> u64 {
-    std::env::var("SMSGATE_WHATSAPP_WINDOW_SECS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    crate::clock::env_span("SMSGATE_WHATSAPP_WINDOW_SECS")
         .unwrap_or(DEFAULT_WINDOW_SECS)
         .saturating_mul(1000)
 }

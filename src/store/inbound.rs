@@ -465,9 +465,9 @@ impl Store {
         }
         if let Some((account, address)) = &effects.whatsapp_seen {
             self.whatsapp_seen_into(b, account, address, effects.now);
-        }
-        for (account, address, id) in &effects.whatsapp_released {
-            self.unhold_whatsapp_into(b, account, address, *id);
+            for id in &effects.whatsapp_released {
+                self.unhold_whatsapp_into(b, account, address, *id);
+            }
         }
         self.enqueue_into(b, &effects.outbound);
         if let Some(rec) = &effects.decided {

@@ -577,9 +577,10 @@ pub struct Effects {
     pub decided: Option<AskRecord>,
     /// A WhatsApp sender wrote (account, address): their 24-hour window starts now.
     pub whatsapp_seen: Option<(String, crate::phone::E164)>,
-    /// Held texts released by this message (account, address, id): they leave `W` in
-    /// this batch, and are in `outbound` (queued again, same id).
-    pub whatsapp_released: Vec<(String, crate::phone::E164, u64)>,
+    /// The ids of the held texts this message releases (of `whatsapp_seen`'s sender):
+    /// they leave `W` in this batch, and are in `outbound` (queued again, same id;
+    /// [`Store::whatsapp_released`]).
+    pub whatsapp_released: Vec<u64>,
 }
 
 #[cfg(test)]

@@ -63,6 +63,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The sender wrote again: their held texts as they go back into the queue (same
+    /// id, due `now`), oldest first. The caller puts them in the admission's batch with
+    /// their ids, which leave `W` there ([`Store::unhold_whatsapp_into`]).
+    pub(crate) fn whatsapp_released(
+        &self,
+        account: &str,
+        address: &E164,
+        now: u64,
+    ) -> Result<Vec<OutboundRecord>, StoreError> {
+        let mut held = self.whatsapp_held(account, address)?;
+        for r in &mut held {
+            r.state = super::OutboundState::Queued;
+            r.next_attempt_ms = now;
+            r.last_error = None;
+        }
+        Ok(held)
+    }
+
     /// Whether a text is held for this sender (a re-engagement template went already).
     pub fn whatsapp_holding(&self, account: &str, address: &E164) -> Result<bool, StoreError> {
         Ok(self

@@ -173,9 +173,7 @@ fn redirected(resp: &reqwest::Response) -> Option<ApiError> {
 /// How long a Twilio request may take in all. `SMSGATE_TWILIO_TIMEOUT_MS` shortens it
 /// (tests; operators on slow links may lengthen it).
 fn request_timeout() -> Duration {
-    std::env::var("SMSGATE_TWILIO_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    crate::clock::env_span("SMSGATE_TWILIO_TIMEOUT_MS")
         .map_or(Duration::from_secs(30), Duration::from_millis)
 }
 

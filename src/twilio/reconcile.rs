@@ -252,10 +252,7 @@ pub(crate) fn first_step(attempt_ms: u64) -> Step {
 /// The settle time actually in force: [`FIRST_CHECK_MS`], or
 /// `SMSGATE_UNKNOWN_SETTLE_MS` (tests; the second check stays 5 times it).
 pub(crate) fn settle_ms() -> u64 {
-    std::env::var("SMSGATE_UNKNOWN_SETTLE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(FIRST_CHECK_MS)
+    crate::clock::env_span("SMSGATE_UNKNOWN_SETTLE_MS").unwrap_or(FIRST_CHECK_MS)
 }
 
 /// When the first lookup of a send attempted at `attempt_ms` runs.

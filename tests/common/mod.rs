@@ -265,6 +265,23 @@ impl FakeTwilio {
             .collect()
     }
 
+    /// What `channels status --probe` reads first: the account (active) and its recent
+    /// messages, `messages` being the list Twilio returns.
+    pub fn serve_account(&self, messages: serde_json::Value) {
+        self.route(
+            "GET",
+            &format!("/2010-04-01/Accounts/{SID}.json"),
+            200,
+            serde_json::json!({"sid": SID, "friendly_name": "Test", "status": "active"}),
+        );
+        self.route(
+            "GET",
+            &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
+            200,
+            serde_json::json!({ "messages": messages }),
+        );
+    }
+
     pub fn sends_to(&self, to: &str) -> Vec<Recorded> {
         self.sends()
             .into_iter()

@@ -17,18 +17,7 @@ fn number_route(twilio: &FakeTwilio, sms_url: &str, method: &str) {
 
 fn healthy_twilio() -> FakeTwilio {
     let twilio = FakeTwilio::start();
-    twilio.route(
-        "GET",
-        &format!("/2010-04-01/Accounts/{SID}.json"),
-        200,
-        json!({"sid": SID, "friendly_name": "Test", "status": "active"}),
-    );
-    twilio.route(
-        "GET",
-        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
-        200,
-        json!({"messages": [{"sid": "SM1", "error_code": null, "from": "+15557654321"}]}),
-    );
+    twilio.serve_account(json!([{"sid": "SM1", "error_code": null, "from": "+15557654321"}]));
     number_route(&twilio, PUBLIC, "POST");
     twilio
 }

@@ -13,10 +13,6 @@ use serde_json::json;
 const WA_FROM: &str = "+14155238886";
 const PERSON: &str = "+15557654321";
 
-fn agent_sock(t: &TestDir) -> PathBuf {
-    t.state().join("agent.sock")
-}
-
 fn wa(number: &str) -> String {
     format!("whatsapp:{number}")
 }
@@ -63,7 +59,7 @@ async fn an_sms_and_a_whatsapp_conversation_side_by_side_from_one_number() {
         r#"dmPolicy: "open", allowFrom: ["*"], allowTo: ["*"]"#,
     );
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
 
     assert_eq!(gw.admit(&sid(1), PERSON, "hi by sms").await, 200);
     let sms = agent.next_of("message");
@@ -175,7 +171,7 @@ async fn allow_from_prefixes_allow_one_channel_and_pairing_is_per_channel() {
         r#"dmPolicy: "allowlist", allowFrom: ["+15550000001", "sms:+15550000002", "whatsapp:+15550000003"]"#,
     );
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let cases: [(&str, bool, bool); 3] = [
         // (number, SMS reaches the agent, WhatsApp reaches the agent)
         ("+15550000001", true, true),
@@ -220,7 +216,7 @@ async fn allow_from_prefixes_allow_one_channel_and_pairing_is_per_channel() {
     let twilio = FakeTwilio::start();
     let cfg = config(&t, &twilio, r#"dmPolicy: "pairing""#);
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let sends = admit_and_wait_sends(
         &gw,
         &twilio,
@@ -296,7 +292,7 @@ async fn whatsapp_on_an_account_without_it_is_not_processed() {
     let twilio = FakeTwilio::start();
     let cfg = t.config(&twilio, r#"dmPolicy: "open", allowFrom: ["*"]"#);
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(admit_wa(&gw, &sid(40), PERSON, "hello").await, 200);
     agent.assert_no_more(
         &gw,
@@ -370,7 +366,7 @@ async fn outside_the_window_the_template_goes_and_the_text_waits_for_the_answer(
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, true);
     let gw = Gateway::start_with(&cfg, &window_env());
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let m = message_then_silence(&gw, &mut agent, 50).await;
 
     let text = format!("**Your report** is ready: {}", "x".repeat(200));
@@ -432,7 +428,7 @@ async fn a_held_text_survives_kill_9_and_is_sent_exactly_once() {
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, true);
     let gw = Gateway::start_with(&cfg, &window_env());
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let m = message_then_silence(&gw, &mut agent, 60).await;
     agent.send(json!({"type": "reply", "id": m["id"], "text": "held across a crash"}));
     agent.next_of("error");
@@ -441,7 +437,7 @@ async fn a_held_text_survives_kill_9_and_is_sent_exactly_once() {
     gw.kill9();
 
     let gw = Gateway::start_with(&cfg, &window_env());
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert!(gw.wait_quiet(&cfg, Duration::from_secs(10)));
     assert_eq!(twilio.sends().len(), 1, "held, not sent, after the restart");
     assert_eq!(admit_wa(&gw, &sid(61), PERSON, "back").await, 200);
@@ -471,7 +467,7 @@ async fn without_a_template_the_agent_gets_63016_and_its_hint() {
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, false);
     let gw = Gateway::start_with(&cfg, &window_env());
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     let m = message_then_silence(&gw, &mut agent, 70).await;
     agent.send(json!({"type": "reply", "id": m["id"], "text": "too late"}));
     let e = agent.next_of("error");
@@ -504,7 +500,7 @@ async fn twilios_own_63016_is_handled_like_ours() {
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, true);
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(admit_wa(&gw, &sid(80), PERSON, "hi").await, 200);
     let m = agent.next_of("message");
     twilio.push(twilio_error(63016, 400));
@@ -527,7 +523,7 @@ async fn twilios_own_63016_is_handled_like_ours() {
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, false);
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(admit_wa(&gw, &sid(82), PERSON, "hi").await, 200);
     let m = agent.next_of("message");
     twilio.push(twilio_error(63016, 400));
@@ -545,7 +541,7 @@ async fn read_ranks_after_delivered_and_never_regresses() {
     let twilio = FakeTwilio::start();
     let cfg = template_config(&t, &twilio, false);
     let gw = Gateway::start(&cfg);
-    let mut agent = TestAgent::connect(&agent_sock(&t));
+    let mut agent = TestAgent::connect(&t.agent_sock());
     assert_eq!(admit_wa(&gw, &sid(90), PERSON, "hi").await, 200);
     let m = agent.next_of("message");
     agent.send(json!({"type": "reply", "id": m["id"], "text": "read me"}));
@@ -586,18 +582,7 @@ const PN: &str = "PN0123456789abcdef0123456789abcdef";
 
 fn probe_twilio(sms_url: &str, messages: serde_json::Value) -> FakeTwilio {
     let twilio = FakeTwilio::start();
-    twilio.route(
-        "GET",
-        &format!("/2010-04-01/Accounts/{SID}.json"),
-        200,
-        json!({"sid": SID, "friendly_name": "Test", "status": "active"}),
-    );
-    twilio.route(
-        "GET",
-        &format!("/2010-04-01/Accounts/{SID}/Messages.json"),
-        200,
-        json!({ "messages": messages }),
-    );
+    twilio.serve_account(messages);
     twilio.route("GET", &format!("/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers.json"), 200, json!({
         "incoming_phone_numbers": [{"sid": PN, "phone_number": FROM, "sms_url": sms_url, "sms_method": "POST", "sms_application_sid": ""}]
     }));

@@ -43,10 +43,10 @@ pub(crate) fn overflow(already_held: usize, coming: usize, max_held: u32) -> Ove
 }
 
 /// What the agent (or `message send`) hears when a send is refused at the cap.
-pub(crate) fn refused_message(limit: Limit, max_held: u32) -> String {
+/// `over`: why it would be held (an `outboundLimits` key, or WhatsApp's window).
+pub(crate) fn refused_message(over: &str, max_held: u32) -> String {
     format!(
-        "refused, not held: over {} and {max_held} sends are already held for this account (outboundLimits.maxHeld = {max_held}); nothing was stored. Release or purge held sends (`smsgate queue list`, `smsgate queue release --all`), or raise outboundLimits.maxHeld",
-        limit.key()
+        "refused, not held: over {over} and {max_held} sends are already held for this account (outboundLimits.maxHeld = {max_held}); nothing was stored. Release or purge held sends (`smsgate queue list`, `smsgate queue release --all`), or raise outboundLimits.maxHeld"
     )
 }
 
@@ -156,7 +156,7 @@ mod tests {
         for (name, held, coming, max, want) in cases {
             assert_eq!(overflow(held, coming, max), want, "{name}");
         }
-        let m = refused_message(Limit::PerHour, 3);
+        let m = refused_message(Limit::PerHour.key(), 3);
         assert!(
             m.contains("outboundLimits.maxHeld = 3") && m.contains("outboundLimits.perHour"),
             "{m}"

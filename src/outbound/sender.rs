@@ -170,9 +170,9 @@ async fn refuse_over_cap(
     account: &crate::config::Account,
     rec: OutboundRecord,
     mut ids: Vec<u64>,
-    limit: crate::limits::Limit,
+    over: &str,
 ) -> Result<Option<u64>, StoreError> {
-    let why = held::refused_message(limit, account.max_held);
+    let why = held::refused_message(over, account.max_held);
     let id = rec.id;
     // The reply or send is refused as a whole (`ids`: its live parts): the parts queued
     // behind this one go too, so no part of it goes out or is held later.
@@ -199,7 +199,7 @@ async fn refuse_over_cap(
         new
     };
     if say {
-        tracing::warn!(account = %account.id, "outboundLimits.maxHeld reached: {} sends are held, so further sends over {} are refused and not stored; each one's agent gets an error line. Release or purge held sends (`smsgate queue list`), or raise outboundLimits.maxHeld. Said once an hour", account.max_held, limit.key());
+        tracing::warn!(account = %account.id, "outboundLimits.maxHeld reached: {} sends are held, so further sends over {over} are refused and not stored; each one's agent gets an error line. Release or purge held sends (`smsgate queue list`), or raise outboundLimits.maxHeld. Said once an hour", account.max_held);
     }
     tracing::debug!(account = %account.id, to = %rec.to.redacted(), id, "send refused: {why}");
     s.metrics.outbound_limit_hit(&account.id, "maxHeld");
@@ -211,6 +211,33 @@ async fn refuse_over_cap(
         },
     );
     Ok(None)
+}
+
+/// Whether holding `rec` would pass `outboundLimits.maxHeld` (issue 20 item 7): the
+/// account's held sends (over a spending limit, in the outbox; outside WhatsApp's
+/// window, in the store) and the other parts of its reply or send still to come.
+/// `Some(ids)`: refuse it, with those live parts of its reply or send. Only for a send
+/// not held already (one held by a full window keeps its place).
+fn over_max_held(
+    s: &Sender,
+    account: &crate::config::Account,
+    rec: &OutboundRecord,
+) -> Result<Option<Vec<u64>>, StoreError> {
+    if account.max_held == 0 {
+        return Ok(None);
+    }
+    let parts = rec.group.map_or_else(Vec::new, |g| s.outbox.group_parts(g));
+    let coming = parts
+        .iter()
+        .filter(|(id, state)| *id != rec.id && *state != OutboundState::Held)
+        .count();
+    let held_now = s.outbox.held_len(&account.id)
+        + s.store
+            .whatsapp_held_count(&account.id, account.max_held as usize)?;
+    Ok(
+        (held::overflow(held_now, coming, account.max_held) == held::Overflow::Refuse)
+            .then(|| parts.into_iter().map(|(id, _)| id).collect()),
+    )
 }
 
 /// Whether the account has a re-engagement template (`whatsapp.templates.reengage`).
@@ -252,6 +279,11 @@ async fn outside_window(
             return finish(s, rec, OutboundState::Failed, why, Some(window::OUTSIDE_WINDOW)).await;
         }
     };
+    // Held texts count against `outboundLimits.maxHeld` like those over a spending
+    // limit: an agent writing to people who never answer cannot fill the store.
+    if let Some(ids) = over_max_held(s, account, &rec)? {
+        return refuse_over_cap(s, account, rec, ids, "WhatsApp's 24-hour window").await;
+    }
     rec.state = OutboundState::Queued;
     rec.attempts = 0;
     rec.next_attempt_ms = 0;
@@ -379,15 +411,8 @@ async fn send_one(s: &Sender, mut rec: OutboundRecord) -> Result<Option<u64>, St
             // leaves the store (issue 20 item 7). One held already (auto-release found
             // the window still full) keeps its place.
             if first {
-                let parts = rec.group.map_or_else(Vec::new, |g| s.outbox.group_parts(g));
-                let coming = parts
-                    .iter()
-                    .filter(|(id, state)| *id != rec.id && *state != OutboundState::Held)
-                    .count();
-                let held_now = s.outbox.held_len(&account.id);
-                if held::overflow(held_now, coming, account.max_held) == held::Overflow::Refuse {
-                    let ids = parts.into_iter().map(|(id, _)| id).collect();
-                    return refuse_over_cap(s, account, rec, ids, limit).await;
+                if let Some(ids) = over_max_held(s, account, &rec)? {
+                    return refuse_over_cap(s, account, rec, ids, limit.key()).await;
                 }
             }
             rec.state = OutboundState::Held;

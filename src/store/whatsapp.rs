@@ -91,6 +91,25 @@ impl Store {
             .is_some())
     }
 
+    /// How many texts are held for the account's WhatsApp senders, counted up to `cap`
+    /// (for `outboundLimits.maxHeld`: no need to count past it).
+    pub(crate) fn whatsapp_held_count(
+        &self,
+        account: &str,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self
+            .whatsapp_holds
+            .scan(&super::area::account_prefix(account))
+            .take(cap)
+        {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every held text, of every account (for `queue list`).
     pub fn whatsapp_held_all(&self) -> Result<Vec<OutboundRecord>, StoreError> {
         let mut out = Vec::new();

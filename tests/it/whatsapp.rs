@@ -422,6 +422,46 @@ async fn outside_the_window_the_template_goes_and_the_text_waits_for_the_answer(
     assert_eq!(twilio.sends().len(), 3);
 }
 
+/// Texts held outside the window count against `outboundLimits.maxHeld`: an agent
+/// writing to someone who never answers cannot fill the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_whatsapp_texts_count_against_max_held() {
+    let t = TestDir::new();
+    let twilio = FakeTwilio::start();
+    let cfg = t.config(
+        &twilio,
+        &format!(
+            r#"dmPolicy: "open", allowFrom: ["*"], allowTo: ["*"], outboundLimits: {{ maxHeld: 2 }}, whatsapp: {{ enabled: true, from: "{WA_FROM}", templates: {{ reengage: "{HX}" }} }}"#
+        ),
+    );
+    let gw = Gateway::start_with(&cfg, &window_env());
+    let mut agent = TestAgent::connect(&t.agent_sock());
+    let m = message_then_silence(&gw, &mut agent, 55).await;
+    agent.send(json!({"type": "ack", "id": m["id"]}));
+    for r in ["h1", "h2", "h3"] {
+        agent.send(json!({"type": "send", "to": wa(PERSON), "text": r, "ref": r}));
+        let e = agent.next_of("error");
+        assert_eq!(e["ref"], r, "{e}");
+        let message = e["message"].as_str().unwrap();
+        if r == "h3" {
+            assert!(
+                message.contains("outboundLimits.maxHeld = 2")
+                    && message.contains("nothing was stored"),
+                "{e}"
+            );
+        } else {
+            assert!(message.starts_with("held"), "{e}");
+        }
+    }
+    assert!(gw.wait_quiet(&cfg, Duration::from_secs(10)));
+    let held: Vec<_> = queue_list(&cfg)
+        .into_iter()
+        .filter(|e| e["state"] == "awaiting-reply")
+        .collect();
+    assert_eq!(held.len(), 2, "the third is not stored: {held:?}");
+    assert_eq!(twilio.sends().len(), 1, "one template");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_text_survives_kill_9_and_is_sent_exactly_once() {
     let t = TestDir::new();
